@@ -1,0 +1,199 @@
+/**
+ * The engine: detect (every probe), inspect the detected format, run its safety rules and the
+ * generic ones, decide the verdict. Works on any ByteSource: a file (random access), a stored
+ * blob, or a stream's capture (see stream-inspector.ts).
+ */
+import type { ByteSource } from './byte-source.js';
+import { FormatError, NeedBytes, NeedDigest } from './byte-source.js';
+import { COMPRESSION_PROBE_BYTES, detectCompression, type Compression } from './compression.js';
+import type { Finding } from './findings.js';
+import { finding, isFindingCode } from './findings.js';
+import type { FormatDescriptor, FormatName, InspectContext, Inspection } from './format.js';
+import { limitsWith, type InspectLimits } from './limits.js';
+import { FORMATS } from './registry.js';
+
+export type Verdict = 'safe' | 'refused';
+
+export interface InspectOptions {
+  limits?: Partial<InspectLimits>;
+  /** the format the uploader says this is (Glance disk_format names accepted) */
+  claimedFormat?: string;
+}
+
+export interface InspectionReport {
+  format: FormatName;
+  subformat?: string;
+  virtualSize?: bigint;
+  /** bytes of the image as inspected (after any compression wrapper) */
+  fileSize?: number;
+  /** other formats whose probe also matched (polyglot) */
+  alsoMatched?: FormatName[];
+  claimedFormat?: string;
+  details: Record<string, unknown>;
+  findings: Finding[];
+  verdict: Verdict;
+}
+
+/**
+ * Claimed (Glance / OpenNebula / qemu) names → the detected formats they are compatible with.
+ * `raw` and its Glance aliases accept an ISO (guests read it as raw bytes); nothing accepts a
+ * format that a hypervisor would interpret (CVE-2024-40767).
+ */
+const CLAIM_COMPATIBLE: Record<string, readonly FormatName[]> = {
+  raw: ['raw', 'iso'],
+  gpt: ['raw'],
+  aki: ['raw'],
+  ari: ['raw'],
+  ami: ['raw'],
+  img: ['raw'],
+  iso: ['iso'],
+  qcow2: ['qcow2'],
+  qcow: ['qcow'],
+  qed: ['qed'],
+  vmdk: ['vmdk'],
+  vdi: ['vdi'],
+  vhd: ['vhd'],
+  vpc: ['vhd'],
+  vhdx: ['vhdx'],
+  luks: ['luks'],
+  ova: ['ova'],
+  ploop: ['parallels'],
+  parallels: ['parallels'],
+};
+
+export function knownClaimedFormats(): string[] {
+  return Object.keys(CLAIM_COMPATIBLE);
+}
+
+export interface DetectResult {
+  matched: FormatName[];
+  compression?: Compression;
+  findings: Finding[];
+}
+
+/** Runs every probe. NeedBytes propagates (the stream inspector needs it); other throws fail closed. */
+export async function detect(src: ByteSource): Promise<DetectResult> {
+  const matched: FormatName[] = [];
+  const findings: Finding[] = [];
+  for (const f of FORMATS) {
+    if (f.name === 'raw') continue;
+    try {
+      if (await f.probe(src)) matched.push(f.name);
+    } catch (e) {
+      if (e instanceof NeedBytes || e instanceof NeedDigest) throw e;
+      if (e instanceof FormatError && isFindingCode(e.code)) {
+        findings.push(finding(e.code, `${f.name} probe: ${e.message}`));
+        continue;
+      }
+      findings.push(finding('CHECK_FAILED', `the ${f.name} probe failed (${errorText(e)}); refusing to guess the format`));
+    }
+  }
+  const head = await src.read(0, COMPRESSION_PROBE_BYTES);
+  const compression = detectCompression(head);
+  return { matched, compression, findings };
+}
+
+export async function inspectSource(src: ByteSource, opts: InspectOptions = {}): Promise<InspectionReport> {
+  const limits = limitsWith(opts.limits);
+  const ctx: InspectContext = { limits };
+  const det = await detect(src);
+  const findings = [...det.findings];
+  const primary: FormatDescriptor = det.matched.length > 0 ? formatOf(det.matched[0]!) : formatOf('raw');
+  if (det.matched.length > 1) {
+    findings.push(
+      finding(
+        'POLYGLOT',
+        `the image matches more than one format (${det.matched.join(', ')}); a file that is two formats at once is how ` +
+          `format-confusion attacks work — rebuild it as a single format (e.g. imago convert) and upload again`,
+      ),
+    );
+  }
+  const inspection = await inspectWith(primary, src, ctx, findings);
+  for (const rule of primary.checks) {
+    try {
+      findings.push(...rule.run(inspection, ctx));
+    } catch (e) {
+      findings.push(finding('CHECK_FAILED', `safety check ${rule.code} failed (${errorText(e)}); refusing (fail closed)`));
+    }
+  }
+  if (inspection.virtualSize !== undefined && inspection.virtualSize > limits.maxVirtualSize) {
+    findings.push(
+      finding(
+        'VIRTUAL_SIZE_LIMIT',
+        `virtual size ${inspection.virtualSize} bytes is over the limit of ${limits.maxVirtualSize} bytes; ` +
+          `shrink the image or ask an administrator to raise maxVirtualSize`,
+      ),
+    );
+  }
+  if (opts.claimedFormat !== undefined) findings.push(...claimFindings(opts.claimedFormat, primary.name));
+  const report: InspectionReport = {
+    format: primary.name,
+    details: inspection.details as Record<string, unknown>,
+    findings: dedupe(findings),
+    verdict: 'safe',
+  };
+  if (inspection.subformat !== undefined) report.subformat = inspection.subformat;
+  if (inspection.virtualSize !== undefined) report.virtualSize = inspection.virtualSize;
+  if (src.size !== undefined) report.fileSize = src.size;
+  if (det.matched.length > 1) report.alsoMatched = det.matched.slice(1);
+  if (opts.claimedFormat !== undefined) report.claimedFormat = opts.claimedFormat;
+  report.verdict = verdictOf(report.findings);
+  return report;
+}
+
+export function verdictOf(findings: readonly Finding[]): Verdict {
+  return findings.some((f) => f.severity === 'error') ? 'refused' : 'safe';
+}
+
+async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectContext, findings: Finding[]): Promise<Inspection> {
+  try {
+    const ins = await f.inspect(src, ctx);
+    findings.push(...ins.findings);
+    return ins;
+  } catch (e) {
+    if (e instanceof NeedBytes || e instanceof NeedDigest) throw e;
+    if (e instanceof FormatError) {
+      const code = isFindingCode(e.code) ? e.code : 'MALFORMED_HEADER';
+      findings.push(finding(code, `${f.name}: ${e.message}; the image is damaged or crafted — recreate it and upload again`));
+    } else {
+      findings.push(finding('CHECK_FAILED', `${f.name} inspection failed (${errorText(e)}); refusing (fail closed)`));
+    }
+    return { details: {}, findings: [] };
+  }
+}
+
+function claimFindings(claimed: string, detected: FormatName): Finding[] {
+  const key = claimed.toLowerCase();
+  const ok = CLAIM_COMPATIBLE[key];
+  if (!ok) {
+    return [finding('FORMAT_MISMATCH', `claimed format "${claimed}" is not one we know (${knownClaimedFormats().join(', ')})`)];
+  }
+  if (ok.includes(detected)) return [];
+  return [
+    finding(
+      'FORMAT_MISMATCH',
+      `the image was declared as ${claimed} but its bytes are ${detected}; declare the format it really is ` +
+        `(or convert it to ${claimed} with imago convert) and upload again`,
+    ),
+  ];
+}
+
+function formatOf(name: FormatName): FormatDescriptor {
+  const f = FORMATS.find((d) => d.name === name);
+  if (!f) throw new Error(`format ${name} is not registered`);
+  return f;
+}
+
+function dedupe(findings: Finding[]): Finding[] {
+  const seen = new Set<string>();
+  return findings.filter((f) => {
+    const k = `${f.code}\u0000${f.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

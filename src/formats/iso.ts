@@ -1,0 +1,17 @@
+/**
+ * iso — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const isoFormat: FormatDescriptor = describeFormat({
+  name: 'iso',
+  description: 'iso (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});

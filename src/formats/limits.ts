@@ -1,0 +1,54 @@
+/**
+ * Limits of the format engine: one typed object with documented defaults (docs/FORMATS.md).
+ * Everything here is ours, not the specs': the specs allow far larger values, which is exactly
+ * what a hostile image uses to make a parser allocate or loop without end.
+ */
+export interface InspectLimits {
+  /** Largest virtual size accepted (default 64 TiB). Over it: VIRTUAL_SIZE_LIMIT. */
+  maxVirtualSize: bigint;
+  /** Nested compression wrappers peeled at most (default 3: e.g. xz inside gz inside zstd). */
+  maxWrapperDepth: number;
+  /** Bytes one compression wrapper may expand to (default 4 TiB). */
+  maxDecompressedBytes: number;
+  /** Expansion ratio a wrapper may reach once past `ratioFloorBytes` (default 5000:1). */
+  maxCompressionRatio: number;
+  /** Output below this size never trips the ratio limit (default 64 MiB). */
+  ratioFloorBytes: number;
+  /** Bytes kept from the start of a stream (default 1 MiB). */
+  headBytes: number;
+  /** Bytes kept from the end of a stream (default 64 KiB). */
+  tailBytes: number;
+  /** Bytes of declared capture regions a stream inspection may hold (default 16 MiB). */
+  maxCaptureBytes: number;
+  /** Entries a format table (L1, BAT, grain directory, partition table) may declare for us to read (default 4 Mi). */
+  maxTableEntries: number;
+  /** Size of a text descriptor (vmdk descriptor, OVF) we read (default 1 MiB). */
+  maxDescriptorBytes: number;
+  /** Members of an OVA (tar) we walk (default 1024). */
+  maxOvaMembers: number;
+  /** qcow2 internal snapshots we accept (default 65536, qemu's own limit). */
+  maxSnapshots: number;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const TiB = 1024 ** 4;
+
+export const DEFAULT_LIMITS: Readonly<InspectLimits> = Object.freeze({
+  maxVirtualSize: 64n * BigInt(TiB),
+  maxWrapperDepth: 3,
+  maxDecompressedBytes: 4 * TiB,
+  maxCompressionRatio: 5000,
+  ratioFloorBytes: 64 * MiB,
+  headBytes: 1 * MiB,
+  tailBytes: 64 * KiB,
+  maxCaptureBytes: 16 * MiB,
+  maxTableEntries: 4 * MiB,
+  maxDescriptorBytes: 1 * MiB,
+  maxOvaMembers: 1024,
+  maxSnapshots: 65536,
+});
+
+export function limitsWith(overrides: Partial<InspectLimits> = {}): InspectLimits {
+  return { ...DEFAULT_LIMITS, ...overrides };
+}

@@ -1,0 +1,17 @@
+/**
+ * luks — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const luksFormat: FormatDescriptor = describeFormat({
+  name: 'luks',
+  description: 'luks (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});

@@ -1,0 +1,17 @@
+/**
+ * ova — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const ovaFormat: FormatDescriptor = describeFormat({
+  name: 'ova',
+  description: 'ova (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});

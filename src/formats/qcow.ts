@@ -1,0 +1,17 @@
+/**
+ * qcow — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const qcowFormat: FormatDescriptor = describeFormat({
+  name: 'qcow',
+  description: 'qcow (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});

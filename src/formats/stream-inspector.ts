@@ -1,0 +1,257 @@
+/**
+ * Inspection of a stream that cannot seek, as its bytes pass by (the oslo "capture region" idea).
+ *
+ * We keep a bounded head (`limits.headBytes`), a ring of the last `limits.tailBytes` and the
+ * regions the format inspectors asked for. Inspection is re-run from scratch on the captured
+ * bytes whenever something new is captured: when a read hits bytes that are still ahead of the
+ * stream, the capture source throws `NeedBytes`, we declare that region and wait for it. A read of
+ * bytes that already went by and were not kept cannot be answered: the final run turns it into an
+ * INSPECTION_INCOMPLETE finding (fail closed). Memory held never exceeds
+ * headBytes + tailBytes + maxCaptureBytes, whatever the stream's length.
+ */
+import type { ByteSource } from './byte-source.js';
+import { createHash, type Hash } from 'node:crypto';
+import { FormatError, NeedBytes, NeedDigest, checkRange, type DigestAlgorithm } from './byte-source.js';
+import { finding } from './findings.js';
+import { inspectSource, verdictOf, type InspectOptions, type InspectionReport } from './inspect-source.js';
+import { limitsWith, type InspectLimits } from './limits.js';
+
+interface DigestRegion {
+  offset: number;
+  length: number;
+  algorithm: DigestAlgorithm;
+  hash: Hash;
+  /** bytes hashed so far */
+  done: number;
+  hex?: string;
+}
+
+interface Region {
+  offset: number;
+  data: Uint8Array;
+  /** bytes of data filled so far (regions fill in stream order) */
+  filled: number;
+}
+
+export class StreamInspector {
+  private readonly limits: InspectLimits;
+  private readonly head: Uint8Array;
+  private headFilled = 0;
+  private readonly tail: Uint8Array;
+  private position = 0;
+  private readonly regions: Region[] = [];
+  private readonly digests: DigestRegion[] = [];
+  private capturedBytes = 0;
+  private overCapture?: { offset: number; length: number };
+  private ended = false;
+  private report?: InspectionReport;
+
+  constructor(private readonly opts: InspectOptions = {}) {
+    this.limits = limitsWith(opts.limits);
+    this.head = new Uint8Array(this.limits.headBytes);
+    this.tail = new Uint8Array(this.limits.tailBytes);
+  }
+
+  /** Bytes seen so far. */
+  get bytesSeen(): number {
+    return this.position;
+  }
+
+  /** Bytes held in memory for inspection (head + tail + declared regions). */
+  get heldBytes(): number {
+    return this.head.length + this.tail.length + this.capturedBytes;
+  }
+
+  /** The first bytes of the stream (up to headBytes) — enough to recognise a compression wrapper. */
+  headBytes(): Uint8Array {
+    return this.head.subarray(0, this.headFilled);
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.ended) throw new Error('StreamInspector: write after end');
+    if (chunk.length === 0) return;
+    const start = this.position;
+    const end = start + chunk.length;
+    let rerun = false;
+    if (start < this.head.length) {
+      const n = Math.min(this.head.length - start, chunk.length);
+      this.head.set(chunk.subarray(0, n), start);
+      this.headFilled = start + n;
+      if (this.headFilled === this.head.length) rerun = true;
+    }
+    for (const r of this.regions) {
+      const rEnd = r.offset + r.data.length;
+      const from = Math.max(r.offset + r.filled, start);
+      const to = Math.min(rEnd, end);
+      if (from < to && from === r.offset + r.filled) {
+        r.data.set(chunk.subarray(from - start, to - start), from - r.offset);
+        r.filled = to - r.offset;
+        if (r.filled === r.data.length) rerun = true;
+      }
+    }
+    for (const d of this.digests) {
+      if (d.hex !== undefined) continue;
+      const from = Math.max(d.offset + d.done, start);
+      const to = Math.min(d.offset + d.length, end);
+      if (from < to && from === d.offset + d.done) {
+        d.hash.update(chunk.subarray(from - start, to - start));
+        d.done = to - d.offset;
+      }
+      if (d.done === d.length) {
+        d.hex = d.hash.digest('hex');
+        rerun = true;
+      }
+    }
+    this.pushTail(chunk);
+    this.position = end;
+    if (rerun) await this.probeForRegions();
+  }
+
+  /** Ends the stream and returns the final report (the same shape as a random-access inspection). */
+  async end(): Promise<InspectionReport> {
+    if (this.report) return this.report;
+    this.ended = true;
+    const src = new CaptureSource(this, this.position);
+    const report = await inspectSource(src, this.opts);
+    if (this.overCapture) {
+      report.findings.push(
+        finding(
+          'OVER_LIMIT',
+          `inspection needed ${this.overCapture.length} bytes at offset ${this.overCapture.offset}, over the ` +
+            `${this.limits.maxCaptureBytes}-byte capture limit for streamed uploads; the image declares tables too large to check`,
+        ),
+      );
+      report.verdict = verdictOf(report.findings);
+    }
+    this.report = report;
+    return report;
+  }
+
+  /** Appends to the tail ring: `tail[(pos) % tail.length]` holds the byte at stream position pos. */
+  private pushTail(chunk: Uint8Array): void {
+    const t = this.tail;
+    if (t.length === 0) return;
+    let src = chunk;
+    let pos = this.position;
+    if (src.length > t.length) {
+      pos += src.length - t.length;
+      src = src.subarray(src.length - t.length);
+    }
+    const at = pos % t.length;
+    const first = Math.min(src.length, t.length - at);
+    t.set(src.subarray(0, first), at);
+    if (first < src.length) t.set(src.subarray(first), 0);
+  }
+
+  /** Re-runs inspection on what is captured to learn the next region it needs. */
+  private async probeForRegions(): Promise<void> {
+    for (let guard = 0; guard < 64; guard++) {
+      try {
+        await inspectSource(new CaptureSource(this, undefined), this.opts);
+        return;
+      } catch (e) {
+        if (e instanceof NeedDigest) {
+          if (!this.declareDigest(e.offset, e.length, e.algorithm)) return;
+          continue;
+        }
+        if (!(e instanceof NeedBytes) || e.needsSize) return;
+        if (!this.declare(e.offset, e.length)) return;
+      }
+    }
+  }
+
+  /** Declares a region ahead of the stream; false when nothing more can be learned now. */
+  private declare(offset: number, length: number): boolean {
+    if (offset < this.position) return false; // already gone by: the final run reports it
+    if (this.regions.some((r) => r.offset <= offset && offset + length <= r.offset + r.data.length)) return false;
+    if (this.capturedBytes + length > this.limits.maxCaptureBytes) {
+      this.overCapture ??= { offset, length };
+      return false;
+    }
+    this.regions.push({ offset, data: new Uint8Array(length), filled: 0 });
+    this.capturedBytes += length;
+    return false; // wait for the bytes to arrive
+  }
+
+  private declareDigest(offset: number, length: number, algorithm: DigestAlgorithm): boolean {
+    if (offset < this.position) return false;
+    if (this.digests.some((d) => d.offset === offset && d.length === length && d.algorithm === algorithm)) return false;
+    if (this.digests.length >= 4096) return false;
+    const d: DigestRegion = { offset, length, algorithm, hash: createHash(algorithm), done: 0 };
+    if (length === 0) d.hex = d.hash.digest('hex');
+    this.digests.push(d);
+    return length === 0;
+  }
+
+  /** @internal digest of a range if it was hashed as it passed */
+  capturedDigest(offset: number, length: number, algorithm: DigestAlgorithm): string | undefined {
+    return this.digests.find((d) => d.offset === offset && d.length === length && d.algorithm === algorithm)?.hex;
+  }
+
+  /** @internal byte at `offset` if captured */
+  copyCaptured(offset: number, out: Uint8Array, size: number | undefined): number {
+    // returns how many bytes from the start of `out` could be filled contiguously
+    let done = 0;
+    while (done < out.length) {
+      const pos = offset + done;
+      let n = 0;
+      if (pos < this.headFilled) {
+        n = Math.min(this.headFilled - pos, out.length - done);
+        out.set(this.head.subarray(pos, pos + n), done);
+      } else if (size !== undefined && pos >= size - Math.min(size, this.tail.length)) {
+        n = Math.min(size - pos, out.length - done);
+        for (let i = 0; i < n; i++) out[done + i] = this.tail[(pos + i) % this.tail.length]!;
+      } else {
+        const r = this.regions.find((x) => x.offset <= pos && pos < x.offset + x.filled);
+        if (!r) break;
+        n = Math.min(r.offset + r.filled - pos, out.length - done);
+        out.set(r.data.subarray(pos - r.offset, pos - r.offset + n), done);
+      }
+      if (n <= 0) break;
+      done += n;
+    }
+    return done;
+  }
+}
+
+/** A ByteSource over a StreamInspector's captured bytes. */
+class CaptureSource implements ByteSource {
+  constructor(
+    private readonly owner: StreamInspector,
+    readonly size: number | undefined,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkRange(offset, length);
+    let want = length;
+    if (this.size !== undefined) {
+      if (offset >= this.size) return new Uint8Array(0);
+      want = Math.min(length, this.size - offset);
+    }
+    const out = new Uint8Array(want);
+    const got = this.owner.copyCaptured(offset, out, this.size);
+    if (got === want) return out;
+    if (this.size === undefined) throw new NeedBytes(offset + got, want - got);
+    throw new FormatError(
+      `bytes ${offset}..${offset + want} were needed for inspection but had already streamed by; ` +
+        `upload the image where it can be read at random (or reorder its tables)`,
+      'INSPECTION_INCOMPLETE',
+    );
+  }
+
+  async digest(offset: number, length: number, algorithm: DigestAlgorithm): Promise<string> {
+    checkRange(offset, length);
+    const hex = this.owner.capturedDigest(offset, length, algorithm);
+    if (hex !== undefined) return hex;
+    if (length <= 1024 * 1024) {
+      // small ranges that were captured anyway (head, tail, a region) hash from memory
+      const out = new Uint8Array(length);
+      if (this.owner.copyCaptured(offset, out, this.size) === length) return createHash(algorithm).update(out).digest('hex');
+    }
+    if (this.size === undefined) throw new NeedDigest(offset, length, algorithm);
+    throw new FormatError(
+      `the ${algorithm} digest of bytes ${offset}..${offset + length} was needed but those bytes had already streamed by`,
+      'INSPECTION_INCOMPLETE',
+    );
+  }
+}

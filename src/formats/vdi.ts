@@ -1,0 +1,17 @@
+/**
+ * vdi — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const vdiFormat: FormatDescriptor = describeFormat({
+  name: 'vdi',
+  description: 'vdi (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});

@@ -1,0 +1,17 @@
+/**
+ * vhd — placeholder descriptor: detection not written yet (probe always false).
+ */
+import type { FormatDescriptor } from './format.js';
+import { describeFormat } from './format.js';
+
+export const vhdFormat: FormatDescriptor = describeFormat({
+  name: 'vhd',
+  description: 'vhd (not yet inspected)',
+  async probe() {
+    return false;
+  },
+  async inspect() {
+    return { details: {}, findings: [] };
+  },
+  checks: [],
+});
