@@ -18,6 +18,8 @@ export interface InspectOptions {
   limits?: Partial<InspectLimits>;
   /** the format the uploader says this is (Glance disk_format names accepted) */
   claimedFormat?: string;
+  /** the format table to use (default: the registry); tests pass synthetic ones */
+  formats?: readonly FormatDescriptor[];
 }
 
 export interface InspectionReport {
@@ -72,10 +74,10 @@ export interface DetectResult {
 }
 
 /** Runs every probe. NeedBytes propagates (the stream inspector needs it); other throws fail closed. */
-export async function detect(src: ByteSource): Promise<DetectResult> {
+export async function detect(src: ByteSource, formats: readonly FormatDescriptor[] = FORMATS): Promise<DetectResult> {
   const matched: FormatName[] = [];
   const findings: Finding[] = [];
-  for (const f of FORMATS) {
+  for (const f of formats) {
     if (f.name === 'raw') continue;
     try {
       if (await f.probe(src)) matched.push(f.name);
@@ -96,9 +98,10 @@ export async function detect(src: ByteSource): Promise<DetectResult> {
 export async function inspectSource(src: ByteSource, opts: InspectOptions = {}): Promise<InspectionReport> {
   const limits = limitsWith(opts.limits);
   const ctx: InspectContext = { limits };
-  const det = await detect(src);
+  const formats = opts.formats ?? FORMATS;
+  const det = await detect(src, formats);
   const findings = [...det.findings];
-  const primary: FormatDescriptor = det.matched.length > 0 ? formatOf(det.matched[0]!) : formatOf('raw');
+  const primary: FormatDescriptor = formatOf(formats, det.matched[0] ?? 'raw');
   if (det.matched.length > 1) {
     findings.push(
       finding(
@@ -178,8 +181,8 @@ function claimFindings(claimed: string, detected: FormatName): Finding[] {
   ];
 }
 
-function formatOf(name: FormatName): FormatDescriptor {
-  const f = FORMATS.find((d) => d.name === name);
+function formatOf(formats: readonly FormatDescriptor[], name: FormatName): FormatDescriptor {
+  const f = formats.find((d) => d.name === name) ?? (name === 'raw' ? FORMATS.find((d) => d.name === 'raw') : undefined);
   if (!f) throw new Error(`format ${name} is not registered`);
   return f;
 }

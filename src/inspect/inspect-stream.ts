@@ -51,7 +51,12 @@ async function inspectLayer(input: AsyncIterable<Uint8Array>, opts: InspectOptio
   const rest = (async function* () {
     yield* peeked;
     for (;;) {
-      const r = await it.next();
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await it.next();
+      } catch (e) {
+        throw new SourceError(e);
+      }
       if (r.done) return;
       yield r.value;
     }
@@ -63,8 +68,8 @@ async function inspectLayer(input: AsyncIterable<Uint8Array>, opts: InspectOptio
       try {
         for await (const chunk of rest) await si.write(chunk);
       } catch (e) {
-        if (depth === 0) throw e;
-        streamError = e;
+        if (depth === 0) throw e instanceof SourceError ? e.cause : e;
+        streamError = e instanceof SourceError ? e.cause : e;
       }
     }
     const report: ImageReport = await si.end();
@@ -97,12 +102,12 @@ async function inspectLayer(input: AsyncIterable<Uint8Array>, opts: InspectOptio
   }
   if (inner === undefined) {
     // the decoder failed before the inner inspection could start
-    if (depth === 0 && !(isDecodeError(pipeError) || pipeError instanceof DecompressionLimitError)) throw pipeError;
+    if (depth === 0 && pipeError instanceof SourceError) throw pipeError.cause;
     inner = await new StreamInspector(opts).end();
   }
   const report: ImageReport = { ...inner, findings: [...inner.findings] };
   if (pipeError !== undefined) {
-    if (depth === 0 && !(pipeError instanceof DecompressionLimitError) && !isDecodeError(pipeError)) throw pipeError;
+    if (depth === 0 && pipeError instanceof SourceError) throw pipeError.cause;
     const f = streamFinding(pipeError, wrapper);
     if (!report.findings.some((x) => x.code === f.code && x.message === f.message)) report.findings.push(f);
   }
@@ -112,13 +117,12 @@ async function inspectLayer(input: AsyncIterable<Uint8Array>, opts: InspectOptio
   return report;
 }
 
-/** Errors raised by a decoder on corrupt input (as opposed to an I/O error of the source). */
-function isDecodeError(e: unknown): boolean {
-  if (!(e instanceof Error)) return false;
-  const code = (e as { code?: unknown }).code;
-  if (typeof code === 'string' && code.startsWith('Z_')) return true; // node:zlib
-  if (typeof code === 'string' && code.startsWith('LZMA_')) return true; // lzma-native
-  return /zstd|invalid|corrupt|unexpected end|bzip|crc|data error|format/i.test(e.message) || e.name === 'DecompressionError';
+/** An error of the input itself (an I/O error at the outermost layer), as opposed to a decoder's. */
+class SourceError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = 'SourceError';
+  }
 }
 
 function streamFinding(e: unknown, wrapper?: Compression): Finding {
@@ -130,7 +134,8 @@ function streamFinding(e: unknown, wrapper?: Compression): Finding {
     );
   }
   const what = wrapper ?? 'compressed';
-  const msg = e instanceof Error ? e.message : String(e);
+  const inner = e instanceof SourceError ? e.cause : e;
+  const msg = inner instanceof Error ? inner.message : String(inner);
   return finding('COMPRESSION_ERROR', `the ${what} stream is corrupt or truncated (${msg}); compress the image again and upload it whole`);
 }
 
