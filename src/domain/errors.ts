@@ -1,0 +1,53 @@
+/**
+ * The catalog of domain errors: stable codes, no HTTP. Each API maps them to its wire shape once
+ * (REST problem+json, Glance's error body, OCI `{errors: [...]}`). Messages say what was wrong and
+ * what to do.
+ */
+import type { Finding } from '../formats/findings.js';
+
+export const ERROR_CODES = [
+  'IMAGE_NOT_FOUND',
+  'BLOB_NOT_FOUND',
+  'INVALID_REQUEST',
+  'INVALID_STATE', // the lifecycle forbids the action now
+  'CONFLICT', // concurrent change (another upload won, version mismatch)
+  'IMAGE_LOCKED',
+  'IMAGE_IN_USE',
+  'UNSAFE_IMAGE', // the format engine refused the bytes
+  'DIGEST_MISMATCH',
+  'SIZE_LIMIT', // announced or actual size over a limit
+  'URL_NOT_ALLOWED', // import URL refused by policy
+  'IMPORT_FAILED',
+  'RANGE_NOT_SATISFIABLE',
+  'IDEMPOTENCY_MISMATCH', // same Idempotency-Key, different request
+  'UNAVAILABLE', // a backend is down
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export class DomainError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'DomainError';
+  }
+}
+
+export const notFound = (id: string) =>
+  new DomainError('IMAGE_NOT_FOUND', `image ${id} does not exist (or was deleted); list images with GET /api/v1/images`, { id });
+
+export const invalid = (message: string, details: Record<string, unknown> = {}) => new DomainError('INVALID_REQUEST', message, details);
+
+export const conflict = (message: string, details: Record<string, unknown> = {}) => new DomainError('CONFLICT', message, details);
+
+export function unsafeImage(findings: Finding[]): DomainError {
+  const errors = findings.filter((f) => f.severity === 'error');
+  const first = errors[0];
+  return new DomainError(
+    'UNSAFE_IMAGE',
+    first ? `image refused: ${first.message}${errors.length > 1 ? ` (and ${errors.length - 1} more findings)` : ''}` : 'image refused',
+    { findings },
+  );
+}

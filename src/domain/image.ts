@@ -1,0 +1,128 @@
+/**
+ * The image aggregate and its repository port. Vocabularies follow the anchors: OpenNebula's
+ * image types, Glance's disk and container formats, Deckhouse's unpacked size (`virtualSize`).
+ */
+import type { Digest } from '../store/blob-store.js';
+import type { ImageState } from './lifecycle.js';
+
+export const IMAGE_TYPES = ['OS', 'CDROM', 'DATABLOCK', 'KERNEL', 'RAMDISK', 'CONTEXT'] as const;
+export type ImageType = (typeof IMAGE_TYPES)[number];
+
+export const DISK_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'iso', 'ploop', 'aki', 'ari', 'ami', 'gpt'] as const;
+export type DiskFormat = (typeof DISK_FORMATS)[number];
+
+export const CONTAINER_FORMATS = ['bare', 'ova', 'ovf', 'docker', 'aki', 'ari', 'ami', 'compressed'] as const;
+export type ContainerFormat = (typeof CONTAINER_FORMATS)[number];
+
+export interface Checksums {
+  /** hex md5 (Glance `checksum`); only when md5 is enabled in config */
+  md5?: string;
+  /** hex sha512 (Glance `os_hash_value` with `os_hash_algo` sha512) */
+  sha512?: string;
+}
+
+/** What the format engine found when the bytes came in (stored as JSON). */
+export interface InspectionSummary {
+  format: string;
+  subformat?: string;
+  compression?: string[];
+  details: Record<string, unknown>;
+  findings: { code: string; severity: string; message: string }[];
+}
+
+export interface ImageAttributes {
+  name: string;
+  description?: string;
+  type: ImageType;
+  diskFormat?: DiskFormat;
+  containerFormat?: ContainerFormat;
+  architecture?: string;
+  osDistro?: string;
+  osVersion?: string;
+  osType?: string;
+  /** GiB (Glance min_disk) */
+  minDisk: number;
+  /** MiB (Glance min_ram) */
+  minRam: number;
+  persistent: boolean;
+  properties: Record<string, string>;
+  tags: string[];
+}
+
+export interface Image extends ImageAttributes {
+  id: string;
+  state: ImageState;
+  /** why the image is in `error` (or was refused), for humans */
+  stateReason?: string;
+  /** 0..100 while importing, when the total is known */
+  progress?: number;
+  ingestKind?: 'upload' | 'import';
+  /** the upload or import currently writing this image (one at a time) */
+  ingestId?: string;
+  lockReason?: 'clone' | 'snapshot' | 'convert';
+  usedBy: number;
+  digest?: Digest;
+  storedSize?: number;
+  virtualSize?: number;
+  checksums: Checksums;
+  inspection?: InspectionSummary;
+  createdAt: Date;
+  updatedAt: Date;
+  /** bumped on every change: optimistic concurrency */
+  version: number;
+}
+
+export type ImageSortKey = 'name' | 'createdAt' | 'updatedAt' | 'storedSize' | 'virtualSize';
+
+export interface ImageQuery {
+  name?: string;
+  state?: ImageState[];
+  type?: ImageType[];
+  diskFormat?: DiskFormat[];
+  /** every tag must be present */
+  tags?: string[];
+  /** every property must equal */
+  properties?: Record<string, string>;
+  createdAfter?: Date;
+  createdBefore?: Date;
+  updatedAfter?: Date;
+  updatedBefore?: Date;
+  sort?: { key: ImageSortKey; dir: 'asc' | 'desc' };
+  /** page size, 1..1000 */
+  limit: number;
+  /** opaque, from a previous page's nextCursor */
+  cursor?: string;
+}
+
+export interface ImagePage {
+  items: Image[];
+  nextCursor?: string;
+}
+
+/** Fields a state change may set along with the state (undefined = unchanged, null = cleared). */
+export type ImagePatch = {
+  [K in Exclude<keyof Image, 'id' | 'createdAt' | 'updatedAt' | 'version'>]?: Image[K] | null;
+};
+
+export interface ImageRepository {
+  /**
+   * Inserts a new image. With an idempotency key already used for the same request hash, returns
+   * the image made the first time (`replayed: true`); with a different hash, IDEMPOTENCY_MISMATCH.
+   */
+  create(image: Image, idempotency?: { key: string; requestHash: string }): Promise<{ image: Image; replayed: boolean }>;
+  get(id: string): Promise<Image | undefined>;
+  list(query: ImageQuery): Promise<ImagePage>;
+  /**
+   * Applies `patch` if the image exists, its state is one of `fromStates` (when given) and its
+   * version equals `expectedVersion` (when given). Returns the updated image, or undefined when a
+   * condition failed (the caller re-reads and explains). Bumps version and updatedAt.
+   */
+  update(id: string, patch: ImagePatch, cond?: { fromStates?: readonly ImageState[]; expectedVersion?: number }): Promise<Image | undefined>;
+  /** Removes the record; true when it existed. */
+  remove(id: string): Promise<boolean>;
+  /** Images in any of these states (start-up recovery). */
+  inStates(states: readonly ImageState[]): Promise<Image[]>;
+  /** Every digest some image (or variant) references: GC keeps these. */
+  referencedDigests(): Promise<Set<Digest>>;
+  count(): Promise<number>;
+}
