@@ -1,0 +1,340 @@
+/**
+ * The HTTP edge (Fastify): the native REST API under /api/v1. Handlers validate, call the domain,
+ * shape the reply; domain errors become problem+json through one mapping (problem.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { DomainError } from '../domain/errors.js';
+import type { ImageChange, ImageEvents } from '../domain/events.js';
+import { parseCreateInput, parseUpdateInput } from '../domain/image-input.js';
+import type { ImageQuery, ImageSortKey } from '../domain/image.js';
+import type { ImageService } from '../domain/image-service.js';
+import type { ByteRange } from '../store/blob-store.js';
+import { IMAGE_SCHEMA, imageJson } from './image-json.js';
+import { collectOpenApi } from './openapi.js';
+import { problem, STATUS_OF } from './problem.js';
+
+export interface ApiDeps {
+  images: ImageService;
+  events: ImageEvents;
+  /** extra routes (import, GC) registered by the composition root */
+  extend?: (app: FastifyInstance) => void;
+  logger?: boolean;
+}
+
+const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', maxLength: 64 } } } as const;
+const imageResponse = { ...IMAGE_SCHEMA, description: 'the image' };
+const arr = (description: string) => ({ type: 'array', items: { type: 'string' }, description }) as const;
+
+export function buildApi(deps: ApiDeps): FastifyInstance {
+  const app = Fastify({
+    logger: deps.logger ? { level: 'info' } : false,
+    genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID()),
+    requestTimeout: 0,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  });
+  const openapi = collectOpenApi(app);
+
+  // Raw bodies (image bytes) are streamed by their handlers, never buffered.
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+
+  app.setErrorHandler((err: unknown, req, reply) => sendError(req, reply, err));
+  app.setNotFoundHandler((req, reply) => {
+    void reply
+      .code(404)
+      .type('application/problem+json')
+      .send(problem('NOT_FOUND', 404, `no route for ${req.method} ${req.url.split('?')[0]}; see /api/v1/openapi.json`, req.id));
+  });
+
+  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => openapi());
+  app.get('/api/v1/healthz', { schema: { summary: 'liveness', tags: ['meta'] } }, async () => ({ status: 'ok' }));
+
+  app.post(
+    '/api/v1/images',
+    {
+      schema: {
+        summary: 'Create an image (metadata only; upload or import the bytes next)',
+        tags: ['images'],
+        headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255, description: 'retries with the same key return the first image' } } },
+        body: { type: 'object', additionalProperties: true, properties: { name: { type: 'string' } } },
+        response: { 201: imageResponse, 200: { ...IMAGE_SCHEMA, description: 'the image created by an earlier request with this Idempotency-Key' } },
+      },
+    },
+    async (req, reply) => {
+      const input = parseCreateInput(req.body);
+      const key = header(req, 'idempotency-key');
+      const { image, replayed } = await deps.images.create(input, key);
+      void reply.code(replayed ? 200 : 201).header('location', `/api/v1/images/${image.id}`);
+      return imageJson(image);
+    },
+  );
+
+  app.get(
+    '/api/v1/images',
+    {
+      schema: {
+        summary: 'List images with filters, sort and cursor pagination',
+        tags: ['images'],
+        querystring: {
+          type: 'object',
+          properties: {
+            name: { type: 'string', description: 'exact name, or a prefix ending in *' },
+            state: arr('pending, importing, ready, disabled, error, locked (repeat or comma-separate)'),
+            type: arr('OS, CDROM, DATABLOCK, KERNEL, RAMDISK, CONTEXT'),
+            diskFormat: arr('raw, qcow2, vmdk, ...'),
+            tag: arr('every tag must be present'),
+            property: arr('key=value; every one must match'),
+            createdAfter: { type: 'string', format: 'date-time' },
+            createdBefore: { type: 'string', format: 'date-time' },
+            updatedAfter: { type: 'string', format: 'date-time' },
+            updatedBefore: { type: 'string', format: 'date-time' },
+            sort: { type: 'string', description: 'name|createdAt|updatedAt|storedSize|virtualSize[:asc|desc]' },
+            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+            cursor: { type: 'string', description: 'nextCursor of the previous page' },
+          },
+        },
+        response: { 200: { type: 'object', properties: { images: { type: 'array', items: IMAGE_SCHEMA }, nextCursor: { type: 'string' } } } },
+      },
+    },
+    async (req) => {
+      const page = await deps.images.list(parseListQuery(req.query as Record<string, unknown>));
+      return { images: page.items.map(imageJson), nextCursor: page.nextCursor };
+    },
+  );
+
+  app.get('/api/v1/images/:id', { schema: { summary: 'Show an image', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
+    imageJson(await deps.images.get(idOf(req))),
+  );
+
+  app.patch(
+    '/api/v1/images/:id',
+    { schema: { summary: 'Update image metadata', tags: ['images'], params: idParam, body: { type: 'object', additionalProperties: true }, response: { 200: imageResponse } } },
+    async (req) => imageJson(await deps.images.update(idOf(req), parseUpdateInput(req.body))),
+  );
+
+  app.delete('/api/v1/images/:id', { schema: { summary: 'Delete an image (409 while locked or in use)', tags: ['images'], params: idParam } }, async (req, reply) => {
+    await deps.images.delete(idOf(req));
+    return reply.code(204).send();
+  });
+
+  for (const action of ['disable', 'enable'] as const) {
+    app.post(`/api/v1/images/:id/${action}`, { schema: { summary: `${action[0]!.toUpperCase()}${action.slice(1)} an image`, tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
+      imageJson(await deps.images[action](idOf(req))),
+    );
+  }
+
+  app.put(
+    '/api/v1/images/:id/file',
+    {
+      schema: {
+        summary: 'Upload the image bytes (streamed; gz/xz/zstd/bz2 are unwrapped; works with curl -T)',
+        tags: ['images'],
+        params: idParam,
+        headers: { type: 'object', properties: { 'x-image-size': { type: 'string', description: 'bytes the upload will send, when Content-Length is absent' } } },
+        consumes: ['application/octet-stream'],
+        response: { 200: imageResponse },
+      },
+    },
+    async (req) => {
+      const announced = announcedSize(req);
+      const ac = new AbortController();
+      const onClose = () => {
+        if (!req.raw.complete) ac.abort(new Error(`the client disconnected after sending part of the body`));
+      };
+      req.raw.on('close', onClose);
+      try {
+        const image = await deps.images.upload(idOf(req), req.raw, { announcedSize: announced, signal: ac.signal });
+        return imageJson(image);
+      } finally {
+        req.raw.off('close', onClose);
+      }
+    },
+  );
+
+  const fileRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean) => {
+    const id = idOf(req);
+    const img = await deps.images.get(id);
+    const etag = img.digest ? `"${img.digest.slice('sha256:'.length)}"` : undefined;
+    const range = parseRange(header(req, 'range'), img.storedSize ?? 0, header(req, 'if-range'), etag);
+    if (etag && header(req, 'if-none-match') === etag) return reply.code(304).header('etag', etag).send();
+    const { image, stream } = head
+      ? { image: await deps.images.get(id), stream: undefined }
+      : await deps.images.openFile(id, range ?? undefined);
+    if (head && (!image.digest || image.state !== 'ready')) await deps.images.openFile(id).then((r) => r.stream.destroy());
+    const size = image.storedSize ?? 0;
+    void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
+    if (etag) void reply.header('etag', etag);
+    if (image.digest) {
+      const digests = [`sha-256=:${Buffer.from(image.digest.slice(7), 'hex').toString('base64')}:`];
+      if (image.checksums.sha512) digests.push(`sha-512=:${Buffer.from(image.checksums.sha512, 'hex').toString('base64')}:`);
+      void reply.header('repr-digest', digests.join(', ')).header('x-image-digest', image.digest);
+    }
+    if (image.checksums.md5) void reply.header('content-md5', image.checksums.md5);
+    if (range) {
+      void reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', String(range.end - range.start + 1));
+    } else {
+      void reply.header('content-length', String(size));
+    }
+    if (head) return reply.send();
+    return reply.send(stream);
+  };
+  app.get(
+    '/api/v1/images/:id/file',
+    { schema: { summary: 'Download the image bytes (Range, ETag, Repr-Digest)', tags: ['images'], params: idParam, produces: ['application/octet-stream'] } },
+    (req, reply) => fileRoute(req, reply, false),
+  );
+  app.head('/api/v1/images/:id/file', { schema: { params: idParam } }, (req, reply) => fileRoute(req, reply, true));
+
+  app.get(
+    '/api/v1/events',
+    {
+      schema: {
+        summary: 'Server-sent events: image state and progress changes',
+        tags: ['images'],
+        querystring: { type: 'object', properties: { image: { type: 'string', description: 'only this image id' } } },
+        produces: ['text/event-stream'],
+      },
+    },
+    (req, reply) => {
+      const only = (req.query as { image?: string }).image;
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      res.write(': imago events\n\n');
+      const send = (c: ImageChange) => {
+        if (only && c.image.id !== only) return;
+        res.write(`id: ${c.seq}\nevent: ${c.type}\ndata: ${JSON.stringify({ type: c.type, at: c.at.toISOString(), image: imageJson(c.image) })}\n\n`);
+      };
+      const unsubscribe = deps.events.subscribe(send);
+      const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
+      req.raw.on('close', () => {
+        clearInterval(ping);
+        unsubscribe();
+      });
+    },
+  );
+
+  deps.extend?.(app);
+  return app;
+}
+
+export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.destroy();
+    return reply;
+  }
+  if (err instanceof DomainError) {
+    const status = STATUS_OF[err.code];
+    return reply.code(status).type('application/problem+json').send(problem(err.code, status, err.message, req.id, err.details));
+  }
+  const fe = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
+  if (fe.validation || (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500)) {
+    const status = fe.statusCode ?? 400;
+    const code = status === 413 ? 'SIZE_LIMIT' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'INVALID_REQUEST';
+    return reply.code(status).type('application/problem+json').send(problem(code, status, `${fe.message ?? 'invalid request'}; see /api/v1/openapi.json`, req.id));
+  }
+  req.log.error({ err }, 'unhandled error');
+  return reply
+    .code(500)
+    .type('application/problem+json')
+    .send(problem('INTERNAL', 500, `an internal error occurred; report request id ${req.id} to the operator`, req.id));
+}
+
+function idOf(req: FastifyRequest): string {
+  return (req.params as { id: string }).id;
+}
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function announcedSize(req: FastifyRequest): number | undefined {
+  for (const h of ['content-length', 'x-image-size']) {
+    const v = header(req, h);
+    if (v === undefined) continue;
+    if (!/^\d{1,16}$/.test(v)) throw new DomainError('INVALID_REQUEST', `header ${h} must be a byte count, got "${v.slice(0, 40)}"`);
+    return Number(v);
+  }
+  return undefined;
+}
+
+/** RFC 9110 single byte range; multiple ranges or a stale If-Range → the whole body (null). */
+export function parseRange(value: string | undefined, size: number, ifRange: string | undefined, etag: string | undefined): ByteRange | null {
+  if (!value) return null;
+  if (ifRange !== undefined && ifRange !== etag) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(value.trim());
+  if (!m || (m[1] === '' && m[2] === '')) {
+    if (/^bytes=[\d\s,-]+$/.test(value)) return null; // several ranges: send it all
+    throw new DomainError('INVALID_REQUEST', `Range header "${value.slice(0, 60)}" is not "bytes=START-END"`);
+  }
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0) throw new DomainError('RANGE_NOT_SATISFIABLE', `range "${value}" asks for no bytes`, { size });
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start >= size || start > end) {
+    throw new DomainError('RANGE_NOT_SATISFIABLE', `range "${value}" is outside the image's ${size} bytes`, { size });
+  }
+  return { start, end };
+}
+
+const SORT_KEYS: readonly ImageSortKey[] = ['name', 'createdAt', 'updatedAt', 'storedSize', 'virtualSize'];
+
+export function parseListQuery(q: Record<string, unknown>): ImageQuery {
+  const list = (k: string): string[] | undefined => {
+    const v = q[k];
+    if (v === undefined) return undefined;
+    const items = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter(Boolean);
+    return items.length ? items : undefined;
+  };
+  const date = (k: string): Date | undefined => {
+    const v = q[k];
+    if (v === undefined) return undefined;
+    const d = new Date(String(v));
+    if (Number.isNaN(d.getTime())) throw new DomainError('INVALID_REQUEST', `${k} must be an ISO 8601 date-time, got "${String(v)}"`);
+    return d;
+  };
+  const query: ImageQuery = { limit: Number(q.limit ?? 100) };
+  if (typeof q.name === 'string') query.name = q.name;
+  const state = list('state');
+  if (state) query.state = state as ImageQuery['state'];
+  const type = list('type');
+  if (type) query.type = type.map((t) => t.toUpperCase()) as ImageQuery['type'];
+  const df = list('diskFormat');
+  if (df) query.diskFormat = df as ImageQuery['diskFormat'];
+  const tags = list('tag');
+  if (tags) query.tags = tags;
+  const props = q.property === undefined ? undefined : (Array.isArray(q.property) ? q.property : [q.property]).map(String);
+  if (props) {
+    query.properties = {};
+    for (const p of props) {
+      const eq = p.indexOf('=');
+      if (eq <= 0) throw new DomainError('INVALID_REQUEST', `property filter "${p}" must be key=value`);
+      query.properties[p.slice(0, eq)] = p.slice(eq + 1);
+    }
+  }
+  for (const k of ['createdAfter', 'createdBefore', 'updatedAfter', 'updatedBefore'] as const) {
+    const d = date(k);
+    if (d) query[k] = d;
+  }
+  if (typeof q.sort === 'string') {
+    const [key, dir = 'asc'] = q.sort.split(':');
+    if (!SORT_KEYS.includes(key as ImageSortKey) || (dir !== 'asc' && dir !== 'desc')) {
+      throw new DomainError('INVALID_REQUEST', `sort "${q.sort}" must be one of ${SORT_KEYS.join(', ')} with an optional :asc or :desc`);
+    }
+    query.sort = { key: key as ImageSortKey, dir };
+  }
+  if (typeof q.cursor === 'string') query.cursor = q.cursor;
+  const states = ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'];
+  for (const s of query.state ?? []) if (!states.includes(s)) throw new DomainError('INVALID_REQUEST', `state "${s}" is not one of ${states.join(', ')}`);
+  return query;
+}

@@ -1,0 +1,98 @@
+/**
+ * The one typed configuration, read once at start from flags and environment (flags win).
+ * Nothing else in Imago reads process.env.
+ *
+ * | setting | flag | environment | default |
+ * |---|---|---|---|
+ * | data directory (SQLite file, blobs) | `--data DIR` | `IMAGO_DATA` | `./imago-data` |
+ * | listen address | `--listen HOST:PORT` | `IMAGO_LISTEN` | `127.0.0.1:9393` |
+ * | catalog database | `--database URL` | `IMAGO_DATABASE_URL` | `sqlite:<data>/imago.db` |
+ * | md5 checksums (Glance `checksum`) | `--md5` | `IMAGO_MD5=1` | off |
+ * | largest stored image (bytes) | `--max-image-size N` | `IMAGO_MAX_IMAGE_SIZE` | 1 TiB |
+ * | largest virtual size (bytes) | `--max-virtual-size N` | `IMAGO_MAX_VIRTUAL_SIZE` | 64 TiB |
+ * | import: hosts/ranges allowed despite the private-address rule | `--import-allow A,B` | `IMAGO_IMPORT_ALLOW` | none |
+ * | GC schedule (cron) | `--gc-schedule CRON` | `IMAGO_GC_SCHEDULE` | none |
+ * | GC grace period for fresh blobs (ms) | | `IMAGO_GC_GRACE_MS` | 1 hour |
+ * | server for remote CLI verbs | `--server URL` | `IMAGO_URL` | `http://127.0.0.1:9393` |
+ */
+import { isIP } from 'node:net';
+import { resolve, join } from 'node:path';
+import type { InspectLimits } from './formats/limits.js';
+
+export interface Config {
+  dataDir: string;
+  listen: { host: string; port: number };
+  databaseUrl: string;
+  md5: boolean;
+  maxImageBytes: number;
+  inspectLimits: Partial<InspectLimits>;
+  importAllow: { hosts: string[]; cidrs: string[] };
+  gcSchedule?: string;
+  gcGraceMs: number;
+  serverUrl: string;
+}
+
+export interface ConfigFlags {
+  data?: string;
+  listen?: string;
+  database?: string;
+  md5?: boolean;
+  maxImageSize?: string;
+  maxVirtualSize?: string;
+  importAllow?: string;
+  gcSchedule?: string;
+  server?: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const TiB = 1024 ** 4;
+
+export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const dataDir = resolve(flags.data ?? env.IMAGO_DATA ?? 'imago-data');
+  const listen = parseListen(flags.listen ?? env.IMAGO_LISTEN ?? '127.0.0.1:9393');
+  const databaseUrl = flags.database ?? env.IMAGO_DATABASE_URL ?? `sqlite:${join(dataDir, 'imago.db')}`;
+  const md5 = flags.md5 ?? /^(1|true|yes|on)$/i.test(env.IMAGO_MD5 ?? '');
+  const maxImageBytes = parseBytes('max image size', flags.maxImageSize ?? env.IMAGO_MAX_IMAGE_SIZE, TiB);
+  const maxVirtual = flags.maxVirtualSize ?? env.IMAGO_MAX_VIRTUAL_SIZE;
+  const inspectLimits: Partial<InspectLimits> = {};
+  if (maxVirtual !== undefined) inspectLimits.maxVirtualSize = BigInt(parseBytes('max virtual size', maxVirtual, 0));
+  const importAllow = parseAllow(flags.importAllow ?? env.IMAGO_IMPORT_ALLOW ?? '');
+  const gcSchedule = flags.gcSchedule ?? env.IMAGO_GC_SCHEDULE;
+  const gcGraceMs = parseBytes('gc grace ms', env.IMAGO_GC_GRACE_MS, 3600_000);
+  const serverUrl = (flags.server ?? env.IMAGO_URL ?? `http://127.0.0.1:9393`).replace(/\/+$/, '');
+  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl };
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`listen address "${s}" is not HOST:PORT (e.g. 127.0.0.1:9393)`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 };
+
+/** "1073741824", "10G", "512M", "1TiB" → bytes. */
+export function parseBytes(what: string, s: string | undefined, fallback: number): number {
+  if (s === undefined || s === '') return fallback;
+  const m = /^(\d+)\s*([kmgtp]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw new ConfigError(`${what} "${s}" is not a size (bytes, or with K/M/G/T suffix)`);
+  const v = Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
+  if (!Number.isSafeInteger(v)) throw new ConfigError(`${what} "${s}" is too large`);
+  return v;
+}
+
+function parseAllow(s: string): { hosts: string[]; cidrs: string[] } {
+  const hosts: string[] = [];
+  const cidrs: string[] = [];
+  for (const item of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [addr, bits] = item.split('/');
+    if (isIP(addr!) !== 0) cidrs.push(bits === undefined ? `${addr}/${isIP(addr!) === 4 ? 32 : 128}` : item);
+    else if (/^[a-z0-9.-]+$/i.test(item)) hosts.push(item.toLowerCase());
+    else throw new ConfigError(`import allow entry "${item}" is neither a host name, an IP address nor a CIDR range`);
+  }
+  return { hosts, cidrs };
+}

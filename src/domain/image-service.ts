@@ -1,0 +1,342 @@
+/**
+ * The image service: catalog operations, the lifecycle and the one ingest path, behind every door.
+ * Framework-free; the HTTP edges (REST now, Glance and OCI later) call these methods and map
+ * DomainError codes to their wire shapes.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { InspectLimits } from '../formats/limits.js';
+import type { ImageReport } from '../inspect/inspect-stream.js';
+import { BlobNotFound, type BlobStore, type ByteRange } from '../store/blob-store.js';
+import { DomainError, conflict, notFound } from './errors.js';
+import type { ImageEvents } from './events.js';
+import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, InspectionSummary } from './image.js';
+import type { CreateImageInput } from './image-input.js';
+import { ingest, refusalReason } from './ingest.js';
+import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
+
+export interface ImageServiceSettings {
+  maxImageBytes: number;
+  md5: boolean;
+  inspectLimits: Partial<InspectLimits>;
+}
+
+/** Detected format (format engine names) → Glance disk_format. */
+const GLANCE_DISK_FORMAT: Partial<Record<string, DiskFormat>> = {
+  raw: 'raw',
+  qcow2: 'qcow2',
+  vmdk: 'vmdk',
+  vdi: 'vdi',
+  vhd: 'vhd',
+  vhdx: 'vhdx',
+  iso: 'iso',
+  parallels: 'ploop',
+};
+
+export class ImageService {
+  /** ingests running in this process, by image id: delete cancels them */
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(
+    readonly repo: ImageRepository,
+    readonly store: BlobStore,
+    readonly events: ImageEvents,
+    private readonly settings: ImageServiceSettings,
+  ) {}
+
+  async create(input: CreateImageInput, idempotencyKey?: string): Promise<{ image: Image; replayed: boolean }> {
+    const now = new Date();
+    const image: Image = {
+      id: randomUUID(),
+      name: input.name,
+      description: input.description,
+      type: input.type ?? 'OS',
+      diskFormat: input.diskFormat,
+      containerFormat: input.containerFormat,
+      architecture: input.architecture,
+      osDistro: input.osDistro,
+      osVersion: input.osVersion,
+      osType: input.osType,
+      minDisk: input.minDisk ?? 0,
+      minRam: input.minRam ?? 0,
+      persistent: input.persistent ?? false,
+      properties: input.properties ?? {},
+      tags: input.tags ?? [],
+      state: 'pending',
+      usedBy: 0,
+      checksums: {},
+      createdAt: now,
+      updatedAt: now,
+      version: 1,
+    };
+    const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, requestHash: requestHash(input) };
+    const result = await this.repo.create(image, idem);
+    if (!result.replayed) this.events.publish('created', result.image);
+    return result;
+  }
+
+  async get(id: string): Promise<Image> {
+    const img = await this.repo.get(id);
+    if (!img || img.state === 'deleting') throw notFound(id);
+    return img;
+  }
+
+  list(query: ImageQuery): Promise<ImagePage> {
+    return this.repo.list(query);
+  }
+
+  async update(id: string, patch: ImagePatch): Promise<Image> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const img = await this.get(id);
+      const updated = await this.repo.update(id, patch, { expectedVersion: img.version, fromStates: liveStates });
+      if (updated) {
+        this.events.publish('updated', updated);
+        return updated;
+      }
+    }
+    throw conflict(`image ${id} is changing too fast to update; try again`);
+  }
+
+  disable(id: string): Promise<Image> {
+    return this.move(id, 'disable', {});
+  }
+
+  enable(id: string): Promise<Image> {
+    return this.move(id, 'enable', {});
+  }
+
+  /** Removes the image record. Its blob stays until GC finds no image referencing it. */
+  async delete(id: string): Promise<void> {
+    const img = await this.get(id);
+    if (img.state === 'locked') {
+      throw new DomainError('IMAGE_LOCKED', `image ${id} is locked by a ${img.lockReason ?? 'running operation'}; wait for it to finish, then delete`, { id });
+    }
+    if (img.usedBy > 0) {
+      throw new DomainError('IMAGE_IN_USE', `image ${id} is used by ${img.usedBy} disk(s); detach or delete them first`, { id, usedBy: img.usedBy });
+    }
+    await this.move(id, 'delete', {});
+    this.running.get(id)?.abort(new DomainError('CONFLICT', 'the image was deleted during the upload'));
+    await this.repo.remove(id);
+    this.events.publish('deleted', { ...img, state: 'deleting' });
+  }
+
+  /**
+   * Streams `body` into the image through the one ingest path. One ingest per image at a time:
+   * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
+   * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
+   */
+  async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
+    const img = await this.get(id);
+    const ingestId = randomUUID();
+    const started = await this.startIngest(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
+    const abort = new AbortController();
+    this.running.set(id, abort);
+    const onAbort = () => abort.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let lastProgress = -1;
+    try {
+      const source = abortable(body, abort.signal);
+      const outcome = await ingest(source, this.store, {
+        claimedFormat: claimedFormatOf(started),
+        announcedSize: opts.announcedSize,
+        maxImageBytes: this.settings.maxImageBytes,
+        inspectLimits: this.settings.inspectLimits,
+        md5: this.settings.md5,
+        onProgress: (bytes) => {
+          if (!opts.announcedSize) return;
+          const pct = Math.min(99, Math.floor((bytes * 100) / opts.announcedSize));
+          if (pct === lastProgress) return;
+          lastProgress = pct;
+          void this.progress(id, ingestId, pct);
+        },
+      });
+      if (outcome.kind === 'refused') {
+        await this.finishIngest(id, ingestId, 'fail', { stateReason: refusalReason(outcome.report), inspection: summary(outcome.report), progress: null });
+        throw new DomainError('UNSAFE_IMAGE', `image refused: ${refusalReason(outcome.report)}`, { findings: outcome.report.findings });
+      }
+      const r = outcome.report;
+      const patch: ImagePatch = {
+        digest: outcome.blob.digest,
+        storedSize: outcome.blob.sizeBytes,
+        virtualSize: r.virtualSize === undefined ? null : Number(r.virtualSize),
+        checksums: outcome.checksums,
+        inspection: summary(r),
+        progress: 100,
+        stateReason: null,
+      };
+      if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
+      if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
+      return await this.finishIngest(id, ingestId, 'succeed', patch);
+    } catch (e) {
+      if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
+      const reason =
+        e instanceof DomainError
+          ? e.message
+          : `the upload was interrupted (${e instanceof Error ? e.message : String(e)}); upload the image again`;
+      await this.finishIngest(id, ingestId, 'fail', { stateReason: reason, progress: null }).catch(() => undefined);
+      throw e instanceof DomainError ? e : new DomainError('CONFLICT', reason, { id });
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (this.running.get(id) === abort) this.running.delete(id);
+    }
+  }
+
+  /** The image's bytes (or an inclusive range of them). */
+  async openFile(id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
+    const img = await this.get(id);
+    if (img.state === 'disabled') {
+      throw new DomainError('INVALID_STATE', `image ${id} is disabled; an administrator must enable it before it can be downloaded`, { id, state: img.state });
+    }
+    if (!img.digest || (img.state !== 'ready' && img.state !== 'locked')) {
+      throw new DomainError('INVALID_STATE', `image ${id} has no data yet (state ${img.state}); upload or import it first`, { id, state: img.state });
+    }
+    if (range && (range.start > range.end || range.end >= (img.storedSize ?? 0))) {
+      throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, { size: img.storedSize });
+    }
+    try {
+      return { image: img, stream: await this.store.read(img.digest, range) };
+    } catch (e) {
+      if (e instanceof BlobNotFound) {
+        throw new DomainError('BLOB_NOT_FOUND', `the data of image ${id} is missing from storage (ImageLost); upload it again`, { id, digest: img.digest });
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Start-up recovery after a crash or kill -9: uploads that were running are interrupted
+   * (their staging is debris), deletions are finished, staging is swept. Imports are resumed by
+   * the import runner. Returns what was done, for the log.
+   */
+  async recover(): Promise<{ interrupted: number; deleted: number; swept: number }> {
+    let interrupted = 0;
+    let deleted = 0;
+    for (const img of await this.repo.inStates(['importing', 'deleting'])) {
+      if (img.state === 'deleting') {
+        if (await this.repo.remove(img.id)) deleted++;
+      } else if (img.ingestKind !== 'import') {
+        const done = await this.repo.update(
+          img.id,
+          { state: 'error', stateReason: 'the upload was interrupted by a server restart; upload the image again', progress: null, ingestId: null },
+          { fromStates: ['importing'], expectedVersion: img.version },
+        );
+        if (done) interrupted++;
+      }
+    }
+    const swept = await this.store.sweepStaging(new Date());
+    return { interrupted, deleted, swept };
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private async startIngest(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image> {
+    if (!canTransition(img.state, 'start')) throw this.cannot(img, 'start');
+    const started = await this.repo.update(
+      img.id,
+      { state: 'importing', ingestKind: kind, ingestId, progress: announcedSize ? 0 : null, stateReason: null },
+      { fromStates: ['pending', 'error'], expectedVersion: img.version },
+    );
+    if (!started) {
+      const now = await this.get(img.id);
+      throw this.cannot(now, 'start');
+    }
+    this.events.publish('updated', started);
+    return started;
+  }
+
+  private async progress(id: string, ingestId: string, pct: number): Promise<void> {
+    const img = await this.repo.get(id);
+    if (!img || img.ingestId !== ingestId || img.state !== 'importing') return;
+    const updated = await this.repo.update(id, { progress: pct }, { fromStates: ['importing'], expectedVersion: img.version });
+    if (updated) this.events.publish('progress', updated);
+  }
+
+  private async finishIngest(id: string, ingestId: string, event: 'succeed' | 'fail', patch: ImagePatch): Promise<Image> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const img = await this.repo.get(id);
+      if (!img || img.state === 'deleting') throw notFound(id);
+      if (img.ingestId !== ingestId || img.state !== 'importing') {
+        throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
+      }
+      const next = event === 'succeed' ? 'ready' : 'error';
+      const updated = await this.repo.update(id, { ...patch, state: next, ingestId: null }, { fromStates: ['importing'], expectedVersion: img.version });
+      if (updated) {
+        this.events.publish('updated', updated);
+        return updated;
+      }
+    }
+    throw conflict(`image ${id} could not be updated after the upload; try again`);
+  }
+
+  private async move(id: string, event: ImageEvent, patch: ImagePatch): Promise<Image> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const img = await this.get(id);
+      if (!canTransition(img.state, event)) throw this.cannot(img, event);
+      const next = transition(img.state, event);
+      const updated = await this.repo.update(id, { ...patch, state: next }, { expectedVersion: img.version });
+      if (updated) {
+        if (event !== 'delete') this.events.publish('updated', updated);
+        return updated;
+      }
+    }
+    throw conflict(`image ${id} is changing too fast; try again`);
+  }
+
+  private cannot(img: Image, event: ImageEvent): DomainError {
+    if (event === 'start' && img.state === 'importing') {
+      return new DomainError('CONFLICT', `image ${img.id} is already receiving data (another upload or import is running); wait for it to finish or delete the image`, {
+        id: img.id,
+        state: img.state,
+      });
+    }
+    if (event === 'start') {
+      return new DomainError('INVALID_STATE', `image ${img.id} already has data (state ${img.state}); image data is immutable — create a new image to upload other bytes`, {
+        id: img.id,
+        state: img.state,
+      });
+    }
+    return new DomainError('INVALID_STATE', `an image that is ${img.state} cannot ${event}`, { id: img.id, state: img.state, event });
+  }
+}
+
+const liveStates: readonly ImageState[] = ['pending', 'importing', 'ready', 'disabled', 'error', 'locked'];
+
+function claimedFormatOf(img: Image): string | undefined {
+  if (img.containerFormat === 'ova') return 'ova';
+  return img.diskFormat;
+}
+
+function summary(r: ImageReport): InspectionSummary {
+  const s: InspectionSummary = {
+    format: r.format,
+    details: JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>,
+    findings: r.findings,
+  };
+  if (r.subformat) s.subformat = r.subformat;
+  if (r.compression?.length) s.compression = r.compression.map((c) => c.format);
+  return s;
+}
+
+function requestHash(input: unknown): string {
+  return createHash('sha256').update(canonicalJson(input)).digest('hex');
+}
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** Ends the iteration with the signal's reason as soon as it aborts. */
+async function* abortable(body: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<Uint8Array> {
+  for await (const chunk of body) {
+    if (signal.aborted) throw signal.reason ?? new Error('aborted');
+    yield chunk;
+  }
+}

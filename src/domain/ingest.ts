@@ -1,0 +1,121 @@
+/**
+ * The one ingest path. Every door (HTTP upload, URL import, later OCI push and clone) hands a
+ * byte stream here:
+ *
+ *   source ─► unwrap (gz|xz|zstd|bz2, bounded) ─► tee ─┬─► hashers (sha512 [+ md5]) on worker threads
+ *                                                       ├─► format inspector (head, tail, capture regions)
+ *                                                       ├─► size / progress counter
+ *                                                       └─► staging blob (BlobStore session; sha256 = address)
+ *   ─► verdict ─► commit (content-addressed) or abort (nothing kept)
+ *
+ * The caller (image service) turns the outcome into catalog state.
+ */
+import { type Finding } from '../formats/findings.js';
+import type { InspectLimits } from '../formats/limits.js';
+import { limitsWith } from '../formats/limits.js';
+import { StreamInspector } from '../formats/stream-inspector.js';
+import { finishReport, streamFinding, type ImageReport } from '../inspect/inspect-stream.js';
+import { peel, SourceError } from '../inspect/peel.js';
+import { ParallelHasher, type HashAlgorithm } from '../io/parallel-hasher.js';
+import type { BlobInfo, BlobStore, UploadSession } from '../store/blob-store.js';
+import { DomainError } from './errors.js';
+import type { Checksums } from './image.js';
+
+export interface IngestOptions {
+  claimedFormat?: string;
+  /** bytes the client says it will send (Content-Length / X-Image-Size) */
+  announcedSize?: number;
+  /** largest image we store (after unwrapping) */
+  maxImageBytes: number;
+  inspectLimits?: Partial<InspectLimits>;
+  md5: boolean;
+  /** called as bytes arrive at the door (before unwrapping), at most every `progressEveryMs` */
+  onProgress?: (bytesReceived: number) => void;
+  progressEveryMs?: number;
+}
+
+export type IngestOutcome =
+  | { kind: 'stored'; report: ImageReport; blob: BlobInfo; checksums: Checksums; bytesReceived: number }
+  | { kind: 'refused'; report: ImageReport; bytesReceived: number };
+
+/**
+ * Runs the pipeline. Throws DomainError('SIZE_LIMIT') when the announced or actual size is over
+ * the limit, and rethrows the source's own errors (a dropped client); in every failure the staged
+ * bytes are removed.
+ */
+export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore, opts: IngestOptions): Promise<IngestOutcome> {
+  if (opts.announcedSize !== undefined && opts.announcedSize > opts.maxImageBytes) {
+    throw sizeLimit(opts.announcedSize, opts.maxImageBytes, true);
+  }
+  const limits = limitsWith(opts.inspectLimits);
+  let bytesReceived = 0;
+  let lastProgress = 0;
+  const every = opts.progressEveryMs ?? 250;
+  const counted = (async function* () {
+    for await (const chunk of source) {
+      bytesReceived += chunk.length;
+      if (opts.onProgress) {
+        const now = Date.now();
+        if (now - lastProgress >= every) {
+          lastProgress = now;
+          opts.onProgress(bytesReceived);
+        }
+      }
+      yield chunk;
+    }
+  })();
+
+  const algorithms: HashAlgorithm[][] = opts.md5 ? [['sha512'], ['md5']] : [['sha512']];
+  const hasher = new ParallelHasher(algorithms);
+  let session: UploadSession | undefined;
+  try {
+    session = await store.startUpload();
+    const peeled = await peel(counted, limits);
+    const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat });
+    const streamErrors: Finding[] = [];
+    let stored = 0;
+    try {
+      for await (const chunk of peeled.output) {
+        stored += chunk.length;
+        if (stored > opts.maxImageBytes) throw sizeLimit(stored, opts.maxImageBytes, false);
+        await Promise.all([session.write(chunk), hasher.update(chunk), inspector.write(chunk)]);
+      }
+    } catch (e) {
+      if (e instanceof SourceError) throw e.cause;
+      if (e instanceof DomainError) throw e;
+      streamErrors.push(streamFinding(e));
+    }
+    const report = finishReport(await inspector.end(), peeled.layers(), peeled.tooDeep, streamErrors, limits.maxWrapperDepth);
+    opts.onProgress?.(bytesReceived);
+    if (report.verdict === 'refused') {
+      await session.abort();
+      await hasher.close();
+      return { kind: 'refused', report, bytesReceived };
+    }
+    const digests = await hasher.digest();
+    const blob = await session.commit();
+    const checksums: Checksums = { sha512: digests.sha512 };
+    if (digests.md5) checksums.md5 = digests.md5;
+    return { kind: 'stored', report, blob, checksums, bytesReceived };
+  } catch (e) {
+    await session?.abort().catch(() => undefined);
+    await hasher.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+function sizeLimit(size: number, limit: number, announced: boolean): DomainError {
+  return new DomainError(
+    'SIZE_LIMIT',
+    `${announced ? 'the announced size' : 'the image'} (${size} bytes) is over the ${limit}-byte limit for one image; ` +
+      `upload a smaller image or ask an administrator to raise IMAGO_MAX_IMAGE_SIZE`,
+    { size, limit },
+  );
+}
+
+/** A human reason for an image refused by the format engine. */
+export function refusalReason(report: ImageReport): string {
+  const errors = report.findings.filter((f) => f.severity === 'error');
+  return errors.map((f) => `${f.code}: ${f.message}`).join('; ') || 'refused';
+}
+
