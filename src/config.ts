@@ -14,6 +14,7 @@
  * | GC schedule (cron) | `--gc-schedule CRON` | `IMAGO_GC_SCHEDULE` | none |
  * | GC grace period for fresh blobs (ms) | | `IMAGO_GC_GRACE_MS` | 1 hour |
  * | server for remote CLI verbs | `--server URL` | `IMAGO_URL` | `http://127.0.0.1:9393` |
+ * | API token for remote CLI verbs | `--token T` | `IMAGO_TOKEN` | none |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
@@ -30,6 +31,7 @@ export interface Config {
   gcSchedule?: string;
   gcGraceMs: number;
   serverUrl: string;
+  token?: string;
 }
 
 export interface ConfigFlags {
@@ -42,6 +44,7 @@ export interface ConfigFlags {
   importAllow?: string;
   gcSchedule?: string;
   server?: string;
+  token?: string;
 }
 
 export class ConfigError extends Error {
@@ -63,7 +66,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const gcSchedule = flags.gcSchedule ?? env.IMAGO_GC_SCHEDULE;
   const gcGraceMs = parseBytes('gc grace ms', env.IMAGO_GC_GRACE_MS, 3600_000);
   const serverUrl = (flags.server ?? env.IMAGO_URL ?? `http://127.0.0.1:9393`).replace(/\/+$/, '');
-  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl };
+  const token = flags.token ?? env.IMAGO_TOKEN;
+  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token };
 }
 
 export function parseListen(s: string): { host: string; port: number } {

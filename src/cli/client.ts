@@ -1,0 +1,198 @@
+/**
+ * The REST client the remote CLI verbs use (global fetch; no SQL, no domain imports). Errors
+ * come back as ApiError carrying the server's problem+json code and message.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { stat, rename, rm } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+export interface ImageDto {
+  id: string;
+  name: string;
+  state: string;
+  stateReason?: string;
+  progress?: number;
+  storedSize?: number;
+  virtualSize?: number;
+  digest?: string;
+  deckhousePhase: string;
+  glanceStatus: string;
+  openNebulaState: string;
+  createdAt: string;
+  updatedAt: string;
+  [k: string]: unknown;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export type Progress = (done: number, total?: number) => void;
+
+export class ImagoClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...extra };
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers: this.headers(body === undefined ? headers : { 'content-type': 'application/json', ...headers }),
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new ApiError(0, 'UNREACHABLE', `cannot reach the Imago server at ${this.baseUrl} (${(e as Error).cause ?? (e as Error).message}); start it with "imago serve" or set --server / IMAGO_URL`);
+    }
+    return this.parse<T>(res);
+  }
+
+  private async parse<T>(res: Response): Promise<T> {
+    if (res.status === 204) return undefined as T;
+    const text = await res.text();
+    if (!res.ok) {
+      let code = 'HTTP_ERROR';
+      let message = `HTTP ${res.status}: ${text.slice(0, 300)}`;
+      try {
+        const p = JSON.parse(text) as { code?: string; detail?: string };
+        code = p.code ?? code;
+        message = p.detail ?? message;
+      } catch {
+        // not problem+json
+      }
+      throw new ApiError(res.status, code, message);
+    }
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  create(attrs: Record<string, unknown>, idempotencyKey?: string): Promise<ImageDto> {
+    return this.request('POST', '/api/v1/images', attrs, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {});
+  }
+
+  list(query: Record<string, string | string[]> = {}): Promise<{ images: ImageDto[]; nextCursor?: string }> {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) for (const x of Array.isArray(v) ? v : [v]) qs.append(k, x);
+    const s = qs.toString();
+    return this.request('GET', `/api/v1/images${s ? `?${s}` : ''}`);
+  }
+
+  get(id: string): Promise<ImageDto> {
+    return this.request('GET', `/api/v1/images/${encodeURIComponent(id)}`);
+  }
+
+  /** An image by id, or by exact name when exactly one image has it. */
+  async resolve(idOrName: string): Promise<ImageDto> {
+    if (/^[0-9a-f-]{36}$/i.test(idOrName)) {
+      try {
+        return await this.get(idOrName);
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 404)) throw e;
+      }
+    }
+    const { images } = await this.list({ name: idOrName, limit: '2' });
+    if (images.length === 1) return images[0]!;
+    if (images.length === 0) throw new ApiError(404, 'IMAGE_NOT_FOUND', `no image with id or name "${idOrName}"; list them with "imago image list"`);
+    throw new ApiError(409, 'AMBIGUOUS', `more than one image is named "${idOrName}"; use its id`);
+  }
+
+  update(id: string, patch: Record<string, unknown>): Promise<ImageDto> {
+    return this.request('PATCH', `/api/v1/images/${encodeURIComponent(id)}`, patch);
+  }
+
+  delete(id: string): Promise<void> {
+    return this.request('DELETE', `/api/v1/images/${encodeURIComponent(id)}`);
+  }
+
+  action(id: string, action: 'disable' | 'enable'): Promise<ImageDto> {
+    return this.request('POST', `/api/v1/images/${encodeURIComponent(id)}/${action}`);
+  }
+
+  startImport(id: string, url: string): Promise<ImageDto> {
+    return this.request('POST', `/api/v1/images/${encodeURIComponent(id)}/import`, { url });
+  }
+
+  async upload(id: string, file: string, progress?: Progress): Promise<ImageDto> {
+    const size = (await stat(file)).size;
+    let done = 0;
+    const body = (async function* () {
+      for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+        done += (chunk as Buffer).length;
+        progress?.(done, size);
+        yield chunk as Buffer;
+      }
+    })();
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/api/v1/images/${encodeURIComponent(id)}/file`, {
+        method: 'PUT',
+        headers: this.headers({ 'content-type': 'application/octet-stream', 'content-length': String(size) }),
+        body: Readable.from(body) as unknown as ReadableStream,
+        duplex: 'half',
+      } as RequestInit);
+    } catch (e) {
+      throw new ApiError(0, 'UNREACHABLE', `upload to ${this.baseUrl} failed (${(e as Error).cause ?? (e as Error).message})`);
+    }
+    return this.parse<ImageDto>(res);
+  }
+
+  /** Downloads to `out` via a temporary file renamed at the end: an interrupted download never looks complete. */
+  async download(id: string, out: string, progress?: Progress): Promise<number> {
+    const res = await fetch(`${this.baseUrl}/api/v1/images/${encodeURIComponent(id)}/file`, { headers: this.headers() });
+    if (!res.ok || !res.body) await this.parse(res);
+    const total = Number(res.headers.get('content-length') ?? NaN);
+    let done = 0;
+    const tmp = `${out}.imago-partial`;
+    const counted = (async function* () {
+      for await (const chunk of Readable.fromWeb(res.body as never)) {
+        done += (chunk as Buffer).length;
+        progress?.(done, Number.isFinite(total) ? total : undefined);
+        yield chunk as Buffer;
+      }
+    })();
+    try {
+      await pipeline(Readable.from(counted), createWriteStream(tmp));
+      if (Number.isFinite(total) && done !== total) throw new ApiError(0, 'TRUNCATED', `download ended after ${done} of ${total} bytes; run it again`);
+      await rename(tmp, out);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+    return done;
+  }
+
+  /** Server-sent events, parsed. */
+  async *events(imageId?: string, signal?: AbortSignal): AsyncIterable<{ type: string; image: ImageDto }> {
+    const res = await fetch(`${this.baseUrl}/api/v1/events${imageId ? `?image=${encodeURIComponent(imageId)}` : ''}`, { headers: this.headers(), signal });
+    if (!res.ok || !res.body) await this.parse(res);
+    const decoder = new TextDecoder();
+    let buf = '';
+    for await (const chunk of Readable.fromWeb(res.body as never)) {
+      buf += decoder.decode(chunk as Buffer, { stream: true });
+      let sep: number;
+      while ((sep = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, sep);
+        buf = buf.slice(sep + 2);
+        const data = block
+          .split('\n')
+          .filter((l) => l.startsWith('data: '))
+          .map((l) => l.slice(6))
+          .join('\n');
+        if (data) yield JSON.parse(data) as { type: string; image: ImageDto };
+      }
+    }
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * Remote verbs: `imago image create|upload|import|list|show|download|update|delete|disable|enable|get`.
+ * They talk to a server over the REST API (--server / IMAGO_URL).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Command } from 'commander';
+import { ApiError, ImagoClient, type ImageDto } from './client.js';
+import { humanBytes, toJson } from './json.js';
+import { progressBar } from './progress-bar.js';
+
+type Out = 'table' | 'json';
+
+interface Common {
+  server?: string;
+  token?: string;
+  output?: Out;
+}
+
+export interface RemoteContext {
+  client(opts: Common): ImagoClient;
+  setExit(code: number): void;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function keyValues(pairs: string[] | undefined, what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of pairs ?? []) {
+    const eq = p.indexOf('=');
+    if (eq <= 0) throw new ApiError(0, 'USAGE', `${what} "${p}" must be key=value`);
+    out[p.slice(0, eq)] = p.slice(eq + 1);
+  }
+  return out;
+}
+
+interface AttrFlags {
+  name?: string;
+  description?: string;
+  type?: string;
+  diskFormat?: string;
+  containerFormat?: string;
+  architecture?: string;
+  osDistro?: string;
+  osVersion?: string;
+  osType?: string;
+  minDisk?: string;
+  minRam?: string;
+  persistent?: boolean;
+  property?: string[];
+  tag?: string[];
+}
+
+function attributes(f: AttrFlags): Record<string, unknown> {
+  const a: Record<string, unknown> = {};
+  for (const k of ['name', 'description', 'type', 'diskFormat', 'containerFormat', 'architecture', 'osDistro', 'osVersion', 'osType'] as const) {
+    if (f[k] !== undefined) a[k] = f[k];
+  }
+  if (f.minDisk !== undefined) a.minDisk = Number(f.minDisk);
+  if (f.minRam !== undefined) a.minRam = Number(f.minRam);
+  if (f.persistent !== undefined) a.persistent = f.persistent;
+  if (f.property?.length) a.properties = keyValues(f.property, '--property');
+  if (f.tag?.length) a.tags = f.tag;
+  return a;
+}
+
+function withAttributeOptions(c: Command): Command {
+  return c
+    .option('--description <text>')
+    .option('--type <type>', 'OS, CDROM, DATABLOCK, KERNEL, RAMDISK, CONTEXT')
+    .option('--disk-format <format>', 'raw, qcow2, vmdk, vdi, vhd, vhdx, iso, ploop, ... (detected when absent)')
+    .option('--container-format <format>', 'bare, ova, ovf, docker, ...')
+    .option('--architecture <arch>')
+    .option('--os-distro <distro>')
+    .option('--os-version <version>')
+    .option('--os-type <type>')
+    .option('--min-disk <GiB>')
+    .option('--min-ram <MiB>')
+    .option('--persistent', 'OpenNebula persistent image')
+    .option('--property <key=value>', 'a property (repeatable)', collect)
+    .option('--tag <tag>', 'a tag (repeatable)', collect);
+}
+
+export function age(iso: string, now = Date.now()): string {
+  const s = Math.max(0, Math.floor((now - Date.parse(iso)) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.floor(s / 60)}m`;
+  if (s < 172800) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('   ').trimEnd()).join('\n') + '\n';
+}
+
+/** Deckhouse's `d8 k get vi` columns. */
+export const WATCH_HEADER = ['NAME', 'PHASE', 'PROGRESS', 'STOREDSIZE', 'UNPACKEDSIZE', 'AGE'];
+export function watchRow(i: ImageDto): string[] {
+  const progress = i.state === 'ready' ? '100%' : i.progress !== undefined && i.progress !== null ? `${i.progress}%` : '';
+  return [i.name, i.deckhousePhase, progress, i.storedSize !== undefined ? humanBytes(i.storedSize) : '', i.virtualSize !== undefined ? humanBytes(i.virtualSize) : '', age(i.createdAt)];
+}
+
+function printImages(images: ImageDto[], output: Out | undefined): void {
+  if (output === 'json') {
+    process.stdout.write(toJson(images, 2) + '\n');
+    return;
+  }
+  const rows = [['ID', 'NAME', 'STATE', 'FORMAT', 'VIRTUAL', 'STORED', 'AGE']];
+  for (const i of images) rows.push([i.id, i.name, i.state, String(i.diskFormat ?? ''), humanBytes(i.virtualSize), humanBytes(i.storedSize), age(i.createdAt)]);
+  process.stdout.write(table(rows));
+}
+
+function printImage(i: ImageDto, output: Out | undefined): void {
+  if (output === 'json') {
+    process.stdout.write(toJson(i, 2) + '\n');
+    return;
+  }
+  const rows: [string, string][] = [
+    ['id', i.id],
+    ['name', i.name],
+    ['state', `${i.state}${i.stateReason ? ` (${i.stateReason})` : ''}`],
+    ['glance / opennebula / deckhouse', `${i.glanceStatus} / ${i.openNebulaState} / ${i.deckhousePhase}`],
+    ['type', String(i.type ?? '')],
+    ['disk format', String(i.diskFormat ?? '')],
+    ['container format', String(i.containerFormat ?? '')],
+    ['virtual size', i.virtualSize !== undefined ? `${humanBytes(i.virtualSize)} (${i.virtualSize} bytes)` : ''],
+    ['stored size', i.storedSize !== undefined ? `${humanBytes(i.storedSize)} (${i.storedSize} bytes)` : ''],
+    ['digest', i.digest ?? ''],
+    ['created', i.createdAt],
+    ['updated', i.updatedAt],
+  ];
+  const w = Math.max(...rows.map((r) => r[0].length));
+  process.stdout.write(rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n') + '\n');
+}
+
+export function registerImageCommands(program: Command, ctx: RemoteContext): void {
+  const image = program.command('image').description('manage images on an Imago server (--server URL or IMAGO_URL)');
+  const remote = (c: Command) =>
+    c
+      .option('--server <url>', 'Imago server (default IMAGO_URL or http://127.0.0.1:9393)')
+      .option('--token <token>', 'API token (default IMAGO_TOKEN)')
+      .option('-o, --output <format>', 'table or json', 'table');
+  const run =
+    <A extends unknown[]>(fn: (...args: A) => Promise<void>) =>
+    async (...args: A) => {
+      try {
+        await fn(...args);
+      } catch (e) {
+        if (e instanceof ApiError) {
+          process.stderr.write(`imago: ${e.message}${e.code && e.code !== 'HTTP_ERROR' ? ` [${e.code}]` : ''}\n`);
+          ctx.setExit(e.code === 'UNSAFE_IMAGE' ? 1 : 2);
+          return;
+        }
+        throw e;
+      }
+    };
+
+  withAttributeOptions(remote(image.command('create').description('create an image, optionally uploading a file or importing a URL')))
+    .requiredOption('--name <name>')
+    .option('--file <path>', 'upload this file')
+    .option('--url <url>', 'import from this URL (the server downloads it)')
+    .option('--idempotency-key <key>', 'retry-safe creation (default: a random key per invocation)')
+    .action(
+      run(async (f: AttrFlags & Common & { file?: string; url?: string; idempotencyKey?: string }) => {
+        const c = ctx.client(f);
+        let img = await c.create(attributes(f), f.idempotencyKey ?? randomUUID());
+        if (f.file) img = await uploadWithBar(c, img.id, f.file);
+        else if (f.url) img = await c.startImport(img.id, f.url);
+        printImage(img, f.output);
+      }),
+    );
+
+  remote(image.command('upload').description('upload a file into an image').argument('<image>').argument('<file>')).action(
+    run(async (id: string, file: string, f: Common) => {
+      const c = ctx.client(f);
+      printImage(await uploadWithBar(c, (await c.resolve(id)).id, file), f.output);
+    }),
+  );
+
+  remote(image.command('import').description('import an image from a URL (server-side, with progress)').argument('<image>').argument('<url>')).action(
+    run(async (id: string, url: string, f: Common) => {
+      const c = ctx.client(f);
+      printImage(await c.startImport((await c.resolve(id)).id, url), f.output);
+    }),
+  );
+
+  remote(image.command('list').description('list images'))
+    .option('--name <name>', 'exact name or prefix*')
+    .option('--state <state>', 'filter by state (repeatable)', collect)
+    .option('--type <type>', 'filter by type (repeatable)', collect)
+    .option('--disk-format <format>', 'filter by disk format (repeatable)', collect)
+    .option('--tag <tag>', 'filter by tag (repeatable)', collect)
+    .option('--property <key=value>', 'filter by property (repeatable)', collect)
+    .option('--sort <key[:dir]>', 'name|createdAt|updatedAt|storedSize|virtualSize')
+    .option('--limit <n>', 'page size', '100')
+    .option('--all', 'follow pages to the end')
+    .action(
+      run(async (f: Common & { name?: string; state?: string[]; type?: string[]; diskFormat?: string[]; tag?: string[]; property?: string[]; sort?: string; limit: string; all?: boolean }) => {
+        const c = ctx.client(f);
+        const q: Record<string, string | string[]> = { limit: f.limit };
+        if (f.name) q.name = f.name;
+        if (f.state) q.state = f.state;
+        if (f.type) q.type = f.type;
+        if (f.diskFormat) q.diskFormat = f.diskFormat;
+        if (f.tag) q.tag = f.tag;
+        if (f.property) q.property = f.property;
+        if (f.sort) q.sort = f.sort;
+        const all: ImageDto[] = [];
+        for (let page = 0; page < 100_000; page++) {
+          const r = await c.list(q);
+          all.push(...r.images);
+          if (!f.all || !r.nextCursor) break;
+          q.cursor = r.nextCursor;
+        }
+        printImages(all, f.output);
+      }),
+    );
+
+  remote(image.command('show').description('show an image').argument('<image>', 'id or name')).action(
+    run(async (id: string, f: Common) => {
+      printImage(await ctx.client(f).resolve(id), f.output);
+    }),
+  );
+
+  remote(image.command('download').description('download an image').argument('<image>').requiredOption('-O, --out <file>', 'where to write it')).action(
+    run(async (id: string, f: Common & { out: string }) => {
+      const c = ctx.client(f);
+      const img = await c.resolve(id);
+      const bar = progressBar(`download ${img.name}`);
+      const n = await c.download(img.id, f.out, bar.update);
+      bar.end();
+      process.stderr.write(`${f.out}: ${n} bytes\n`);
+    }),
+  );
+
+  withAttributeOptions(remote(image.command('update').description('update image metadata').argument('<image>')))
+    .option('--name <name>', 'new name')
+    .action(
+      run(async (id: string, f: AttrFlags & Common) => {
+        const c = ctx.client(f);
+        printImage(await c.update((await c.resolve(id)).id, attributes(f)), f.output);
+      }),
+    );
+
+  for (const action of ['disable', 'enable'] as const) {
+    remote(image.command(action).description(`${action} an image`).argument('<image>')).action(
+      run(async (id: string, f: Common) => {
+        const c = ctx.client(f);
+        printImage(await c.action((await c.resolve(id)).id, action), f.output);
+      }),
+    );
+  }
+
+  remote(image.command('delete').description('delete an image').argument('<image>')).action(
+    run(async (id: string, f: Common) => {
+      const c = ctx.client(f);
+      const img = await c.resolve(id);
+      await c.delete(img.id);
+      process.stdout.write(`deleted ${img.id} (${img.name})\n`);
+    }),
+  );
+
+  remote(image.command('get').description("show an image like Deckhouse's d8 k get vi; -w watches changes").argument('<image>'))
+    .option('-w, --watch', 'print a row per change until interrupted')
+    .action(
+      run(async (id: string, f: Common & { watch?: boolean }) => {
+        const c = ctx.client(f);
+        const img = await c.resolve(id);
+        if (f.output === 'json') process.stdout.write(toJson(img) + '\n');
+        else process.stdout.write(table([WATCH_HEADER, watchRow(img)]));
+        if (!f.watch) return;
+        const widths = WATCH_HEADER.map((h, i) => Math.max(h.length, (watchRow(img)[i] ?? '').length));
+        for await (const ev of c.events(img.id)) {
+          if (f.output === 'json') process.stdout.write(toJson(ev.image) + '\n');
+          else {
+            const row = watchRow(ev.image);
+            process.stdout.write(row.map((cell, i) => cell.padEnd(Math.max(widths[i]!, cell.length))).join('   ').trimEnd() + '\n');
+          }
+          if (ev.type === 'deleted') break;
+        }
+      }),
+    );
+}
+
+async function uploadWithBar(c: ImagoClient, id: string, file: string): Promise<ImageDto> {
+  const bar = progressBar(`upload ${file}`);
+  try {
+    return await c.upload(id, file, bar.update);
+  } finally {
+    bar.end();
+  }
+}
