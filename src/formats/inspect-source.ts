@@ -82,6 +82,10 @@ export async function detect(src: ByteSource, formats: readonly FormatDescriptor
     try {
       if (await f.probe(src)) matched.push(f.name);
     } catch (e) {
+      // a probe that needs the end of a stream whose size is not known yet: undecided for now; the
+      // final run (size known) decides. Meanwhile the other probes and the inspection go on, so
+      // the regions they need are still declared while the bytes pass.
+      if (e instanceof NeedBytes && e.needsSize) continue;
       if (e instanceof NeedBytes || e instanceof NeedDigest) throw e;
       if (e instanceof FormatError && isFindingCode(e.code)) {
         findings.push(finding(e.code, `${f.name} probe: ${e.message}`));
