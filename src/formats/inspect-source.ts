@@ -116,7 +116,9 @@ export async function inspectSource(src: ByteSource, opts: InspectOptions = {}):
     );
   }
   const inspection = await inspectWith(primary, src, ctx, findings);
-  for (const rule of primary.checks) {
+  // when inspect itself failed it left an error finding and no facts: the rules have nothing to judge
+  const inspected = !inspection.failed;
+  for (const rule of inspected ? primary.checks : []) {
     try {
       findings.push(...rule.run(inspection, ctx));
     } catch (e) {
@@ -152,7 +154,7 @@ export function verdictOf(findings: readonly Finding[]): Verdict {
   return findings.some((f) => f.severity === 'error') ? 'refused' : 'safe';
 }
 
-async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectContext, findings: Finding[]): Promise<Inspection> {
+async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectContext, findings: Finding[]): Promise<Inspection & { failed?: boolean }> {
   try {
     const ins = await f.inspect(src, ctx);
     findings.push(...ins.findings);
@@ -165,7 +167,7 @@ async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectCon
     } else {
       findings.push(finding('CHECK_FAILED', `${f.name} inspection failed (${errorText(e)}); refusing (fail closed)`));
     }
-    return { details: {}, findings: [] };
+    return { details: {}, findings: [], failed: true };
   }
 }
 

@@ -69,24 +69,50 @@ export class StreamInspector {
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.ended) throw new Error('StreamInspector: write after end');
-    if (chunk.length === 0) return;
+    // A chunk is taken in pieces that end where something completes (the head, a region, a
+    // digest): inspection re-runs right there, so whatever it declares next starts at or after
+    // the current position and is captured from the rest of this very chunk.
+    let rest = chunk;
+    while (rest.length > 0) {
+      const boundary = this.nextBoundary();
+      const n = boundary === undefined ? rest.length : Math.min(rest.length, boundary - this.position);
+      const completed = this.take(rest.subarray(0, n));
+      rest = rest.subarray(n);
+      if (completed) await this.probeForRegions();
+    }
+  }
+
+  /** The nearest stream offset past the current position where a capture completes. */
+  private nextBoundary(): number | undefined {
+    let b: number | undefined;
+    const consider = (end: number) => {
+      if (end > this.position && (b === undefined || end < b)) b = end;
+    };
+    if (this.headFilled < this.head.length) consider(this.head.length);
+    for (const r of this.regions) if (r.filled < r.data.length) consider(r.offset + r.data.length);
+    for (const d of this.digests) if (d.hex === undefined) consider(d.offset + d.length);
+    return b;
+  }
+
+  /** Captures one piece; true when the head, a region or a digest completed with it. */
+  private take(piece: Uint8Array): boolean {
     const start = this.position;
-    const end = start + chunk.length;
-    let rerun = false;
+    const end = start + piece.length;
+    let completed = false;
     if (start < this.head.length) {
-      const n = Math.min(this.head.length - start, chunk.length);
-      this.head.set(chunk.subarray(0, n), start);
+      const n = Math.min(this.head.length - start, piece.length);
+      this.head.set(piece.subarray(0, n), start);
       this.headFilled = start + n;
-      if (this.headFilled === this.head.length) rerun = true;
+      if (this.headFilled === this.head.length) completed = true;
     }
     for (const r of this.regions) {
       const rEnd = r.offset + r.data.length;
       const from = Math.max(r.offset + r.filled, start);
       const to = Math.min(rEnd, end);
       if (from < to && from === r.offset + r.filled) {
-        r.data.set(chunk.subarray(from - start, to - start), from - r.offset);
+        r.data.set(piece.subarray(from - start, to - start), from - r.offset);
         r.filled = to - r.offset;
-        if (r.filled === r.data.length) rerun = true;
+        if (r.filled === r.data.length) completed = true;
       }
     }
     for (const d of this.digests) {
@@ -94,17 +120,17 @@ export class StreamInspector {
       const from = Math.max(d.offset + d.done, start);
       const to = Math.min(d.offset + d.length, end);
       if (from < to && from === d.offset + d.done) {
-        d.hash.update(chunk.subarray(from - start, to - start));
+        d.hash.update(piece.subarray(from - start, to - start));
         d.done = to - d.offset;
       }
       if (d.done === d.length) {
         d.hex = d.hash.digest('hex');
-        rerun = true;
+        completed = true;
       }
     }
-    this.pushTail(chunk);
+    this.pushTail(piece);
     this.position = end;
-    if (rerun) await this.probeForRegions();
+    return completed;
   }
 
   /** Ends the stream and returns the final report (the same shape as a random-access inspection). */
@@ -145,13 +171,15 @@ export class StreamInspector {
 
   /** Re-runs inspection on what is captured to learn the next region it needs. */
   private async probeForRegions(): Promise<void> {
-    for (let guard = 0; guard < 64; guard++) {
+    for (let guard = 0; guard < 8192; guard++) {
       try {
         await inspectSource(new CaptureSource(this, undefined), this.opts);
         return;
       } catch (e) {
         if (e instanceof NeedDigest) {
-          if (!this.declareDigest(e.offset, e.length, e.algorithm)) return;
+          // declared digests answer with a placeholder in later discovery runs (see capturedDigest),
+          // so the run goes on to declare whatever else it needs from the same bytes
+          if (!this.declareDigest(e.offset, e.length, e.algorithm) && !this.isDeclaredDigest(e.offset, e.length, e.algorithm)) return;
           continue;
         }
         if (!(e instanceof NeedBytes) || e.needsSize) return;
@@ -174,13 +202,30 @@ export class StreamInspector {
   }
 
   private declareDigest(offset: number, length: number, algorithm: DigestAlgorithm): boolean {
-    if (offset < this.position) return false;
     if (this.digests.some((d) => d.offset === offset && d.length === length && d.algorithm === algorithm)) return false;
     if (this.digests.length >= 4096) return false;
     const d: DigestRegion = { offset, length, algorithm, hash: createHash(algorithm), done: 0 };
+    if (offset < this.position) {
+      // the range started in bytes already gone by: only possible when those were kept (head, a region)
+      const passed = Math.min(length, this.position - offset);
+      const kept = new Uint8Array(passed);
+      if (this.copyCaptured(offset, kept, undefined) !== passed) return false;
+      d.hash.update(kept);
+      d.done = passed;
+      if (d.done === length) d.hex = d.hash.digest('hex');
+    }
     if (length === 0) d.hex = d.hash.digest('hex');
     this.digests.push(d);
-    return length === 0;
+    return d.hex !== undefined;
+  }
+
+  /** @internal */
+  isPendingDigest(offset: number, length: number, algorithm: DigestAlgorithm): boolean {
+    return this.digests.some((d) => d.offset === offset && d.length === length && d.algorithm === algorithm && d.hex === undefined);
+  }
+
+  private isDeclaredDigest(offset: number, length: number, algorithm: DigestAlgorithm): boolean {
+    return this.digests.some((d) => d.offset === offset && d.length === length && d.algorithm === algorithm);
   }
 
   /** @internal digest of a range if it was hashed as it passed */
@@ -243,6 +288,9 @@ class CaptureSource implements ByteSource {
     checkRange(offset, length);
     const hex = this.owner.capturedDigest(offset, length, algorithm);
     if (hex !== undefined) return hex;
+    // discovery run: a digest already being computed as bytes pass is answered with a placeholder
+    // (discovery results are thrown away; the final run sees the real digest)
+    if (this.size === undefined && this.owner.isPendingDigest(offset, length, algorithm)) return 'pending';
     if (length <= 1024 * 1024) {
       // small ranges that were captured anyway (head, tail, a region) hash from memory
       const out = new Uint8Array(length);

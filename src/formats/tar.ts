@@ -1,0 +1,119 @@
+/**
+ * POSIX ustar / GNU tar headers (the container of an OVA).
+ *
+ * Spec: POSIX.1-2017 pax "ustar Interchange Format"; GNU tar manual §"Basic Tar Format" for the
+ * 'L' long-name record and base-256 sizes; pax 'x' records for `path=`.
+ *
+ * | offset | size | field |
+ * |--------|------|-------|
+ * | 0   | 100 | name |
+ * | 100 | 8   | mode (octal) |
+ * | 124 | 12  | size (octal, or base-256 when the first byte has bit 7 set) |
+ * | 148 | 8   | checksum: sum of the header bytes with this field read as spaces |
+ * | 156 | 1   | type: '0'/NUL file, '1' hard link, '2' symlink, '3' char, '4' block, '5' dir, '6' fifo, 'x' pax, 'g' global pax, 'L' GNU long name |
+ * | 157 | 100 | link name |
+ * | 257 | 6   | magic "ustar" (NUL or space) |
+ * | 345 | 155 | prefix (ustar) |
+ */
+import { FormatError, cString, latin1, readExact, type ByteSource } from './byte-source.js';
+
+export const BLOCK = 512;
+
+export interface TarMember {
+  name: string;
+  type: 'file' | 'hardlink' | 'symlink' | 'chardev' | 'blockdev' | 'directory' | 'fifo' | 'other';
+  size: number;
+  linkName?: string;
+  /** offset of the header block */
+  headerOffset: number;
+  /** offset of the member's data */
+  dataOffset: number;
+}
+
+const TYPES: Record<string, TarMember['type']> = { '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chardev', '4': 'blockdev', '5': 'directory', '6': 'fifo' };
+
+export function checksumOk(h: Uint8Array): boolean {
+  const stored = parseOctal(h.subarray(148, 156));
+  if (stored === undefined) return false;
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
+  return sum === stored;
+}
+
+export function isUstarHeader(h: Uint8Array): boolean {
+  return h.length >= BLOCK && latin1(h.subarray(257, 262)) === 'ustar' && checksumOk(h);
+}
+
+function parseOctal(b: Uint8Array): number | undefined {
+  const s = latin1(b).replace(/[\0 ]+$/, '').trim();
+  if (s === '') return 0;
+  if (!/^[0-7]+$/.test(s)) return undefined;
+  return parseInt(s, 8);
+}
+
+function parseSize(b: Uint8Array): number {
+  if (b[0]! & 0x80) {
+    let v = 0n;
+    for (let i = 1; i < b.length; i++) v = (v << 8n) | BigInt(b[i]!);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('tar member size is out of range', 'FIELD_OUT_OF_RANGE');
+    return Number(v);
+  }
+  const n = parseOctal(b);
+  if (n === undefined) throw new FormatError('tar member size is not an octal number', 'MALFORMED_HEADER');
+  return n;
+}
+
+/**
+ * Walks the members in order, reading one header block per member (data is skipped). Stops at
+ * the end-of-archive zero block or after `maxMembers` (then `truncated` is true).
+ */
+export async function readTarMembers(
+  src: ByteSource,
+  maxMembers: number,
+  maxNameBytes: number,
+  onMember?: (m: TarMember) => Promise<void>,
+): Promise<{ members: TarMember[]; truncated: boolean }> {
+  const members: TarMember[] = [];
+  let at = 0;
+  let longName: string | undefined;
+  let paxPath: string | undefined;
+  for (let guard = 0; guard < maxMembers * 3; guard++) {
+    const h = await src.read(at, BLOCK);
+    if (h.length < BLOCK) {
+      if (h.length === 0 && members.length > 0) return { members, truncated: false }; // archive without end blocks
+      throw new FormatError(`tar header at ${at} is cut short; the archive is truncated`, 'TRUNCATED');
+    }
+    if (h.every((x) => x === 0)) return { members, truncated: false };
+    if (!checksumOk(h)) throw new FormatError(`tar header at ${at} has a bad checksum`, 'MALFORMED_HEADER');
+    const typeflag = String.fromCharCode(h[156]!);
+    const size = parseSize(h.subarray(124, 136));
+    const dataOffset = at + BLOCK;
+    const next = dataOffset + Math.ceil(size / BLOCK) * BLOCK;
+    if (typeflag === 'L' || typeflag === 'x' || typeflag === 'g') {
+      if (size > maxNameBytes) throw new FormatError(`tar ${typeflag} record of ${size} bytes is over the limit`, 'OVER_LIMIT');
+      const body = await readExact(src, dataOffset, size, 'tar extended header');
+      if (typeflag === 'L') longName = cString(body);
+      else if (typeflag === 'x') {
+        for (const rec of new TextDecoder().decode(body).split('\n')) {
+          const m = /^\d+ path=(.*)$/.exec(rec);
+          if (m) paxPath = m[1];
+        }
+      }
+      at = next;
+      continue;
+    }
+    const prefix = cString(h.subarray(345, 500));
+    const baseName = cString(h.subarray(0, 100));
+    const name = paxPath ?? longName ?? (prefix ? `${prefix}/${baseName}` : baseName);
+    longName = undefined;
+    paxPath = undefined;
+    const m: TarMember = { name, type: TYPES[typeflag] ?? 'other', size, headerOffset: at, dataOffset };
+    const link = cString(h.subarray(157, 257));
+    if (link) m.linkName = link;
+    members.push(m);
+    await onMember?.(m);
+    if (members.length >= maxMembers) return { members, truncated: true };
+    at = next;
+  }
+  return { members, truncated: true };
+}
