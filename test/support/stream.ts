@@ -2,11 +2,23 @@
 import type { InspectOptions, InspectionReport } from '../../src/formats/inspect-source.js';
 import { StreamInspector } from '../../src/formats/stream-inspector.js';
 
-export async function inspectInChunks(bytes: Uint8Array, chunkSize: number, opts: InspectOptions = {}): Promise<InspectionReport & { peakHeld: number }> {
+/**
+ * Feeds `bytes` in chunks of `chunkSize`. With `smallUntil`, only the first that many bytes go in
+ * at `chunkSize` (where the headers are) and the rest at 64 KiB, so byte-at-a-time feeding of a
+ * multi-MiB image stays quick.
+ */
+export async function inspectInChunks(
+  bytes: Uint8Array,
+  chunkSize: number,
+  opts: InspectOptions = {},
+  smallUntil = Infinity,
+): Promise<InspectionReport & { peakHeld: number }> {
   const si = new StreamInspector(opts);
   let peakHeld = 0;
-  for (let off = 0; off < bytes.length; off += chunkSize) {
-    await si.write(bytes.subarray(off, Math.min(bytes.length, off + chunkSize)));
+  for (let off = 0; off < bytes.length; ) {
+    const n = off < smallUntil ? chunkSize : 65536;
+    await si.write(bytes.subarray(off, Math.min(bytes.length, off + n)));
+    off += n;
     peakHeld = Math.max(peakHeld, si.heldBytes);
   }
   const report = await si.end();
