@@ -33,6 +33,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     requestTimeout: 0,
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
+    exposeHeadRoutes: false,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   });
   const openapi = collectOpenApi(app);

@@ -1,6 +1,10 @@
 /** The `imago` command. Local verbs work on files without a server. */
 import { Command, CommanderError } from 'commander';
+import { loadConfig } from '../config.js';
+import { ImagoClient } from './client.js';
+import { registerImageCommands } from './image-commands.js';
 import { EXIT_ERROR, registerInspect } from './inspect-command.js';
+import { registerServe } from './serve-command.js';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -11,8 +15,17 @@ export async function main(argv: string[]): Promise<number> {
     .version('0.1.0')
     .exitOverride()
     .showHelpAfterError();
-  registerInspect(program, (code) => {
+  const setExit = (code: number) => {
     exitCode = code;
+  };
+  registerInspect(program, setExit);
+  registerServe(program, setExit);
+  registerImageCommands(program, {
+    setExit,
+    client: (o) => {
+      const c = loadConfig({ server: o.server, token: o.token });
+      return new ImagoClient(c.serverUrl, c.token);
+    },
   });
   try {
     await program.parseAsync(argv, { from: 'user' });

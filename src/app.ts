@@ -1,0 +1,102 @@
+/**
+ * The composition root: config → adapters (catalog database, blob store) → domain → HTTP edge.
+ * `imago serve` and `imago gc` start here; tests start the same thing on a temp dir.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Cron } from 'croner';
+import { buildApi } from './api/server.js';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/database.js';
+import { migrateToLatest } from './db/migrations.js';
+import { ImageEvents } from './domain/events.js';
+import { planGc, runGc, type GcPlan } from './domain/gc.js';
+import { KyselyImageRepository } from './domain/image-repository.js';
+import { ImageService } from './domain/image-service.js';
+import type { BlobStore } from './store/blob-store.js';
+import { FsBlobStore } from './store/fs-blob-store.js';
+
+export interface App {
+  config: Config;
+  db: Database;
+  store: BlobStore;
+  images: ImageService;
+  events: ImageEvents;
+  api: FastifyInstance;
+  /** the bound address once listening */
+  url?: string;
+  gc(opts: { dryRun: boolean }): Promise<{ plan: GcPlan; deleted?: { count: number; bytes: number } }>;
+  close(): Promise<void>;
+}
+
+export async function createApp(config: Config, opts: { logger?: boolean } = {}): Promise<App> {
+  await mkdir(config.dataDir, { recursive: true });
+  const store = new FsBlobStore(join(config.dataDir));
+  try {
+    await store.probe();
+  } catch (e) {
+    throw new Error(`blob storage ${store.description} failed its start-up check: ${(e as Error).message}`);
+  }
+  const db = await openDatabase(config.databaseUrl);
+  try {
+    await migrateToLatest(db);
+  } catch (e) {
+    await db.close();
+    throw new Error(`catalog database ${redact(config.databaseUrl)} could not be prepared: ${(e as Error).message}`);
+  }
+  const repo = new KyselyImageRepository(db);
+  const events = new ImageEvents();
+  const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
+  const api = buildApi({ images, events, logger: opts.logger });
+  let cron: Cron | undefined;
+  const app: App = {
+    config,
+    db,
+    store,
+    images,
+    events,
+    api,
+    async gc({ dryRun }) {
+      const plan = await planGc({ store, referenced: await repo.referencedDigests(), now: new Date(), graceMs: config.gcGraceMs });
+      if (dryRun) return { plan };
+      const deleted = await runGc(plan, store, { recheck: () => repo.referencedDigests() });
+      return { plan, deleted };
+    },
+    async close() {
+      cron?.stop();
+      await api.close();
+      await db.close();
+    },
+  };
+  if (config.gcSchedule) {
+    cron = new Cron(config.gcSchedule, { protect: true }, async () => {
+      try {
+        const r = await app.gc({ dryRun: false });
+        api.log.info({ deleted: r.deleted }, 'scheduled gc');
+      } catch (e) {
+        api.log.error({ err: e }, 'scheduled gc failed');
+      }
+    });
+  }
+  return app;
+}
+
+/** Recovers from whatever a crash left, then listens. */
+export async function startApp(config: Config, opts: { logger?: boolean } = {}): Promise<App> {
+  const app = await createApp(config, opts);
+  try {
+    const rec = await app.images.recover();
+    if (rec.interrupted || rec.deleted || rec.swept) app.api.log.info(rec, 'recovered from an unclean stop');
+    const address = await app.api.listen({ host: config.listen.host, port: config.listen.port });
+    app.url = address.replace('[::1]', '127.0.0.1');
+    return app;
+  } catch (e) {
+    await app.close();
+    throw e;
+  }
+}
+
+function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}

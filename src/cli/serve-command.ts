@@ -1,0 +1,57 @@
+/** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
+import type { Command } from 'commander';
+import { loadConfig, type ConfigFlags } from '../config.js';
+import { createApp, startApp } from '../app.js';
+import { humanBytes, toJson } from './json.js';
+
+const withServerOptions = (c: Command) =>
+  c
+    .option('--data <dir>', 'data directory: SQLite catalog and blobs (default IMAGO_DATA or ./imago-data)')
+    .option('--database <url>', 'catalog database URL: sqlite:PATH or postgres://... (default IMAGO_DATABASE_URL)')
+    .option('--max-image-size <bytes>', 'largest image stored, e.g. 500G (default 1T)')
+    .option('--max-virtual-size <bytes>', 'largest virtual size accepted (default 64T)');
+
+export function registerServe(program: Command, setExit: (code: number) => void): void {
+  withServerOptions(program.command('serve').description('run the Imago service (REST API under /api/v1)'))
+    .option('--listen <host:port>', 'address to listen on (default IMAGO_LISTEN or 127.0.0.1:9393)')
+    .option('--md5', 'also compute md5 checksums (Glance "checksum"); costs as much CPU as the rest')
+    .option('--import-allow <list>', 'hosts, IPs or CIDR ranges URL imports may reach despite the private-address rule')
+    .option('--gc-schedule <cron>', 'collect unreferenced blobs on this cron schedule, e.g. "0 3 * * *"')
+    .option('--quiet', 'no request log')
+    .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
+      const config = loadConfig(flags);
+      const app = await startApp(config, { logger: !flags.quiet });
+      process.stderr.write(`imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await app.close();
+      setExit(0);
+    });
+
+  withServerOptions(program.command('gc').description('reclaim blobs that no image references'))
+    .option('--check', 'only report total/used/reclaimable bytes and the blobs that would be deleted')
+    .option('--json', 'machine-readable output')
+    .action(async (flags: ConfigFlags & { check?: boolean; json?: boolean }) => {
+      const config = loadConfig(flags);
+      const app = await createApp(config);
+      try {
+        const r = await app.gc({ dryRun: flags.check === true });
+        if (flags.json) {
+          process.stdout.write(toJson({ ...r.plan, candidates: r.plan.candidates.map((b) => ({ ...b, committedAt: b.committedAt.toISOString() })), deleted: r.deleted }) + '\n');
+        } else {
+          const p = r.plan;
+          process.stdout.write(`total:        ${humanBytes(p.totalBytes)} (${p.totalBytes} bytes)\n`);
+          process.stdout.write(`used:         ${humanBytes(p.usedBytes)} (${p.usedBytes} bytes)\n`);
+          process.stdout.write(`reclaimable:  ${humanBytes(p.reclaimableBytes)} (${p.reclaimableBytes} bytes)\n`);
+          for (const b of p.candidates) process.stdout.write(`  ${flags.check ? 'would delete' : 'deleted'} ${b.digest} ${humanBytes(b.sizeBytes)}\n`);
+          if (r.deleted) process.stdout.write(`deleted ${r.deleted.count} blob(s), ${humanBytes(r.deleted.bytes)}\n`);
+        }
+        setExit(0);
+      } finally {
+        await app.close();
+      }
+    });
+}

@@ -1,0 +1,51 @@
+/**
+ * Opens the catalog database: SQLite (embedded default, better-sqlite3) or PostgreSQL (pg), both
+ * through Kysely. The URL chooses: `sqlite:/path/imago.db` (or a bare path) or `postgres://...`.
+ *
+ * SQLite runs in WAL mode with synchronous=FULL: a transaction acknowledged to a client (an image
+ * turned ready) survives kill -9 and power loss; the cost is one extra fsync per commit, small next
+ * to the blob's own fsync.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+import type { Schema } from './schema.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Database {
+  kysely: Kysely<Schema>;
+  dialect: Dialect;
+  url: string;
+  close(): Promise<void>;
+}
+
+// int8 (bigint) and numeric come back as numbers: sizes and epoch milliseconds fit in 2^53.
+pg.types.setTypeParser(20, (v) => Number(v));
+pg.types.setTypeParser(1700, (v) => Number(v));
+
+export async function openDatabase(url: string): Promise<Database> {
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    try {
+      const c = await pool.connect();
+      c.release();
+    } catch (e) {
+      await pool.end();
+      throw new Error(`cannot connect to PostgreSQL at ${url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}: ${(e as Error).message}`);
+    }
+    const kysely = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+    return { kysely, dialect: 'postgres', url, close: () => kysely.destroy() };
+  }
+  const path = url.startsWith('sqlite:') ? url.slice('sqlite:'.length) : url;
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const sqlite = new SqliteDatabase(path);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma('synchronous = FULL');
+  sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma('foreign_keys = ON');
+  const kysely = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) });
+  return { kysely, dialect: 'sqlite', url, close: () => kysely.destroy() };
+}

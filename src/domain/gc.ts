@@ -1,0 +1,46 @@
+/**
+ * Garbage collection of blobs no image references. Never blocks uploads or reads (no read-only
+ * window): a blob is only a candidate when no image references it AND it was committed longer
+ * ago than the grace period — so a blob an upload has just committed, whose catalog update has
+ * not landed yet, is never collected. Just before deleting, the referenced set is read again:
+ * a blob an image started to reference in the meantime is kept.
+ */
+import type { BlobInfo, BlobStore, Digest } from '../store/blob-store.js';
+
+export interface GcPlan {
+  totalBytes: number;
+  usedBytes: number;
+  reclaimableBytes: number;
+  /** blobs kept only because they are younger than the grace period */
+  youngBytes: number;
+  candidates: BlobInfo[];
+}
+
+export async function planGc(opts: { store: BlobStore; referenced: Set<Digest>; now: Date; graceMs: number }): Promise<GcPlan> {
+  const plan: GcPlan = { totalBytes: 0, usedBytes: 0, reclaimableBytes: 0, youngBytes: 0, candidates: [] };
+  const cutoff = opts.now.getTime() - opts.graceMs;
+  for await (const b of opts.store.list()) {
+    plan.totalBytes += b.sizeBytes;
+    if (opts.referenced.has(b.digest)) plan.usedBytes += b.sizeBytes;
+    else if (b.committedAt.getTime() >= cutoff) plan.youngBytes += b.sizeBytes;
+    else {
+      plan.reclaimableBytes += b.sizeBytes;
+      plan.candidates.push(b);
+    }
+  }
+  return plan;
+}
+
+export async function runGc(plan: GcPlan, store: BlobStore, opts: { recheck: () => Promise<Set<Digest>> }): Promise<{ count: number; bytes: number }> {
+  const referenced = await opts.recheck();
+  let count = 0;
+  let bytes = 0;
+  for (const b of plan.candidates) {
+    if (referenced.has(b.digest)) continue;
+    if (await store.delete(b.digest)) {
+      count++;
+      bytes += b.sizeBytes;
+    }
+  }
+  return { count, bytes };
+}

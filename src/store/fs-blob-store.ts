@@ -1,0 +1,228 @@
+/**
+ * Filesystem adapter of the BlobStore port (the embedded default).
+ *
+ * Layout under the root:
+ *   blobs/sha256/<2 hex>/<64 hex>     committed blobs, content-addressed, never modified
+ *   uploads/<id>/data                 staging bytes of an upload in progress
+ *   uploads/<id>/startedat            ISO time the upload started (for sweeping)
+ *   probe/                            start-up check objects
+ *
+ * Commit = fsync the staging file, rename it into place (atomic on one filesystem), fsync the
+ * fan-out directory. A crash before the rename leaves only staging debris (swept at start); after
+ * it, a complete blob whose name is its digest. Paths are built only from validated hex digests
+ * and generated ids, never from user input.
+ */
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { BlobNotFound, DigestMismatch, isDigest, type BlobInfo, type BlobStore, type ByteRange, type Digest, type StagingEntry, type UploadSession } from './blob-store.js';
+
+const HEX64 = /^[0-9a-f]{64}$/;
+const ID = /^[0-9a-f-]{36}$/;
+
+export class FsBlobStore implements BlobStore {
+  readonly description: string;
+  private readonly blobsDir: string;
+  private readonly uploadsDir: string;
+
+  constructor(private readonly root: string) {
+    this.description = `fs:${root}`;
+    this.blobsDir = join(root, 'blobs', 'sha256');
+    this.uploadsDir = join(root, 'uploads');
+  }
+
+  private blobPath(digest: Digest): string {
+    if (!isDigest(digest)) throw new Error(`not a sha256 digest: ${String(digest).slice(0, 80)}`);
+    const hex = digest.slice(7);
+    return join(this.blobsDir, hex.slice(0, 2), hex);
+  }
+
+  async startUpload(): Promise<UploadSession> {
+    const id = randomUUID();
+    const dir = join(this.uploadsDir, id);
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'startedat'), new Date().toISOString());
+    const fh = await open(join(dir, 'data'), 'w');
+    return new FsUploadSession(this, id, dir, fh);
+  }
+
+  /** @internal moves a finished staging file into place */
+  async place(dataPath: string, digest: Digest, size: number): Promise<BlobInfo> {
+    const target = this.blobPath(digest);
+    const existing = await this.stat(digest);
+    if (existing) return existing; // identical bytes are stored once
+    const dir = join(target, '..');
+    await mkdir(dir, { recursive: true });
+    await rename(dataPath, target);
+    await fsyncDir(dir);
+    return { digest, sizeBytes: size, committedAt: new Date() };
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const st = await stat(this.blobPath(digest));
+      return { digest, sizeBytes: st.size, committedAt: st.mtime };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async read(digest: Digest, range?: ByteRange): Promise<Readable> {
+    const info = await this.stat(digest);
+    if (!info) throw new BlobNotFound(digest);
+    if (range && (range.start < 0 || range.end < range.start || range.end >= info.sizeBytes)) {
+      throw new RangeError(`range ${range.start}-${range.end} is outside blob ${digest} of ${info.sizeBytes} bytes`);
+    }
+    return createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    try {
+      await rm(this.blobPath(digest));
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    let fans: string[];
+    try {
+      fans = await readdir(this.blobsDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    for (const fan of fans.sort()) {
+      if (!/^[0-9a-f]{2}$/.test(fan)) continue;
+      for (const name of (await readdir(join(this.blobsDir, fan))).sort()) {
+        if (!HEX64.test(name) || !name.startsWith(fan)) continue; // junk or a half-written file: not a blob
+        const info = await this.stat(`sha256:${name}`);
+        if (info) yield info;
+      }
+    }
+  }
+
+  async *listStaging(): AsyncIterable<StagingEntry> {
+    let ids: string[];
+    try {
+      ids = await readdir(this.uploadsDir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    for (const id of ids) {
+      const dir = join(this.uploadsDir, id);
+      let startedAt = new Date(0);
+      try {
+        const t = new Date((await readFile(join(dir, 'startedat'), 'utf8')).trim());
+        if (!Number.isNaN(t.getTime())) startedAt = t;
+      } catch {
+        // no or unreadable start time: treat as oldest (swept first)
+      }
+      let sizeBytes = 0;
+      try {
+        sizeBytes = (await stat(join(dir, 'data'))).size;
+      } catch {
+        // no data yet
+      }
+      yield { id, startedAt, sizeBytes };
+    }
+  }
+
+  async sweepStaging(before: Date): Promise<number> {
+    let n = 0;
+    for await (const e of this.listStaging()) {
+      if (e.startedAt < before) {
+        await rm(join(this.uploadsDir, e.id), { recursive: true, force: true });
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async probe(): Promise<void> {
+    const dir = join(this.root, 'probe');
+    const file = join(dir, randomUUID());
+    const payload = `imago probe ${new Date().toISOString()}`;
+    try {
+      await mkdir(dir, { recursive: true });
+      await writeFile(file, payload);
+      if ((await readFile(file, 'utf8')) !== payload) throw new Error('read back different bytes');
+      await rm(file);
+    } catch (e) {
+      throw new Error(`blob store at ${this.root} is not usable (${(e as Error).message}); check that the directory exists and is writable`);
+    }
+  }
+
+  /** @internal */
+  stagingDir(id: string): string {
+    if (!ID.test(id)) throw new Error('bad staging id');
+    return join(this.uploadsDir, id);
+  }
+}
+
+class FsUploadSession implements UploadSession {
+  private readonly hash: Hash = createHash('sha256');
+  private written = 0;
+  private state: 'open' | 'committed' | 'aborted' = 'open';
+
+  constructor(
+    private readonly store: FsBlobStore,
+    readonly id: string,
+    private readonly dir: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
+    let off = 0;
+    while (off < chunk.length) {
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+      off += bytesWritten;
+    }
+    this.hash.update(chunk);
+    this.written += chunk.length;
+  }
+
+  async commit(expected?: Digest): Promise<BlobInfo> {
+    if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      const digest: Digest = `sha256:${this.hash.digest('hex')}`;
+      if (expected !== undefined && expected !== digest) throw new DigestMismatch(expected, digest);
+      const info = await this.store.place(join(this.dir, 'data'), digest, this.written);
+      this.state = 'committed';
+      await rm(this.dir, { recursive: true, force: true });
+      return info;
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.state === 'committed') return;
+    this.state = 'aborted';
+    await this.fh.close().catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Starts a real Imago (the composition root, not a mock) on 127.0.0.1 with a temp data dir and
+ * SQLite, or PostgreSQL in a fresh database on 127.0.0.1:5432. `stop()` removes everything.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { startApp, type App } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+export const PG_ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/test';
+
+export interface TestServer {
+  app: App;
+  url: string;
+  dataDir: string;
+  config: Config;
+  stop(): Promise<void>;
+}
+
+/** A fresh PostgreSQL database; returns its URL and a drop function. */
+export async function freshPgDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `imago_t_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  return {
+    url: `postgres://postgres@127.0.0.1:5432/${name}`,
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export async function startTestServer(opts: { dialect?: Dialect; env?: Record<string, string>; dataDir?: string } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'imago-test-'));
+  let dropDb: (() => Promise<void>) | undefined;
+  const env: Record<string, string> = { IMAGO_DATA: dataDir, IMAGO_LISTEN: '127.0.0.1:0', IMAGO_GC_GRACE_MS: '0', ...opts.env };
+  if (opts.dialect === 'postgres') {
+    const db = await freshPgDatabase();
+    env.IMAGO_DATABASE_URL = db.url;
+    dropDb = db.drop;
+  }
+  const config = loadConfig({}, env);
+  const app = await startApp(config);
+  return {
+    app,
+    url: app.url!,
+    dataDir,
+    config,
+    async stop() {
+      await app.close();
+      await dropDb?.();
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
