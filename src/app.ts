@@ -14,6 +14,8 @@ import { ImageEvents } from './domain/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
 import { KyselyImageRepository } from './domain/image-repository.js';
 import { ImageService } from './domain/image-service.js';
+import { ImportRunner } from './domain/import-runner.js';
+import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
 import { FsBlobStore } from './store/fs-blob-store.js';
 
@@ -22,6 +24,7 @@ export interface App {
   db: Database;
   store: BlobStore;
   images: ImageService;
+  imports: ImportRunner;
   events: ImageEvents;
   api: FastifyInstance;
   /** the bound address once listening */
@@ -48,13 +51,15 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const repo = new KyselyImageRepository(db);
   const events = new ImageEvents();
   const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
-  const api = buildApi({ images, events, logger: opts.logger });
+  const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
+  const api = buildApi({ images, imports, events, logger: opts.logger });
   let cron: Cron | undefined;
   const app: App = {
     config,
     db,
     store,
     images,
+    imports,
     events,
     api,
     async gc({ dryRun }) {
@@ -66,6 +71,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     async close() {
       cron?.stop();
       await api.close();
+      await imports.drain();
       await db.close();
     },
   };
@@ -87,7 +93,8 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
   const app = await createApp(config, opts);
   try {
     const rec = await app.images.recover();
-    if (rec.interrupted || rec.deleted || rec.swept) app.api.log.info(rec, 'recovered from an unclean stop');
+    const resumed = await app.imports.resume();
+    if (rec.interrupted || rec.deleted || rec.swept || resumed) app.api.log.info({ ...rec, importsResumed: resumed }, 'recovered from an unclean stop');
     const address = await app.api.listen({ host: config.listen.host, port: config.listen.port });
     app.url = address.replace('[::1]', '127.0.0.1');
     return app;

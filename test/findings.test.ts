@@ -102,11 +102,11 @@ const isoUdf: Make = () =>
   });
 const sfdisk = (name: string, script: string): Make => () =>
   cached(name, async (tmp) => {
-    execFileSync('truncate', ['-s', '64M', tmp]);
+    execFileSync('truncate', ['-s', '16M', tmp]);
     execFileSync('sfdisk', ['-q', tmp], { input: script });
   });
-const gptDisk = sfdisk('f-gpt.raw', 'label: gpt\n,32M,L\n,,U\n');
-const mbrDisk = sfdisk('f-mbr.raw', 'label: dos\n,32M,83\n,,82\n');
+const gptDisk = sfdisk('f-gpt16.raw', 'label: gpt\n,8M,L\n,,U\n');
+const mbrDisk = sfdisk('f-mbr16.raw', 'label: dos\n,8M,83\n,,82\n');
 
 /** An OVA made with tar from an OVF we write, a streamOptimized disk from qemu-img and a manifest. */
 function ova(name: string, opts: { manifest?: 'good' | 'bad'; extra?: (dir: string) => string[]; missingDisk?: boolean } = {}): Make {
@@ -227,18 +227,18 @@ const TRIGGERS: Trigger[] = [
   },
   { code: 'FORMAT_MISMATCH', name: 'qcow2 declared as raw (CVE-2024-40767)', make: qcow2, opts: { claimedFormat: 'raw' } },
   { code: 'UNSUPPORTED_FORMAT', name: 'QED', make: qed },
-  { code: 'MBR_MALFORMED', name: 'MBR entry with status byte 0x42', make: patched('f-status.raw', mbrDisk, (b) => void (b[446] = 0x42)) },
+  { code: 'MBR_MALFORMED', name: 'MBR entry with status byte 0x42', make: patched('f-status16.raw', mbrDisk, (b) => void (b[446] = 0x42)) },
   {
     code: 'HYBRID_MBR',
     name: 'GPT disk whose MBR also lists a FAT partition',
-    make: patched('f-hybrid.raw', gptDisk, (b) => {
+    make: patched('f-hybrid16.raw', gptDisk, (b) => {
       const e = 446 + 16;
       b[e + 4] = 0x0c;
       b.writeUInt32LE(2048, e + 8);
       b.writeUInt32LE(4096, e + 12);
     }),
   },
-  { code: 'GPT_MALFORMED', name: 'GPT header with a bad CRC', make: patched('f-badcrc.raw', gptDisk, (b) => {
+  { code: 'GPT_MALFORMED', name: 'GPT header with a bad CRC', make: patched('f-badcrc16.raw', gptDisk, (b) => {
       b[552] = b[552]! ^ 1;
     }) },
   {
@@ -326,7 +326,7 @@ for (const c of [...TRIGGERS, ...CLEAN].filter((x) => x.stream !== false)) {
     const bytes = readFileSync(file);
     const ref = await inspectFile(file, c.opts);
     for (const n of CHUNK_SIZES) {
-      const s = await inspectInChunks(bytes, n, c.opts, n === 1 ? 1 << 20 : Infinity);
+      const s = await inspectInChunks(bytes, n, c.opts, n === 1 ? 1 << 20 : n === 17 ? 4 << 20 : Infinity);
       assert.equal(s.format, ref.format, `chunk ${n}`);
       assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
       assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);

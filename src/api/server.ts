@@ -9,6 +9,7 @@ import type { ImageChange, ImageEvents } from '../domain/events.js';
 import { parseCreateInput, parseUpdateInput } from '../domain/image-input.js';
 import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ImageService } from '../domain/image-service.js';
+import type { ImportRunner } from '../domain/import-runner.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
 import { collectOpenApi } from './openapi.js';
@@ -16,6 +17,7 @@ import { problem, STATUS_OF } from './problem.js';
 
 export interface ApiDeps {
   images: ImageService;
+  imports?: ImportRunner;
   events: ImageEvents;
   /** extra routes (import, GC) registered by the composition root */
   extend?: (app: FastifyInstance) => void;
@@ -153,6 +155,28 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       }
     },
   );
+
+  app.post(
+    '/api/v1/images/:id/import',
+    {
+      schema: {
+        summary: 'Import the image bytes from an http(s) URL, as a background job with progress (same ingest path as uploads)',
+        tags: ['images'],
+        params: idParam,
+        body: { type: 'object', required: ['url'], properties: { url: { type: 'string', maxLength: 8192 } } },
+        response: { 202: imageResponse },
+      },
+    },
+    async (req, reply) => {
+      if (!deps.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
+      const image = await deps.imports.start(idOf(req), (req.body as { url: string }).url);
+      return reply.code(202).send(imageJson(image));
+    },
+  );
+  app.delete('/api/v1/images/:id/import', { schema: { summary: 'Cancel a running import', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) => {
+    if (!deps.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
+    return imageJson(await deps.imports.cancel(idOf(req)));
+  });
 
   const fileRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean) => {
     const id = idOf(req);

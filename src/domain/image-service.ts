@@ -181,6 +181,19 @@ export class ImageService {
     }
   }
 
+  /** Marks an ingest that failed before or outside `upload` (e.g. a URL that could not be fetched). */
+  async failIngest(id: string, reason: string): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const img = await this.repo.get(id);
+      if (!img || !['pending', 'importing'].includes(img.state)) return;
+      const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null }, { expectedVersion: img.version });
+      if (updated) {
+        this.events.publish('updated', updated);
+        return;
+      }
+    }
+  }
+
   /** The image's bytes (or an inclusive range of them). */
   async openFile(id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
     const img = await this.get(id);
@@ -214,12 +227,12 @@ export class ImageService {
     for (const img of await this.repo.inStates(['importing', 'deleting'])) {
       if (img.state === 'deleting') {
         if (await this.repo.remove(img.id)) deleted++;
-      } else if (img.ingestKind !== 'import') {
-        const done = await this.repo.update(
-          img.id,
-          { state: 'error', stateReason: 'the upload was interrupted by a server restart; upload the image again', progress: null, ingestId: null },
-          { fromStates: ['importing'], expectedVersion: img.version },
-        );
+      } else {
+        const reason =
+          img.ingestKind === 'import'
+            ? 'the import was interrupted by a server restart; it starts again'
+            : 'the upload was interrupted by a server restart; upload the image again';
+        const done = await this.repo.update(img.id, { state: 'error', stateReason: reason, progress: null, ingestId: null }, { fromStates: ['importing'], expectedVersion: img.version });
         if (done) interrupted++;
       }
     }
