@@ -169,10 +169,12 @@ export class ImageService {
       return await this.finishIngest(id, ingestId, 'succeed', patch);
     } catch (e) {
       if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
+      const cause = abort.signal.aborted && abort.signal.reason !== undefined ? abort.signal.reason : e;
+      const what = opts.kind === 'import' ? 'import' : 'upload';
       const reason =
-        e instanceof DomainError
-          ? e.message
-          : `the upload was interrupted (${e instanceof Error ? e.message : String(e)}); upload the image again`;
+        cause instanceof DomainError
+          ? cause.message
+          : `the ${what} was interrupted (${cause instanceof Error ? cause.message : String(cause)}); ${what} the image again`;
       await this.finishIngest(id, ingestId, 'fail', { stateReason: reason, progress: null }).catch(() => undefined);
       throw e instanceof DomainError ? e : new DomainError('CONFLICT', reason, { id });
     } finally {
@@ -185,7 +187,7 @@ export class ImageService {
   async failIngest(id: string, reason: string): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const img = await this.repo.get(id);
-      if (!img || !['pending', 'importing'].includes(img.state)) return;
+      if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
       const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null }, { expectedVersion: img.version });
       if (updated) {
         this.events.publish('updated', updated);
