@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import type { Digest } from '../store/blob-store.js';
+import { FsBlobStore } from '../store/fs-blob-store.js';
+import { planGc, runGc } from './gc.js';
+
+async function blob(store: FsBlobStore, dir: string, size: number, ageMs: number): Promise<Digest> {
+  const s = await store.startUpload();
+  await s.write(randomBytes(size));
+  const { digest } = await s.commit();
+  const hex = digest.slice(7);
+  const t = new Date(Date.now() - ageMs);
+  utimesSync(join(dir, 'blobs', 'sha256', hex.slice(0, 2), hex), t, t);
+  return digest;
+}
+
+test('GC collects old unreferenced blobs only; young ones (grace) and referenced ones stay; totals add up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-gc-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const used = await blob(store, dir, 1000, 7200_000);
+    const old = await blob(store, dir, 2000, 7200_000);
+    const young = await blob(store, dir, 4000, 1000); // just committed by an upload whose catalog update has not landed
+    const reborn = await blob(store, dir, 8000, 7200_000);
+    const plan = await planGc({ store, referenced: new Set([used]), now: new Date(), graceMs: 3600_000 });
+    assert.equal(plan.totalBytes, 15000);
+    assert.equal(plan.usedBytes, 1000);
+    assert.equal(plan.youngBytes, 4000);
+    assert.equal(plan.reclaimableBytes, 10000);
+    assert.deepEqual(plan.candidates.map((c) => c.digest).sort(), [old, reborn].sort());
+    // between plan and run an image starts referencing `reborn`: it must survive
+    const r = await runGc(plan, store, { recheck: async () => new Set([used, reborn]) });
+    assert.deepEqual(r, { count: 1, bytes: 2000 });
+    assert.equal(await store.stat(old), undefined);
+    for (const d of [used, young, reborn]) assert.ok(await store.stat(d), d);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

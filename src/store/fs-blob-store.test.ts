@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { blobStoreConformance } from './blob-store.conformance.js';
+import { FsBlobStore } from './fs-blob-store.js';
+
+blobStoreConformance('fs', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  return { store: new FsBlobStore(dir), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+});
+
+test('fs layout: blobs/sha256/<2 hex>/<hex>; junk in the fan-out is not a blob', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const s = await store.startUpload();
+    await s.write(Buffer.from('hello'));
+    const { digest } = await s.commit();
+    const hex = digest.slice(7);
+    assert.ok(existsSync(join(dir, 'blobs', 'sha256', hex.slice(0, 2), hex)));
+    writeFileSync(join(dir, 'blobs', 'sha256', hex.slice(0, 2), `${hex}.tmp`), 'partial');
+    mkdirSync(join(dir, 'blobs', 'sha256', 'zz'));
+    const listed: string[] = [];
+    for await (const b of store.list()) listed.push(b.digest);
+    assert.deepEqual(listed, [digest]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staging file left by a crash is swept and never listed as a blob', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const s = await store.startUpload();
+    await s.write(randomBytes(100_000)); // and the process "dies": no commit, no abort
+    mkdirSync(join(dir, 'uploads', 'not-a-session'), { recursive: true }); // no startedat file
+    const listed: string[] = [];
+    for await (const b of store.list()) listed.push(b.digest);
+    assert.deepEqual(listed, []);
+    assert.equal(await store.sweepStaging(new Date(Date.now() + 1000)), 2);
+    assert.ok(!existsSync(join(dir, 'uploads', s.id)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('probe fails with a message naming the root when it is not a usable directory', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  try {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a directory');
+    await assert.rejects(new FsBlobStore(file).probe(), (e: Error) => e.message.includes(file) && /not usable/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('memory stays bounded while writing 512 MiB', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const s = await store.startUpload();
+    const chunk = randomBytes(1 << 20);
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    for (let i = 0; i < 512; i++) {
+      chunk[0] = i & 0xff;
+      await s.write(chunk);
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }
+    const info = await s.commit();
+    assert.equal(info.sizeBytes, 512 << 20);
+    assert.ok(peak - before < 100 << 20, `rss grew ${(peak - before) >> 20} MiB`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
