@@ -5,12 +5,10 @@
  *
  *   npm run bench -- ingest [--mib 2048] [--runs 3]
  */
-import { execFileSync } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { execFileSync, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, createImage, dataFile, median, printTable, serve, timeCommand } from './support/harness.js';
+import { BENCH_DIR, createImage, dataFile, freePort, median, printTable, serve, timeCommand } from './support/harness.js';
 
 export async function run(args: string[]): Promise<void> {
   const mib = Number(args[args.indexOf('--mib') + 1] || 2048) || 2048;
@@ -26,15 +24,14 @@ export async function run(args: string[]): Promise<void> {
     rmSync(dst, { force: true });
   }
 
-  const sink = http.createServer((req, res) => {
-    req.on('data', () => undefined);
-    req.on('end', () => res.end('ok'));
-  });
-  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
-  const sinkUrl = `http://127.0.0.1:${(sink.address() as AddressInfo).port}/`;
+  // the sink runs in its own process: timeCommand blocks this one's event loop
+  const port = await freePort();
+  const sink = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 500));
+  const sinkUrl = `http://127.0.0.1:${port}/`;
   const plain: number[] = [];
   for (let i = 0; i < runs; i++) plain.push(timeCommand('curl', ['-sS', '-o', '/dev/null', '-T', file, sinkUrl]));
-  sink.close();
+  sink.kill();
 
   const results: Record<string, number[]> = {};
   for (const md5 of [false, true]) {

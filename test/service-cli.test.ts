@@ -146,3 +146,30 @@ test('size limits: an announced size over the limit is refused before the body i
     await small.stop();
   }
 });
+
+test('imago gc --check reports what an unreferenced blob would free; imago gc frees it', async () => {
+  const file = readFileSync(await patternedRaw('svc-gc-3m.raw', 3 << 20));
+  const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-me"}' })).json()) as { id: string };
+  const up = await fetch(`${s.url}/api/v1/images/${created.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
+  const digest = ((await up.json()) as { digest: string }).digest;
+  assert.equal((await fetch(`${s.url}/api/v1/images/${created.id}`, { method: 'DELETE' })).status, 204);
+  const run = (...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [BIN, 'gc', ...args, '--data', s.dataDir], { env: { ...process.env, IMAGO_GC_GRACE_MS: '0' } }, (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    );
+  const check = await run('--check', '--json');
+  assert.equal(check.code, 0, check.stderr);
+  const plan = JSON.parse(check.stdout) as { reclaimableBytes: number; youngBytes: number; candidates: { digest: string }[]; totalBytes: number; usedBytes: number };
+  assert.ok(plan.candidates.some((c) => c.digest === digest));
+  assert.ok(plan.reclaimableBytes >= 3 << 20);
+  assert.equal(plan.totalBytes, plan.usedBytes + plan.reclaimableBytes + plan.youngBytes);
+  const human = await run('--check');
+  assert.match(human.stdout, /reclaimable:\s+\S+/);
+  assert.match(human.stdout, new RegExp(`would delete ${digest}`));
+  const real = await run();
+  assert.equal(real.code, 0, real.stderr);
+  assert.match(real.stdout, /deleted \d+ blob/);
+  assert.equal(await s.app.store.stat(digest as `sha256:${string}`), undefined);
+});

@@ -65,21 +65,35 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
     }
   })();
 
-  const algorithms: HashAlgorithm[][] = opts.md5 ? [['sha512'], ['md5']] : [['sha512']];
+  // sha256 (the address) and sha512 on their own worker threads; md5 shares sha256's (both fast)
+  const algorithms: HashAlgorithm[][] = opts.md5 ? [['sha256', 'md5'], ['sha512']] : [['sha256'], ['sha512']];
   const hasher = new ParallelHasher(algorithms);
   let session: UploadSession | undefined;
   try {
-    session = await store.startUpload();
+    session = await store.startUpload({ callerHashes: true });
     const peeled = await peel(counted, limits);
     const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat });
     const streamErrors: Finding[] = [];
     let stored = 0;
     try {
-      for await (const chunk of peeled.output) {
+      // staging writes are pipelined (a few in flight) so reading, hashing and inspecting go on meanwhile
+      const writes: Promise<void>[] = [];
+      let writeError: unknown;
+      for await (const chunk of rechunk(peeled.output, CHUNK_BYTES)) {
         stored += chunk.length;
         if (stored > opts.maxImageBytes) throw sizeLimit(stored, opts.maxImageBytes, false);
-        await Promise.all([session.write(chunk), hasher.update(chunk), inspector.write(chunk)]);
+        if (writeError !== undefined) throw writeError;
+        writes.push(
+          session.write(chunk).catch((e: unknown) => {
+            writeError ??= e;
+          }),
+        );
+        await hasher.update(chunk);
+        await inspector.write(chunk);
+        if (writes.length >= MAX_WRITES_IN_FLIGHT) await writes.shift();
       }
+      await Promise.all(writes);
+      if (writeError !== undefined) throw writeError;
     } catch (e) {
       if (e instanceof SourceError) throw e.cause;
       if (e instanceof DomainError) throw e;
@@ -93,7 +107,7 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
       return { kind: 'refused', report, bytesReceived };
     }
     const digests = await hasher.digest();
-    const blob = await session.commit();
+    const blob = await session.commit(`sha256:${digests.sha256!}`);
     const checksums: Checksums = { sha512: digests.sha512 };
     if (digests.md5) checksums.md5 = digests.md5;
     return { kind: 'stored', report, blob, checksums, bytesReceived };
@@ -102,6 +116,37 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
     await hasher.close().catch(() => undefined);
     throw e;
   }
+}
+
+/** Work unit of the pipeline: network reads arrive in ~64 KiB pieces; hashing, inspection and writes go faster in 1 MiB ones. */
+const CHUNK_BYTES = 1024 * 1024;
+/** Staging writes in flight at once (bounded memory: this many chunks). */
+const MAX_WRITES_IN_FLIGHT = 2;
+
+/** Regroups a byte stream into chunks of `size` bytes (the last one shorter). */
+export async function* rechunk(input: AsyncIterable<Uint8Array>, size: number): AsyncIterable<Uint8Array> {
+  let buf = Buffer.allocUnsafe(size);
+  let used = 0;
+  for await (const chunk of input) {
+    let off = 0;
+    if (used === 0 && chunk.length >= size) {
+      // big chunks pass through without a copy
+      yield chunk;
+      continue;
+    }
+    while (off < chunk.length) {
+      const n = Math.min(size - used, chunk.length - off);
+      buf.set(chunk.subarray(off, off + n), used);
+      used += n;
+      off += n;
+      if (used === size) {
+        yield buf;
+        buf = Buffer.allocUnsafe(size);
+        used = 0;
+      }
+    }
+  }
+  if (used > 0) yield buf.subarray(0, used);
 }
 
 function sizeLimit(size: number, limit: number, announced: boolean): DomainError {

@@ -42,10 +42,20 @@ export interface StagingEntry {
   sizeBytes: number;
 }
 
+export interface UploadOptions {
+  /**
+   * The caller hashes the bytes itself (the ingest pipeline does, on worker threads, from the very
+   * bytes it writes) and passes the digest to `commit`: the session then does not hash them a
+   * second time on the event loop. The trust boundary is the process: never set this for digests
+   * a client sent.
+   */
+  callerHashes?: boolean;
+}
+
 export interface BlobStore {
   /** human name for logs and errors: "fs:/var/lib/imago" */
   readonly description: string;
-  startUpload(): Promise<UploadSession>;
+  startUpload(opts?: UploadOptions): Promise<UploadSession>;
   stat(digest: Digest): Promise<BlobInfo | undefined>;
   /** The blob's bytes, or the inclusive range of them. NotFound when absent. */
   read(digest: Digest, range?: ByteRange): Promise<Readable>;

@@ -17,7 +17,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { BlobNotFound, DigestMismatch, isDigest, type BlobInfo, type BlobStore, type ByteRange, type Digest, type StagingEntry, type UploadSession } from './blob-store.js';
+import { BlobNotFound, DigestMismatch, isDigest, type BlobInfo, type BlobStore, type ByteRange, type Digest, type StagingEntry, type UploadOptions, type UploadSession } from './blob-store.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const ID = /^[0-9a-f-]{36}$/;
@@ -39,13 +39,13 @@ export class FsBlobStore implements BlobStore {
     return join(this.blobsDir, hex.slice(0, 2), hex);
   }
 
-  async startUpload(): Promise<UploadSession> {
+  async startUpload(opts: UploadOptions = {}): Promise<UploadSession> {
     const id = randomUUID();
     const dir = join(this.uploadsDir, id);
     await mkdir(dir, { recursive: true });
     await writeFile(join(dir, 'startedat'), new Date().toISOString());
     const fh = await open(join(dir, 'data'), 'w');
-    return new FsUploadSession(this, id, dir, fh);
+    return new FsUploadSession(this, id, dir, fh, opts.callerHashes !== true);
   }
 
   /** @internal moves a finished staging file into place */
@@ -167,39 +167,54 @@ export class FsBlobStore implements BlobStore {
 }
 
 class FsUploadSession implements UploadSession {
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash: Hash | undefined;
   private written = 0;
-  private state: 'open' | 'committed' | 'aborted' = 'open';
+  private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
 
   constructor(
     private readonly store: FsBlobStore,
     readonly id: string,
     private readonly dir: string,
     private readonly fh: FileHandle,
-  ) {}
+    hashes: boolean,
+  ) {
+    this.hash = hashes ? createHash('sha256') : undefined;
+  }
 
   get bytesWritten(): number {
     return this.written;
   }
 
+  /**
+   * Writes at an explicit position reserved synchronously, so several writes may be in flight at
+   * once (the ingest pipeline keeps a few going while it reads on) and still land in order.
+   */
   async write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
+    const position = this.written;
+    this.written += chunk.length;
+    this.hash?.update(chunk);
     let off = 0;
     while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off);
+      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
       off += bytesWritten;
     }
-    this.hash.update(chunk);
-    this.written += chunk.length;
   }
 
   async commit(expected?: Digest): Promise<BlobInfo> {
     if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
+    this.state = 'committing';
     try {
       await this.fh.sync();
       await this.fh.close();
-      const digest: Digest = `sha256:${this.hash.digest('hex')}`;
-      if (expected !== undefined && expected !== digest) throw new DigestMismatch(expected, digest);
+      let digest: Digest;
+      if (this.hash) {
+        digest = `sha256:${this.hash.digest('hex')}`;
+        if (expected !== undefined && expected !== digest) throw new DigestMismatch(expected, digest);
+      } else {
+        if (expected === undefined || !isDigest(expected)) throw new Error(`upload ${this.id} was started with callerHashes: commit needs the digest`);
+        digest = expected;
+      }
       const info = await this.store.place(join(this.dir, 'data'), digest, this.written);
       this.state = 'committed';
       await rm(this.dir, { recursive: true, force: true });
