@@ -38,6 +38,20 @@ function vhdChecksum(b: Buffer, at: number, len: number, field: number): void {
   b.writeUInt32BE(~sum >>> 0, at + field);
 }
 
+/**
+ * qemu-img's LUKS key setup times PBKDF2 against CPU time and, on a loaded machine, sometimes
+ * fails with "Unable to get accurate CPU usage": a flake of the fixture tool, retried.
+ */
+async function retried<T>(fn: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= attempts || !/accurate CPU usage/.test(String((e as Error).message))) throw e;
+    }
+  }
+}
+
 // ---- base fixtures (real tools) ----
 const qcow2: Make = () => qemuCreate('f-base.qcow2', 'qcow2', '1G');
 const qcow2Data: Make = async () => qemuConvert('f-data.qcow2', await patternedRaw('f-src-4m.raw', 4 << 20), 'qcow2');
@@ -51,7 +65,7 @@ const dataFile: Make = () =>
   });
 const encrypted: Make = () =>
   cached('f-luks.qcow2', async (tmp) => {
-    await sh('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=imago', '-o', 'encrypt.format=luks,encrypt.key-secret=s0', tmp, '64M']);
+    await retried(() => sh('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=imago', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', tmp, '64M']));
   });
 const snapshots: Make = () =>
   cached('f-snap.qcow2', async (tmp) => {
@@ -78,7 +92,7 @@ const qcowV1: Make = () => qemuCreate('f-base.qcow', 'qcow', '1G');
 const parallels: Make = () => qemuCreate('f-base.parallels', 'parallels', '1G');
 const luks: Make = () =>
   cached('f-base.luks', async (tmp) => {
-    await sh('qemu-img', ['create', '-q', '-f', 'luks', '--object', 'secret,id=s0,data=imago', '-o', 'key-secret=s0,iter-time=10', tmp, '4M']);
+    await retried(() => sh('qemu-img', ['create', '-q', '-f', 'luks', '--object', 'secret,id=s0,data=imago', '-o', 'key-secret=s0,iter-time=10', tmp, '4M']));
   });
 const isoDir = () => {
   const dir = fixturePath('f-iso-tree');
