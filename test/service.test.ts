@@ -229,6 +229,26 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(gone.json!.code, 'IMAGE_NOT_FOUND');
     });
 
+    test('delete refuses with 409 while the image is locked or in use, and says why', async () => {
+      const file = await patternedRaw('svc-dedup-2m.raw', 2 << 20);
+      const img = (await api(s, 'POST', '/api/v1/images', { name: 'held' })).json!;
+      await curlUpload(s, img.id, file);
+      const ready = (await s.app.images.get(img.id))!;
+      // a clone/conversion holds it (no public lock action yet: the domain sets it)
+      await s.app.images.repo.update(img.id, { state: 'locked', lockReason: 'clone' }, { expectedVersion: ready.version });
+      const locked = await api(s, 'DELETE', `/api/v1/images/${img.id}`);
+      assert.equal(locked.status, 409);
+      assert.equal(locked.json!.code, 'IMAGE_LOCKED');
+      assert.match(locked.json!.detail, /locked by a clone/);
+      assert.equal((await api(s, 'GET', `/api/v1/images/${img.id}`)).json!.openNebulaState, 'CLONE');
+      const l = (await s.app.images.get(img.id))!;
+      await s.app.images.repo.update(img.id, { state: 'ready', lockReason: null, usedBy: 2 }, { expectedVersion: l.version });
+      const used = await api(s, 'DELETE', `/api/v1/images/${img.id}`);
+      assert.equal(used.status, 409);
+      assert.equal(used.json!.code, 'IMAGE_IN_USE');
+      assert.equal((await api(s, 'GET', `/api/v1/images/${img.id}`)).json!.openNebulaState, 'USED');
+    });
+
     test('PATCH updates metadata; managed fields and bad values are refused with the field named', async () => {
       const img = (await api(s, 'POST', '/api/v1/images', { name: 'meta' })).json!;
       const p = await api(s, 'PATCH', `/api/v1/images/${img.id}`, { description: 'x', minRam: 512, properties: { os_distro: 'ubuntu' } });
