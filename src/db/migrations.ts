@@ -94,6 +94,13 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('jobs_state').on('jobs').columns(['state', 'kind', 'created_at']).execute();
     },
   },
+  '0002-list-index': {
+    // the common console/CLI list: filter by state and type, newest first (bench/list: SQLite
+    // scanned 100,000 rows without it)
+    async up(db: Kysely<any>) {
+      await db.schema.createIndex('images_state_type_created').on('images').columns(['state', 'type', 'created_at', 'id']).execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {
