@@ -1,0 +1,138 @@
+/**
+ * Parallels / ploop: qemu-img fixtures (compared with `qemu-img info`), hostile images crafted
+ * from them byte by byte, and every case fed to the stream inspector at every chunk size.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
+import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
+import { BufferSource } from './byte-source.js';
+import type { FindingCode } from './findings.js';
+import { inspectSource, type InspectOptions, type InspectionReport } from './inspect-source.js';
+import { DEFAULT_LIMITS } from './limits.js';
+
+const HELD_BOUND = DEFAULT_LIMITS.headBytes + DEFAULT_LIMITS.tailBytes + DEFAULT_LIMITS.maxCaptureBytes;
+
+async function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
+  return inspectSource(new BufferSource(bytes), opts);
+}
+
+async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}): Promise<void> {
+  for (const n of CHUNK_SIZES) {
+    const s = await inspectInChunks(bytes, n, opts, n === 1 ? 64 << 10 : n === 17 ? 4 << 20 : Infinity);
+    assert.equal(s.format, ref.format, `chunk ${n}`);
+    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
+    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
+    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
+    assert.ok(s.peakHeld <= HELD_BOUND, `chunk ${n}: held ${s.peakHeld}`);
+  }
+}
+
+const QEMU: { name: string; size: string; options?: string[] }[] = [
+  { name: 'parallels-1g.hdd', size: '1G' },
+  { name: 'parallels-127m.hdd', size: '127M' },
+  { name: 'parallels-c64k-256m.hdd', size: '256M', options: ['cluster_size=64K'] },
+  { name: 'parallels-1t.hdd', size: '1T' },
+];
+
+for (const q of QEMU) {
+  test(`qemu-img ${q.name}: format and virtual size as qemu-img info`, async () => {
+    const file = await qemuCreate(q.name, 'parallels', q.size, q.options);
+    const bytes = readFileSync(file);
+    const r = await inspectBytes(bytes);
+    const info = await qemuInfo(file);
+    assert.equal(info.format, 'parallels');
+    assert.equal(r.format, 'parallels');
+    assert.equal(r.virtualSize, BigInt(info['virtual-size']));
+    assert.deepEqual(r.findings, []);
+    assert.equal(r.verdict, 'safe');
+    await assertStreamMatches(bytes, r);
+  });
+}
+
+const base = async () => Buffer.from(readFileSync(await qemuCreate('parallels-127m.hdd', 'parallels', '127M')));
+
+test('details: header fields', async () => {
+  const r = await inspectBytes(await base());
+  const d = r.details as Record<string, unknown>;
+  assert.equal(d.magic, 'WithouFreSpacExt');
+  assert.equal(d.version, 2);
+  assert.equal(d.clusterSize, 1 << 20);
+  assert.equal(d.batEntries, 127);
+  assert.equal(d.nbSectors, 127n * 2048n);
+  assert.equal(d.inUse, false);
+  assert.equal(d.extensionOffset, undefined);
+});
+
+test('legacy "WithoutFreeSpace" magic: only the low 32 bits of nb_sectors count, as qemu', async () => {
+  const file = await cached('parallels-legacy.hdd', async (tmp) => {
+    const b = await base();
+    b.write('WithoutFreeSpace', 0, 'latin1');
+    b.writeBigUInt64LE((1n << 32n) + 127n * 2048n, 36);
+    writeFileSync(tmp, b);
+  });
+  const bytes = readFileSync(file);
+  const r = await inspectBytes(bytes);
+  assert.equal(r.format, 'parallels');
+  assert.equal(r.virtualSize, BigInt((await qemuInfo(file))['virtual-size']));
+  assert.equal(r.virtualSize, 127n << 20n);
+  assert.equal(r.verdict, 'safe', JSON.stringify(r.findings));
+  await assertStreamMatches(bytes, r);
+});
+
+interface Hostile {
+  name: string;
+  code: FindingCode;
+  bytes: () => Promise<Buffer>;
+  opts?: InspectOptions;
+  severity?: 'error' | 'warning';
+}
+
+const set32 = (at: number, v: number) => async () => ((b: Buffer) => (b.writeUInt32LE(v >>> 0, at), b))(await base());
+
+const HOSTILE: Hostile[] = [
+  { name: 'BAT of 2^30 entries', code: 'OVER_LIMIT', bytes: set32(32, 1 << 30) },
+  { name: 'BAT over a lowered table limit', code: 'OVER_LIMIT', bytes: base, opts: { limits: { maxTableEntries: 10 } } },
+  { name: 'BAT of 2^22 entries past the end', code: 'OFFSET_PAST_END', bytes: set32(32, 1 << 22) },
+  { name: 'data offset past the end', code: 'OFFSET_PAST_END', bytes: set32(48, 0x10000000) },
+  { name: 'format extension past the end', code: 'OFFSET_PAST_END', bytes: async () => ((b) => (b.writeBigUInt64LE(1n << 40n, 56), b))(await base()) },
+  { name: 'zero sectors per cluster', code: 'MALFORMED_HEADER', bytes: set32(28, 0) },
+  { name: 'cluster too big', code: 'MALFORMED_HEADER', bytes: set32(28, 1 << 23) },
+  { name: 'BAT too small for the disk size', code: 'MALFORMED_HEADER', bytes: set32(32, 3) },
+  { name: 'data offset inside the BAT', code: 'MALFORMED_HEADER', bytes: set32(48, 1) },
+  { name: 'copied while in use', code: 'CORRUPT_IMAGE', severity: 'warning', bytes: set32(44, 0x746f6e59) },
+];
+
+for (const h of HOSTILE) {
+  test(`hostile: ${h.name} → ${h.code}`, async () => {
+    const bytes = await h.bytes();
+    const r = await inspectBytes(bytes, h.opts);
+    assert.equal(r.format, 'parallels');
+    const f = r.findings.find((x) => x.code === h.code);
+    assert.ok(f, `expected ${h.code}, got ${JSON.stringify(r.findings)}`);
+    assert.equal(f.severity, h.severity ?? 'error');
+    assert.equal(r.verdict, h.severity === 'warning' ? 'safe' : 'refused', JSON.stringify(r.findings));
+    assert.ok(f.message.length > 30, 'the message says what to do');
+    await assertStreamMatches(bytes, r, h.opts);
+  });
+}
+
+test('clean images raise none of the codes parallels can raise', async () => {
+  const all: FindingCode[] = ['OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'CORRUPT_IMAGE'];
+  for (const q of QEMU) {
+    const r = await inspectBytes(readFileSync(await qemuCreate(q.name, 'parallels', q.size, q.options)));
+    assert.deepEqual(r.findings.map((f) => f.code).filter((c) => all.includes(c)), [], q.name);
+  }
+});
+
+test('probe: magic and version 2, exactly as qemu', async () => {
+  const b = Buffer.alloc(4096);
+  b.write('WithouFreSpacExt', 0, 'latin1');
+  assert.equal((await inspectBytes(b)).format, 'raw', 'version 0');
+  b.writeUInt32LE(2, 16);
+  const r = await inspectBytes(b);
+  assert.equal(r.format, 'parallels');
+  assert.equal(r.verdict, 'refused', 'zero sectors per cluster');
+  assert.equal((await inspectBytes(b.subarray(0, 19))).format, 'raw');
+});

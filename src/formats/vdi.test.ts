@@ -1,0 +1,159 @@
+/**
+ * VDI: qemu-img fixtures (compared with `qemu-img info`), hostile images crafted from them byte
+ * by byte, and every case fed to the stream inspector at every chunk size.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
+import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
+import { BufferSource } from './byte-source.js';
+import type { FindingCode } from './findings.js';
+import { inspectSource, type InspectOptions, type InspectionReport } from './inspect-source.js';
+import { DEFAULT_LIMITS } from './limits.js';
+
+const HELD_BOUND = DEFAULT_LIMITS.headBytes + DEFAULT_LIMITS.tailBytes + DEFAULT_LIMITS.maxCaptureBytes;
+
+async function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
+  return inspectSource(new BufferSource(bytes), opts);
+}
+
+async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}): Promise<void> {
+  for (const n of CHUNK_SIZES) {
+    const s = await inspectInChunks(bytes, n, opts, n === 1 ? 64 << 10 : n === 17 ? 4 << 20 : Infinity);
+    assert.equal(s.format, ref.format, `chunk ${n}`);
+    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
+    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
+    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
+    assert.ok(s.peakHeld <= HELD_BOUND, `chunk ${n}: held ${s.peakHeld}`);
+  }
+}
+
+const QEMU: { name: string; size: string; options?: string[]; subformat: string }[] = [
+  { name: 'vdi-dyn-1g.vdi', size: '1G', subformat: 'dynamic' },
+  { name: 'vdi-dyn-127m.vdi', size: '127M', subformat: 'dynamic' },
+  { name: 'vdi-dyn-odd.vdi', size: '1000001K', subformat: 'dynamic' },
+  { name: 'vdi-static-16m.vdi', size: '16M', options: ['static=on'], subformat: 'static' },
+  { name: 'vdi-static-3m.vdi', size: '3M', options: ['static=on'], subformat: 'static' },
+  { name: 'vdi-dyn-1t.vdi', size: '1T', subformat: 'dynamic' },
+];
+
+for (const q of QEMU) {
+  test(`qemu-img ${q.name}: format, subformat and virtual size as qemu-img info`, async () => {
+    const file = await qemuCreate(q.name, 'vdi', q.size, q.options);
+    const bytes = readFileSync(file);
+    const r = await inspectBytes(bytes);
+    const info = await qemuInfo(file);
+    assert.equal(info.format, 'vdi');
+    assert.equal(r.format, 'vdi');
+    assert.equal(r.subformat, q.subformat);
+    assert.equal(r.virtualSize, BigInt(info['virtual-size']));
+    assert.deepEqual(r.findings, []);
+    assert.equal(r.verdict, 'safe');
+    await assertStreamMatches(bytes, r);
+  });
+}
+
+test('details: header fields', async () => {
+  const r = await inspectBytes(readFileSync(await qemuCreate('vdi-static-16m.vdi', 'vdi', '16M', ['static=on'])));
+  const d = r.details as Record<string, unknown>;
+  assert.equal(d.text, '<<< QEMU VM Virtual Disk Image >>>');
+  assert.equal(d.version, '1.1');
+  assert.equal(d.imageType, 'static');
+  assert.equal(d.blockMapOffset, 512);
+  assert.equal(d.blockSize, 1 << 20);
+  assert.equal(d.blocksInImage, 16);
+  assert.equal(d.blocksAllocated, 16);
+  assert.match(String(d.uuid), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  assert.equal(d.parentUuid, undefined);
+});
+
+const dyn = async () => Buffer.from(readFileSync(await qemuCreate('vdi-dyn-127m.vdi', 'vdi', '127M')));
+const stat = async () => Buffer.from(readFileSync(await qemuCreate('vdi-static-3m.vdi', 'vdi', '3M', ['static=on'])));
+
+test('an odd disk size (VBoxManage convertfromraw makes them) is rounded up to whole sectors, as qemu does', async () => {
+  const file = await cached('vdi-odd-size.vdi', async (tmp) => {
+    const b = await dyn();
+    b.writeBigUInt64LE(127n * 1024n * 1024n - 100n, 368);
+    writeFileSync(tmp, b);
+  });
+  const r = await inspectBytes(readFileSync(file));
+  assert.equal(r.virtualSize, BigInt((await qemuInfo(file))['virtual-size']));
+  assert.equal(r.virtualSize, 127n * 1024n * 1024n);
+});
+
+interface Hostile {
+  name: string;
+  code: FindingCode;
+  bytes: () => Promise<Buffer>;
+  opts?: InspectOptions;
+}
+
+const HOSTILE: Hostile[] = [
+  {
+    name: 'diff image with a parent UUID',
+    code: 'DIFFERENCING_DISK',
+    bytes: async () => {
+      const b = await dyn();
+      b.writeUInt32LE(4, 76);
+      b.fill(0x42, 440, 456);
+      return b;
+    },
+  },
+  { name: 'normal image with a link UUID', code: 'DIFFERENCING_DISK', bytes: async () => ((b) => (b.fill(0x17, 424, 440), b))(await dyn()) },
+  { name: 'undo image', code: 'DIFFERENCING_DISK', bytes: async () => ((b) => (b.writeUInt32LE(3, 76), b))(await dyn()) },
+  { name: 'version 1.2', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeUInt32LE(0x00010002, 68), b))(await dyn()) },
+  { name: 'sector size 4096', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeUInt32LE(4096, 360), b))(await dyn()) },
+  { name: 'block size 2 MiB', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeUInt32LE(2 << 20, 376), b))(await dyn()) },
+  { name: 'image type 9', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeUInt32LE(9, 76), b))(await dyn()) },
+  { name: 'disk size larger than its blocks', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeBigUInt64LE(1n << 40n, 368), b))(await dyn()) },
+  { name: 'unaligned block map offset', code: 'MALFORMED_HEADER', bytes: async () => ((b) => (b.writeUInt32LE(513, 340), b))(await dyn()) },
+  { name: 'block map offset past the end', code: 'OFFSET_PAST_END', bytes: async () => ((b) => (b.writeUInt32LE(0x7ffffe00, 340), b))(await dyn()) },
+  { name: 'data offset past the end', code: 'OFFSET_PAST_END', bytes: async () => ((b) => (b.writeUInt32LE(0x7ffffe00, 344), b))(await dyn()) },
+  {
+    name: 'block map of 2^30 entries running into the data',
+    code: 'OFFSET_PAST_END',
+    bytes: async () => ((b) => (b.writeUInt32LE(1 << 30, 384), b))(await dyn()),
+  },
+  { name: 'block map of 2^30 entries', code: 'OVER_LIMIT', bytes: async () => ((b) => (b.writeUInt32LE(1 << 30, 384), b))(await dyn()) },
+  { name: 'block map over a lowered table limit', code: 'OVER_LIMIT', bytes: dyn, opts: { limits: { maxTableEntries: 10 } } },
+  { name: 'static image cut short', code: 'TRUNCATED', bytes: async () => (await stat()).subarray(0, 2 << 20) },
+];
+
+for (const h of HOSTILE) {
+  test(`hostile: ${h.name} → ${h.code}`, async () => {
+    const bytes = await h.bytes();
+    const r = await inspectBytes(bytes, h.opts);
+    assert.equal(r.format, 'vdi');
+    const f = r.findings.find((x) => x.code === h.code);
+    assert.ok(f, `expected ${h.code}, got ${JSON.stringify(r.findings)}`);
+    assert.equal(f.severity, 'error');
+    assert.equal(r.verdict, 'refused');
+    assert.ok(f.message.length > 30, 'the message says what to do');
+    await assertStreamMatches(bytes, r, h.opts);
+  });
+}
+
+test('the differencing VDI names its parent UUID', async () => {
+  const r = await inspectBytes(await HOSTILE[0]!.bytes());
+  assert.equal(r.subformat, 'diff');
+  assert.match(r.findings.find((f) => f.code === 'DIFFERENCING_DISK')!.message, /linked to parent 42424242-4242-4242-4242-424242424242/);
+});
+
+test('clean images raise none of the codes VDI can raise', async () => {
+  const all: FindingCode[] = ['DIFFERENCING_DISK', 'OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'TRUNCATED'];
+  for (const q of QEMU) {
+    const r = await inspectBytes(readFileSync(await qemuCreate(q.name, 'vdi', q.size, q.options)));
+    assert.deepEqual(r.findings.map((f) => f.code).filter((c) => all.includes(c)), [], q.name);
+  }
+});
+
+test('probe: the signature at 64 is enough (as qemu); a truncated header is refused, never raw', async () => {
+  const b = Buffer.alloc(100);
+  b.writeUInt32LE(0xbeda107f, 64);
+  const r = await inspectBytes(b);
+  assert.equal(r.format, 'vdi');
+  assert.equal(r.verdict, 'refused');
+  assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END'));
+  assert.equal((await inspectBytes(Buffer.alloc(100))).format, 'raw');
+});
