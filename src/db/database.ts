@@ -29,6 +29,10 @@ pg.types.setTypeParser(1700, (v) => Number(v));
 export async function openDatabase(url: string): Promise<Database> {
   if (/^postgres(ql)?:\/\//.test(url)) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle pooled connection that dies (PostgreSQL restarted, the connection killed) emits
+    // 'error' on the pool; without a listener that would crash the process. The pool drops the
+    // client, and the next query opens a new connection or reports the failure to its caller.
+    pool.on('error', () => undefined);
     try {
       const c = await pool.connect();
       c.release();
