@@ -6,28 +6,12 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
-import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
-import { BufferSource } from './byte-source.js';
+import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import type { FindingCode } from './findings.js';
-import { inspectSource, type InspectOptions, type InspectionReport } from './inspect-source.js';
-import { DEFAULT_LIMITS } from './limits.js';
+import { type InspectOptions } from './inspect-source.js';
 
-const HELD_BOUND = DEFAULT_LIMITS.headBytes + DEFAULT_LIMITS.tailBytes + DEFAULT_LIMITS.maxCaptureBytes;
 
-async function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
-  return inspectSource(new BufferSource(bytes), opts);
-}
 
-async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}): Promise<void> {
-  for (const n of CHUNK_SIZES) {
-    const s = await inspectInChunks(bytes, n, opts, n === 1 ? 64 << 10 : n === 17 ? 4 << 20 : Infinity);
-    assert.equal(s.format, ref.format, `chunk ${n}`);
-    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
-    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
-    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
-    assert.ok(s.peakHeld <= HELD_BOUND, `chunk ${n}: held ${s.peakHeld}`);
-  }
-}
 
 const QEMU: { name: string; size: string; options?: string[]; subformat: string }[] = [
   { name: 'vdi-dyn-1g.vdi', size: '1G', subformat: 'dynamic' },
@@ -50,7 +34,7 @@ for (const q of QEMU) {
     assert.equal(r.virtualSize, BigInt(info['virtual-size']));
     assert.deepEqual(r.findings, []);
     assert.equal(r.verdict, 'safe');
-    await assertStreamMatches(bytes, r);
+    await streamMatchesHere(bytes, r);
   });
 }
 
@@ -130,7 +114,7 @@ for (const h of HOSTILE) {
     assert.equal(f.severity, 'error');
     assert.equal(r.verdict, 'refused');
     assert.ok(f.message.length > 30, 'the message says what to do');
-    await assertStreamMatches(bytes, r, h.opts);
+    await streamMatchesHere(bytes, r, h.opts);
   });
 }
 
@@ -157,3 +141,7 @@ test('probe: the signature at 64 is enough (as qemu); a truncated header is refu
   assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END'));
   assert.equal((await inspectBytes(Buffer.alloc(100))).format, 'raw');
 });
+
+function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
+  return assertStreamMatches(bytes, ref, opts, 64 << 10);
+}

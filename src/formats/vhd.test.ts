@@ -6,29 +6,12 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
-import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
-import { BufferSource } from './byte-source.js';
+import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import type { FindingCode } from './findings.js';
-import { inspectSource, type InspectOptions, type InspectionReport } from './inspect-source.js';
-import { DEFAULT_LIMITS } from './limits.js';
+import { type InspectOptions, type InspectionReport } from './inspect-source.js';
 
-const HELD_BOUND = DEFAULT_LIMITS.headBytes + DEFAULT_LIMITS.tailBytes + DEFAULT_LIMITS.maxCaptureBytes;
 
-async function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
-  return inspectSource(new BufferSource(bytes), opts);
-}
 
-/** The stream inspector at every chunk size gives the random-access answer, holding bounded memory. */
-async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}): Promise<void> {
-  for (const n of CHUNK_SIZES) {
-    const s = await inspectInChunks(bytes, n, opts, n === 1 ? 256 << 10 : n === 17 ? 4 << 20 : Infinity);
-    assert.equal(s.format, ref.format, `chunk ${n}`);
-    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
-    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
-    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
-    assert.ok(s.peakHeld <= HELD_BOUND, `chunk ${n}: held ${s.peakHeld}`);
-  }
-}
 
 const codes = (r: InspectionReport) => r.findings.map((f) => f.code);
 
@@ -84,7 +67,7 @@ for (const q of QEMU) {
     assert.equal(r.verdict, 'safe', JSON.stringify(r.findings));
     assert.deepEqual(r.findings, []);
     if (q.subformat === 'dynamic') assert.equal((await qemuInfo(file)).format, 'vpc', 'qemu autodetects dynamic VHD');
-    await assertStreamMatches(bytes, r);
+    await streamMatchesHere(bytes, r);
   });
 }
 
@@ -144,7 +127,7 @@ test('the 511-byte footer of early Virtual PC is found at the end', async () => 
   assert.equal(r.details.footerBytes, 511);
   assert.equal(r.virtualSize, (await inspectBytes(b)).virtualSize);
   assert.equal(r.verdict, 'safe', JSON.stringify(r.findings));
-  await assertStreamMatches(short, r);
+  await streamMatchesHere(short, r);
 });
 
 // ---- hostile and damaged images ----
@@ -227,7 +210,7 @@ for (const h of HOSTILE) {
     assert.equal(f.severity, h.severity ?? 'error');
     assert.equal(r.verdict, 'refused');
     assert.ok(f.message.length > 30, 'the message says what to do');
-    await assertStreamMatches(bytes, r, h.opts);
+    await streamMatchesHere(bytes, r, h.opts);
   });
 }
 
@@ -258,3 +241,7 @@ test('probe: a trailing "conectix" needs a 1.x version; garbage and short inputs
   assert.equal(r.format, 'vhd');
   assert.equal(r.verdict, 'refused');
 });
+
+function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
+  return assertStreamMatches(bytes, ref, opts, 256 << 10);
+}

@@ -7,30 +7,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { qemuCreate, qemuInfo } from '../../test/support/qemu.js';
-import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
-import { BufferSource } from './byte-source.js';
+import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import { crc32c } from './crc32c.js';
 import type { FindingCode } from './findings.js';
-import { inspectSource, type InspectOptions, type InspectionReport } from './inspect-source.js';
-import { DEFAULT_LIMITS } from './limits.js';
+import { type InspectOptions } from './inspect-source.js';
 
 const KiB = 1024;
-const HELD_BOUND = DEFAULT_LIMITS.headBytes + DEFAULT_LIMITS.tailBytes + DEFAULT_LIMITS.maxCaptureBytes;
 
-async function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
-  return inspectSource(new BufferSource(bytes), opts);
-}
 
-async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}): Promise<void> {
-  for (const n of CHUNK_SIZES) {
-    const s = await inspectInChunks(bytes, n, opts, n === 1 ? 320 << 10 : n === 17 ? 4 << 20 : Infinity);
-    assert.equal(s.format, ref.format, `chunk ${n}`);
-    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
-    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
-    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
-    assert.ok(s.peakHeld <= HELD_BOUND, `chunk ${n}: held ${s.peakHeld}`);
-  }
-}
 
 // ---- qemu-img fixtures ----
 const QEMU: { name: string; size: string; options?: string[]; subformat: string }[] = [
@@ -55,7 +39,7 @@ for (const q of QEMU) {
     assert.equal(r.virtualSize, BigInt(info['virtual-size']));
     assert.deepEqual(r.findings, []);
     assert.equal(r.verdict, 'safe');
-    await assertStreamMatches(bytes, r);
+    await streamMatchesHere(bytes, r);
   });
 }
 
@@ -338,7 +322,7 @@ for (const h of HOSTILE) {
     assert.equal(f.severity, h.severity ?? 'error');
     assert.equal(r.verdict, h.verdict ?? 'refused', JSON.stringify(r.findings));
     assert.ok(f.message.length > 30, 'the message says what to do');
-    await assertStreamMatches(bytes, r, h.opts);
+    await streamMatchesHere(bytes, r, h.opts);
   });
 }
 
@@ -366,3 +350,7 @@ test('truncated: a VHDX cut inside its headers is refused, never raw', async () 
   assert.equal(r.verdict, 'refused');
   assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END'), JSON.stringify(r.findings));
 });
+
+function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
+  return assertStreamMatches(bytes, ref, opts, 320 << 10);
+}

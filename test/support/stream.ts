@@ -1,5 +1,7 @@
 /** Feeds bytes to the stream inspector at a fixed chunk size (the streaming half of every parser test). */
-import type { InspectOptions, InspectionReport } from '../../src/formats/inspect-source.js';
+import assert from 'node:assert/strict';
+import { BufferSource } from '../../src/formats/byte-source.js';
+import { inspectSource, type InspectOptions, type InspectionReport } from '../../src/formats/inspect-source.js';
 import { StreamInspector } from '../../src/formats/stream-inspector.js';
 
 /**
@@ -26,3 +28,27 @@ export async function inspectInChunks(
 }
 
 export const CHUNK_SIZES = [1, 17, 512, 65536] as const;
+
+/**
+ * The stream inspector at every chunk size gives the random-access answer (format, subformat,
+ * virtual size, finding codes) while holding at most head + tail + capture bytes. Chunk size 1
+ * covers the first `byteWiseUntil` bytes (where the headers are), 17 the first 4 MiB.
+ */
+export async function assertStreamMatches(bytes: Uint8Array, ref: InspectionReport, opts: InspectOptions = {}, byteWiseUntil = 256 << 10): Promise<void> {
+  const { DEFAULT_LIMITS, limitsWith } = await import('../../src/formats/limits.js');
+  const l = limitsWith(opts.limits);
+  const bound = Math.max(DEFAULT_LIMITS.headBytes, l.headBytes) + l.tailBytes + l.maxCaptureBytes;
+  for (const n of CHUNK_SIZES) {
+    const s = await inspectInChunks(bytes, n, opts, n === 1 ? byteWiseUntil : n === 17 ? 4 << 20 : Infinity);
+    assert.equal(s.format, ref.format, `chunk ${n}`);
+    assert.equal(s.subformat, ref.subformat, `chunk ${n}`);
+    assert.equal(s.virtualSize, ref.virtualSize, `chunk ${n}`);
+    assert.deepEqual(s.findings.map((f) => f.code).sort(), ref.findings.map((f) => f.code).sort(), `chunk ${n}: ${JSON.stringify(s.findings)}`);
+    assert.ok(s.peakHeld <= bound, `chunk ${n}: held ${s.peakHeld}`);
+  }
+}
+
+/** Random-access inspection of bytes in memory. */
+export function inspectBytes(bytes: Uint8Array, opts: InspectOptions = {}): Promise<InspectionReport> {
+  return inspectSource(new BufferSource(bytes), opts);
+}
