@@ -36,6 +36,7 @@ async function fill(db: Database, n: number): Promise<void> {
         min_disk: 0, min_ram: 0, persistent: 0, properties: '{}', tags: JSON.stringify(k % 4 === 0 ? ['golden'] : []), state: STATES[k % 5]!, state_reason: null, progress: null,
         ingest_kind: null, ingest_id: null, lock_reason: null, used_by: 0, digest: null, stored_size: k * 1000, virtual_size: k * 4000, checksum_md5: null, checksum_sha512: null,
         inspection: null, created_at: now - k * 1000, updated_at: now - k * 1000, version: 1,
+        project: `p${k % 10}`, owner: 'bench', visibility: 'project', perms: 0o660, reserved_bytes: 0,
       });
       if (k % 4 === 0) tags.push({ image_id: id, tag: 'golden' });
     }

@@ -2,7 +2,7 @@
  * The composition root: config → adapters (catalog database, blob store) → domain → HTTP edge.
  * `imago serve` and `imago gc` start here; tests start the same thing on a temp dir.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Cron } from 'croner';
@@ -10,6 +10,9 @@ import { buildApi } from './api/server.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
+import { AccessRepository } from './domain/access-repository.js';
+import { AccessService } from './domain/access-service.js';
+import { Authenticator, mintToken } from './domain/authenticator.js';
 import { ImageEvents } from './domain/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
 import { KyselyImageRepository } from './domain/image-repository.js';
@@ -26,7 +29,10 @@ export interface App {
   images: ImageService;
   imports: ImportRunner;
   events: ImageEvents;
+  access: AccessService;
   api: FastifyInstance;
+  /** the server-admin token made at the first start (print it once); absent on later starts */
+  bootstrapToken?: string;
   /** the bound address once listening */
   url?: string;
   gc(opts: { dryRun: boolean }): Promise<{ plan: GcPlan; deleted?: { count: number; bytes: number } }>;
@@ -52,7 +58,17 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const events = new ImageEvents();
   const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
   const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
-  const api = buildApi({ images, imports, events, logger: opts.logger });
+  const accessRepo = new AccessRepository(db);
+  const auth = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
+  const access = new AccessService(images, accessRepo, auth, imports);
+  let bootstrapToken: string | undefined;
+  try {
+    bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
+  } catch (e) {
+    await db.close();
+    throw new Error(`could not create the first server-admin token: ${(e as Error).message}`);
+  }
+  const api = buildApi({ access, events, logger: opts.logger });
   let cron: Cron | undefined;
   const app: App = {
     config,
@@ -61,7 +77,9 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     images,
     imports,
     events,
+    access,
     api,
+    bootstrapToken,
     async gc({ dryRun }) {
       const plan = await planGc({ store, referenced: await repo.referencedDigests(), now: new Date(), graceMs: config.gcGraceMs });
       if (dryRun) return { plan };
@@ -103,6 +121,30 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
     throw e;
   }
 }
+
+/**
+ * First start (no users yet): a server admin `admin` and a server-admin token, written to
+ * `<data>/admin.token` (mode 0600, via a temp file and rename) and returned to be printed once.
+ */
+export async function bootstrapAdmin(repo: AccessRepository, dataDir: string): Promise<string | undefined> {
+  if ((await repo.users()).length > 0) return undefined;
+  await repo.ensureUser('admin', true);
+  const minted = mintToken();
+  await repo.insertToken({ id: minted.id, name: 'bootstrap', user: 'admin', role: 'server-admin', createdAt: new Date(), createdBy: 'imago (first start)', secretHash: minted.secretHash });
+  const path = join(dataDir, ADMIN_TOKEN_FILE);
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(`${minted.token}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  return minted.token;
+}
+
+export const ADMIN_TOKEN_FILE = 'admin.token';
 
 function redact(url: string): string {
   return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');

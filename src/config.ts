@@ -14,7 +14,9 @@
  * | GC schedule (cron) | `--gc-schedule CRON` | `IMAGO_GC_SCHEDULE` | none |
  * | GC grace period for fresh blobs (ms) | | `IMAGO_GC_GRACE_MS` | 1 hour |
  * | server for remote CLI verbs | `--server URL` | `IMAGO_URL` | `http://127.0.0.1:9393` |
- * | API token for remote CLI verbs | `--token T` | `IMAGO_TOKEN` | none |
+ * | API token for remote CLI verbs | `--token T` | `IMAGO_TOKEN` | `<data>/admin.token` when readable |
+ * | OIDC: at most one JWKS refetch per issuer per (ms) | | `IMAGO_OIDC_JWKS_COOLDOWN_MS` | 30000 |
+ * | OIDC: allowed clock skew (s) | | `IMAGO_OIDC_CLOCK_SKEW` | 60 |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
@@ -32,6 +34,8 @@ export interface Config {
   gcGraceMs: number;
   serverUrl: string;
   token?: string;
+  oidcJwksCooldownMs: number;
+  oidcClockSkewSec: number;
 }
 
 export interface ConfigFlags {
@@ -67,7 +71,9 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const gcGraceMs = parseBytes('gc grace ms', env.IMAGO_GC_GRACE_MS, 3600_000);
   const serverUrl = (flags.server ?? env.IMAGO_URL ?? `http://127.0.0.1:9393`).replace(/\/+$/, '');
   const token = flags.token ?? env.IMAGO_TOKEN;
-  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token };
+  const oidcJwksCooldownMs = parseBytes('OIDC JWKS cooldown ms', env.IMAGO_OIDC_JWKS_COOLDOWN_MS, 30_000);
+  const oidcClockSkewSec = parseBytes('OIDC clock skew seconds', env.IMAGO_OIDC_CLOCK_SKEW, 60);
+  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec };
 }
 
 export function parseListen(s: string): { host: string; port: number } {

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { patternedRaw } from './support/qemu.js';
+import { adminFetch as fetch, registerAdminToken } from './support/server.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 const dataDir = mkdtempSync(join(tmpdir(), 'imago-crash-'));
@@ -42,7 +43,10 @@ async function serve(): Promise<Server> {
   for (let i = 0; i < 200; i++) {
     if (proc.exitCode !== null) throw new Error(`imago serve exited: ${stderr}`);
     try {
-      if ((await fetch(`${url}/api/v1/healthz`)).ok) return { proc, url };
+      if ((await fetch(`${url}/api/v1/healthz`)).ok) {
+        registerAdminToken(url, dataDir);
+        return { proc, url };
+      }
     } catch {
       // not up yet
     }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { patternedRaw } from './support/qemu.js';
-import { startTestServer } from './support/server.js';
+import { adminFetch as fetch, startTestServer } from './support/server.js';
 
 test('GC running in a loop during uploads, deletes and downloads loses nothing referenced', async () => {
   const s = await startTestServer({ env: { IMAGO_GC_GRACE_MS: '60000' } });

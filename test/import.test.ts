@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { cached, patternedRaw, qemuConvert, qemuCreate, sh } from './support/qemu.js';
-import { startTestServer, type TestServer } from './support/server.js';
+import { adminFetch as fetch, startTestServer, type TestServer } from './support/server.js';
 
 let s: TestServer;
 let files: http.Server;

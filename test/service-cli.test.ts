@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { patternedRaw, qemuConvert } from './support/qemu.js';
-import { startTestServer, type TestServer } from './support/server.js';
+import { adminFetch as fetch, startTestServer, type TestServer } from './support/server.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 let s: TestServer;
@@ -25,7 +25,7 @@ after(async () => {
 /** Runs the real CLI asynchronously: the server under test lives in this process's event loop. */
 function imago(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args, '--server', s.url], { encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args, '--server', s.url, '--data', s.dataDir], { encoding: 'utf8' }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -40,8 +40,8 @@ test('imago image create --file uploads; list/show/download round-trip byte-iden
   assert.equal(img.virtualSize, 8 << 20);
   const list = await imago('image', 'list', '--tag', 'a');
   assert.equal(list.code, 0, list.stderr);
-  assert.match(list.stdout, /^ID\s+NAME\s+STATE\s+FORMAT\s+VIRTUAL\s+STORED\s+AGE/);
-  assert.match(list.stdout, /cli-img\s+ready\s+qcow2\s+8 MiB/);
+  assert.match(list.stdout, /^ID\s+NAME\s+PROJECT\s+VISIBILITY\s+STATE\s+FORMAT\s+VIRTUAL\s+STORED\s+AGE/);
+  assert.match(list.stdout, /cli-img\s+\(cluster\)\s+project\s+ready\s+qcow2\s+8 MiB/);
   const show = await imago('image', 'show', 'cli-img');
   assert.match(show.stdout, /active \/ READY \/ Ready/);
   const out = join(mkdtempSync(join(tmpdir(), 'imago-dl-')), 'x.qcow2');
@@ -65,7 +65,7 @@ test('a refused upload through the CLI exits 1 and explains', async () => {
 test('imago image get NAME -w prints a Deckhouse-style row per change', async () => {
   const file = readFileSync(await patternedRaw('crash-16m.raw', 16 << 20));
   const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'watched' }) })).json()) as { id: string };
-  const w = spawn(process.execPath, [BIN, 'image', 'get', 'watched', '-w', '--server', s.url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const w = spawn(process.execPath, [BIN, 'image', 'get', 'watched', '-w', '--server', s.url, '--data', s.dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   w.stdout.on('data', (d) => (out += d));
   try {

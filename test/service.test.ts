@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { cached, patternedRaw, qemuConvert, qemuCreate, sh } from './support/qemu.js';
-import { startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { adminFetch as fetch, startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const exec = promisify(execFile);
 
@@ -27,7 +27,7 @@ async function api(s: TestServer, method: string, path: string, body?: unknown, 
 
 /** curl -T, as a user would upload. */
 async function curlUpload(s: TestServer, id: string, file: string, extra: string[] = []): Promise<{ status: number; json: Record<string, any> }> {
-  const { stdout } = await exec('curl', ['-sS', '-T', file, '-H', 'content-type: application/octet-stream', ...extra, '-w', '\n%{http_code}', `${s.url}/api/v1/images/${id}/file`], {
+  const { stdout } = await exec('curl', ['-sS', '-T', file, '-H', 'content-type: application/octet-stream', '-H', `authorization: Bearer ${s.token}`, ...extra, '-w', '\n%{http_code}', `${s.url}/api/v1/images/${id}/file`], {
     maxBuffer: 16 << 20,
   });
   const nl = stdout.lastIndexOf('\n');

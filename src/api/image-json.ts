@@ -1,4 +1,5 @@
 /** The REST representation of an image: the stored record plus the derived lifecycle views. */
+import { formatMode, modeTriplets } from '../domain/access.js';
 import type { Image } from '../domain/image.js';
 import { deckhousePhase, glanceStatus, openNebulaState } from '../domain/lifecycle.js';
 
@@ -26,6 +27,12 @@ export function imageJson(img: Image): Record<string, unknown> {
     persistent: img.persistent,
     properties: img.properties,
     tags: img.tags,
+    project: img.project ?? null,
+    scope: img.project === undefined ? 'cluster' : 'project',
+    owner: img.owner,
+    visibility: img.visibility,
+    permissions: formatMode(img.perms),
+    permissionsText: modeTriplets(img.perms),
     state: img.state,
     stateReason: img.stateReason,
     progress: img.progress,
@@ -65,6 +72,12 @@ export const IMAGE_SCHEMA = {
     persistent: { type: 'boolean' },
     properties: { type: 'object', additionalProperties: { type: 'string' } },
     tags: { type: 'array', items: str },
+    project: { type: ['string', 'null'], description: 'owning project; null = cluster scope' },
+    scope: { type: 'string', enum: ['project', 'cluster'] },
+    owner: { type: 'string', description: 'the user who created it' },
+    visibility: { type: 'string', enum: ['private', 'project', 'shared', 'public'] },
+    permissions: { type: 'string', description: 'OpenNebula-style octal owner/group/other × use(4)/manage(2)/admin(1), e.g. 660' },
+    permissionsText: { type: 'string', description: 'the same as um-um---- (use, manage, admin)' },
     state: { type: 'string', enum: ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'] },
     stateReason: str,
     progress: int,

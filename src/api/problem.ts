@@ -21,6 +21,10 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   RANGE_NOT_SATISFIABLE: 416,
   IDEMPOTENCY_MISMATCH: 422,
   UNAVAILABLE: 503,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  QUOTA_EXCEEDED: 413,
+  NOT_FOUND: 404,
 };
 
 export interface Problem {

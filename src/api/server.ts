@@ -5,19 +5,25 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { DomainError } from '../domain/errors.js';
+import { ANONYMOUS, MEMBER_STATUSES, VISIBILITIES, type Principal } from '../domain/access.js';
+import type { AccessService } from '../domain/access-service.js';
 import type { ImageChange, ImageEvents } from '../domain/events.js';
-import { parseCreateInput, parseUpdateInput } from '../domain/image-input.js';
+import { parseCreateInput, parseUpdateInput, takeOwnership } from '../domain/image-input.js';
 import type { ImageQuery, ImageSortKey } from '../domain/image.js';
-import type { ImageService } from '../domain/image-service.js';
-import type { ImportRunner } from '../domain/import-runner.js';
 import type { ByteRange } from '../store/blob-store.js';
+import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
 import { collectOpenApi } from './openapi.js';
 import { problem, STATUS_OF } from './problem.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
 export interface ApiDeps {
-  images: ImageService;
-  imports?: ImportRunner;
+  access: AccessService;
   events: ImageEvents;
   /** extra routes (import, GC) registered by the composition root */
   extend?: (app: FastifyInstance) => void;
@@ -51,6 +57,18 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       .send(problem('NOT_FOUND', 404, `no route for ${req.method} ${req.url.split('?')[0]}; see /api/v1/openapi.json`, req.id));
   });
 
+  // Every request is authenticated once, before its handler (and before an upload body is read):
+  // bad credentials are a 401, never silently anonymous. Liveness and the API description are open.
+  app.decorateRequest('principal', null as unknown as Principal);
+  app.addHook('onRequest', async (req) => {
+    const path = req.url.split('?')[0];
+    if (path === '/api/v1/healthz' || path === '/api/v1/openapi.json') {
+      req.principal = ANONYMOUS;
+      return;
+    }
+    req.principal = await deps.access.authenticate(header(req, 'authorization'));
+  });
+
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => openapi());
   app.get('/api/v1/healthz', { schema: { summary: 'liveness', tags: ['meta'] } }, async () => ({ status: 'ok' }));
 
@@ -61,14 +79,23 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         summary: 'Create an image (metadata only; upload or import the bytes next)',
         tags: ['images'],
         headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255, description: 'retries with the same key return the first image' } } },
-        body: { type: 'object', additionalProperties: true, properties: { name: { type: 'string' } } },
+        body: {
+          type: 'object',
+          additionalProperties: true,
+          properties: {
+            name: { type: 'string' },
+            project: { type: ['string', 'null'], description: 'owning project (default: your only project); null = cluster scope (server admins)' },
+            visibility: { type: 'string', enum: [...VISIBILITIES], description: 'default project' },
+          },
+        },
         response: { 201: imageResponse, 200: { ...IMAGE_SCHEMA, description: 'the image created by an earlier request with this Idempotency-Key' } },
       },
     },
     async (req, reply) => {
-      const input = parseCreateInput(req.body);
+      const { rest, ownership } = takeOwnership(req.body);
+      const input = parseCreateInput(rest);
       const key = header(req, 'idempotency-key');
-      const { image, replayed } = await deps.images.create(input, key);
+      const { image, replayed } = await deps.access.createImage(ctxOf(req), input, ownership, key);
       void reply.code(replayed ? 200 : 201).header('location', `/api/v1/images/${image.id}`);
       return imageJson(image);
     },
@@ -96,35 +123,41 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
             sort: { type: 'string', description: 'name|createdAt|updatedAt|storedSize|virtualSize[:asc|desc]' },
             limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
             cursor: { type: 'string', description: 'nextCursor of the previous page' },
+            project: { type: 'string', description: 'only images of this project' },
+            visibility: arr('private, project, shared, public'),
+            memberStatus: { type: 'string', enum: [...MEMBER_STATUSES], description: 'images shared with your projects with this member status (offers: pending)' },
           },
         },
         response: { 200: { type: 'object', properties: { images: { type: 'array', items: IMAGE_SCHEMA }, nextCursor: { type: 'string' } } } },
       },
     },
     async (req) => {
-      const page = await deps.images.list(parseListQuery(req.query as Record<string, unknown>));
+      const page = await deps.access.listImages(ctxOf(req), parseListQuery(req.query as Record<string, unknown>));
       return { images: page.items.map(imageJson), nextCursor: page.nextCursor };
     },
   );
 
   app.get('/api/v1/images/:id', { schema: { summary: 'Show an image', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
-    imageJson(await deps.images.get(idOf(req))),
+    imageJson(await deps.access.getImage(ctxOf(req), idOf(req))),
   );
 
   app.patch(
     '/api/v1/images/:id',
     { schema: { summary: 'Update image metadata', tags: ['images'], params: idParam, body: { type: 'object', additionalProperties: true }, response: { 200: imageResponse } } },
-    async (req) => imageJson(await deps.images.update(idOf(req), parseUpdateInput(req.body))),
+    async (req) => {
+      const { rest, ownership } = takeOwnership(req.body);
+      return imageJson(await deps.access.updateImage(ctxOf(req), idOf(req), parseUpdateInput(rest), ownership));
+    },
   );
 
   app.delete('/api/v1/images/:id', { schema: { summary: 'Delete an image (409 while locked or in use)', tags: ['images'], params: idParam } }, async (req, reply) => {
-    await deps.images.delete(idOf(req));
+    await deps.access.deleteImage(ctxOf(req), idOf(req));
     return reply.code(204).send();
   });
 
   for (const action of ['disable', 'enable'] as const) {
     app.post(`/api/v1/images/:id/${action}`, { schema: { summary: `${action[0]!.toUpperCase()}${action.slice(1)} an image`, tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
-      imageJson(await deps.images[action](idOf(req))),
+      imageJson(await deps.access.setEnabled(ctxOf(req), idOf(req), action === 'enable')),
     );
   }
 
@@ -148,7 +181,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       };
       req.raw.on('close', onClose);
       try {
-        const image = await deps.images.upload(idOf(req), req.raw, { announcedSize: announced, signal: ac.signal });
+        const image = await deps.access.upload(ctxOf(req), idOf(req), req.raw, { announcedSize: announced, signal: ac.signal });
         return imageJson(image);
       } finally {
         req.raw.off('close', onClose);
@@ -168,26 +201,25 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       },
     },
     async (req, reply) => {
-      if (!deps.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
-      const image = await deps.imports.start(idOf(req), (req.body as { url: string }).url);
+      const image = await deps.access.startImport(ctxOf(req), idOf(req), (req.body as { url: string }).url);
       return reply.code(202).send(imageJson(image));
     },
   );
   app.delete('/api/v1/images/:id/import', { schema: { summary: 'Cancel a running import', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) => {
-    if (!deps.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
-    return imageJson(await deps.imports.cancel(idOf(req)));
+    return imageJson(await deps.access.cancelImport(ctxOf(req), idOf(req)));
   });
 
   const fileRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean) => {
     const id = idOf(req);
-    const img = await deps.images.get(id);
+    const ctx = ctxOf(req);
+    const img = await deps.access.getImage(ctx, id);
     const etag = img.digest ? `"${img.digest.slice('sha256:'.length)}"` : undefined;
     const range = parseRange(header(req, 'range'), img.storedSize ?? 0, header(req, 'if-range'), etag);
     if (etag && header(req, 'if-none-match') === etag) return reply.code(304).header('etag', etag).send();
     const { image, stream } = head
-      ? { image: await deps.images.get(id), stream: undefined }
-      : await deps.images.openFile(id, range ?? undefined);
-    if (head && (!image.digest || image.state !== 'ready')) await deps.images.openFile(id).then((r) => r.stream.destroy());
+      ? { image: img, stream: undefined }
+      : await deps.access.openFile(ctx, id, range ?? undefined);
+    if (head && (!image.digest || image.state !== 'ready')) await deps.access.openFile(ctx, id).then((r) => r.stream.destroy());
     const size = image.storedSize ?? 0;
     void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
     if (etag) void reply.header('etag', etag);
@@ -228,11 +260,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
       res.write(': imago events\n\n');
-      const send = (c: ImageChange) => {
+      const principal = req.principal;
+      const send = async (c: ImageChange) => {
         if (only && c.image.id !== only) return;
+        if (!(await deps.access.canSee(principal, c.image).catch(() => false))) return;
         res.write(`id: ${c.seq}\nevent: ${c.type}\ndata: ${JSON.stringify({ type: c.type, at: c.at.toISOString(), image: imageJson(c.image) })}\n\n`);
       };
-      const unsubscribe = deps.events.subscribe(send);
+      const unsubscribe = deps.events.subscribe((c) => void send(c));
       const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
       req.raw.on('close', () => {
         clearInterval(ping);
@@ -241,6 +275,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     },
   );
 
+  registerAccessRoutes(app, deps.access);
   deps.extend?.(app);
   return app;
 }
@@ -359,6 +394,13 @@ export function parseListQuery(q: Record<string, unknown>): ImageQuery {
     query.sort = { key: key as ImageSortKey, dir };
   }
   if (typeof q.cursor === 'string') query.cursor = q.cursor;
+  if (typeof q.project === 'string') query.project = q.project;
+  const vis = list('visibility');
+  if (vis) {
+    for (const v of vis) if (!(VISIBILITIES as readonly string[]).includes(v)) throw new DomainError('INVALID_REQUEST', `visibility "${v}" is not one of ${VISIBILITIES.join(', ')}`);
+    query.visibility = vis as ImageQuery['visibility'];
+  }
+  if (typeof q.memberStatus === 'string') query.memberStatus = q.memberStatus as ImageQuery['memberStatus'];
   const states = ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'];
   for (const s of query.state ?? []) if (!states.includes(s)) throw new DomainError('INVALID_REQUEST', `state "${s}" is not one of ${states.join(', ')}`);
   return query;

@@ -13,11 +13,12 @@ type Out = 'table' | 'json';
 interface Common {
   server?: string;
   token?: string;
+  data?: string;
   output?: Out;
 }
 
 export interface RemoteContext {
-  client(opts: Common): ImagoClient;
+  client(opts: { server?: string; token?: string; data?: string }): ImagoClient;
   setExit(code: number): void;
 }
 
@@ -107,12 +108,14 @@ function printImages(images: ImageDto[], output: Out | undefined): void {
     process.stdout.write(toJson(images, 2) + '\n');
     return;
   }
-  const rows = [['ID', 'NAME', 'STATE', 'FORMAT', 'VIRTUAL', 'STORED', 'AGE']];
-  for (const i of images) rows.push([i.id, i.name, i.state, String(i.diskFormat ?? ''), humanBytes(i.virtualSize), humanBytes(i.storedSize), age(i.createdAt)]);
+  const rows = [['ID', 'NAME', 'PROJECT', 'VISIBILITY', 'STATE', 'FORMAT', 'VIRTUAL', 'STORED', 'AGE']];
+  for (const i of images) {
+    rows.push([i.id, i.name, String(i.project ?? '(cluster)'), String(i.visibility ?? ''), i.state, String(i.diskFormat ?? ''), humanBytes(i.virtualSize), humanBytes(i.storedSize), age(i.createdAt)]);
+  }
   process.stdout.write(table(rows));
 }
 
-function printImage(i: ImageDto, output: Out | undefined): void {
+export function printImage(i: ImageDto, output: Out | undefined): void {
   if (output === 'json') {
     process.stdout.write(toJson(i, 2) + '\n');
     return;
@@ -122,6 +125,10 @@ function printImage(i: ImageDto, output: Out | undefined): void {
     ['name', i.name],
     ['state', `${i.state}${i.stateReason ? ` (${i.stateReason})` : ''}`],
     ['glance / opennebula / deckhouse', `${i.glanceStatus} / ${i.openNebulaState} / ${i.deckhousePhase}`],
+    ['project', String(i.project ?? '(cluster scope)')],
+    ['owner', String(i.owner ?? '')],
+    ['visibility', String(i.visibility ?? '')],
+    ['permissions', `${String(i.permissions ?? '')} ${String(i.permissionsText ?? '')}`],
     ['type', String(i.type ?? '')],
     ['disk format', String(i.diskFormat ?? '')],
     ['container format', String(i.containerFormat ?? '')],
@@ -140,7 +147,8 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
   const remote = (c: Command) =>
     c
       .option('--server <url>', 'Imago server (default IMAGO_URL or http://127.0.0.1:9393)')
-      .option('--token <token>', 'API token (default IMAGO_TOKEN)')
+      .option('--token <token>', 'API token (default IMAGO_TOKEN, else <data>/admin.token of a local server)')
+      .option('--data <dir>', 'local data dir whose admin.token to use (default IMAGO_DATA or ./imago-data)')
       .option('-o, --output <format>', 'table or json', 'table');
   const run =
     <A extends unknown[]>(fn: (...args: A) => Promise<void>) =>
@@ -159,13 +167,20 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
 
   withAttributeOptions(remote(image.command('create').description('create an image, optionally uploading a file or importing a URL')))
     .requiredOption('--name <name>')
+    .option('--project <project>', 'owning project (default: your only project)')
+    .option('--cluster', 'cluster scope: readable by every project (server admins)')
+    .option('--visibility <v>', 'private, project (default), shared or public')
     .option('--file <path>', 'upload this file')
     .option('--url <url>', 'import from this URL (the server downloads it)')
     .option('--idempotency-key <key>', 'retry-safe creation (default: a random key per invocation)')
     .action(
-      run(async (f: AttrFlags & Common & { file?: string; url?: string; idempotencyKey?: string }) => {
+      run(async (f: AttrFlags & Common & { file?: string; url?: string; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string }) => {
         const c = ctx.client(f);
-        let img = await c.create(attributes(f), f.idempotencyKey ?? randomUUID());
+        const attrs = attributes(f);
+        if (f.cluster) attrs.project = null;
+        else if (f.project) attrs.project = f.project;
+        if (f.visibility) attrs.visibility = f.visibility;
+        let img = await c.create(attrs, f.idempotencyKey ?? randomUUID());
         if (f.file) img = await uploadWithBar(c, img.id, f.file);
         else if (f.url) img = await c.startImport(img.id, f.url);
         printImage(img, f.output);
@@ -194,12 +209,18 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     .option('--tag <tag>', 'filter by tag (repeatable)', collect)
     .option('--property <key=value>', 'filter by property (repeatable)', collect)
     .option('--sort <key[:dir]>', 'name|createdAt|updatedAt|storedSize|virtualSize')
+    .option('--project <project>', 'only this project\'s images')
+    .option('--visibility <v>', 'filter by visibility (repeatable)', collect)
+    .option('--member-status <status>', 'images offered to your projects: pending, accepted or rejected')
     .option('--limit <n>', 'page size', '100')
     .option('--all', 'follow pages to the end')
     .action(
-      run(async (f: Common & { name?: string; state?: string[]; type?: string[]; diskFormat?: string[]; tag?: string[]; property?: string[]; sort?: string; limit: string; all?: boolean }) => {
+      run(async (f: Common & { name?: string; state?: string[]; type?: string[]; diskFormat?: string[]; tag?: string[]; property?: string[]; sort?: string; limit: string; all?: boolean; project?: string; visibility?: string[]; memberStatus?: string }) => {
         const c = ctx.client(f);
         const q: Record<string, string | string[]> = { limit: f.limit };
+        if (f.project) q.project = f.project;
+        if (f.visibility) q.visibility = f.visibility;
+        if (f.memberStatus) q.memberStatus = f.memberStatus;
         if (f.name) q.name = f.name;
         if (f.state) q.state = f.state;
         if (f.type) q.type = f.type;
@@ -237,12 +258,22 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
 
   withAttributeOptions(remote(image.command('update').description('update image metadata').argument('<image>')))
     .option('--name <name>', 'new name')
+    .option('--visibility <v>', 'private, project, shared or public (admins)')
     .action(
-      run(async (id: string, f: AttrFlags & Common) => {
+      run(async (id: string, f: AttrFlags & Common & { visibility?: string }) => {
         const c = ctx.client(f);
-        printImage(await c.update((await c.resolve(id)).id, attributes(f)), f.output);
+        const patch = attributes(f);
+        if (f.visibility) patch.visibility = f.visibility;
+        printImage(await c.update((await c.resolve(id)).id, patch), f.output);
       }),
     );
+
+  remote(image.command('chmod').description('set OpenNebula-style permissions: owner/group/other × use(4) manage(2) admin(1), e.g. 640').argument('<image>').argument('<mode>')).action(
+    run(async (id: string, mode: string, f: Common) => {
+      const c = ctx.client(f);
+      printImage(await c.request<ImageDto>('PUT', `/api/v1/images/${encodeURIComponent((await c.resolve(id)).id)}/permissions`, { mode }), f.output);
+    }),
+  );
 
   for (const action of ['disable', 'enable'] as const) {
     remote(image.command(action).description(`${action} an image`).argument('<image>')).action(

@@ -1,7 +1,10 @@
 /** The `imago` command. Local verbs work on files without a server. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config.js';
 import { ImagoClient } from './client.js';
+import { registerAccessCommands } from './access-commands.js';
 import { registerImageCommands } from './image-commands.js';
 import { EXIT_ERROR, registerInspect } from './inspect-command.js';
 import { registerServe } from './serve-command.js';
@@ -20,13 +23,15 @@ export async function main(argv: string[]): Promise<number> {
   };
   registerInspect(program, setExit);
   registerServe(program, setExit);
-  registerImageCommands(program, {
+  const remote = {
     setExit,
-    client: (o) => {
-      const c = loadConfig({ server: o.server, token: o.token });
-      return new ImagoClient(c.serverUrl, c.token);
+    client: (o: { server?: string; token?: string; data?: string }) => {
+      const c = loadConfig({ server: o.server, token: o.token, data: o.data });
+      return new ImagoClient(c.serverUrl, c.token ?? localAdminToken(c.dataDir));
     },
-  });
+  };
+  registerImageCommands(program, remote);
+  registerAccessCommands(program, remote);
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
@@ -37,4 +42,13 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
   return exitCode;
+}
+
+/** The server-admin token a local `imago serve` wrote into its data dir, when this user can read it. */
+function localAdminToken(dataDir: string): string | undefined {
+  try {
+    return readFileSync(join(dataDir, 'admin.token'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }

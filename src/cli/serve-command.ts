@@ -22,6 +22,11 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       const config = loadConfig(flags);
       const app = await startApp(config, { logger: !flags.quiet });
       process.stderr.write(`imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`);
+      if (app.bootstrapToken) {
+        process.stderr.write(
+          `imago: first start — server-admin token (shown once; also in ${config.dataDir}/admin.token, mode 0600; the CLI on this machine uses it by itself):\n  ${app.bootstrapToken}\n`,
+        );
+      }
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

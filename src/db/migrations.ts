@@ -101,6 +101,111 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('images_state_type_created').on('images').columns(['state', 'type', 'created_at', 'id']).execute();
     },
   },
+  '0003-access': {
+    // multi-tenant access (issue 4): principals, tokens, sharing, quotas, audit. Images that
+    // existed before get no project: cluster scope, readable by every authenticated principal.
+    async up(db: Kysely<any>) {
+      await db.schema.alterTable('images').addColumn('project', 'varchar(64)').execute();
+      await db.schema.alterTable('images').addColumn('owner', 'varchar(255)').execute();
+      await db.schema.alterTable('images').addColumn('visibility', 'varchar(16)', (c) => c.notNull().defaultTo('project')).execute();
+      await db.schema.alterTable('images').addColumn('perms', 'integer', (c) => c.notNull().defaultTo(0o660)).execute();
+      await db.schema.alterTable('images').addColumn('reserved_bytes', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.createIndex('images_project').on('images').columns(['project', 'created_at', 'id']).execute();
+      await db.schema
+        .createTable('projects')
+        .addColumn('name', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('description', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('max_images', 'bigint')
+        .addColumn('max_stored_bytes', 'bigint')
+        .addColumn('max_staging_bytes', 'bigint')
+        .addColumn('max_imports', 'bigint')
+        .execute();
+      await db.schema
+        .createTable('users')
+        .addColumn('name', 'varchar(255)', (c) => c.primaryKey())
+        .addColumn('server_admin', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('groups')
+        .addColumn('name', 'varchar(255)', (c) => c.primaryKey())
+        .addColumn('description', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('group_members')
+        .addColumn('group_name', 'varchar(255)', (c) => c.notNull().references('groups.name').onDelete('cascade'))
+        .addColumn('user_name', 'varchar(255)', (c) => c.notNull())
+        .addPrimaryKeyConstraint('group_members_pk', ['group_name', 'user_name'])
+        .execute();
+      await db.schema
+        .createTable('project_roles')
+        .addColumn('project', 'varchar(64)', (c) => c.notNull().references('projects.name').onDelete('cascade'))
+        .addColumn('subject_kind', 'varchar(8)', (c) => c.notNull())
+        .addColumn('subject', 'varchar(255)', (c) => c.notNull())
+        .addColumn('role', 'varchar(16)', (c) => c.notNull())
+        .addPrimaryKeyConstraint('project_roles_pk', ['project', 'subject_kind', 'subject'])
+        .execute();
+      await db.schema.createIndex('project_roles_subject').on('project_roles').columns(['subject_kind', 'subject']).execute();
+      await db.schema
+        .createTable('tokens')
+        .addColumn('id', 'varchar(32)', (c) => c.primaryKey())
+        .addColumn('name', 'varchar(255)', (c) => c.notNull())
+        .addColumn('user_name', 'varchar(255)', (c) => c.notNull())
+        .addColumn('project', 'varchar(64)')
+        .addColumn('role', 'varchar(16)', (c) => c.notNull())
+        .addColumn('secret_hash', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('created_by', 'varchar(255)', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint')
+        .addColumn('revoked_at', 'bigint')
+        .addColumn('last_used_at', 'bigint')
+        .execute();
+      await db.schema
+        .createTable('image_members')
+        .addColumn('image_id', 'varchar(64)', (c) => c.notNull().references('images.id').onDelete('cascade'))
+        .addColumn('project', 'varchar(64)', (c) => c.notNull())
+        .addColumn('status', 'varchar(16)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('image_members_pk', ['image_id', 'project'])
+        .execute();
+      await db.schema.createIndex('image_members_project').on('image_members').columns(['project', 'status', 'image_id']).execute();
+      await db.schema
+        .createTable('oidc_issuers')
+        .addColumn('issuer', 'varchar(1024)', (c) => c.primaryKey())
+        .addColumn('audience', 'varchar(1024)', (c) => c.notNull())
+        .addColumn('jwks_url', 'varchar(2048)')
+        .addColumn('username_claim', 'varchar(255)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('claim_rules')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('issuer', 'varchar(1024)')
+        .addColumn('claim', 'varchar(255)', (c) => c.notNull())
+        .addColumn('value', 'varchar(2048)', (c) => c.notNull())
+        .addColumn('project', 'varchar(64)')
+        .addColumn('role', 'varchar(16)')
+        .addColumn('group_name', 'varchar(255)')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('audit_log')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('actor', 'varchar(512)', (c) => c.notNull())
+        .addColumn('action', 'varchar(64)', (c) => c.notNull())
+        .addColumn('target', 'varchar(1024)')
+        .addColumn('project', 'varchar(64)')
+        .addColumn('remote', 'varchar(64)')
+        .addColumn('result', 'varchar(64)', (c) => c.notNull())
+        .addColumn('detail', 'text')
+        .execute();
+      await db.schema.createIndex('audit_at').on('audit_log').columns(['at', 'id']).execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -34,6 +34,15 @@ export interface ImagesTable {
   created_at: number;
   updated_at: number;
   version: number;
+  /** owning project; null = cluster scope */
+  project: string | null;
+  /** the user who created it (OpenNebula's owner) */
+  owner: string | null;
+  visibility: string;
+  /** OpenNebula-style bits owner/group/other × use/manage/admin, e.g. 0o660 */
+  perms: number;
+  /** bytes reserved against the project's quota by the ingest running now */
+  reserved_bytes: number;
 }
 
 export interface ImageTagsTable {
@@ -69,6 +78,102 @@ export interface JobsTable {
   updated_at: number;
 }
 
+export interface ProjectsTable {
+  name: string;
+  description: string | null;
+  created_at: number;
+  /** quota limits; null = unlimited */
+  max_images: number | null;
+  max_stored_bytes: number | null;
+  max_staging_bytes: number | null;
+  max_imports: number | null;
+}
+
+export interface UsersTable {
+  name: string;
+  server_admin: number;
+  created_at: number;
+}
+
+export interface GroupsTable {
+  name: string;
+  description: string | null;
+  created_at: number;
+}
+
+export interface GroupMembersTable {
+  group_name: string;
+  user_name: string;
+}
+
+export interface ProjectRolesTable {
+  project: string;
+  /** 'user' | 'group' */
+  subject_kind: string;
+  subject: string;
+  role: string;
+}
+
+export interface TokensTable {
+  id: string;
+  name: string;
+  user_name: string;
+  /** null only for server-admin tokens */
+  project: string | null;
+  /** reader | writer | admin | server-admin */
+  role: string;
+  /** sha256 hex of the secret */
+  secret_hash: string;
+  created_at: number;
+  created_by: string;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+export interface ImageMembersTable {
+  image_id: string;
+  project: string;
+  status: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface OidcIssuersTable {
+  issuer: string;
+  audience: string;
+  jwks_url: string | null;
+  username_claim: string;
+  created_at: number;
+}
+
+export interface ClaimRulesTable {
+  id: string;
+  /** null = any configured issuer */
+  issuer: string | null;
+  claim: string;
+  /** exact value, or a pattern with one {project} placeholder */
+  value: string;
+  /** target project (null when the value has {project}) */
+  project: string | null;
+  role: string | null;
+  /** or: membership of this group */
+  group_name: string | null;
+  created_at: number;
+}
+
+export interface AuditTable {
+  id: string;
+  at: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  project: string | null;
+  remote: string | null;
+  result: string;
+  detail: string | null;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -81,4 +186,14 @@ export interface Schema {
   image_properties: ImagePropertiesTable;
   idempotency_keys: IdempotencyKeysTable;
   jobs: JobsTable;
+  projects: ProjectsTable;
+  users: UsersTable;
+  groups: GroupsTable;
+  group_members: GroupMembersTable;
+  project_roles: ProjectRolesTable;
+  tokens: TokensTable;
+  image_members: ImageMembersTable;
+  oidc_issuers: OidcIssuersTable;
+  claim_rules: ClaimRulesTable;
+  audit_log: AuditTable;
 }

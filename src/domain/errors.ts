@@ -21,6 +21,10 @@ export const ERROR_CODES = [
   'RANGE_NOT_SATISFIABLE',
   'IDEMPOTENCY_MISMATCH', // same Idempotency-Key, different request
   'UNAVAILABLE', // a backend is down
+  'UNAUTHENTICATED', // no credentials, or credentials that are invalid, expired or revoked
+  'FORBIDDEN', // authenticated, may see the target, may not do this
+  'QUOTA_EXCEEDED', // a project quota would be exceeded
+  'NOT_FOUND', // a project, user, group, token or member that does not exist
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -37,6 +41,8 @@ export class DomainError extends Error {
 
 export const notFound = (id: string) =>
   new DomainError('IMAGE_NOT_FOUND', `image ${id} does not exist (or was deleted); list images with GET /api/v1/images`, { id });
+
+export const forbidden = (message: string, details: Record<string, unknown> = {}) => new DomainError('FORBIDDEN', message, details);
 
 export const invalid = (message: string, details: Record<string, unknown> = {}) => new DomainError('INVALID_REQUEST', message, details);
 

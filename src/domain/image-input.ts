@@ -4,6 +4,7 @@
  */
 import { CONTAINER_FORMATS, DISK_FORMATS, IMAGE_TYPES, type ImageAttributes } from './image.js';
 import { invalid } from './errors.js';
+import { VISIBILITIES, type Visibility } from './access.js';
 
 /**
  * Properties with a known vocabulary (Glance's "useful image properties"); other keys are free-form.
@@ -28,6 +29,31 @@ const MAX_PROPERTIES = 128;
 const MAX_TAGS = 128;
 
 export type CreateImageInput = Partial<ImageAttributes> & { name: string };
+
+/** Where a new image goes and who sees it (not image attributes: the access policy decides on them). */
+export interface OwnershipInput {
+  /** a project name; null = cluster scope (server admins only); absent = the caller's only project */
+  project?: string | null;
+  visibility?: Visibility;
+}
+
+/** Splits `project` and `visibility` off a create or update body. */
+export function takeOwnership(body: unknown): { rest: unknown; ownership: OwnershipInput } {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { rest: body, ownership: {} };
+  const { project, visibility, ...rest } = body as Obj;
+  const ownership: OwnershipInput = {};
+  if (project !== undefined) {
+    if (project !== null && typeof project !== 'string') throw invalid('field "project" must be a project name, or null for cluster scope', { field: 'project' });
+    ownership.project = project;
+  }
+  if (visibility !== undefined) {
+    if (typeof visibility !== 'string' || !(VISIBILITIES as readonly string[]).includes(visibility)) {
+      throw invalid(`field "visibility" must be one of ${VISIBILITIES.join(', ')}`, { field: 'visibility', allowed: VISIBILITIES });
+    }
+    ownership.visibility = visibility as Visibility;
+  }
+  return { rest, ownership };
+}
 
 type Obj = Record<string, unknown>;
 

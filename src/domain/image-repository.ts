@@ -4,12 +4,13 @@
  * both are written in the same transaction. Lists use keyset pagination (never OFFSET): the
  * cursor carries the last row's sort value and id.
  */
-import { sql, type Expression, type Kysely, type SqlBool, type Transaction } from 'kysely';
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, type Transaction } from 'kysely';
 import type { Database } from '../db/database.js';
 import type { ImagesTable, Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from './errors.js';
-import type { Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey } from './image.js';
+import type { MemberStatus } from './access.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ProjectTx, ProjectUsage } from './image.js';
 import type { ImageState } from './lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
@@ -24,23 +25,16 @@ const SORT_COLUMN: Record<ImageSortKey, string> = {
 
 export class KyselyImageRepository implements ImageRepository {
   private readonly db: Kysely<Schema>;
+  private readonly dialect: Database['dialect'];
   constructor(database: Database) {
     this.db = database.kysely;
+    this.dialect = database.dialect;
   }
 
   async create(image: Image, idempotency?: { key: string; requestHash: string }): Promise<{ image: Image; replayed: boolean }> {
     try {
       return await this.db.transaction().execute(async (trx) => {
-        if (idempotency) {
-          const prior = await this.replay(trx, idempotency);
-          if (prior) return prior;
-        }
-        await trx.insertInto('images').values(toRow(image)).execute();
-        await writeSide(trx, image.id, image.tags, image.properties);
-        if (idempotency) {
-          await trx.insertInto('idempotency_keys').values({ key: idempotency.key, request_hash: idempotency.requestHash, image_id: image.id, created_at: Date.now() }).execute();
-        }
-        return { image, replayed: false };
+        return this.createIn(trx, image, idempotency);
       });
     } catch (e) {
       // two creates raced with one key: the loser replays the winner's image
@@ -50,6 +44,20 @@ export class KyselyImageRepository implements ImageRepository {
       }
       throw e;
     }
+  }
+
+  private async createIn(trx: Transaction<Schema>, image: Image, idempotency?: { key: string; requestHash: string }, check?: () => Promise<void>): Promise<{ image: Image; replayed: boolean }> {
+    if (idempotency) {
+      const prior = await this.replay(trx, idempotency);
+      if (prior) return prior;
+    }
+    await check?.();
+    await trx.insertInto('images').values(toRow(image)).execute();
+    await writeSide(trx, image.id, image.tags, image.properties);
+    if (idempotency) {
+      await trx.insertInto('idempotency_keys').values({ key: idempotency.key, request_hash: idempotency.requestHash, image_id: image.id, created_at: Date.now() }).execute();
+    }
+    return { image, replayed: false };
   }
 
   private async replay(db: Db, idem: { key: string; requestHash: string }): Promise<{ image: Image; replayed: true } | undefined> {
@@ -78,6 +86,9 @@ export class KyselyImageRepository implements ImageRepository {
     const dir = q.sort?.dir ?? 'asc';
     const col = sql.raw(SORT_COLUMN[sortKey]);
     let query = this.db.selectFrom('images').selectAll();
+    if (q.access) query = query.where(visibleTo(q.access, q.memberStatus));
+    if (q.project !== undefined) query = query.where('project', '=', q.project);
+    if (q.visibility?.length) query = query.where('visibility', 'in', q.visibility);
     if (q.state?.length) query = query.where('state', 'in', q.state);
     else query = query.where('state', '!=', 'deleting');
     if (q.name !== undefined) {
@@ -120,24 +131,38 @@ export class KyselyImageRepository implements ImageRepository {
   }
 
   async update(id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number } = {}): Promise<Image | undefined> {
+    return this.db.transaction().execute((trx) => updateIn(trx, id, patch, cond));
+  }
+
+  /**
+   * Runs `fn` with the project's quota row locked (PostgreSQL: SELECT ... FOR UPDATE; SQLite:
+   * its single writer), so check-then-write on a project's usage cannot race.
+   */
+  async underProjectLock<T>(project: string, fn: (tx: ProjectTx) => Promise<T>): Promise<T> {
     return this.db.transaction().execute(async (trx) => {
-      let u = trx
-        .updateTable('images')
-        .set({ ...toPatchRow(patch), updated_at: Date.now(), version: sql`version + 1` })
-        .where('id', '=', id);
-      if (cond.fromStates) u = u.where('state', 'in', [...cond.fromStates]);
-      if (cond.expectedVersion !== undefined) u = u.where('version', '=', cond.expectedVersion);
-      const row = await u.returningAll().executeTakeFirst();
-      if (!row) return undefined;
-      if (patch.tags !== undefined || patch.properties !== undefined) {
-        const img = fromRow(row);
-        if (patch.tags !== undefined) await trx.deleteFrom('image_tags').where('image_id', '=', id).execute();
-        if (patch.properties !== undefined) await trx.deleteFrom('image_properties').where('image_id', '=', id).execute();
-        await writeSide(trx, id, patch.tags !== undefined ? img.tags : [], patch.properties !== undefined ? img.properties : {});
-      }
-      return fromRow(row);
+      const sel = trx.selectFrom('projects').selectAll().where('name', '=', project);
+      // SQLite has one writer and Kysely runs its transaction on the one connection: already exclusive
+      const row = await (this.dialect === 'postgres' ? sel.forUpdate() : sel).executeTakeFirst();
+      if (!row) throw new DomainError('INVALID_REQUEST', `project "${project}" does not exist; create it with "imago project create ${project}"`, { project });
+      const tx: ProjectTx = {
+        limits: {
+          images: row.max_images === null ? undefined : Number(row.max_images),
+          storedBytes: row.max_stored_bytes === null ? undefined : Number(row.max_stored_bytes),
+          stagingBytes: row.max_staging_bytes === null ? undefined : Number(row.max_staging_bytes),
+          imports: row.max_imports === null ? undefined : Number(row.max_imports),
+        },
+        usage: (exceptImage?: string) => usageIn(trx, project, exceptImage),
+        create: (image, idempotency, check) => this.createIn(trx, image, idempotency, check),
+        update: (id, patch, cond = {}) => updateIn(trx, id, patch, cond),
+      };
+      return fn(tx);
     });
   }
+
+  usage(project: string): Promise<ProjectUsage> {
+    return usageIn(this.db, project);
+  }
+
 
   async remove(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (trx) => {
@@ -162,6 +187,131 @@ export class KyselyImageRepository implements ImageRepository {
     const r = await this.db.selectFrom('images').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
     return Number(r.n);
   }
+
+  async members(imageId: string): Promise<ImageMember[]> {
+    const rows = await this.db.selectFrom('image_members').selectAll().where('image_id', '=', imageId).orderBy('project').execute();
+    return rows.map(memberFromRow);
+  }
+
+  async addMember(imageId: string, project: string): Promise<ImageMember> {
+    const now = Date.now();
+    try {
+      await this.db.insertInto('image_members').values({ image_id: imageId, project, status: 'pending', created_at: now, updated_at: now }).execute();
+    } catch (e) {
+      if (!isUniqueViolation(e)) throw e;
+    }
+    const row = await this.db.selectFrom('image_members').selectAll().where('image_id', '=', imageId).where('project', '=', project).executeTakeFirstOrThrow();
+    return memberFromRow(row);
+  }
+
+  async setMemberStatus(imageId: string, project: string, status: MemberStatus): Promise<ImageMember | undefined> {
+    const row = await this.db
+      .updateTable('image_members')
+      .set({ status, updated_at: Date.now() })
+      .where('image_id', '=', imageId)
+      .where('project', '=', project)
+      .returningAll()
+      .executeTakeFirst();
+    return row ? memberFromRow(row) : undefined;
+  }
+
+  async removeMember(imageId: string, project: string): Promise<boolean> {
+    const r = await this.db.deleteFrom('image_members').where('image_id', '=', imageId).where('project', '=', project).executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+}
+
+async function usageIn(db: Db, project: string, exceptImage?: string): Promise<ProjectUsage> {
+  let q = db
+    .selectFrom('images')
+    .select([
+      sql<number>`count(*)`.as('images'),
+      sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
+      sql<number>`coalesce(sum(case when digest is not null then 1 else 0 end), 0)`.as('with_data'),
+      sql<number>`coalesce(sum(case when state = 'importing' then reserved_bytes else 0 end), 0)`.as('staging'),
+      sql<number>`coalesce(sum(case when state = 'importing' and ingest_kind = 'import' then 1 else 0 end), 0)`.as('imports'),
+      sql<number>`coalesce(sum(case when digest is not null and exists (select 1 from images o where o.digest = images.digest and o.id <> images.id) then stored_size else 0 end), 0)`.as('shared'),
+    ])
+    .where('project', '=', project)
+    .where('state', '!=', 'deleting');
+  if (exceptImage) q = q.where('id', '!=', exceptImage);
+  const r = await q.executeTakeFirstOrThrow();
+  return {
+    images: Number(r.images),
+    storedBytes: Number(r.stored),
+    stagingBytes: Number(r.staging),
+    imports: Number(r.imports),
+    imagesWithData: Number(r.with_data),
+    sharedBytes: Number(r.shared),
+  };
+}
+
+async function updateIn(trx: Transaction<Schema>, id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }): Promise<Image | undefined> {
+  {
+    {
+      let u = trx
+        .updateTable('images')
+        .set({ ...toPatchRow(patch), updated_at: Date.now(), version: sql`version + 1` })
+        .where('id', '=', id);
+      if (cond.fromStates) u = u.where('state', 'in', [...cond.fromStates]);
+      if (cond.expectedVersion !== undefined) u = u.where('version', '=', cond.expectedVersion);
+      const row = await u.returningAll().executeTakeFirst();
+      if (!row) return undefined;
+      if (patch.tags !== undefined || patch.properties !== undefined) {
+        const img = fromRow(row);
+        if (patch.tags !== undefined) await trx.deleteFrom('image_tags').where('image_id', '=', id).execute();
+        if (patch.properties !== undefined) await trx.deleteFrom('image_properties').where('image_id', '=', id).execute();
+        await writeSide(trx, id, patch.tags !== undefined ? img.tags : [], patch.properties !== undefined ? img.properties : {});
+      }
+      return fromRow(row);
+    }
+  }
+}
+
+function memberFromRow(r: { image_id: string; project: string; status: string; created_at: number; updated_at: number }): ImageMember {
+  return { imageId: r.image_id, project: r.project, status: r.status as MemberStatus, createdAt: new Date(Number(r.created_at)), updatedAt: new Date(Number(r.updated_at)) };
+}
+
+const OWNER_USE = 0o400;
+const GROUP_USE = 0o040;
+
+/**
+ * The SQL form of `rightsOn(...).has('use')` (src/domain/access.ts) for listings; the matrix test
+ * checks both agree. With `memberStatus`, only images offered to one of the caller's projects
+ * with that status (Glance's member_status filter).
+ */
+function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
+  const mine = [...a.adminProjects, ...a.memberProjects];
+  return ({ eb, or, and, exists, selectFrom }: ExpressionBuilder<Schema, 'images'>) => {
+    const memberOf = (status: MemberStatus) =>
+      exists(
+        selectFrom('image_members')
+          .select('image_members.project')
+          .whereRef('image_members.image_id', '=', 'images.id')
+          .where('image_members.project', 'in', mine.length ? mine : [''])
+          .where('image_members.status', '=', status),
+      );
+    if (memberStatus) return mine.length ? and([eb('visibility', '=', 'shared'), memberOf(memberStatus)]) : eb.val(false);
+    if (a.anonymous) return eb('visibility', '=', 'public');
+    const terms = [eb('visibility', '=', 'public'), eb('project', 'is', null)];
+    if (a.adminProjects.length) terms.push(eb('project', 'in', a.adminProjects));
+    if (a.memberProjects.length) {
+      const isOwner = a.user === undefined ? eb.val(false) : eb('owner', '=', a.user);
+      terms.push(
+        and([
+          eb('project', 'in', a.memberProjects),
+          or([
+            and([isOwner, eb(sql<number>`perms & ${OWNER_USE}`, '!=', 0)]),
+            and([a.user === undefined ? eb.val(true) : or([eb('owner', 'is', null), eb('owner', '!=', a.user)]), eb(sql<number>`perms & ${GROUP_USE}`, '!=', 0)]),
+          ]),
+        ]),
+      );
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+    } else if (a.adminProjects.length) {
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+    }
+    return or(terms);
+  };
 }
 
 async function writeSide(db: Db, id: string, tags: string[], properties: Record<string, string>): Promise<void> {
@@ -242,6 +392,11 @@ function toRow(img: Image): ImagesTable {
     created_at: img.createdAt.getTime(),
     updated_at: img.updatedAt.getTime(),
     version: img.version,
+    project: img.project ?? null,
+    owner: img.owner ?? null,
+    visibility: img.visibility,
+    perms: img.perms,
+    reserved_bytes: img.reservedBytes,
   };
 }
 
@@ -267,6 +422,11 @@ const PATCH_COLUMNS: Record<string, keyof ImagesTable> = {
   digest: 'digest',
   storedSize: 'stored_size',
   virtualSize: 'virtual_size',
+  project: 'project',
+  owner: 'owner',
+  visibility: 'visibility',
+  perms: 'perms',
+  reservedBytes: 'reserved_bytes',
 };
 
 function toPatchRow(p: ImagePatch): Partial<ImagesTable> {
@@ -303,7 +463,12 @@ function fromRow(r: ImagesTable): Image {
     createdAt: new Date(Number(r.created_at)),
     updatedAt: new Date(Number(r.updated_at)),
     version: Number(r.version),
+    visibility: r.visibility as Image['visibility'],
+    perms: Number(r.perms),
+    reservedBytes: Number(r.reserved_bytes),
   };
+  if (r.project !== null) img.project = r.project;
+  if (r.owner !== null) img.owner = r.owner;
   if (r.description !== null) img.description = r.description;
   if (r.disk_format !== null) img.diskFormat = r.disk_format as Image['diskFormat'];
   if (r.container_format !== null) img.containerFormat = r.container_format as Image['containerFormat'];

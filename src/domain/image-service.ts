@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import type { InspectLimits } from '../formats/limits.js';
 import type { ImageReport } from '../inspect/inspect-stream.js';
 import { BlobNotFound, type BlobStore, type ByteRange } from '../store/blob-store.js';
+import { DEFAULT_PERMS } from './access.js';
 import { DomainError, conflict, notFound } from './errors.js';
 import type { ImageEvents } from './events.js';
 import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, InspectionSummary } from './image.js';
@@ -44,7 +45,7 @@ export class ImageService {
     private readonly settings: ImageServiceSettings,
   ) {}
 
-  async create(input: CreateImageInput, idempotencyKey?: string): Promise<{ image: Image; replayed: boolean }> {
+  async create(input: CreateImageInput, idempotencyKey?: string, ownership: Partial<Pick<Image, 'project' | 'owner' | 'visibility' | 'perms'>> = {}): Promise<{ image: Image; replayed: boolean }> {
     const now = new Date();
     const image: Image = {
       id: randomUUID(),
@@ -68,9 +69,26 @@ export class ImageService {
       createdAt: now,
       updatedAt: now,
       version: 1,
+      visibility: ownership.visibility ?? 'project',
+      perms: ownership.perms ?? DEFAULT_PERMS,
+      reservedBytes: 0,
     };
-    const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, requestHash: requestHash(input) };
-    const result = await this.repo.create(image, idem);
+    if (ownership.project !== undefined) image.project = ownership.project;
+    if (ownership.owner !== undefined) image.owner = ownership.owner;
+    const idem = idempotencyKey === undefined ? undefined : { key: idempotencyKey, requestHash: requestHash({ ...input, project: ownership.project }) };
+    const project = image.project;
+    const result =
+      project === undefined
+        ? await this.repo.create(image, idem)
+        : await this.repo.underProjectLock(project, (tx) =>
+            tx.create(image, idem, async () => {
+              if (tx.limits.images === undefined) return;
+              const used = await tx.usage();
+              if (used.images + 1 > tx.limits.images) {
+                throw quotaExceeded(project, 'images', tx.limits.images, used.images, 1, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+              }
+            }),
+          );
     if (!result.replayed) this.events.publish('created', result.image);
     return result;
   }
@@ -129,6 +147,7 @@ export class ImageService {
     const img = await this.get(id);
     const ingestId = randomUUID();
     const started = await this.startIngest(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
+    const quotaRoom = started.quotaRoom;
     const abort = new AbortController();
     this.running.set(id, abort);
     const onAbort = () => abort.abort(opts.signal?.reason);
@@ -139,7 +158,7 @@ export class ImageService {
       const outcome = await ingest(source, this.store, {
         claimedFormat: claimedFormatOf(started),
         announcedSize: opts.announcedSize,
-        maxImageBytes: this.settings.maxImageBytes,
+        maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
         inspectLimits: this.settings.inspectLimits,
         md5: this.settings.md5,
         onProgress: (bytes) => {
@@ -166,9 +185,16 @@ export class ImageService {
       };
       if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
       if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
+      if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
       return await this.finishIngest(id, ingestId, 'succeed', patch);
     } catch (e) {
       if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
+      if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
+        // the cap that hit was the project's remaining quota, not the server's size limit
+        const q = await this.quotaError(started.project, id);
+        await this.finishIngest(id, ingestId, 'fail', { stateReason: q.message, progress: null }).catch(() => undefined);
+        throw q;
+      }
       const cause = abort.signal.aborted && abort.signal.reason !== undefined ? abort.signal.reason : e;
       const what = opts.kind === 'import' ? 'import' : 'upload';
       const reason =
@@ -188,7 +214,7 @@ export class ImageService {
     for (let attempt = 0; attempt < 5; attempt++) {
       const img = await this.repo.get(id);
       if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
-      const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null }, { expectedVersion: img.version });
+      const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { expectedVersion: img.version });
       if (updated) {
         this.events.publish('updated', updated);
         return;
@@ -234,7 +260,7 @@ export class ImageService {
           img.ingestKind === 'import'
             ? 'the import was interrupted by a server restart; it starts again'
             : 'the upload was interrupted by a server restart; upload the image again';
-        const done = await this.repo.update(img.id, { state: 'error', stateReason: reason, progress: null, ingestId: null }, { fromStates: ['importing'], expectedVersion: img.version });
+        const done = await this.repo.update(img.id, { state: 'error', stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
         if (done) interrupted++;
       }
     }
@@ -244,19 +270,65 @@ export class ImageService {
 
   // ---- internals ----------------------------------------------------------------------------
 
-  private async startIngest(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image> {
+  /**
+   * Moves the image to `importing`. For a project image this happens under the project's quota
+   * lock: the announced size is reserved (staging) and checked against the stored and staging
+   * limits before any byte is accepted; returns how many stored bytes the ingest may still add.
+   */
+  private async startIngest(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
     if (!canTransition(img.state, 'start')) throw this.cannot(img, 'start');
-    const started = await this.repo.update(
-      img.id,
-      { state: 'importing', ingestKind: kind, ingestId, progress: announcedSize ? 0 : null, stateReason: null },
-      { fromStates: ['pending', 'error'], expectedVersion: img.version },
-    );
+    const patch: ImagePatch = { state: 'importing', ingestKind: kind, ingestId, progress: announcedSize ? 0 : null, stateReason: null, reservedBytes: announcedSize ?? 0 };
+    const cond = { fromStates: ['pending', 'error'] as ImageState[], expectedVersion: img.version };
+    let quotaRoom: number | undefined;
+    const project = img.project;
+    const started =
+      project === undefined
+        ? await this.repo.update(img.id, patch, cond)
+        : await this.repo.underProjectLock(project, async (tx) => {
+            const { limits } = tx;
+            const used = await tx.usage(img.id);
+            const add = announcedSize ?? 0;
+            const fix = 'delete images the project no longer needs, or ask an administrator to raise the limit';
+            if (kind === 'import' && limits.imports !== undefined && used.imports + 1 > limits.imports) {
+              throw quotaExceeded(project, 'imports', limits.imports, used.imports, 1, 'wait for a running import to finish, or ask an administrator to raise the limit');
+            }
+            if (limits.stagingBytes !== undefined && used.stagingBytes + add > limits.stagingBytes) {
+              throw quotaExceeded(project, 'stagingBytes', limits.stagingBytes, used.stagingBytes, add, 'wait for running uploads to finish, or ask an administrator to raise the limit');
+            }
+            if (limits.storedBytes !== undefined) {
+              const committed = used.storedBytes + used.stagingBytes;
+              if (committed + add > limits.storedBytes) throw quotaExceeded(project, 'storedBytes', limits.storedBytes, committed, add, fix);
+              quotaRoom = limits.storedBytes - committed;
+            }
+            return tx.update(img.id, patch, cond);
+          });
     if (!started) {
       const now = await this.get(img.id);
       throw this.cannot(now, 'start');
     }
     this.events.publish('updated', started);
-    return started;
+    return quotaRoom === undefined ? started : { ...started, quotaRoom };
+  }
+
+  /** At commit: the actual stored size (known only now for unannounced or compressed uploads) must still fit. */
+  private async checkStoredQuota(project: string, id: string, size: number, quotaRoom: number | undefined): Promise<void> {
+    if (quotaRoom === undefined) return;
+    await this.repo.underProjectLock(project, async (tx) => {
+      if (tx.limits.storedBytes === undefined) return;
+      const used = await tx.usage(id);
+      const committed = used.storedBytes + used.stagingBytes;
+      if (committed + size > tx.limits.storedBytes) {
+        // the caller marks the image failed (after this transaction); the committed blob has no
+        // reference and is collected by GC
+        throw quotaExceeded(project, 'storedBytes', tx.limits.storedBytes, committed, size, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+      }
+    });
+  }
+
+  private async quotaError(project: string, id: string): Promise<DomainError> {
+    const p = await this.repo.underProjectLock(project, async (tx) => ({ limits: tx.limits, used: await tx.usage(id) }));
+    const committed = p.used.storedBytes + p.used.stagingBytes;
+    return quotaExceeded(project, 'storedBytes', p.limits.storedBytes ?? 0, committed, undefined, 'delete images the project no longer needs, or ask an administrator to raise the limit');
   }
 
   private async progress(id: string, ingestId: string, pct: number): Promise<void> {
@@ -274,7 +346,7 @@ export class ImageService {
         throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
       }
       const next = event === 'succeed' ? 'ready' : 'error';
-      const updated = await this.repo.update(id, { ...patch, state: next, ingestId: null }, { fromStates: ['importing'], expectedVersion: img.version });
+      const updated = await this.repo.update(id, { ...patch, state: next, ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
       if (updated) {
         this.events.publish('updated', updated);
         return updated;
@@ -312,6 +384,19 @@ export class ImageService {
     }
     return new DomainError('INVALID_STATE', `an image that is ${img.state} cannot ${event}`, { id: img.id, state: img.state, event });
   }
+}
+
+const QUOTA_WORDS: Record<string, string> = { images: 'image count', storedBytes: 'stored bytes', stagingBytes: 'bytes in staging (uploads running now)', imports: 'concurrent imports' };
+
+export function quotaExceeded(project: string, limit: string, max: number, used: number, adding: number | undefined, fix: string): DomainError {
+  const bytes = limit.endsWith('Bytes');
+  const fmt = (n: number) => (bytes ? `${n} bytes` : String(n));
+  const add = adding === undefined ? 'the upload' : `adding ${fmt(adding)}`;
+  return new DomainError(
+    'QUOTA_EXCEEDED',
+    `project ${project} is over its ${QUOTA_WORDS[limit] ?? limit} quota: ${add} to ${fmt(used)} in use exceeds the limit of ${fmt(max)}; ${fix} (see "imago quota show ${project}")`,
+    { project, limit, max, used, adding },
+  );
 }
 
 const liveStates: readonly ImageState[] = ['pending', 'importing', 'ready', 'disabled', 'error', 'locked'];

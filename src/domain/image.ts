@@ -3,6 +3,7 @@
  * image types, Glance's disk and container formats, Deckhouse's unpacked size (`virtualSize`).
  */
 import type { Digest } from '../store/blob-store.js';
+import type { MemberStatus, Visibility } from './access.js';
 import type { ImageState } from './lifecycle.js';
 
 export const IMAGE_TYPES = ['OS', 'CDROM', 'DATABLOCK', 'KERNEL', 'RAMDISK', 'CONTEXT'] as const;
@@ -51,6 +52,15 @@ export interface ImageAttributes {
 
 export interface Image extends ImageAttributes {
   id: string;
+  /** owning project; absent = cluster scope (Deckhouse ClusterVirtualImage) */
+  project?: string;
+  /** the user who created the image */
+  owner?: string;
+  visibility: Visibility;
+  /** OpenNebula-style permission bits (owner/group/other × use/manage/admin), e.g. 0o660 */
+  perms: number;
+  /** bytes reserved against the project quota by the running ingest (0 when none) */
+  reservedBytes: number;
   state: ImageState;
   /** why the image is in `error` (or was refused), for humans */
   stateReason?: string;
@@ -88,10 +98,27 @@ export interface ImageQuery {
   updatedAfter?: Date;
   updatedBefore?: Date;
   sort?: { key: ImageSortKey; dir: 'asc' | 'desc' };
+  /** only images of this project */
+  project?: string;
+  visibility?: Visibility[];
+  /** what the caller may see (absent: everything — internal callers only) */
+  access?: AccessScope;
+  /** only images shared with one of the caller's projects with this member status */
+  memberStatus?: MemberStatus;
   /** page size, 1..1000 */
   limit: number;
   /** opaque, from a previous page's nextCursor */
   cursor?: string;
+}
+
+/** The visibility filter of one principal, in the terms the repository can turn into SQL. */
+export interface AccessScope {
+  anonymous: boolean;
+  user?: string;
+  /** projects where the caller is admin (sees everything in them) */
+  adminProjects: string[];
+  /** projects where the caller is reader or writer (permission bits decide) */
+  memberProjects: string[];
 }
 
 export interface ImagePage {
@@ -103,6 +130,14 @@ export interface ImagePage {
 export type ImagePatch = {
   [K in Exclude<keyof Image, 'id' | 'createdAt' | 'updatedAt' | 'version'>]?: Image[K] | null;
 };
+
+export interface ImageMember {
+  imageId: string;
+  project: string;
+  status: MemberStatus;
+  createdAt: Date;
+  updatedAt: Date;
+}
 
 export interface ImageRepository {
   /**
@@ -125,4 +160,40 @@ export interface ImageRepository {
   /** Every digest some image (or variant) references: GC keeps these. */
   referencedDigests(): Promise<Set<Digest>>;
   count(): Promise<number>;
+  /** Member status of each of these projects on one image. */
+  members(imageId: string): Promise<ImageMember[]>;
+  /** Adds (pending) or keeps a member; returns it. */
+  addMember(imageId: string, project: string): Promise<ImageMember>;
+  setMemberStatus(imageId: string, project: string, status: MemberStatus): Promise<ImageMember | undefined>;
+  removeMember(imageId: string, project: string): Promise<boolean>;
+  /** Runs `fn` with the project's quota locked: check-then-write on its usage cannot race. */
+  underProjectLock<T>(project: string, fn: (tx: ProjectTx) => Promise<T>): Promise<T>;
+  usage(project: string): Promise<ProjectUsage>;
 }
+
+/** A project's quota limits and usage, read under its lock. */
+export interface ProjectTx {
+  limits: { images?: number; storedBytes?: number; stagingBytes?: number; imports?: number };
+  usage(exceptImage?: string): Promise<ProjectUsage>;
+  /** Inserts like `create`; `check` runs after an idempotent replay was ruled out, before the insert. */
+  create(image: Image, idempotency?: { key: string; requestHash: string }, check?: () => Promise<void>): Promise<{ image: Image; replayed: boolean }>;
+  update(id: string, patch: ImagePatch, cond?: { fromStates?: readonly ImageState[]; expectedVersion?: number }): Promise<Image | undefined>;
+}
+
+/**
+ * What counts against a project's quota (docs/ACCESS.md "Quotas"): every image record that is not
+ * being deleted; the stored size of every image holding data, in full even when its bytes are
+ * shared with another image; the bytes reserved by ingests running now; imports running now.
+ */
+export interface ProjectUsage {
+  images: number;
+  storedBytes: number;
+  stagingBytes: number;
+  imports: number;
+  /** images holding data (their stored bytes count) */
+  imagesWithData: number;
+  /** stored bytes that are also referenced by another image (shown, still counted) */
+  sharedBytes: number;
+}
+
+

@@ -3,7 +3,7 @@
  * SQLite, or PostgreSQL in a fresh database on 127.0.0.1:5432. `stop()` removes everything.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -18,8 +18,33 @@ export interface TestServer {
   url: string;
   dataDir: string;
   config: Config;
+  /** the server-admin token the first start wrote to <data>/admin.token */
+  token: string;
   stop(): Promise<void>;
 }
+
+/** Server-admin tokens of the servers tests started, by origin (see `adminFetch`). */
+const ADMIN_TOKENS = new Map<string, string>();
+
+/** Remembers the server-admin token of a server started from `dataDir` (also for spawned servers). */
+export function registerAdminToken(url: string, dataDir: string): string {
+  const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+  ADMIN_TOKENS.set(new URL(url).origin, token);
+  return token;
+}
+
+/**
+ * fetch as the server admin of whichever test server the URL points at; an explicit
+ * Authorization header (or `authorization: ''` for anonymous) wins.
+ */
+export const adminFetch: typeof fetch = (input, init = {}) => {
+  const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
+  const token = ADMIN_TOKENS.get(new URL(url).origin);
+  const headers = new Headers(init.headers);
+  if (!headers.has('authorization') && token) headers.set('authorization', `Bearer ${token}`);
+  if (headers.get('authorization') === '') headers.delete('authorization');
+  return fetch(input, { ...init, headers });
+};
 
 /** A fresh PostgreSQL database; returns its URL and a drop function. */
 export async function freshPgDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
@@ -50,11 +75,13 @@ export async function startTestServer(opts: { dialect?: Dialect; env?: Record<st
   }
   const config = loadConfig({}, env);
   const app = await startApp(config);
+  const token = registerAdminToken(app.url!, dataDir);
   return {
     app,
     url: app.url!,
     dataDir,
     config,
+    token,
     async stop() {
       await app.close();
       await dropDb?.();
