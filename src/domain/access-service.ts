@@ -148,7 +148,7 @@ export class AccessService {
       const full: ImagePatch = { ...patch };
       if (wantsVisibility) {
         const v = ownership.visibility!;
-        if (v === 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
+        if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
         full.visibility = v;
         full.perms = modeForVisibility(img.perms, v);
       }
@@ -167,7 +167,7 @@ export class AccessService {
         throw invalid((e as Error).message, { field: 'mode' });
       }
       const visibility = visibilityForMode(bits, img.visibility);
-      if (visibility === 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
+      if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
       return this.images.update(id, { perms: bits, visibility });
     });
   }
