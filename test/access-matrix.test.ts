@@ -92,7 +92,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     let s: TestServer;
     const tokens = {} as Record<Who, string | undefined>;
 
-    async function call(who: Who | string | undefined, method: string, path: string, body?: unknown, raw?: Uint8Array) {
+    async function call(who: Who | string | undefined, method: string, path: string, body?: unknown, raw?: Uint8Array): Promise<{ status: number; json: any; text: string }> {
       const token = who === undefined ? undefined : who in tokens ? (tokens as Record<string, string | undefined>)[who] : who;
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
@@ -225,7 +225,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         }
         const listed = new Set(((await call(who, 'GET', '/api/v1/images?limit=1000')).json.images as { id: string }[]).map((i) => i.id));
         for (const id of ids) {
-          const shown = (await call(who, 'GET', `/api/v1/images/${id}`)).status === 200;
+          const shown: boolean = (await call(who, 'GET', `/api/v1/images/${id}`)).status === 200;
           assert.equal(listed.has(id), shown, `${who}: listed ${listed.has(id)} but show ${shown} for ${id}`);
         }
       }
@@ -310,7 +310,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       // HTTP Basic with the token as password works (OCI clients)
       const basic = await fetch(`${s.url}/api/v1/whoami`, { headers: { authorization: `Basic ${Buffer.from(`x:${real}`).toString('base64')}` } });
       assert.equal(basic.status, 200);
-      assert.deepEqual((await basic.json()).roles, { alpha: 'reader' });
+      assert.deepEqual(((await basic.json()) as { roles: unknown }).roles, { alpha: 'reader' });
     });
 
     test('token minting: nobody mints more than they have', async () => {

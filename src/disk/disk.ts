@@ -1,0 +1,86 @@
+/**
+ * The virtual block device contract shared by every reader and writer in `src/disk/`.
+ *
+ * A reader exposes what the guest sees: `read(offset, length)` over [0, virtualSize) and an
+ * allocation map of ascending, contiguous extents covering the whole disk. Writers consume a
+ * reader; they never read the extents marked `zero` or `hole`, which is how sparseness survives
+ * a conversion.
+ */
+import type { Writable } from 'node:stream';
+
+export const DISK_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'qed', 'ova'] as const;
+export type DiskFormat = (typeof DISK_FORMATS)[number];
+
+/**
+ * `data`: bytes stored in the image (may still be zeros); `zero`: the image records the range as
+ * reading zeros (qcow2 zero cluster, VHDX PAYLOAD_BLOCK_ZERO); `hole`: nothing allocated, reads
+ * zeros. Writers treat `zero` and `hole` alike unless their format can say "zero" explicitly.
+ */
+export type ExtentKind = 'data' | 'zero' | 'hole';
+
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+  readonly kind: ExtentKind;
+}
+
+export interface DiskReader {
+  readonly format: DiskFormat;
+  /** Guest-visible size in bytes. */
+  readonly virtualSize: number;
+  /** Allocation granularity (cluster, grain, block) when the format has one. */
+  readonly clusterSize?: number;
+  /**
+   * Extents covering [offset, offset + length) (default: the whole disk), ascending and
+   * contiguous, each clipped to the asked range. Adjacent extents of one kind may or may not
+   * be merged.
+   */
+  extents(offset?: number, length?: number): AsyncIterable<Extent>;
+  /** Guest bytes [offset, offset + length); zeros for unallocated ranges. Never a short read inside the disk. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** Where a writer puts its output. */
+export type OutputTarget =
+  /** A file path: the writer writes `<path>.part`, fsyncs and renames, so a crash never leaves a file that looks complete. */
+  | { readonly kind: 'file'; readonly path: string }
+  /** A sequential stream (HTTP response): only writers with `streamable: true` accept it. */
+  | { readonly kind: 'stream'; readonly stream: Writable };
+
+export interface WriteProgress {
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface WriteOptions {
+  /** Format-specific options from `-o key=value,...` (cluster_size, subformat, compression_type, ...). */
+  readonly options?: Readonly<Record<string, string>>;
+  /** `-c`: compress where the format can (qcow2 zlib/zstd, vmdk streamOptimized always does). */
+  readonly compress?: boolean;
+  readonly onProgress?: (p: WriteProgress) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface WriteResult {
+  /** Bytes written to the target. */
+  readonly bytesWritten: number;
+}
+
+export interface DiskWriter {
+  readonly format: DiskFormat;
+  /** True when this writer can produce its output in one sequential pass to a stream target. */
+  readonly streamable: boolean;
+  write(src: DiskReader, out: OutputTarget, opts?: WriteOptions): Promise<WriteResult>;
+}
+
+/** A reader or writer met bytes or options it cannot accept; the message says what and what to do. */
+export class DiskError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'MALFORMED_IMAGE' | 'UNSUPPORTED' | 'UNSAFE_IMAGE' | 'BAD_OPTION' | 'IO' = 'MALFORMED_IMAGE',
+  ) {
+    super(message);
+    this.name = 'DiskError';
+  }
+}

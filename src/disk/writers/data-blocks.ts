@@ -1,0 +1,83 @@
+/**
+ * The one way writers read a source: only its `data` extents, in ascending order, cut into
+ * aligned blocks of `blockSize`, with all-zero blocks dropped. `zero` and `hole` extents are never
+ * read — that, and dropping zero blocks, is what keeps a 64 GiB disk holding 10 MiB a 10 MiB
+ * output.
+ *
+ * Every block yielded is exactly `blockSize` long: a block that data only partly covers (an extent
+ * edge inside it, or the end of the disk) is zero-filled around the data. Reads go in chunks of
+ * READ_CHUNK bytes (or one block when larger), so memory is bounded by the chunk whatever the disk.
+ */
+import type { DiskReader, WriteProgress } from '../disk.js';
+
+const READ_CHUNK = 4 * 1024 * 1024;
+
+export interface DataBlock {
+  /** guest offset, a multiple of blockSize */
+  readonly offset: number;
+  /** blockSize bytes, not all zero */
+  readonly data: Uint8Array;
+}
+
+export interface DataBlockOptions {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: WriteProgress) => void;
+  /** yield blocks that data touches even when all zero (a layout fixed from the extents needs them) */
+  readonly keepZeroBlocks?: boolean;
+}
+
+let zeros = new Uint8Array(0);
+
+/** True when every byte of `b` is 0 (memcmp against a shared zero buffer). */
+export function isAllZero(b: Uint8Array): boolean {
+  if (zeros.length < b.length) zeros = new Uint8Array(b.length);
+  return Buffer.from(b.buffer, b.byteOffset, b.length).equals(Buffer.from(zeros.buffer, 0, b.length));
+}
+
+export async function* dataBlocks(src: DiskReader, blockSize: number, opts: DataBlockOptions = {}): AsyncGenerator<DataBlock> {
+  const total = src.virtualSize;
+  const chunk = Math.max(blockSize, Math.floor(READ_CHUNK / blockSize) * blockSize);
+  /** a block that data covers only in part, still collecting pieces */
+  let partial: { offset: number; data: Uint8Array } | undefined;
+  const keep = (b: Uint8Array): boolean => opts.keepZeroBlocks === true || !isAllZero(b);
+
+  for await (const ext of src.extents()) {
+    opts.signal?.throwIfAborted();
+    if (ext.kind !== 'data') {
+      opts.onProgress?.({ done: ext.offset + ext.length, total });
+      continue;
+    }
+    const end = ext.offset + ext.length;
+    let pos = ext.offset;
+    while (pos < end) {
+      opts.signal?.throwIfAborted();
+      const chunkEnd = Math.min(end, pos - (pos % blockSize) + chunk);
+      const bytes = await src.read(pos, chunkEnd - pos);
+      let p = pos;
+      while (p < chunkEnd) {
+        const blockStart = p - (p % blockSize);
+        const blockEnd = Math.min(blockStart + blockSize, chunkEnd);
+        const piece = bytes.subarray(p - pos, blockEnd - pos);
+        if (partial && partial.offset !== blockStart) {
+          if (keep(partial.data)) yield partial;
+          partial = undefined;
+        }
+        if (p === blockStart && blockEnd === blockStart + blockSize) {
+          if (keep(piece)) yield { offset: blockStart, data: piece };
+        } else {
+          partial ??= { offset: blockStart, data: new Uint8Array(blockSize) };
+          partial.data.set(piece, p - blockStart);
+        }
+        p = blockEnd;
+      }
+      pos = chunkEnd;
+      opts.onProgress?.({ done: pos, total });
+    }
+  }
+  if (partial && keep(partial.data)) yield partial;
+}
+
+/** Rounds `n` up to a multiple of `to`. */
+export function alignUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}

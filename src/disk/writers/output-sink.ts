@@ -1,0 +1,214 @@
+/**
+ * Where a writer's bytes go: a `.part` file written at offsets (then fsynced and renamed), or a
+ * sequential stream. `openOutput` + `finishOutput` give every writer the same commit discipline:
+ *
+ * - file: `<path>.part` is created (truncating a stale one), written, fsynced, closed and renamed
+ *   over `<path>`; the directory is fsynced so the rename survives a crash. On any error or abort
+ *   the `.part` is deleted, so a crash or failure never leaves a file that looks complete.
+ * - stream: bytes are written in order, honouring back-pressure; the writer ends the stream on
+ *   success and destroys it with the error on failure (an HTTP client then sees a reset, never a
+ *   short body that looks whole).
+ *
+ * Writes are coalesced: contiguous `pwrite`s are gathered (up to COALESCE_BYTES) into one
+ * `writev`, so writers may emit cluster-sized pieces without paying a syscall each. The sink keeps
+ * the caller's buffers until they are flushed: callers hand them over and never reuse them.
+ */
+import { once } from 'node:events';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Writable } from 'node:stream';
+import { DiskError, type OutputTarget } from '../disk.js';
+
+const COALESCE_BYTES = 8 * 1024 * 1024;
+/** a shared zero buffer for streaming holes; never written to */
+const ZEROS = new Uint8Array(1024 * 1024);
+
+/** Bytes appended in order: what a streamable writer needs. */
+export interface SequentialSink {
+  /** Appends `bytes` (ownership passes to the sink). */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Appends `length` zero bytes. */
+  writeZeros(length: number): Promise<void>;
+  /** Bytes appended so far. */
+  readonly position: number;
+}
+
+export class FileSink {
+  private pendingAt = 0;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  /** bytes handed to the file (counted once, at their first write) */
+  bytesWritten = 0;
+
+  private constructor(
+    readonly path: string,
+    readonly partPath: string,
+    private readonly fh: FileHandle,
+  ) {}
+
+  static async open(path: string): Promise<FileSink> {
+    const partPath = `${path}.part`;
+    const fh = await open(partPath, 'w+');
+    return new FileSink(path, partPath, fh);
+  }
+
+  /** Writes `bytes` at `position` (ownership passes to the sink until it flushes). */
+  async pwrite(bytes: Uint8Array, position: number): Promise<void> {
+    if (bytes.length === 0) return;
+    if (this.pendingBytes > 0 && position === this.pendingAt + this.pendingBytes && this.pendingBytes + bytes.length <= COALESCE_BYTES) {
+      this.pending.push(bytes);
+      this.pendingBytes += bytes.length;
+      return;
+    }
+    await this.flush();
+    this.pending = [bytes];
+    this.pendingAt = position;
+    this.pendingBytes = bytes.length;
+  }
+
+  async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const buffers = this.pending;
+    let at = this.pendingAt;
+    const total = this.pendingBytes;
+    this.pending = [];
+    this.pendingBytes = 0;
+    let done = 0;
+    while (done < total) {
+      const { bytesWritten } = await this.fh.writev(buffers, at);
+      if (bytesWritten === total - done) break;
+      // A short writev (rare, e.g. a signal): write the rest piecewise.
+      done += bytesWritten;
+      at += bytesWritten;
+      const rest = Buffer.concat(buffers).subarray(done);
+      await this.fh.write(rest, 0, rest.length, at);
+      break;
+    }
+    this.bytesWritten += total;
+  }
+
+  /** Sets the file length (extending makes a hole: the filesystem stores nothing for it). */
+  async truncate(size: number): Promise<void> {
+    await this.flush();
+    await this.fh.truncate(size);
+  }
+
+  /** An appending view starting at `start`. */
+  sequential(start = 0): SequentialSink {
+    let position = start;
+    const sink = this;
+    return {
+      get position() {
+        return position;
+      },
+      async write(bytes) {
+        await sink.pwrite(bytes, position);
+        position += bytes.length;
+      },
+      async writeZeros(length: number) {
+        // A file needs no zeros written: extending the length later leaves a hole.
+        position += length;
+      },
+    };
+  }
+
+  async commit(): Promise<void> {
+    await this.flush();
+    await this.fh.sync();
+    await this.fh.close();
+    await rename(this.partPath, this.path);
+    await syncDirectory(dirname(this.path));
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+    await rm(this.partPath, { force: true });
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch {
+    // Some filesystems refuse fsync on a directory; the rename itself is still atomic.
+  } finally {
+    await fh.close();
+  }
+}
+
+export class StreamSink implements SequentialSink {
+  position = 0;
+
+  constructor(readonly stream: Writable) {}
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (bytes.length === 0) return;
+    this.position += bytes.length;
+    if (this.stream.destroyed) throw new DiskError('the output stream was closed before the image was complete', 'IO');
+    if (!this.stream.write(bytes)) await drained(this.stream);
+  }
+
+  async writeZeros(length: number): Promise<void> {
+    while (length > 0) {
+      const n = Math.min(length, ZEROS.length);
+      await this.write(ZEROS.subarray(0, n));
+      length -= n;
+    }
+  }
+
+  async end(): Promise<void> {
+    this.stream.end();
+    if (!this.stream.writableFinished) await once(this.stream, 'finish');
+  }
+}
+
+async function drained(stream: Writable): Promise<void> {
+  const ac = new AbortController();
+  try {
+    await Promise.race([once(stream, 'drain', { signal: ac.signal }), once(stream, 'close', { signal: ac.signal })]);
+  } finally {
+    ac.abort();
+  }
+  if (stream.destroyed) throw new DiskError('the output stream was closed before the image was complete', 'IO');
+}
+
+/** The opened output of one write: exactly one of `file` / `stream` is set. */
+export type Output = { readonly kind: 'file'; readonly file: FileSink } | { readonly kind: 'stream'; readonly stream: StreamSink };
+
+/**
+ * Runs `body` against the target with the commit discipline above and returns the bytes written.
+ * `streamable: false` writers refuse a stream target up front.
+ */
+export async function withOutput(
+  target: OutputTarget,
+  format: string,
+  streamable: boolean,
+  signal: AbortSignal | undefined,
+  body: (out: Output) => Promise<void>,
+): Promise<number> {
+  signal?.throwIfAborted();
+  if (target.kind === 'stream') {
+    if (!streamable) throw new DiskError(`${format} cannot be written to a stream (its tables precede data whose place is known only at the end); write it to a file`, 'UNSUPPORTED');
+    const stream = new StreamSink(target.stream);
+    try {
+      await body({ kind: 'stream', stream });
+      signal?.throwIfAborted();
+      await stream.end();
+    } catch (err) {
+      target.stream.destroy(err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+    return stream.position;
+  }
+  const file = await FileSink.open(target.path);
+  try {
+    await body({ kind: 'file', file });
+    signal?.throwIfAborted();
+    await file.commit();
+  } catch (err) {
+    await file.abort();
+    throw err;
+  }
+  return file.bytesWritten;
+}
