@@ -18,6 +18,8 @@ import { planGc, runGc, type GcPlan } from './domain/gc.js';
 import { KyselyImageRepository } from './domain/image-repository.js';
 import { ImageService } from './domain/image-service.js';
 import { ImportRunner } from './domain/import-runner.js';
+import { ConvertRunner } from './domain/convert-runner.js';
+import { Converter } from './domain/variants.js';
 import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
 import { FsBlobStore } from './store/fs-blob-store.js';
@@ -28,6 +30,8 @@ export interface App {
   store: BlobStore;
   images: ImageService;
   imports: ImportRunner;
+  /** convert-on-import jobs */
+  converts: ConvertRunner;
   events: ImageEvents;
   access: AccessService;
   api: FastifyInstance;
@@ -56,7 +60,10 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   }
   const repo = new KyselyImageRepository(db);
   const events = new ImageEvents();
-  const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
+  const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
+  const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits }, converter);
+  const converts = new ConvertRunner(db, images, converter, { serverTarget: config.convertTo });
+  images.whenStored((img) => converts.afterIngest(img));
   const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
   const accessRepo = new AccessRepository(db);
   const auth = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
@@ -76,6 +83,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     store,
     images,
     imports,
+    converts,
     events,
     access,
     api,
@@ -90,6 +98,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
       cron?.stop();
       await api.close();
       await imports.drain();
+      await converts.drain();
       await db.close();
     },
   };
@@ -112,7 +121,10 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
   try {
     const rec = await app.images.recover();
     const resumed = await app.imports.resume();
-    if (rec.interrupted || rec.deleted || rec.swept || resumed) app.api.log.info({ ...rec, importsResumed: resumed }, 'recovered from an unclean stop');
+    const converts = await app.converts.resume();
+    if (rec.interrupted || rec.deleted || rec.swept || resumed || converts.resumed || converts.unlocked) {
+      app.api.log.info({ ...rec, importsResumed: resumed, convertsResumed: converts.resumed, convertLocksFreed: converts.unlocked }, 'recovered from an unclean stop');
+    }
     const address = await app.api.listen({ host: config.listen.host, port: config.listen.port });
     app.url = address.replace('[::1]', '127.0.0.1');
     return app;

@@ -17,9 +17,11 @@
  * | API token for remote CLI verbs | `--token T` | `IMAGO_TOKEN` | `<data>/admin.token` when readable |
  * | OIDC: at most one JWKS refetch per issuer per (ms) | | `IMAGO_OIDC_JWKS_COOLDOWN_MS` | 30000 |
  * | OIDC: allowed clock skew (s) | | `IMAGO_OIDC_CLOCK_SKEW` | 60 |
+ * | convert-on-import: store images in this format (raw, qcow2, vmdk, vhd, vhdx, vdi) | `--convert-to FMT` | `IMAGO_CONVERT_TO` | none (keep as uploaded) |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
+import { CONVERT_FORMATS, type ConvertFormat } from './domain/image.js';
 import type { InspectLimits } from './formats/limits.js';
 
 export interface Config {
@@ -36,6 +38,8 @@ export interface Config {
   token?: string;
   oidcJwksCooldownMs: number;
   oidcClockSkewSec: number;
+  /** convert-on-import target for every image (projects may override); absent = keep as uploaded */
+  convertTo?: ConvertFormat;
 }
 
 export interface ConfigFlags {
@@ -49,6 +53,7 @@ export interface ConfigFlags {
   gcSchedule?: string;
   server?: string;
   token?: string;
+  convertTo?: string;
 }
 
 export class ConfigError extends Error {
@@ -73,7 +78,15 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const token = flags.token ?? env.IMAGO_TOKEN;
   const oidcJwksCooldownMs = parseBytes('OIDC JWKS cooldown ms', env.IMAGO_OIDC_JWKS_COOLDOWN_MS, 30_000);
   const oidcClockSkewSec = parseBytes('OIDC clock skew seconds', env.IMAGO_OIDC_CLOCK_SKEW, 60);
-  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec };
+  const convertTo = parseConvertTo(flags.convertTo ?? env.IMAGO_CONVERT_TO);
+  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec, convertTo };
+}
+
+function parseConvertTo(s: string | undefined): ConvertFormat | undefined {
+  if (s === undefined || s === '' || s === 'none') return undefined;
+  const f = s.toLowerCase();
+  if (!(CONVERT_FORMATS as readonly string[]).includes(f)) throw new ConfigError(`convert-to "${s}" is not one of ${CONVERT_FORMATS.join(', ')} (or none)`);
+  return f as ConvertFormat;
 }
 
 export function parseListen(s: string): { host: string; port: number } {

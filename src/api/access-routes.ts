@@ -77,6 +77,18 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
       return reply.code(204).send();
     },
   );
+  app.patch(
+    '/api/v1/projects/:name',
+    {
+      schema: {
+        summary: 'Set the project\'s convert-on-import target (server admins): a format, "none" (keep as uploaded) or null (the server\'s IMAGO_CONVERT_TO)',
+        tags: ['access'],
+        params: nameParam,
+        body: { type: 'object', additionalProperties: false, required: ['convertTo'], properties: { convertTo: { type: ['string', 'null'], maxLength: 16 } } },
+      },
+    },
+    async (req) => access.setProjectConvertTo(ctxOf(req), (req.params as { name: string }).name, (req.body as { convertTo: string | null }).convertTo),
+  );
   app.get('/api/v1/projects/:name/quota', { schema: { summary: 'Quota limits, usage and what counts', tags: ['access'], params: nameParam } }, async (req) =>
     access.quota(ctxOf(req), (req.params as { name: string }).name),
   );

@@ -9,6 +9,7 @@ import { ANONYMOUS, MEMBER_STATUSES, VISIBILITIES, type Principal } from '../dom
 import type { AccessService } from '../domain/access-service.js';
 import type { ImageChange, ImageEvents } from '../domain/events.js';
 import { parseCreateInput, parseUpdateInput, takeOwnership } from '../domain/image-input.js';
+import { parseConvertTarget } from '../domain/variants.js';
 import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
@@ -209,7 +210,45 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return imageJson(await deps.access.cancelImport(ctxOf(req), idOf(req)));
   });
 
+  /**
+   * `?format=FMT[&subformat=S][&options=k=v,...]`: the bytes in another format. A stored variant
+   * (or the original, for the image's own format) is served like the plain download: Range, ETag
+   * (its own digest), Repr-Digest. A conversion made now is sent as it is produced (chunked: no
+   * length, no Range, no ETag) and stored meanwhile, so the next download is a plain read.
+   */
+  const variantRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean, q: { format: string; subformat?: string; options?: string }) => {
+    const target = parseConvertTarget(q.format, { subformat: q.subformat, options: q.options });
+    const etagOf = (digest: string) => `"${digest.slice('sha256:'.length)}"`;
+    const r = await deps.access.openVariant(ctxOf(req), idOf(req), target, {
+      head,
+      rangeFor: (size, digest) => parseRange(header(req, 'range'), size, header(req, 'if-range'), etagOf(digest)),
+    });
+    void reply.header('content-type', 'application/octet-stream').header('x-image-format', r.format);
+    if (r.kind === 'converting') {
+      void reply.header('x-image-variant', 'converting').header('cache-control', 'no-store');
+      return head ? reply.send() : reply.send(r.stream);
+    }
+    const etag = etagOf(r.digest);
+    void reply.header('accept-ranges', 'bytes').header('etag', etag).header('x-image-variant', r.source);
+    if (header(req, 'if-none-match') === etag) {
+      r.stream?.destroy();
+      return reply.code(304).send();
+    }
+    const digests = [`sha-256=:${Buffer.from(r.digest.slice(7), 'hex').toString('base64')}:`];
+    if (r.sha512) digests.push(`sha-512=:${Buffer.from(r.sha512, 'hex').toString('base64')}:`);
+    void reply.header('repr-digest', digests.join(', ')).header('x-image-digest', r.digest);
+    if (r.md5) void reply.header('content-md5', r.md5);
+    if (r.range) {
+      void reply.code(206).header('content-range', `bytes ${r.range.start}-${r.range.end}/${r.sizeBytes}`).header('content-length', String(r.range.end - r.range.start + 1));
+    } else {
+      void reply.header('content-length', String(r.sizeBytes));
+    }
+    return head ? reply.send() : reply.send(r.stream);
+  };
+
   const fileRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean) => {
+    const q = req.query as { format?: string; subformat?: string; options?: string };
+    if (typeof q.format === 'string') return variantRoute(req, reply, head, { format: q.format, subformat: q.subformat, options: q.options });
     const id = idOf(req);
     const ctx = ctxOf(req);
     const img = await deps.access.getImage(ctx, id);
@@ -239,7 +278,22 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   };
   app.get(
     '/api/v1/images/:id/file',
-    { schema: { summary: 'Download the image bytes (Range, ETag, Repr-Digest)', tags: ['images'], params: idParam, produces: ['application/octet-stream'] } },
+    {
+      schema: {
+        summary: 'Download the image bytes (Range, ETag, Repr-Digest), optionally converted to another format',
+        tags: ['images'],
+        params: idParam,
+        querystring: {
+          type: 'object',
+          properties: {
+            format: { type: 'string', maxLength: 16, description: 'raw, qcow2, vmdk, vhd, vhdx or vdi; the image\'s own format is the original' },
+            subformat: { type: 'string', maxLength: 64, description: 'e.g. fixed (vhd), streamOptimized (vmdk)' },
+            options: { type: 'string', maxLength: 600, description: 'writer options as qemu-img -o spells them: k=v,k=v (compress=on for -c)' },
+          },
+        },
+        produces: ['application/octet-stream'],
+      },
+    },
     (req, reply) => fileRoute(req, reply, false),
   );
   app.head('/api/v1/images/:id/file', { schema: { params: idParam } }, (req, reply) => fileRoute(req, reply, true));
@@ -285,6 +339,10 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
     reply.raw.destroy();
     return reply;
   }
+  // an upload stopped in the middle (its body iterator was closed): the socket cannot carry another
+  // request, so say so instead of letting a keep-alive client reuse it
+  // (refused before reading: Node drains the rest and the connection stays usable)
+  if (!req.raw.complete && req.raw.readableDidRead) void reply.header('connection', 'close');
   if (err instanceof DomainError) {
     const status = STATUS_OF[err.code];
     return reply.code(status).type('application/problem+json').send(problem(err.code, status, err.message, req.id, err.details));

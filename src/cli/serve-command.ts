@@ -17,6 +17,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--md5', 'also compute md5 checksums (Glance "checksum"); costs as much CPU as the rest')
     .option('--import-allow <list>', 'hosts, IPs or CIDR ranges URL imports may reach despite the private-address rule')
     .option('--gc-schedule <cron>', 'collect unreferenced blobs on this cron schedule, e.g. "0 3 * * *"')
+    .option('--convert-to <format>', 'store every upload/import in this format (raw, qcow2, vmdk, vhd, vhdx, vdi), keeping the original as a variant')
     .option('--quiet', 'no request log')
     .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
       const config = loadConfig(flags);

@@ -206,6 +206,24 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('audit_at').on('audit_log').columns(['at', 'id']).execute();
     },
   },
+  '0004-variants': {
+    // conversion in the service (issue 5): converted forms of an image kept as content-addressed
+    // blobs, and the per-project convert-on-import target (null = the server's setting)
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('image_variants')
+        .addColumn('image_id', 'varchar(64)', (c) => c.notNull().references('images.id').onDelete('cascade'))
+        .addColumn('format', 'varchar(16)', (c) => c.notNull())
+        .addColumn('options_key', 'varchar(255)', (c) => c.notNull())
+        .addColumn('digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('image_variants_pk', ['image_id', 'format', 'options_key'])
+        .execute();
+      await db.schema.createIndex('image_variants_digest').on('image_variants').columns(['digest']).execute();
+      await db.schema.alterTable('projects').addColumn('convert_to', 'varchar(16)').execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -87,6 +87,8 @@ export interface ProjectsTable {
   max_stored_bytes: number | null;
   max_staging_bytes: number | null;
   max_imports: number | null;
+  /** convert-on-import target for this project's images; null = the server's setting, 'none' = keep */
+  convert_to: string | null;
 }
 
 export interface UsersTable {
@@ -174,6 +176,18 @@ export interface AuditTable {
   detail: string | null;
 }
 
+/** A converted form of an image (or its original, after convert-on-import), stored as its own blob. */
+export interface ImageVariantsTable {
+  image_id: string;
+  /** disk format name of the writers (raw, qcow2, vmdk, vhd, vhdx, vdi) */
+  format: string;
+  /** canonical writer options, "k=v,k=v" sorted by key; '' = the writer's defaults */
+  options_key: string;
+  digest: string;
+  size: number;
+  created_at: number;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -196,4 +210,5 @@ export interface Schema {
   oidc_issuers: OidcIssuersTable;
   claim_rules: ClaimRulesTable;
   audit_log: AuditTable;
+  image_variants: ImageVariantsTable;
 }

@@ -6,7 +6,7 @@
  * writes one audit entry for every mutating action, allowed or refused.
  */
 import type { Readable } from 'node:stream';
-import type { ByteRange } from '../store/blob-store.js';
+import type { ByteRange, Digest } from '../store/blob-store.js';
 import {
   formatMode,
   modeForVisibility,
@@ -25,8 +25,10 @@ import type { AccessRepository, AuditEntry, AuditQuery, ClaimRule, Grant, OidcIs
 import { mintToken, type Authenticator } from './authenticator.js';
 import { DomainError, forbidden, invalid, notFound } from './errors.js';
 import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageAttributes, ProjectUsage } from './image.js';
+import { CONVERT_FORMATS } from './image.js';
 import type { CreateImageInput, OwnershipInput } from './image-input.js';
-import type { ImageService } from './image-service.js';
+import type { ImageService, VariantRead } from './image-service.js';
+import type { ConvertTarget } from './variants.js';
 import type { ImportRunner } from './import-runner.js';
 
 export interface RequestContext {
@@ -94,7 +96,7 @@ export class AccessService {
     if (!rights.has(right)) {
       const role = image.project ? ctx.principal.roles.get(image.project) : undefined;
       const has = image.project === undefined ? 'it is a cluster-scope image (server administrators only)' : role ? `your role in project ${image.project} is ${role}` : `you are not in project ${image.project}`;
-      throw forbidden(`you may not ${what} image ${id}: ${has}; this needs ${NEEDS[right]} (permissions ${formatMode(image.perms)})`, { id, needs: right });
+      throw forbidden(`you may not ${what} image ${id}: ${has}; this needs ${NEEDS[right]} (permissions ${formatMode(image.perms)})`, { id, needs: right, project: image.project });
     }
     return image;
   }
@@ -196,6 +198,12 @@ export class AccessService {
   async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
     await this.see(ctx, id);
     return this.images.openFile(id, range);
+  }
+
+  /** The image's bytes in another format (a stored variant, or converted now): the same `use` right as openFile. */
+  async openVariant(ctx: RequestContext, id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
+    await this.see(ctx, id);
+    return this.images.openVariant(id, target, opts);
   }
 
   startImport(ctx: RequestContext, id: string, url: string): Promise<Image> {
@@ -343,6 +351,26 @@ export class AccessService {
     const p = this.authenticated(ctx);
     const proj = await this.visibleProject(p, project);
     return { project, limits: proj.quota, usage: await this.images.repo.usage(project), rules: QUOTA_RULES };
+  }
+
+  /**
+   * The project's convert-on-import target (server admins): a format, 'none' (keep images as
+   * uploaded even when the server converts), or null (the server's setting applies).
+   */
+  setProjectConvertTo(ctx: RequestContext, project: string, convertTo: string | null): Promise<{ project: string; convertTo: string | null }> {
+    return this.audited(ctx, 'project.convert-to', { target: project, project, detail: { convertTo } }, async () => {
+      this.serverAdmin(ctx, 'set a project\'s conversion policy');
+      if (convertTo !== null && convertTo !== 'none' && !(CONVERT_FORMATS as readonly string[]).includes(convertTo)) {
+        throw invalid(`convertTo must be one of ${CONVERT_FORMATS.join(', ')}, "none" (keep as uploaded) or null (the server's setting)`, { field: 'convertTo' });
+      }
+      if (!(await this.images.repo.setProjectConvertTo(project, convertTo))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
+      return { project, convertTo };
+    });
+  }
+
+  async projectConvertTo(ctx: RequestContext, project: string): Promise<string | null> {
+    await this.visibleProject(this.authenticated(ctx), project);
+    return (await this.images.repo.projectConvertTo(project)) ?? null;
   }
 
   setQuota(ctx: RequestContext, project: string, limits: { [K in keyof QuotaLimits]?: number | null }): Promise<Project> {
@@ -589,6 +617,7 @@ export class AccessService {
       return await fn(note);
     } catch (e) {
       result = e instanceof DomainError ? e.code : 'INTERNAL';
+      if (e instanceof DomainError && typeof e.details.project === 'string') project ??= e.details.project;
       throw e;
     } finally {
       await this.access

@@ -10,7 +10,7 @@ import type { ImagesTable, Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from './errors.js';
 import type { MemberStatus } from './access.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ProjectTx, ProjectUsage } from './image.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from './image.js';
 import type { ImageState } from './lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
@@ -168,6 +168,7 @@ export class KyselyImageRepository implements ImageRepository {
     return this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('image_tags').where('image_id', '=', id).execute();
       await trx.deleteFrom('image_properties').where('image_id', '=', id).execute();
+      await trx.deleteFrom('image_variants').where('image_id', '=', id).execute();
       const r = await trx.deleteFrom('images').where('id', '=', id).executeTakeFirst();
       return Number(r.numDeletedRows) > 0;
     });
@@ -180,7 +181,45 @@ export class KyselyImageRepository implements ImageRepository {
 
   async referencedDigests(): Promise<Set<Digest>> {
     const rows = await this.db.selectFrom('images').select('digest').distinct().where('digest', 'is not', null).execute();
-    return new Set(rows.map((r) => r.digest as Digest));
+    const variants = await this.db.selectFrom('image_variants').select('digest').distinct().execute();
+    return new Set([...rows.map((r) => r.digest as Digest), ...variants.map((r) => r.digest as Digest)]);
+  }
+
+  async variant(imageId: string, format: string, optionsKey: string): Promise<ImageVariant | undefined> {
+    const row = await this.db.selectFrom('image_variants').selectAll().where('image_id', '=', imageId).where('format', '=', format).where('options_key', '=', optionsKey).executeTakeFirst();
+    return row ? variantFromRow(row) : undefined;
+  }
+
+  async variants(imageId: string): Promise<ImageVariant[]> {
+    const rows = await this.db.selectFrom('image_variants').selectAll().where('image_id', '=', imageId).orderBy('format').orderBy('options_key').execute();
+    return rows.map(variantFromRow);
+  }
+
+  async putVariant(v: ImageVariant): Promise<boolean> {
+    return this.db.transaction().execute((trx) => putVariantIn(trx, v));
+  }
+
+  async finishConversion(id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }, keep: ImageVariant): Promise<Image | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await putVariantIn(trx, keep))) return undefined;
+      const updated = await updateIn(trx, id, patch, cond);
+      // a failed condition must not leave the variant behind either
+      if (!updated) throw new ConditionFailed();
+      return updated;
+    }).catch((e: unknown) => {
+      if (e instanceof ConditionFailed) return undefined;
+      throw e;
+    });
+  }
+
+  async projectConvertTo(project: string): Promise<string | null | undefined> {
+    const row = await this.db.selectFrom('projects').select('convert_to').where('name', '=', project).executeTakeFirst();
+    return row ? row.convert_to : undefined;
+  }
+
+  async setProjectConvertTo(project: string, target: string | null): Promise<boolean> {
+    const r = await this.db.updateTable('projects').set({ convert_to: target }).where('name', '=', project).executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
   }
 
   async count(): Promise<number> {
@@ -219,6 +258,24 @@ export class KyselyImageRepository implements ImageRepository {
     const r = await this.db.deleteFrom('image_members').where('image_id', '=', imageId).where('project', '=', project).executeTakeFirst();
     return Number(r.numDeletedRows) > 0;
   }
+}
+
+class ConditionFailed extends Error {}
+
+/** Inserts or replaces a variant, only while its image exists and is not being deleted. */
+async function putVariantIn(trx: Transaction<Schema>, v: ImageVariant): Promise<boolean> {
+  const img = await trx.selectFrom('images').select('state').where('id', '=', v.imageId).executeTakeFirst();
+  if (!img || img.state === 'deleting') return false;
+  await trx
+    .insertInto('image_variants')
+    .values({ image_id: v.imageId, format: v.format, options_key: v.optionsKey, digest: v.digest, size: v.sizeBytes, created_at: v.createdAt.getTime() })
+    .onConflict((oc) => oc.columns(['image_id', 'format', 'options_key']).doUpdateSet({ digest: v.digest, size: v.sizeBytes, created_at: v.createdAt.getTime() }))
+    .execute();
+  return true;
+}
+
+function variantFromRow(r: { image_id: string; format: string; options_key: string; digest: string; size: number; created_at: number }): ImageVariant {
+  return { imageId: r.image_id, format: r.format, optionsKey: r.options_key, digest: r.digest as Digest, sizeBytes: Number(r.size), createdAt: new Date(Number(r.created_at)) };
 }
 
 async function usageIn(db: Db, project: string, exceptImage?: string): Promise<ProjectUsage> {

@@ -4,23 +4,36 @@
  * DomainError codes to their wire shapes.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import type { InspectLimits } from '../formats/limits.js';
 import type { ImageReport } from '../inspect/inspect-stream.js';
-import { BlobNotFound, type BlobStore, type ByteRange } from '../store/blob-store.js';
+import { BlobNotFound, type BlobStore, type ByteRange, type Digest } from '../store/blob-store.js';
 import { DEFAULT_PERMS } from './access.js';
 import { DomainError, conflict, notFound } from './errors.js';
 import type { ImageEvents } from './events.js';
-import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, InspectionSummary } from './image.js';
+import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageVariant, InspectionSummary } from './image.js';
 import type { CreateImageInput } from './image-input.js';
 import { ingest, refusalReason } from './ingest.js';
 import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
+import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type ConvertTarget } from './variants.js';
 
 export interface ImageServiceSettings {
   maxImageBytes: number;
   md5: boolean;
   inspectLimits: Partial<InspectLimits>;
 }
+
+/**
+ * An image's bytes in a requested format: a stored blob (the original when the format is the
+ * image's own, else a variant), or — for a streamable target not stored yet — the output of a
+ * conversion running now, which is stored as a variant as it is sent.
+ */
+export type VariantRead =
+  | { kind: 'blob'; image: Image; source: 'original' | 'variant'; format: string; digest: Digest; sizeBytes: number; sha512?: string; md5?: string; range?: ByteRange; stream?: Readable }
+  | { kind: 'converting'; image: Image; format: string; stream?: Readable };
+
+/** What runs once an ingest stored an image (convert-on-import): returns the image as it is then; never throws. */
+export type StoredHook = (image: Image) => Promise<Image>;
 
 /** Detected format (format engine names) → Glance disk_format. */
 const GLANCE_DISK_FORMAT: Partial<Record<string, DiskFormat>> = {
@@ -37,13 +50,23 @@ const GLANCE_DISK_FORMAT: Partial<Record<string, DiskFormat>> = {
 export class ImageService {
   /** ingests running in this process, by image id: delete cancels them */
   private readonly running = new Map<string, AbortController>();
+  /** variant conversions running in this process, by image, format and options: one at a time each */
+  private readonly conversions = new Map<string, Promise<ImageVariant>>();
+  private storedHook: StoredHook | undefined;
 
   constructor(
     readonly repo: ImageRepository,
     readonly store: BlobStore,
     readonly events: ImageEvents,
     private readonly settings: ImageServiceSettings,
+    /** absent: downloads in another format are UNAVAILABLE */
+    readonly converter?: Converter,
   ) {}
+
+  /** Sets what runs after every successful ingest (the composition root wires convert-on-import). */
+  whenStored(hook: StoredHook): void {
+    this.storedHook = hook;
+  }
 
   async create(input: CreateImageInput, idempotencyKey?: string, ownership: Partial<Pick<Image, 'project' | 'owner' | 'visibility' | 'perms'>> = {}): Promise<{ image: Image; replayed: boolean }> {
     const now = new Date();
@@ -186,7 +209,8 @@ export class ImageService {
       if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
       if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
       if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
-      return await this.finishIngest(id, ingestId, 'succeed', patch);
+      const stored = await this.finishIngest(id, ingestId, 'succeed', patch);
+      return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
       if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
       if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
@@ -224,13 +248,7 @@ export class ImageService {
 
   /** The image's bytes (or an inclusive range of them). */
   async openFile(id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
-    const img = await this.get(id);
-    if (img.state === 'disabled') {
-      throw new DomainError('INVALID_STATE', `image ${id} is disabled; an administrator must enable it before it can be downloaded`, { id, state: img.state });
-    }
-    if (!img.digest || (img.state !== 'ready' && img.state !== 'locked')) {
-      throw new DomainError('INVALID_STATE', `image ${id} has no data yet (state ${img.state}); upload or import it first`, { id, state: img.state });
-    }
+    const img = await this.downloadable(id);
     if (range && (range.start > range.end || range.end >= (img.storedSize ?? 0))) {
       throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, { size: img.storedSize });
     }
@@ -242,6 +260,55 @@ export class ImageService {
       }
       throw e;
     }
+  }
+
+  /**
+   * The image's bytes as `target`. The image's own format (writer defaults) is the original blob;
+   * a stored variant is a plain blob read (`rangeFor` picks the byte range once the size is
+   * known); otherwise the stored blob is converted now. A streamable target is sent while it is
+   * made and stored as a variant at the same time (the stream ends only once the variant is
+   * recorded; a client that leaves early does not stop it); any other target is converted to a
+   * variant first and then read like one. One conversion per image, format and options runs at
+   * a time: a concurrent request waits for it and reads the variant. `head`: look, convert nothing.
+   */
+  async openVariant(id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
+    const img = await this.downloadable(id);
+    const detected = img.inspection?.format;
+    if (isSameFormat(detected, target)) {
+      const size = img.storedSize ?? 0;
+      const range = opts.rangeFor?.(size, img.digest) ?? undefined;
+      const base = { kind: 'blob', image: img, source: 'original', format: target.format, digest: img.digest, sizeBytes: size, sha512: img.checksums.sha512, md5: img.checksums.md5, range } as const;
+      if (opts.head) return base;
+      return { ...base, stream: await this.readBlob(img, img.digest, range) };
+    }
+    const stored = await this.readVariant(img, target, opts);
+    if (stored) return stored;
+    if (opts.head) return { kind: 'converting', image: img, format: target.format };
+    if (!this.converter) throw new DomainError('UNAVAILABLE', `this server does not convert images; download image ${id} as it is (${detected ?? 'unknown format'})`);
+    const key = `${id}\n${target.format}\n${target.optionsKey}`;
+    const running = this.conversions.get(key);
+    if (running || !streamableWith(target)) {
+      await (running ?? this.makeVariant(img, target, key));
+      const made = await this.readVariant(img, target, opts);
+      if (made) return made;
+      throw conflict(`the ${target.format} variant of image ${id} disappeared while it was made; try again`);
+    }
+    const tap = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // the consumer (the HTTP edge) handles the stream's errors; a consumer already gone must not crash the process
+    tap.on('error', () => undefined);
+    let onStarted!: () => void;
+    const started = new Promise<void>((resolve) => (onStarted = resolve));
+    const made = this.makeVariant(img, target, key, { tap, onStarted });
+    let handedOut = false;
+    made.then(
+      () => tap.end(),
+      // an error after the stream was handed out resets the response; before, the caller gets it thrown
+      (e: unknown) => (handedOut ? tap.destroy(e instanceof Error ? e : new Error(String(e))) : tap.destroy()),
+    );
+    // a refusal (bad option, unsafe source) comes before the first byte: it becomes a clean error reply
+    await Promise.race([started, made]);
+    handedOut = true;
+    return { kind: 'converting', image: img, format: target.format, stream: tap };
   }
 
   /**
@@ -265,10 +332,68 @@ export class ImageService {
       }
     }
     const swept = await this.store.sweepStaging(new Date());
+    await this.converter?.sweep();
     return { interrupted, deleted, swept };
   }
 
   // ---- internals ----------------------------------------------------------------------------
+
+  /** The image, when its bytes may be read now. */
+  private async downloadable(id: string): Promise<Image & { digest: Digest }> {
+    const img = await this.get(id);
+    if (img.state === 'disabled') {
+      throw new DomainError('INVALID_STATE', `image ${id} is disabled; an administrator must enable it before it can be downloaded`, { id, state: img.state });
+    }
+    if (!img.digest || (img.state !== 'ready' && img.state !== 'locked')) {
+      throw new DomainError('INVALID_STATE', `image ${id} has no data yet (state ${img.state}); upload or import it first`, { id, state: img.state });
+    }
+    return { ...img, digest: img.digest };
+  }
+
+  private async readBlob(img: Image, digest: Digest, range: ByteRange | undefined): Promise<Readable> {
+    try {
+      return await this.store.read(digest, range);
+    } catch (e) {
+      if (e instanceof BlobNotFound) {
+        throw new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} is missing from storage (ImageLost); upload it again`, { id: img.id, digest });
+      }
+      throw e;
+    }
+  }
+
+  /** A stored variant as a blob read; undefined when there is none (or its blob is gone: it is made again). */
+  private async readVariant(img: Image, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean }): Promise<VariantRead | undefined> {
+    const v = await this.repo.variant(img.id, target.format, target.optionsKey);
+    if (!v) return undefined;
+    const range = opts.rangeFor?.(v.sizeBytes, v.digest) ?? undefined;
+    const base = { kind: 'blob', image: img, source: 'variant', format: target.format, digest: v.digest, sizeBytes: v.sizeBytes, range } as const;
+    if (opts.head) return base;
+    try {
+      return { ...base, stream: await this.store.read(v.digest, range) };
+    } catch (e) {
+      if (e instanceof BlobNotFound) return undefined;
+      throw e;
+    }
+  }
+
+  /** Converts the image's blob to `target`, stores it and records the variant. */
+  private makeVariant(img: Image & { digest: Digest }, target: ConvertTarget, key: string, opts: ConvertOptions = {}): Promise<ImageVariant> {
+    const converter = this.converter!;
+    const made = (async () => {
+      const r = await converter.convert(img.digest, img.inspection?.format, target, opts);
+      const v: ImageVariant = { imageId: img.id, format: target.format, optionsKey: target.optionsKey, digest: r.blob.digest, sizeBytes: r.blob.sizeBytes, createdAt: new Date() };
+      // false: the image was deleted meanwhile; the blob then has no reference and GC collects it
+      await this.repo.putVariant(v);
+      return v;
+    })();
+    this.conversions.set(key, made);
+    made
+      .finally(() => {
+        if (this.conversions.get(key) === made) this.conversions.delete(key);
+      })
+      .catch(() => undefined);
+    return made;
+  }
 
   /**
    * Moves the image to `importing`. For a project image this happens under the project's quota
@@ -440,3 +565,5 @@ async function* abortable(body: AsyncIterable<Uint8Array>, signal: AbortSignal):
     yield chunk;
   }
 }
+
+export { summary as inspectionSummary };

@@ -12,6 +12,10 @@ export type ImageType = (typeof IMAGE_TYPES)[number];
 export const DISK_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'iso', 'ploop', 'aki', 'ari', 'ami', 'gpt'] as const;
 export type DiskFormat = (typeof DISK_FORMATS)[number];
 
+/** Formats Imago can convert an image to (download as, or store as on import): the disk writers'. */
+export const CONVERT_FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi'] as const;
+export type ConvertFormat = (typeof CONVERT_FORMATS)[number];
+
 export const CONTAINER_FORMATS = ['bare', 'ova', 'ovf', 'docker', 'aki', 'ari', 'ami', 'compressed'] as const;
 export type ContainerFormat = (typeof CONTAINER_FORMATS)[number];
 
@@ -169,6 +173,33 @@ export interface ImageRepository {
   /** Runs `fn` with the project's quota locked: check-then-write on its usage cannot race. */
   underProjectLock<T>(project: string, fn: (tx: ProjectTx) => Promise<T>): Promise<T>;
   usage(project: string): Promise<ProjectUsage>;
+  /** The stored variant of an image in `format` with these canonical writer options, if any. */
+  variant(imageId: string, format: string, optionsKey: string): Promise<ImageVariant | undefined>;
+  variants(imageId: string): Promise<ImageVariant[]>;
+  /** Records (or replaces) a variant; false when the image no longer exists (its blob is then GC's). */
+  putVariant(v: ImageVariant): Promise<boolean>;
+  /**
+   * Convert-on-import's last step, in one transaction: applies `patch` (the converted blob becomes
+   * the image's) under `cond` and records `keep` (the original) as a variant. Undefined when a
+   * condition failed.
+   */
+  finishConversion(id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }, keep: ImageVariant): Promise<Image | undefined>;
+  /** A project's convert-on-import target: null = the server's setting; undefined = no such project. */
+  projectConvertTo(project: string): Promise<string | null | undefined>;
+  /** false when the project does not exist */
+  setProjectConvertTo(project: string, target: string | null): Promise<boolean>;
+}
+
+/** A converted form of an image, stored as its own content-addressed blob (variants.ts). */
+export interface ImageVariant {
+  imageId: string;
+  /** writer format name: raw, qcow2, vmdk, vhd, vhdx, vdi */
+  format: string;
+  /** canonical writer options ("k=v,k=v" sorted by key); '' = the writer's defaults */
+  optionsKey: string;
+  digest: Digest;
+  sizeBytes: number;
+  createdAt: Date;
 }
 
 /** A project's quota limits and usage, read under its lock. */

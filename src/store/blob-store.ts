@@ -67,6 +67,12 @@ export interface BlobStore {
   sweepStaging(before: Date): Promise<number>;
   /** Start-up check: write, read back and delete a probe object; throws a clear error if the backend fails. */
   probe(): Promise<void>;
+  /**
+   * Optional capability of local backends: the path of a committed blob's file, for readers that
+   * need random access (disk conversion). The file must only be read. Backends without it (object
+   * storage) leave it out, and callers copy the blob to scratch space instead. NotFound when absent.
+   */
+  localPath?(digest: Digest): Promise<string>;
 }
 
 export class BlobNotFound extends Error {

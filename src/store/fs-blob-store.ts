@@ -79,6 +79,11 @@ export class FsBlobStore implements BlobStore {
     return createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
   }
 
+  async localPath(digest: Digest): Promise<string> {
+    if (!(await this.stat(digest))) throw new BlobNotFound(digest);
+    return this.blobPath(digest);
+  }
+
   async delete(digest: Digest): Promise<boolean> {
     try {
       await rm(this.blobPath(digest));
