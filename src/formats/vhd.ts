@@ -69,21 +69,21 @@ const DYN_HEADER = 1024;
 const SECTOR = 512n;
 
 // footer field offsets
-const F_FEATURES = 8;
-const F_VERSION = 12;
-const F_DATA_OFFSET = 16;
-const F_TIMESTAMP = 24;
-const F_CREATOR_APP = 28;
-const F_CREATOR_VERSION = 32;
-const F_CREATOR_OS = 36;
-const F_ORIGINAL_SIZE = 40;
-const F_CURRENT_SIZE = 48;
-const F_CYLINDERS = 56;
-const F_HEADS = 58;
-const F_SECTORS = 59;
-const F_DISK_TYPE = 60;
-const F_CHECKSUM = 64;
-const F_UNIQUE_ID = 68;
+export const F_FEATURES = 8;
+export const F_VERSION = 12;
+export const F_DATA_OFFSET = 16;
+export const F_TIMESTAMP = 24;
+export const F_CREATOR_APP = 28;
+export const F_CREATOR_VERSION = 32;
+export const F_CREATOR_OS = 36;
+export const F_ORIGINAL_SIZE = 40;
+export const F_CURRENT_SIZE = 48;
+export const F_CYLINDERS = 56;
+export const F_HEADS = 58;
+export const F_SECTORS = 59;
+export const F_DISK_TYPE = 60;
+export const F_CHECKSUM = 64;
+export const F_UNIQUE_ID = 68;
 const F_SAVED_STATE = 84;
 
 // dynamic disk header field offsets

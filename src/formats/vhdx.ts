@@ -64,9 +64,9 @@ const META_IS_REQUIRED = 1 << 2;
 const PARAM_LEAVE_BLOCKS_ALLOCATED = 1 << 0;
 const PARAM_HAS_PARENT = 1 << 1;
 
-const BAT_GUID = '2dc27766-f623-4200-9d64-115e9bfd4a08';
-const METADATA_GUID = '8b7ca206-4790-4b9a-b8fe-575f050f886e';
-const ITEM = {
+export const BAT_GUID = '2dc27766-f623-4200-9d64-115e9bfd4a08';
+export const METADATA_GUID = '8b7ca206-4790-4b9a-b8fe-575f050f886e';
+export const ITEM = {
   fileParameters: 'caa16737-fa36-4d43-b3b6-33f0aa44e76b',
   virtualDiskSize: '2fa54224-cd1b-4876-b211-5dbed83bf4b8',
   page83Data: 'beca12ab-b2e6-4523-93ef-c309e000c746',

@@ -44,6 +44,7 @@ import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type Wr
 import { alignUp, dataBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { WriterOptions } from './write-options.js';
+import { F_FEATURES, F_VERSION, F_DATA_OFFSET, F_TIMESTAMP, F_CREATOR_APP, F_CREATOR_VERSION, F_CREATOR_OS, F_ORIGINAL_SIZE, F_CURRENT_SIZE, F_CYLINDERS, F_HEADS, F_SECTORS, F_DISK_TYPE, F_CHECKSUM, F_UNIQUE_ID } from '../../formats/vhd.js';
 
 const SECTOR = 512;
 const FOOTER_SIZE = 512;
@@ -69,21 +70,6 @@ const TYPE_FIXED = 2;
 const TYPE_DYNAMIC = 3;
 
 const F_COOKIE = 0;
-const F_FEATURES = 8;
-const F_VERSION = 12;
-const F_DATA_OFFSET = 16;
-const F_TIMESTAMP = 24;
-const F_CREATOR_APP = 28;
-const F_CREATOR_VERSION = 32;
-const F_CREATOR_OS = 36;
-const F_ORIGINAL_SIZE = 40;
-const F_CURRENT_SIZE = 48;
-const F_CYLINDERS = 56;
-const F_HEADS = 58;
-const F_SECTORS = 59;
-const F_DISK_TYPE = 60;
-const F_CHECKSUM = 64;
-const F_UNIQUE_ID = 68;
 
 const H_COOKIE = 0;
 const H_DATA_OFFSET = 8;

@@ -35,6 +35,7 @@ import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type Wr
 import { alignUp, dataBlocks } from './data-blocks.js';
 import { type FileSink, withOutput } from './output-sink.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
+import { BAT_GUID, ITEM, METADATA_GUID } from '../../formats/vhdx.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -84,15 +85,6 @@ const META_IS_REQUIRED = 1 << 2;
 const PAYLOAD_BLOCK_FULLY_PRESENT = 6n;
 const BAT_FILE_OFFSET_SHIFT = 20n;
 
-const BAT_GUID = '2dc27766-f623-4200-9d64-115e9bfd4a08';
-const METADATA_GUID = '8b7ca206-4790-4b9a-b8fe-575f050f886e';
-const ITEM = {
-  fileParameters: 'caa16737-fa36-4d43-b3b6-33f0aa44e76b',
-  virtualDiskSize: '2fa54224-cd1b-4876-b211-5dbed83bf4b8',
-  page83Data: 'beca12ab-b2e6-4523-93ef-c309e000c746',
-  logicalSectorSize: '8141bf1d-a96f-4709-ba47-f233a8faab5f',
-  physicalSectorSize: 'cda348c7-445d-4471-9cc9-e9885251c556',
-} as const;
 
 const OPTIONS = ['block_size', 'subformat'] as const;
 
