@@ -286,6 +286,43 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       }
     });
 
+    test('the event stream shows each principal only the images it may see', async () => {
+      const seen = async (who: Who | undefined, during: () => Promise<void>) => {
+        const ac = new AbortController();
+        const headers: Record<string, string> = {};
+        const t = who ? tokens[who] : undefined;
+        if (t) headers.authorization = `Bearer ${t}`;
+        const res = await fetch(`${s.url}/api/v1/events`, { headers, signal: ac.signal });
+        assert.equal(res.status, 200);
+        let text = '';
+        const reading = (async () => {
+          try {
+            for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) text += Buffer.from(chunk).toString();
+          } catch {
+            // aborted
+          }
+        })();
+        await new Promise((r) => setTimeout(r, 100));
+        await during();
+        await new Promise((r) => setTimeout(r, 300));
+        ac.abort();
+        await reading;
+        return text;
+      };
+      const touch = async () => {
+        for (const v of ['private', 'project', 'public'] as const) await ok('serverAdmin', 'PATCH', `/api/v1/images/${fixtures[v]}`, { description: `tick ${Date.now()}` });
+      };
+      const outsider = await seen('outsider', touch);
+      assert.ok(outsider.includes(fixtures.public));
+      assert.ok(!outsider.includes(fixtures.private) && !outsider.includes(fixtures.project));
+      const reader = await seen('reader', touch);
+      assert.ok(reader.includes(fixtures.public) && reader.includes(fixtures.project));
+      assert.ok(!reader.includes(fixtures.private));
+      const anon = await seen(undefined, touch);
+      assert.ok(anon.includes(fixtures.public) && !anon.includes(fixtures.project));
+      assert.equal((await call('revoked', 'GET', '/api/v1/events')).status, 401);
+    });
+
     test('cluster scope: every authenticated principal reads, only server admins write or create', async () => {
       const r = await call('projAdmin', 'POST', '/api/v1/images', { name: 'cv', project: null });
       assert.equal(r.status, 403);

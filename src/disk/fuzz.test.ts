@@ -6,7 +6,9 @@
  * Images are held in memory (a DiskFile over a buffer), so a case costs no file I/O.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { cached, sh } from '../../test/support/qemu.js';
 import { DiskError, type DiskReader } from './disk.js';
@@ -19,7 +21,9 @@ import { openVhdx } from './readers/vhdx.js';
 import { openVmdk } from './readers/vmdk.js';
 import { patternBytes } from './qemu-oracle.test.js';
 
-const CASES_PER_IMAGE = 200;
+/** the suite runs 200 per image; a longer run: IMAGO_FUZZ_CASES=20000 IMAGO_FUZZ_SEED=7 (docs/FUZZING.md) */
+const CASES_PER_IMAGE = Number(process.env.IMAGO_FUZZ_CASES ?? 200);
+const SEED = Number(process.env.IMAGO_FUZZ_SEED ?? 0x5eed);
 const CASE_TIMEOUT_MS = 2000;
 /** bytes of extents walked and of data read per case (a mutant may claim a 64 TiB disk) */
 const MAP_BYTES = 256 * 1024 * 1024;
@@ -163,14 +167,17 @@ for (const [index, spec] of IMAGES.entries()) {
     const base = new Uint8Array(readFileSync(file));
     assert.equal(await exercise(spec.open, base), 'ok', 'the unmutated image reads');
     const hot = structureOffsets(base);
-    const r = rng(0x5eed + index);
+    const r = rng(SEED + index);
     const tally = { ok: 0, refused: 0 };
     for (let i = 0; i < CASES_PER_IMAGE; i++) {
       const img = mutate(base, hot, r);
       try {
         tally[await withTimeout(exercise(spec.open, img), CASE_TIMEOUT_MS, `${spec.name} case ${i}`)]++;
       } catch (e) {
-        assert.fail(`${spec.name} case ${i}: ${(e as Error).stack ?? String(e)}`);
+        // keep the mutant so the failure can be replayed outside the fuzzer
+        const keep = join(tmpdir(), `imago-fuzz-${spec.name}-seed${SEED}-case${i}.img`);
+        writeFileSync(keep, img);
+        assert.fail(`${spec.name} case ${i} (seed ${SEED}; mutant kept at ${keep}): ${(e as Error).stack ?? String(e)}`);
       }
     }
     assert.equal(tally.ok + tally.refused, CASES_PER_IMAGE);
