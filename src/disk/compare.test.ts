@@ -7,7 +7,7 @@ import { cached, sh } from '../../test/support/qemu.js';
 import { FileSource } from '../io/file-source.js';
 import { compareDisks } from './compare.js';
 import type { DiskReader } from './disk.js';
-import { patternImage, patternRaw } from './qemu-oracle.test.js';
+import { patternImage, patternRaw } from '../../test/support/disk-oracle.js';
 import { openQcow2 } from './readers/qcow2.js';
 import { openRaw } from './readers/raw.js';
 import { openVmdk } from './readers/vmdk.js';

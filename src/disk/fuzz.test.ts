@@ -19,7 +19,7 @@ import { openVdi } from './readers/vdi.js';
 import { openVhd } from './readers/vhd.js';
 import { openVhdx } from './readers/vhdx.js';
 import { openVmdk } from './readers/vmdk.js';
-import { patternBytes } from './qemu-oracle.test.js';
+import { patternBytes } from '../../test/support/disk-oracle.js';
 
 /** the suite runs 200 per image; a longer run: IMAGO_FUZZ_CASES=20000 IMAGO_FUZZ_SEED=7 (docs/FUZZING.md) */
 const CASES_PER_IMAGE = Number(process.env.IMAGO_FUZZ_CASES ?? 200);

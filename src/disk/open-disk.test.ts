@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { cached, sh } from '../../test/support/qemu.js';
 import { DiskError } from './disk.js';
 import { openDisk } from './open-disk.js';
-import { assertMatchesQemu, patternImage, patternRaw } from './qemu-oracle.test.js';
+import { assertMatchesQemu, patternImage, patternRaw } from '../../test/support/disk-oracle.js';
 import { makeOva } from './readers/ova.test.js';
 
 const fixtures: [string, () => Promise<string>, string][] = [

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { open } from 'node:fs/promises';
 import type { DiskReader, Extent } from '../../src/disk/disk.js';
+import { patternBytes } from './disk-oracle.js';
 
 interface Chunk {
   readonly offset: number;
@@ -36,17 +37,7 @@ export class MemoryDisk implements DiskReader {
 
   /** Deterministic pseudo-random bytes (xorshift32), so a failing test can be re-run as it was. */
   static random(length: number, seed: number): Uint8Array {
-    const out = new Uint8Array(length);
-    let x = seed >>> 0 || 1;
-    for (let i = 0; i < length; i++) {
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      out[i] = x & 0xff;
-    }
-    return out;
+    return new Uint8Array(patternBytes(length, seed));
   }
 
   async *extents(offset = 0, length = this.virtualSize - offset): AsyncIterable<Extent> {

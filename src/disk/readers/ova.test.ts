@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { cached, sh } from '../../../test/support/qemu.js';
 import { FileSource } from '../../io/file-source.js';
 import { DiskError } from '../disk.js';
-import { patternImage, qemuRawBytes } from '../qemu-oracle.test.js';
+import { patternImage, qemuRawBytes } from '../../../test/support/disk-oracle.js';
 import { openOva } from './ova.js';
 
 const OVF = `<?xml version="1.0"?>

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { cached, sh } from '../../../test/support/qemu.js';
 import { DiskError } from '../disk.js';
 import { FileSource } from '../../io/file-source.js';
-import { allExtents, assertMatchesQemu, patternImage } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternImage } from '../../../test/support/disk-oracle.js';
 import { openQcow2 } from './qcow2.js';
 
 async function open(path: string, snapshot?: string) {

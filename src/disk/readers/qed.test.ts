@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FileSource } from '../../io/file-source.js';
-import { allExtents, assertMatchesQemu, patternImage } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternImage } from '../../../test/support/disk-oracle.js';
 import { openQed } from './qed.js';
 
 const cases: [string, string[]][] = [['64K', []], ['4K', ['cluster_size=4096']]];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FileSource } from '../../io/file-source.js';
-import { allExtents, assertMatchesQemu, patternRaw, PATTERN_SIZE } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternRaw, PATTERN_SIZE } from '../../../test/support/disk-oracle.js';
 import { HOLE_GRANULE, openRaw } from './raw.js';
 
 test('raw: reads the file and maps all-zero granules as holes', async () => {

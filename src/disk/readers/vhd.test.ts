@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FileSource } from '../../io/file-source.js';
-import { allExtents, assertMatchesQemu, patternImage } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternImage } from '../../../test/support/disk-oracle.js';
 import { openVhd } from './vhd.js';
 
 const cases: [string, string[]][] = [['dynamic', ['subformat=dynamic']], ['fixed', ['subformat=fixed']], ['dynamic-force-size', ['subformat=dynamic', 'force_size=on']]];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FileSource } from '../../io/file-source.js';
-import { allExtents, assertMatchesQemu, patternImage } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternImage } from '../../../test/support/disk-oracle.js';
 import { openVhdx } from './vhdx.js';
 
 const cases: [string, string[]][] = [['dynamic', ['subformat=dynamic']], ['fixed', ['subformat=fixed']], ['block-8M', ['block_size=8388608']], ['log-1M', ['log_size=1048576']]];

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { cached, sh } from '../../../test/support/qemu.js';
 import { FileSource } from '../../io/file-source.js';
 import { DiskError } from '../disk.js';
-import { allExtents, assertMatchesQemu, patternImage, patternRaw } from '../qemu-oracle.test.js';
+import { allExtents, assertMatchesQemu, patternImage, patternRaw } from '../../../test/support/disk-oracle.js';
 import { openVmdk } from './vmdk.js';
 
 for (const sub of ['monolithicSparse', 'streamOptimized']) {
