@@ -140,9 +140,20 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
  */
 export async function bootstrapAdmin(repo: AccessRepository, dataDir: string): Promise<string | undefined> {
   if ((await repo.users()).length > 0) return undefined;
+  return (await mintAdminToken(repo, dataDir, 'bootstrap', 'imago (first start)')).token;
+}
+
+/** `imago admin-token`: a new server-admin token for `admin`, replacing <data>/admin.token. */
+export async function writeAdminToken(app: App, name: string): Promise<{ id: string; path: string }> {
+  const r = await mintAdminToken(new AccessRepository(app.db), app.config.dataDir, name, 'imago admin-token (local)');
+  await new AccessRepository(app.db).audit({ actor: 'local admin-token command', action: 'token.create', target: name, result: 'ok', detail: { id: r.id, role: 'server-admin' } });
+  return { id: r.id, path: r.path };
+}
+
+async function mintAdminToken(repo: AccessRepository, dataDir: string, name: string, createdBy: string): Promise<{ id: string; token: string; path: string }> {
   await repo.ensureUser('admin', true);
   const minted = mintToken();
-  await repo.insertToken({ id: minted.id, name: 'bootstrap', user: 'admin', role: 'server-admin', createdAt: new Date(), createdBy: 'imago (first start)', secretHash: minted.secretHash });
+  await repo.insertToken({ id: minted.id, name, user: 'admin', role: 'server-admin', createdAt: new Date(), createdBy, secretHash: minted.secretHash });
   const path = join(dataDir, ADMIN_TOKEN_FILE);
   const tmp = `${path}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
@@ -153,7 +164,7 @@ export async function bootstrapAdmin(repo: AccessRepository, dataDir: string): P
     await fh.close();
   }
   await rename(tmp, path);
-  return minted.token;
+  return { id: minted.id, token: minted.token, path };
 }
 
 export const ADMIN_TOKEN_FILE = 'admin.token';

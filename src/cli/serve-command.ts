@@ -1,7 +1,7 @@
 /** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
 import type { Command } from 'commander';
 import { loadConfig, type ConfigFlags } from '../config.js';
-import { createApp, startApp } from '../app.js';
+import { createApp, startApp, writeAdminToken } from '../app.js';
 import { humanBytes, toJson } from './json.js';
 
 const withServerOptions = (c: Command) =>
@@ -60,4 +60,20 @@ export function registerServe(program: Command, setExit: (code: number) => void)
         await app.close();
       }
     });
+
+  withServerOptions(
+    program
+      .command('admin-token')
+      .description('recovery: mint a new server-admin token straight into the catalog and <data>/admin.token (needs access to the data dir and database, not to the API)'),
+  ).action(async (flags: ConfigFlags) => {
+    const config = loadConfig(flags);
+    const app = await createApp(config);
+    try {
+      const { id, path } = await writeAdminToken(app, 'recovery');
+      process.stderr.write(`imago: new server-admin token ${id} written to ${path} (mode 0600); revoke lost ones with "imago token list" / "imago token revoke"\n`);
+      setExit(0);
+    } finally {
+      await app.close();
+    }
+  });
 }
