@@ -6,6 +6,7 @@ import { loadConfig } from '../config.js';
 import { ImagoClient } from './client.js';
 import { registerAccessCommands } from './access-commands.js';
 import { registerImageCommands } from './image-commands.js';
+import { registerConvert } from './convert-command.js';
 import { EXIT_ERROR, registerInspect } from './inspect-command.js';
 import { registerServe } from './serve-command.js';
 
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
     exitCode = code;
   };
   registerInspect(program, setExit);
+  registerConvert(program, setExit);
   registerServe(program, setExit);
   const remote = {
     setExit,

@@ -1,0 +1,173 @@
+/**
+ * bench/convert — `imago convert` next to `qemu-img convert` on the same files in the same run.
+ *
+ * Input: a sparse raw disk (default 4 GiB) holding a quarter of its size in random data scattered in
+ * chunks of 64 KiB–4 MiB, plus explicitly written zero regions (stored zeros, which both tools
+ * should turn into holes), and the same disk as qcow2 made by qemu-img. Paths: raw→qcow2,
+ * qcow2→raw, raw→vmdk streamOptimized, raw→vhd dynamic, qcow2→vdi, raw→qcow2 -c. Both tools run
+ * as a process (`node bin/imago.js convert` — build dist/ first — and `qemu-img convert`), output to
+ * the same directory. Imago always fsyncs its output before the rename; qemu-img convert's default
+ * output cache mode is `unsafe` (no flush at all), so qemu is timed twice: `-t writeback` (flushes
+ * on close: the same durability, the ratio that counts) and its default. The page cache cannot be
+ * dropped here, so the order rotates run by run.
+ *
+ *   npm run bench -- convert [--size 4G] [--runs 3] [--only raw→qcow2,...]
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BENCH_DIR, median, printTable, timeCommand } from './support/harness.js';
+
+const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+interface Path {
+  readonly name: string;
+  readonly from: 'raw' | 'qcow2';
+  /** output format for both tools (qemu's name) */
+  readonly to: string;
+  readonly options: string[];
+  readonly compress: boolean;
+}
+
+const PATHS: readonly Path[] = [
+  { name: 'raw → qcow2', from: 'raw', to: 'qcow2', options: [], compress: false },
+  { name: 'qcow2 → raw', from: 'qcow2', to: 'raw', options: [], compress: false },
+  { name: 'raw → vmdk streamOptimized', from: 'raw', to: 'vmdk', options: ['subformat=streamOptimized'], compress: false },
+  { name: 'raw → vhd dynamic', from: 'raw', to: 'vpc', options: ['subformat=dynamic'], compress: false },
+  { name: 'qcow2 → vdi', from: 'qcow2', to: 'vdi', options: [], compress: false },
+  { name: 'raw → qcow2 -c', from: 'raw', to: 'qcow2', options: [], compress: true },
+];
+
+function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)([KMG]?)$/i.exec(s);
+  if (!m) throw new Error(`--size ${s}: use e.g. 4G, 512M`);
+  return Math.round(Number(m[1]) * ({ '': 1, K: KiB, M: MiB, G: GiB } as Record<string, number>)[m[2]!.toUpperCase()]!);
+}
+
+/** Deterministic layout (xorshift32), random bytes from the CSPRNG (incompressible, like real data). */
+async function makeSource(path: string, size: number): Promise<{ data: number; zeros: number }> {
+  let x = 0x9e3779b9;
+  const rnd = (n: number) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+  const target = size / 4;
+  const fh = await open(`${path}.tmp`, 'w');
+  let data = 0;
+  let zeros = 0;
+  try {
+    await fh.truncate(size);
+    // walk the disk in steps of 1/256 (at least 8 MiB); each step gets a quarter of its length
+    // in data chunks with random gaps (avg. 3× the chunk), one chunk in 8 stored zeros instead
+    const step = Math.max(8 * MiB, Math.floor(size / 256 / MiB) * MiB);
+    for (let base = 0; base < size && data < target; base += step) {
+      const end = Math.min(size, base + step);
+      let inStep = 0;
+      let at = base + rnd(64) * 4 * KiB;
+      while (at < end && inStep < step / 4) {
+        const len = Math.min(64 * KiB * (1 + rnd(64)), end - at); // 64 KiB – 4 MiB
+        if (rnd(8) === 0) {
+          await fh.write(Buffer.alloc(len), 0, len, at);
+          zeros += len;
+        } else {
+          await fh.write(randomBytes(len), 0, len, at);
+          data += len;
+          inStep += len;
+        }
+        at += len + len * rnd(7);
+      }
+    }
+    // data in the very last bytes of the disk
+    await fh.write(randomBytes(4096), 0, 4096, size - 4096);
+    data += 4096;
+  } finally {
+    await fh.close();
+  }
+  execFileSync('mv', [`${path}.tmp`, path]);
+  return { data, zeros };
+}
+
+function allocated(path: string): number {
+  return statSync(path).blocks * 512;
+}
+
+function mib(n: number): string {
+  return (n / MiB).toFixed(0);
+}
+
+export async function run(args: string[]): Promise<void> {
+  const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  const size = parseSize(arg('--size') ?? '4G');
+  const runs = Number(arg('--runs') ?? 3) || 3;
+  const only = arg('--only')?.split(',');
+  if (!existsSync(join(import.meta.dirname, '..', 'dist', 'cli', 'convert-command.js'))) {
+    process.stderr.write('bench convert: build first (npx tsc -p tsconfig.build.json): bin/imago.js runs dist/\n');
+    process.exit(2);
+  }
+  const dir = join(BENCH_DIR, 'convert');
+  mkdirSync(dir, { recursive: true });
+  const raw = join(dir, `src-${size}.raw`);
+  const qcow2 = join(dir, `src-${size}.qcow2`);
+  if (!existsSync(raw)) {
+    const { data, zeros } = await makeSource(raw, size);
+    process.stderr.write(`made ${raw}: ${mib(data)} MiB random data, ${mib(zeros)} MiB stored zeros\n`);
+  }
+  if (!existsSync(qcow2)) execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, `${qcow2}.tmp`]), execFileSync('mv', [`${qcow2}.tmp`, qcow2]);
+  execFileSync('cat', [raw, qcow2], { stdio: ['ignore', 'ignore', 'inherit'] }); // warm the page cache alike for both
+
+  const rows = [
+    ['path', `imago s (median of ${runs})`, 'qemu-img -t writeback s', 'ratio', 'qemu-img (default: no fsync) s', 'ratio', 'imago out MiB', 'qemu out MiB', 'same guest bytes'],
+    ['---', '---', '---', '---', '---', '---', '---', '---', '---'],
+  ];
+  for (const p of PATHS) {
+    if (only && !only.includes(p.name)) continue;
+    const src = p.from === 'raw' ? raw : qcow2;
+    const ext = p.to === 'vpc' ? 'vhd' : p.to;
+    const ours = join(dir, `out-imago.${ext}`);
+    const theirs = join(dir, `out-qemu.${ext}`);
+    const oursArgs = [BIN, 'convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, ours];
+    const qemuArgs = ['convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, theirs];
+    const tOurs: number[] = [];
+    const tQemu: number[] = [];
+    const tQemuUnsafe: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const jobs = [
+        () => tOurs.push(timeCommand(process.execPath, oursArgs)),
+        () => tQemu.push(timeCommand('qemu-img', ['convert', '-t', 'writeback', ...qemuArgs.slice(1)])),
+        () => tQemuUnsafe.push(timeCommand('qemu-img', qemuArgs)),
+      ];
+      // rotate the order run by run: no tool always meets the page cache the previous one left
+      for (let k = 0; k < jobs.length; k++) {
+        rmSync(ours, { force: true });
+        rmSync(theirs, { force: true });
+        jobs[(i + k) % jobs.length]!();
+      }
+    }
+    // each job starts from no outputs; remake what the last one removed, to compare and size them
+    if (!existsSync(theirs)) execFileSync('qemu-img', qemuArgs);
+    if (!existsSync(ours)) execFileSync(process.execPath, oursArgs);
+    let same = 'yes';
+    try {
+      execFileSync('qemu-img', ['compare', '-q', '-f', p.to, '-F', p.to, ours, theirs]);
+    } catch {
+      same = 'NO';
+    }
+    const mo = median(tOurs);
+    const mq = median(tQemu);
+    const mu = median(tQemuUnsafe);
+    rows.push([p.name, mo.toFixed(2), mq.toFixed(2), (mo / mq).toFixed(2), mu.toFixed(2), (mo / mu).toFixed(2), mib(allocated(ours)), mib(allocated(theirs)), same]);
+    rmSync(ours, { force: true });
+    rmSync(theirs, { force: true });
+  }
+  process.stdout.write(`convert of a ${mib(size)} MiB sparse disk (¼ random data in 64 KiB–4 MiB chunks, stored zero regions), ${runs} runs each, order rotating\n`);
+  printTable(rows);
+}
