@@ -23,6 +23,7 @@ import { convertFile } from '../src/disk/convert.js';
 import { DiskError } from '../src/disk/disk.js';
 import { openDisk } from '../src/disk/open-disk.js';
 import { cached, qemuConvert, qemuInfo, sh } from './support/qemu.js';
+import { patternBytes } from './support/disk-oracle.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -41,20 +42,6 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** Deterministic bytes (xorshift32), so a cached fixture and a fresh one agree. */
-function patternBytes(length: number, seed: number): Buffer {
-  const b = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /**
  * The pattern: random blocks at aligned and unaligned offsets, a compressible run, an explicit

@@ -1,7 +1,10 @@
 /** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
 import type { Command } from 'commander';
 import { loadConfig, type ConfigFlags } from '../config.js';
-import { createApp, startApp, writeAdminToken } from '../app.js';
+// ../app.js (Fastify, the database drivers, jose, ...) is imported inside the actions that need it,
+// so local verbs (convert, compare, inspect) and remote ones start without loading the server.
+type AppModule = typeof import('../app.js');
+const loadApp = (): Promise<AppModule> => import('../app.js');
 import { humanBytes, toJson } from './json.js';
 
 const withServerOptions = (c: Command) =>
@@ -21,6 +24,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--quiet', 'no request log')
     .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
       const config = loadConfig(flags);
+      const { startApp } = await loadApp();
       const app = await startApp(config, { logger: !flags.quiet });
       process.stderr.write(`imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`);
       if (app.bootstrapToken) {
@@ -42,6 +46,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--json', 'machine-readable output')
     .action(async (flags: ConfigFlags & { check?: boolean; json?: boolean }) => {
       const config = loadConfig(flags);
+      const { createApp } = await loadApp();
       const app = await createApp(config);
       try {
         const r = await app.gc({ dryRun: flags.check === true });
@@ -67,6 +72,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       .description('recovery: mint a new server-admin token straight into the catalog and <data>/admin.token (needs access to the data dir and database, not to the API)'),
   ).action(async (flags: ConfigFlags) => {
     const config = loadConfig(flags);
+    const { createApp, writeAdminToken } = await loadApp();
     const app = await createApp(config);
     try {
       const { id, path } = await writeAdminToken(app, 'recovery');

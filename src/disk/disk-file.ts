@@ -10,6 +10,10 @@ import { DiskError } from './disk.js';
 export interface DiskFile extends ByteSource {
   readonly size: number;
   close?(): Promise<void>;
+  /** Optional: reads into the caller's buffer (no allocation); returns the bytes read (short at the end). */
+  readInto?(buf: Uint8Array, offset: number, length: number): Promise<number>;
+  /** Optional: the file's data regions inside [from, to) as the filesystem knows them (SEEK_DATA); undefined when unknown. */
+  dataRegions?(from: number, to: number): [number, number][] | undefined;
 }
 
 /** Reads exactly `length` bytes of a structure at `offset`, or throws a DiskError naming it. */

@@ -3,6 +3,7 @@
  * tables it names, the tail) and nothing else. Matches the formats layer's `ByteSource` shape.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { dataRegions } from './seek-data.js';
 
 export class FileSource {
   private constructor(
@@ -28,7 +29,10 @@ export class FileSource {
     if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`invalid read length ${length}`);
     if (offset >= this.size || length === 0) return new Uint8Array(0);
     const want = Math.min(length, this.size - offset);
-    const buf = new Uint8Array(want);
+    // not zero-filled (every byte returned is read from the file; a short read returns the filled
+    // part), its own ArrayBuffer (never Node's shared pool) and a plain Uint8Array, whose slice()
+    // copies as callers expect
+    const buf = new Uint8Array(Buffer.allocUnsafeSlow(want).buffer, 0, want);
     let done = 0;
     while (done < want) {
       const { bytesRead } = await this.fh.read(buf, done, want - done, offset + done);
@@ -36,6 +40,24 @@ export class FileSource {
       done += bytesRead;
     }
     return done === want ? buf : buf.subarray(0, done);
+  }
+
+  /** Where the file's data is inside [from, to) (SEEK_DATA/SEEK_HOLE); undefined when that is unknown. */
+  dataRegions(from: number, to: number): [number, number][] | undefined {
+    return dataRegions(this.fh.fd, from, Math.min(to, this.size));
+  }
+
+  /** Reads [offset, offset + length) into `buf` (from its start); returns how many bytes were read. */
+  async readInto(buf: Uint8Array, offset: number, length: number): Promise<number> {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > buf.length) throw new RangeError(`invalid read ${offset}+${length}`);
+    const want = Math.max(0, Math.min(length, this.size - offset));
+    let done = 0;
+    while (done < want) {
+      const { bytesRead } = await this.fh.read(buf, done, want - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done;
   }
 
   async close(): Promise<void> {

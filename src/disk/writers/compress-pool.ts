@@ -103,7 +103,9 @@ export class CompressPool {
     let slot = this.slots[0]!;
     for (const s of this.slots) if (s.jobs.size < slot.jobs.size) slot = s;
     const id = this.nextId++;
-    const copy = data.slice();
+    // a copy in its own ArrayBuffer (new Uint8Array(x) always copies; Buffer#slice would be a view
+    // and transferring its buffer would detach the caller's)
+    const copy = new Uint8Array(data);
     return new Promise<Uint8Array>((resolve, reject) => {
       slot.jobs.set(id, { resolve, reject });
       slot.worker.postMessage({ id, codec, data: copy }, [copy.buffer]);

@@ -37,6 +37,8 @@ export class FileSink {
   private pendingAt = 0;
   private pending: Uint8Array[] = [];
   private pendingBytes = 0;
+  /** the write started by the last flush (one at a time, in order) */
+  private inFlight: Promise<void> = Promise.resolve();
   /** bytes handed to the file (counted once, at their first write) */
   bytesWritten = 0;
 
@@ -66,13 +68,35 @@ export class FileSink {
     this.pendingBytes = bytes.length;
   }
 
+  /**
+   * Starts writing the gathered bytes and returns once the *previous* write is done: one write
+   * stays in flight while the writer reads and prepares the next 8 MiB, so reading and writing
+   * overlap. `settle()` waits for the last one (commit, truncate and reads of the file do).
+   */
   async flush(): Promise<void> {
     if (this.pendingBytes === 0) return;
     const buffers = this.pending;
-    let at = this.pendingAt;
+    const at = this.pendingAt;
     const total = this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
+    const previous = this.inFlight;
+    const write = (async () => {
+      await previous;
+      await this.writeAll(buffers, at, total);
+    })();
+    write.catch(() => undefined); // surfaces at the next flush or settle
+    this.inFlight = write;
+    await previous;
+  }
+
+  /** Flushes and waits until every byte handed over is in the file. */
+  async settle(): Promise<void> {
+    await this.flush();
+    await this.inFlight;
+  }
+
+  private async writeAll(buffers: Uint8Array[], at: number, total: number): Promise<void> {
     let done = 0;
     while (done < total) {
       const { bytesWritten } = await this.fh.writev(buffers, at);
@@ -89,7 +113,7 @@ export class FileSink {
 
   /** Sets the file length (extending makes a hole: the filesystem stores nothing for it). */
   async truncate(size: number): Promise<void> {
-    await this.flush();
+    await this.settle();
     await this.fh.truncate(size);
   }
 
@@ -113,7 +137,7 @@ export class FileSink {
   }
 
   async commit(): Promise<void> {
-    await this.flush();
+    await this.settle();
     await this.fh.sync();
     await this.fh.close();
     await rename(this.partPath, this.path);
@@ -121,6 +145,7 @@ export class FileSink {
   }
 
   async abort(): Promise<void> {
+    await this.inFlight.catch(() => undefined);
     await this.fh.close().catch(() => undefined);
     await rm(this.partPath, { force: true });
   }

@@ -172,7 +172,7 @@ export const ovaWriter: DiskWriter = {
     const scratch = await FileSink.open(`${target.path}.vmdk`);
     try {
       await writeStreamOptimized(src, scratch.sequential(0), { fileName: diskFile, adapter: 'ide', hwVersion: '4' }, opts);
-      await scratch.flush();
+      await scratch.settle();
       const bytesWritten = await withOutput(target, 'ova', false, opts.signal, async (out) => {
         if (out.kind !== 'file') return;
         const sink = out.file.sequential(0);
