@@ -307,6 +307,24 @@ test('sparseness: 64 GiB sources holding 10 MiB convert to outputs allocating ab
   );
 });
 
+test('a qcow2 internal snapshot converts to what qemu-img reads from it (-l)', async () => {
+  const img = join(work, 'snap.qcow2');
+  await sh('qemu-img', ['create', '-q', '-f', 'qcow2', img, '8M']);
+  await sh('qemu-io', ['-c', 'write -P 0x11 0 1M', img]);
+  await sh('qemu-img', ['snapshot', '-c', 'before', img]);
+  await sh('qemu-io', ['-c', 'write -P 0x22 512k 1M', img]);
+  const ours = join(work, 'snap-ours.raw');
+  const theirs = join(work, 'snap-qemu.raw');
+  await convertFile(img, ours, { outFormat: 'raw', snapshot: 'before' });
+  await sh('qemu-img', ['convert', '-f', 'qcow2', '-l', 'snapshot.name=before', '-O', 'raw', img, theirs]);
+  await sh('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', ours, theirs]);
+  // and the active layer differs from it
+  const active = join(work, 'snap-active.raw');
+  await convertFile(img, active, { outFormat: 'raw' });
+  await assert.rejects(sh('qemu-img', ['compare', '-q', '-f', 'raw', '-F', 'raw', active, ours]));
+  await assert.rejects(convertFile(img, join(work, 'x.raw'), { outFormat: 'raw', snapshot: 'nope' }), DiskError);
+});
+
 test('progress is reported in guest bytes, ascending, up to the virtual size', async () => {
   const src = await INPUTS[1]!.path();
   const seen: { done: number; total: number }[] = [];

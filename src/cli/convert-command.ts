@@ -33,6 +33,7 @@ interface ConvertFlags {
   progress?: boolean;
   quiet?: boolean;
   allowExtentDir?: string;
+  snapshot?: string;
 }
 
 interface CompareFlags {
@@ -60,6 +61,7 @@ export function registerConvert(program: Command, setExit: (code: number) => voi
     .option('-p, --progress', 'show a progress bar on stderr')
     .option('-q, --quiet', 'print nothing but errors')
     .option('--allow-extent-dir <dir>', "read a descriptor VMDK's extent files from this directory")
+    .option('-l, --snapshot <id-or-name>', 'qcow2 source: convert this internal snapshot instead of the active layer')
     .action(async (input: string, output: string, flags: ConvertFlags) => {
       setExit(await runConvert(input, output, flags));
     });
@@ -110,6 +112,7 @@ export async function runConvert(input: string, output: string, flags: ConvertFl
       ...(bar ? { onProgress: (p: { done: number; total: number }) => bar.update(p.done, p.total) } : {}),
       signal: ac.signal,
       ...(flags.allowExtentDir === undefined ? {} : { allowExtentDir: flags.allowExtentDir }),
+      ...(flags.snapshot === undefined ? {} : { snapshot: flags.snapshot }),
     });
     bar?.end();
     return EXIT_OK;

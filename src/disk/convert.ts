@@ -28,6 +28,8 @@ export interface ConvertOptions {
   readonly signal?: AbortSignal;
   /** directory a descriptor VMDK's extent files may be read from (default: such sources are refused) */
   readonly allowExtentDir?: string;
+  /** qcow2 source: read this internal snapshot (id or name) instead of the active layer */
+  readonly snapshot?: string;
 }
 
 export interface ConvertResult {
@@ -63,6 +65,7 @@ export async function convertFile(inPath: string, outPath: string, opts: Convert
   const reader = await openDisk(inPath, {
     ...(opts.inFormat === undefined ? {} : { format: opts.inFormat }),
     ...(opts.allowExtentDir === undefined ? {} : { allowExtentDir: opts.allowExtentDir }),
+    ...(opts.snapshot === undefined ? {} : { snapshot: opts.snapshot }),
     allowDeprecatedFormats: true,
   });
   try {
