@@ -11,6 +11,8 @@
 import type { DiskReader, WriteProgress } from '../disk.js';
 
 const READ_CHUNK = 4 * 1024 * 1024;
+/** source reads in flight ahead of the chunk being handed out */
+const READ_AHEAD = 2;
 
 export interface DataBlock {
   /** guest offset, a multiple of blockSize */
@@ -41,18 +43,54 @@ export async function* dataBlocks(src: DiskReader, blockSize: number, opts: Data
   let partial: { offset: number; data: Uint8Array } | undefined;
   const keep = (b: Uint8Array): boolean => opts.keepZeroBlocks === true || !isAllZero(b);
 
-  for await (const ext of src.extents()) {
-    opts.signal?.throwIfAborted();
-    if (ext.kind !== 'data') {
-      opts.onProgress?.({ done: ext.offset + ext.length, total });
-      continue;
+  // The reads to make: data extents cut into chunks (a `progress` entry for the others). READ_AHEAD
+  // reads stay in flight while the blocks of the current one are handed out, so reading the
+  // source overlaps with compressing and writing.
+  type Job = { kind: 'read'; pos: number; end: number; bytes: Promise<Uint8Array> } | { kind: 'skip'; done: number };
+  const extents = src.extents()[Symbol.asyncIterator]();
+  let ext: { pos: number; end: number } | undefined;
+  let exhausted = false;
+  const nextJob = async (): Promise<Job | undefined> => {
+    for (;;) {
+      if (ext && ext.pos < ext.end) {
+        const pos = ext.pos;
+        const end = Math.min(ext.end, pos - (pos % blockSize) + chunk);
+        ext.pos = end;
+        const bytes = src.read(pos, end - pos);
+        bytes.catch(() => undefined); // surfaces when its turn comes
+        return { kind: 'read', pos, end, bytes };
+      }
+      if (exhausted) return undefined;
+      const r = await extents.next();
+      if (r.done) {
+        exhausted = true;
+        return undefined;
+      }
+      const e = r.value;
+      if (e.kind === 'data') ext = { pos: e.offset, end: e.offset + e.length };
+      else return { kind: 'skip', done: e.offset + e.length };
     }
-    const end = ext.offset + ext.length;
-    let pos = ext.offset;
-    while (pos < end) {
+  };
+  const queue: Job[] = [];
+  const fill = async () => {
+    while (queue.filter((j) => j.kind === 'read').length < READ_AHEAD) {
+      const j = await nextJob();
+      if (!j) return;
+      queue.push(j);
+    }
+  };
+  try {
+    await fill();
+    while (queue.length > 0) {
       opts.signal?.throwIfAborted();
-      const chunkEnd = Math.min(end, pos - (pos % blockSize) + chunk);
-      const bytes = await src.read(pos, chunkEnd - pos);
+      const job = queue.shift()!;
+      if (job.kind === 'skip') {
+        opts.onProgress?.({ done: job.done, total });
+        continue;
+      }
+      const bytes = await job.bytes;
+      await fill();
+      const { pos, end: chunkEnd } = job;
       let p = pos;
       while (p < chunkEnd) {
         const blockStart = p - (p % blockSize);
@@ -70,11 +108,12 @@ export async function* dataBlocks(src: DiskReader, blockSize: number, opts: Data
         }
         p = blockEnd;
       }
-      pos = chunkEnd;
-      opts.onProgress?.({ done: pos, total });
+      opts.onProgress?.({ done: chunkEnd, total });
     }
+    if (partial && keep(partial.data)) yield partial;
+  } finally {
+    await extents.return?.();
   }
-  if (partial && keep(partial.data)) yield partial;
 }
 
 /** Rounds `n` up to a multiple of `to`. */

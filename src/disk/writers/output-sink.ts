@@ -19,7 +19,7 @@ import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import { DiskError, type OutputTarget } from '../disk.js';
 
-const COALESCE_BYTES = 8 * 1024 * 1024;
+const COALESCE_BYTES = 2 * 1024 * 1024;
 /** a shared zero buffer for streaming holes; never written to */
 const ZEROS = new Uint8Array(1024 * 1024);
 
