@@ -101,8 +101,13 @@ export class BlockMapReader implements DiskReader {
   /** Stored bytes; a block that runs past the end of the file reads zeros there, as qemu does. */
   private async readData(out: Uint8Array, outAt: number, fileAt: number, length: number): Promise<void> {
     if (fileAt >= this.file.size) return;
-    const b = await this.file.read(fileAt, Math.min(length, this.file.size - fileAt));
-    out.set(b, outAt);
+    const n = Math.min(length, this.file.size - fileAt);
+    if (this.file.readInto) {
+      // straight into the caller's buffer: no second allocation, no copy (a short read leaves zeros)
+      await this.file.readInto(out.subarray(outAt, outAt + n), fileAt, n);
+      return;
+    }
+    out.set(await this.file.read(fileAt, n), outAt);
   }
 
   async *extents(offset = 0, length = this.virtualSize - offset): AsyncIterable<Extent> {
