@@ -15,22 +15,14 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { openDatabase } from '../src/db/database.js';
 import { patternedRaw, qemuConvert } from './support/qemu.js';
-import { adminFetch as fetch, startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { adminFetch as fetch, apiRequest, startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const exec = promisify(execFile);
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 const work = mkdtempSync(join(tmpdir(), 'imago-convert-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-async function api(s: TestServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${s.url}${path}`, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, any>) : undefined, text };
-}
+const api = apiRequest;
 
 async function putFile(s: TestServer, id: string, file: string, headers: Record<string, string> = {}) {
   const res = await fetch(`${s.url}/api/v1/images/${id}/file`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', ...headers }, body: readFileSync(file) });

@@ -11,19 +11,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { cached, patternedRaw, qemuConvert, qemuCreate, sh } from './support/qemu.js';
-import { adminFetch as fetch, startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { adminFetch as fetch, apiRequest, startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const exec = promisify(execFile);
 
-async function api(s: TestServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`${s.url}${path}`, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, any>) : undefined, text };
-}
+const api = apiRequest;
 
 /** curl -T, as a user would upload. */
 async function curlUpload(s: TestServer, id: string, file: string, extra: string[] = []): Promise<{ status: number; json: Record<string, any> }> {

@@ -53,3 +53,9 @@ export async function openDatabase(url: string): Promise<Database> {
   const kysely = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) });
   return { kysely, dialect: 'sqlite', url, close: () => kysely.destroy() };
 }
+
+/** True when `e` is a unique/primary-key violation, in either dialect. */
+export function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+}

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
-import type { Database } from '../db/database.js';
+import { isUniqueViolation as isUnique, type Database } from '../db/database.js';
 import type { ProjectsTable, Schema, TokensTable } from '../db/schema.js';
 import { maxRole, type Role } from './access.js';
 import { DomainError } from './errors.js';
@@ -398,9 +398,4 @@ function tokenFromRow(r: TokensTable): TokenRecord {
   if (r.revoked_at !== null) t.revokedAt = new Date(Number(r.revoked_at));
   if (r.last_used_at !== null) t.lastUsedAt = new Date(Number(r.last_used_at));
   return t;
-}
-
-export function isUnique(e: unknown): boolean {
-  const code = (e as { code?: string }).code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
 }

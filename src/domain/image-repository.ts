@@ -5,7 +5,7 @@
  * cursor carries the last row's sort value and id.
  */
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, type Transaction } from 'kysely';
-import type { Database } from '../db/database.js';
+import { isUniqueViolation, type Database } from '../db/database.js';
 import type { ImagesTable, Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from './errors.js';
@@ -377,10 +377,6 @@ async function writeSide(db: Db, id: string, tags: string[], properties: Record<
   if (props.length) await db.insertInto('image_properties').values(props.map(([key, value]) => ({ image_id: id, key, value }))).execute();
 }
 
-function isUniqueViolation(e: unknown): boolean {
-  const code = (e as { code?: string }).code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
 
 // ---- cursor ------------------------------------------------------------------------------
 

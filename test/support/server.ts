@@ -89,3 +89,14 @@ export async function startTestServer(opts: { dialect?: Dialect; env?: Record<st
     },
   };
 }
+
+/** A JSON request to a test server as its server admin; the body parsed when there is one. */
+export async function apiRequest(s: TestServer, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await adminFetch(`${s.url}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, any>) : undefined, text };
+}
