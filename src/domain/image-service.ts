@@ -7,6 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import type { InspectLimits } from '../formats/limits.js';
 import type { ImageReport } from '../inspect/inspect-stream.js';
+import { exactLength } from '../io/exact-length.js';
 import { BlobNotFound, type BlobStore, type ByteRange, type Digest } from '../store/blob-store.js';
 import { DEFAULT_PERMS } from './access.js';
 import { DomainError, conflict, notFound } from './errors.js';
@@ -189,7 +190,8 @@ export class ImageService {
           const pct = Math.min(99, Math.floor((bytes * 100) / opts.announcedSize));
           if (pct === lastProgress) return;
           lastProgress = pct;
-          void this.progress(id, ingestId, pct);
+          // progress is advisory: a failed update must not become an unhandled rejection
+          this.progress(id, ingestId, pct).catch(() => undefined);
         },
       });
       if (outcome.kind === 'refused') {
@@ -252,14 +254,7 @@ export class ImageService {
     if (range && (range.start > range.end || range.end >= (img.storedSize ?? 0))) {
       throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, { size: img.storedSize });
     }
-    try {
-      return { image: img, stream: await this.store.read(img.digest, range) };
-    } catch (e) {
-      if (e instanceof BlobNotFound) {
-        throw new DomainError('BLOB_NOT_FOUND', `the data of image ${id} is missing from storage (ImageLost); upload it again`, { id, digest: img.digest });
-      }
-      throw e;
-    }
+    return { image: img, stream: await this.readBlob(img, img.digest, img.storedSize ?? 0, range) };
   }
 
   /**
@@ -279,7 +274,7 @@ export class ImageService {
       const range = opts.rangeFor?.(size, img.digest) ?? undefined;
       const base = { kind: 'blob', image: img, source: 'original', format: target.format, digest: img.digest, sizeBytes: size, sha512: img.checksums.sha512, md5: img.checksums.md5, range } as const;
       if (opts.head) return base;
-      return { ...base, stream: await this.readBlob(img, img.digest, range) };
+      return { ...base, stream: await this.readBlob(img, img.digest, size, range) };
     }
     const stored = await this.readVariant(img, target, opts);
     if (stored) return stored;
@@ -350,15 +345,26 @@ export class ImageService {
     return { ...img, digest: img.digest };
   }
 
-  private async readBlob(img: Image, digest: Digest, range: ByteRange | undefined): Promise<Readable> {
+  /**
+   * A stored blob of `sizeBytes` (as recorded) for sending. A blob missing or of another size on
+   * storage now (damaged after it was stored) is refused before any byte; one that changes while
+   * it is read errors its stream (exactLength), so the transfer is aborted, never cut short.
+   */
+  private async readBlob(img: Image, digest: Digest, sizeBytes: number, range: ByteRange | undefined): Promise<Readable> {
+    const lost = (what: string) =>
+      new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} ${what} (ImageLost); upload it again`, { id: img.id, digest });
+    const info = await this.store.stat(digest);
+    if (!info) throw lost('is missing from storage');
+    if (info.sizeBytes !== sizeBytes) throw lost(`is damaged in storage: ${info.sizeBytes} bytes are there, ${sizeBytes} were stored`);
+    let stream: Readable;
     try {
-      return await this.store.read(digest, range);
+      stream = await this.store.read(digest, range);
     } catch (e) {
-      if (e instanceof BlobNotFound) {
-        throw new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} is missing from storage (ImageLost); upload it again`, { id: img.id, digest });
-      }
+      if (e instanceof BlobNotFound) throw lost('is missing from storage');
       throw e;
     }
+    const expected = range ? range.end - range.start + 1 : sizeBytes;
+    return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
   }
 
   /** A stored variant as a blob read; undefined when there is none (or its blob is gone: it is made again). */
@@ -368,12 +374,10 @@ export class ImageService {
     const range = opts.rangeFor?.(v.sizeBytes, v.digest) ?? undefined;
     const base = { kind: 'blob', image: img, source: 'variant', format: target.format, digest: v.digest, sizeBytes: v.sizeBytes, range } as const;
     if (opts.head) return base;
-    try {
-      return { ...base, stream: await this.store.read(v.digest, range) };
-    } catch (e) {
-      if (e instanceof BlobNotFound) return undefined;
-      throw e;
-    }
+    // a variant blob collected meanwhile is made again; one damaged in storage is refused (its
+    // digest stays taken, so making it again would not replace the damaged copy)
+    if (!(await this.store.stat(v.digest))) return undefined;
+    return { ...base, stream: await this.readBlob(img, v.digest, v.sizeBytes, range) };
   }
 
   /** Converts the image's blob to `target`, stores it and records the variant. */

@@ -165,10 +165,21 @@ export class Converter {
       const hashes = new Hashes(this.md5);
       const writer = writerFor(target.format);
       const writeOpts = { options: target.options, compress: target.compress, onProgress: opts.onProgress, signal: opts.signal };
+      if (opts.tap) {
+        // a response's headers go out with its first byte: damage the allocation map shows must be
+        // refused before that, while it can still be a clean error answer instead of a cut transfer
+        await walkAllocationMap(reader, opts.signal).catch((e: unknown) => {
+          throw conversionError(e);
+        });
+      }
       if (streamableWith(target)) {
         const tee = teeInto(session, hashes, opts.tap, opts.onStarted);
+        // the tee fails only when the session does (storage full, gone): that error is the one to
+        // report; the writer, meeting a closed stream, would only say "closed before complete"
+        let teeError: unknown;
+        tee.on('error', (e) => (teeError ??= e));
         await writer.write(reader, { kind: 'stream', stream: tee }, writeOpts).catch((e: unknown) => {
-          throw conversionError(e);
+          throw conversionError(teeError ?? e);
         });
       } else {
         await mkdir(this.scratchDir, { recursive: true });
@@ -262,6 +273,15 @@ async function drainedOrClosed(w: Writable): Promise<void> {
   } finally {
     ac.abort();
   }
+}
+
+/**
+ * Reads the whole allocation map (every table of the source: L1/L2, grain directory and tables,
+ * BAT, block map — metadata only, no guest data) so that a table or data offset past the end of
+ * the file, or any other damage the map shows, is an error before the first output byte.
+ */
+async function walkAllocationMap(reader: DiskReader, signal: AbortSignal | undefined): Promise<void> {
+  for await (const _extent of reader.extents()) signal?.throwIfAborted();
 }
 
 /** A disk engine error as a domain error with a stable code; anything else unchanged. */

@@ -6,8 +6,10 @@
  *   over `<path>`; the directory is fsynced so the rename survives a crash. On any error or abort
  *   the `.part` is deleted, so a crash or failure never leaves a file that looks complete.
  * - stream: bytes are written in order, honouring back-pressure; the writer ends the stream on
- *   success and destroys it with the error on failure (an HTTP client then sees a reset, never a
- *   short body that looks whole).
+ *   success and destroys it on failure (an HTTP client then sees a reset, never a short body that
+ *   looks whole). The failure itself is reported once, by the rejected `write`: the stream belongs
+ *   to the caller, so it is destroyed without an error — an 'error' event on a stream nobody
+ *   listens to would end the process, not the request.
  *
  * Writes are coalesced: contiguous `pwrite`s are gathered (up to COALESCE_BYTES) into one
  * `writev`, so writers may emit cluster-sized pieces without paying a syscall each. The sink keeps
@@ -221,7 +223,7 @@ export async function withOutput(
       signal?.throwIfAborted();
       await stream.end();
     } catch (err) {
-      target.stream.destroy(err instanceof Error ? err : new Error(String(err)));
+      target.stream.destroy();
       throw err;
     }
     return stream.position;
