@@ -3,7 +3,7 @@
  * after it was stored, and a URL import whose source drops the connection mid-way, end that one
  * request — as a problem answer before the headers, or as a transfer the client sees broken after
  * them — never as a complete-looking body or a hang, and never by ending the process. The server
- * runs as its own process (test/support/child-server.ts) so that a crash is seen as one.
+ * runs as its own process (test/support/spawned-server.ts) so that a crash is seen as one.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -17,13 +17,13 @@ import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import type { Image } from '../src/domain/image.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
-import { startChildServer, type ChildServer } from './support/child-server.js';
+import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 import { adminFetch as fetch } from './support/server.js';
 import { storeReadyImage } from './support/stored-image.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'imago-broken-'));
 const store = new FsBlobStore(dataDir);
-let s: ChildServer;
+let s: SpawnedServer;
 let files: http.Server;
 let filesUrl = '';
 const images: Record<'intact' | 'vanished' | 'shorter' | 'longer' | 'shrinking', Image> = {} as never;
@@ -51,7 +51,7 @@ before(async () => {
   });
   await new Promise<void>((r) => files.listen(0, '127.0.0.1', r));
   filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
-  s = await startChildServer(dataDir, { IMAGO_IMPORT_ALLOW: '127.0.0.1' });
+  s = await spawnServer(dataDir, { env: { IMAGO_IMPORT_ALLOW: '127.0.0.1' } });
 });
 
 after(async () => {

@@ -5,62 +5,20 @@
  * committed image is lost.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { patternedRaw } from './support/qemu.js';
-import { adminFetch as fetch, registerAdminToken } from './support/server.js';
+import { adminFetch as fetch } from './support/server.js';
+import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 const dataDir = mkdtempSync(join(tmpdir(), 'imago-crash-'));
 after(() => rmSync(dataDir, { recursive: true, force: true }));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-interface Server {
-  proc: ChildProcess;
-  url: string;
-}
-
-async function serve(): Promise<Server> {
-  const port = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, IMAGO_GC_GRACE_MS: '0' } });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (proc.exitCode !== null) throw new Error(`imago serve exited: ${stderr}`);
-    try {
-      if ((await fetch(`${url}/api/v1/healthz`)).ok) {
-        registerAdminToken(url, dataDir);
-        return { proc, url };
-      }
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`imago serve did not start: ${stderr}`);
-}
-
-async function kill9(s: Server): Promise<void> {
-  const exited = new Promise((r) => s.proc.once('exit', r));
-  s.proc.kill('SIGKILL');
-  await exited;
-}
+const serve = () => spawnServer(dataDir);
+const kill9 = (s: SpawnedServer) => s.kill9();
 
 async function json(url: string, init?: RequestInit) {
   const r = await fetch(url, init);

@@ -22,7 +22,7 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase, type Database } from '../src/db/database.js';
 import { KyselyImageRepository } from '../src/domain/image-repository.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
-import { startChildServer, type ChildServer } from './support/child-server.js';
+import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 import { cached, qemuConvert } from './support/qemu.js';
 import { adminFetch as fetch } from './support/server.js';
 import { storeReadyImage } from './support/stored-image.js';
@@ -31,7 +31,7 @@ const WRITERS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi'] as const;
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 const dataDir = mkdtempSync(join(tmpdir(), 'imago-damaged-'));
-let s: ChildServer;
+let s: SpawnedServer;
 /** the catalog the child serves, read from here to check what it stored */
 let db: Database;
 let repo: KyselyImageRepository;
@@ -242,7 +242,7 @@ before(async () => {
   } finally {
     await app.close();
   }
-  s = await startChildServer(dataDir);
+  s = await spawnServer(dataDir);
   db = await openDatabase(loadConfig({}, { IMAGO_DATA: dataDir }).databaseUrl);
   repo = new KyselyImageRepository(db);
 });

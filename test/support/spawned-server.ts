@@ -1,7 +1,8 @@
 /**
- * The real `imago serve` as a child process (bin/imago.js runs the compiled dist/), for tests that
- * must see the process from outside: that it is still alive, its memory (VmRSS/VmHWM from
- * /proc), what a kill -9 leaves behind.
+ * The real `imago serve` as a child process (bin/imago.js runs the compiled dist/, which the test
+ * command builds first), for tests that must see the process from outside: that it is still alive
+ * (in-process, an error escaping a request would be swallowed by the test runner's own
+ * uncaughtException handler), its memory (VmRSS/VmHWM from /proc), what a kill -9 leaves behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -23,8 +24,8 @@ export interface SpawnedServer {
   memory(): { rssKiB: number; hwmKiB: number };
   /** SIGKILL, and wait for the exit */
   kill9(): Promise<void>;
-  /** SIGTERM, and wait for the exit (SIGKILL after 10 s) */
-  stop(): Promise<void>;
+  /** SIGTERM, and wait for the exit (SIGKILL after 10 s); resolves to the exit code */
+  stop(): Promise<number | null>;
 }
 
 export async function freePort(): Promise<number> {
@@ -65,11 +66,13 @@ export async function spawnServer(dataDir: string, opts: { args?: string[]; env?
       await exited;
     },
     async stop() {
-      if (!alive()) return;
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
+      if (alive()) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      }
+      return proc.exitCode;
     },
   };
   for (let i = 0; i < 300; i++) {
