@@ -3,7 +3,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { cached, patternedRaw, qemuCreate, sh } from './support/qemu.js';
@@ -100,3 +103,52 @@ test('usage and I/O errors exit 2 with a message', async () => {
   assert.equal(e.code, 0, e.stderr);
   assert.equal(JSON.parse(e.stdout).format, 'raw');
 });
+
+/** The CLI with exactly these IMAGO_* variables (none inherited). */
+function imagoEnv(env: Record<string, string>, ...args: string[]) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('IMAGO_')));
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...clean, ...env }, timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const STACK_LINE = /^\s+at .+:\d+:\d+\)?$/m;
+
+test('an unexpected error prints one line "imago: <message>"; the stack trace only with --debug or IMAGO_DEBUG=1', async () => {
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  const listen = `127.0.0.1:${(busy.address() as net.AddressInfo).port}`;
+  const data = mkdtempSync(join(tmpdir(), 'imago-cli-err-'));
+  try {
+    const plain = imagoEnv({}, 'serve', '--quiet', '--listen', listen, '--data', data);
+    assert.equal(plain.code, 2, plain.stderr);
+    assert.match(plain.stderr, /^imago: listen EADDRINUSE: address already in use 127\.0\.0\.1:\d+ \(run again with --debug for the stack trace\)\n$/);
+    assert.doesNotMatch(plain.stderr, STACK_LINE);
+    for (const debug of [imagoEnv({}, '--debug', 'serve', '--quiet', '--listen', listen, '--data', data), imagoEnv({}, 'serve', '--quiet', '--listen', listen, '--data', data, '--debug'), imagoEnv({ IMAGO_DEBUG: '1' }, 'serve', '--quiet', '--listen', listen, '--data', data)]) {
+      assert.equal(debug.code, 2, debug.stderr);
+      assert.match(debug.stderr, /^imago: Error: listen EADDRINUSE/);
+      assert.match(debug.stderr, STACK_LINE);
+    }
+    const badConfig = imagoEnv({ IMAGO_MAX_IMAGE_SIZE: 'lots' }, 'gc', '--check', '--data', data);
+    assert.equal(badConfig.code, 2, badConfig.stderr);
+    assert.match(badConfig.stderr, /^imago: .*max image size/);
+    assert.equal(badConfig.stderr.trim().split('\n').length, 1, badConfig.stderr);
+  } finally {
+    busy.close();
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+
+test('a missing PostgreSQL database is one clear message that says to create it, without a stack trace', () => {
+  const name = `nonexistent_db_${randomBytes(4).toString('hex')}`;
+  const data = mkdtempSync(join(tmpdir(), 'imago-cli-pg-'));
+  try {
+    const r = imagoEnv({ IMAGO_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${name}` }, 'serve', '--quiet', '--listen', '127.0.0.1:0', '--data', data);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^imago: PostgreSQL at postgres://postgres@127\\.0\\.0\\.1:5432/${name} has no database "${name}": create it with "createdb -h 127\\.0\\.0\\.1 -p 5432 -U postgres ${name}"`));
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, STACK_LINE);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
+});
+

@@ -1,26 +1,65 @@
 /**
  * The remote CLI verbs and the watch stream against a real server: `imago image create --file`,
- * `list`, `show`, `download`, `get -w` (Deckhouse-style rows from server-sent events), and the
- * OpenAPI document generated from the route schemas.
+ * `list`, `show`, `download` (also converted by the server), `import` (waiting, with progress),
+ * `get -w` (Deckhouse-style rows from server-sent events), `gc --check`, and the OpenAPI document
+ * generated from the route schemas.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { patternedRaw, qemuConvert } from './support/qemu.js';
+import { cached, patternedRaw, qemuConvert, qemuCreate, qemuInfo, sh } from './support/qemu.js';
 import { adminFetch as fetch, startTestServer, type TestServer } from './support/server.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 let s: TestServer;
+/** A local HTTP server URL imports read from; `/slow/...` sends the body over about a second. */
+let files: http.Server;
+let filesUrl = '';
+const bodies = new Map<string, Buffer>();
 before(async () => {
-  s = await startTestServer();
+  files = http.createServer((req, res) => {
+    const slow = req.url?.startsWith('/slow/') === true;
+    const b = bodies.get(slow ? req.url!.slice('/slow'.length) : (req.url ?? ''));
+    if (!b) return res.writeHead(404).end();
+    res.writeHead(200, { 'content-length': b.length });
+    if (!slow) return res.end(b);
+    let off = 0;
+    const step = Math.ceil(b.length / 10);
+    const t = setInterval(() => {
+      res.write(b.subarray(off, off + step));
+      off += step;
+      if (off >= b.length) {
+        clearInterval(t);
+        res.end();
+      }
+    }, 100);
+    res.on('close', () => clearInterval(t));
+  });
+  await new Promise<void>((r) => files.listen(0, '127.0.0.1', r));
+  filesUrl = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+  s = await startTestServer({ env: { IMAGO_IMPORT_ALLOW: '127.0.0.1' } });
 });
 after(async () => {
   await s?.stop();
+  files?.closeAllConnections();
+  await new Promise((r) => files?.close(r));
 });
+
+async function imagesNamed(name: string): Promise<{ id: string; state: string }[]> {
+  return ((await (await fetch(`${s.url}/api/v1/images?name=${encodeURIComponent(name)}`)).json()) as { images: { id: string; state: string }[] }).images;
+}
+
+/** An unexpected error is one line, never a stack trace. */
+function assertOneLine(stderr: string): void {
+  assert.doesNotMatch(stderr, /^\s+at /m, stderr);
+  assert.equal(stderr.trim().split('\n').length, 1, stderr);
+}
 
 /** Runs the real CLI asynchronously: the server under test lives in this process's event loop. */
 function imago(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -60,6 +99,97 @@ test('a refused upload through the CLI exits 1 and explains', async () => {
   const r = await imago('image', 'create', '--name', 'lie', '--disk-format', 'raw', '--file', file);
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stderr, /declared as raw but its bytes are qcow2/);
+  // the image this command created stored nothing: it is not left behind in `error`
+  assert.match(r.stderr, /the new image "lie" stored nothing and was removed/);
+  assert.deepEqual(await imagesNamed('lie'), []);
+});
+
+test('image create --file checks the file before creating anything: missing, a directory, empty', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-cli-file-'));
+  const empty = join(dir, 'empty.raw');
+  writeFileSync(empty, '');
+  for (const [file, why] of [
+    [join(dir, 'nonexistent.qcow2'), /no such file/],
+    [dir, /it is a directory/],
+    [empty, /it is empty \(0 bytes\)/],
+  ] as const) {
+    const r = await imago('image', 'create', '--name', 'never-made', '--file', file);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^imago: cannot upload "${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}": `));
+    assert.match(r.stderr, why);
+    assertOneLine(r.stderr);
+    const up = await imago('image', 'upload', 'cli-img', file);
+    assert.equal(up.code, 2, up.stderr);
+    assert.match(up.stderr, why);
+  }
+  assert.deepEqual(await imagesNamed('never-made'), [], 'no pending image is left behind');
+});
+
+test('image import waits with a progress bar until ready; --no-wait returns at once; a refused import exits 1 with the reason', async () => {
+  bodies.set('/disk.qcow2', readFileSync(await qemuConvert('cli-imp.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2')));
+  const base = await qemuCreate('cli-imp-base.qcow2', 'qcow2', '64M');
+  const overlay = await cached('cli-imp-overlay.qcow2', async (tmp) => {
+    await sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]);
+  });
+  bodies.set('/evil.qcow2', readFileSync(overlay));
+
+  const created = JSON.parse((await imago('image', 'create', '--name', 'imp-wait', '-o', 'json')).stdout) as { id: string };
+  const r = await imago('image', 'import', created.id, `${filesUrl}/slow/disk.qcow2`, '-o', 'json');
+  assert.equal(r.code, 0, r.stderr);
+  const img = JSON.parse(r.stdout) as { state: string; diskFormat: string; virtualSize: number };
+  assert.equal(img.state, 'ready', 'the command returns when the import is done, not when it started');
+  assert.equal(img.diskFormat, 'qcow2');
+  assert.equal(img.virtualSize, 8 << 20);
+
+  // on a terminal the wait shows a progress bar (script(1) gives the command a pty)
+  const tty = JSON.parse((await imago('image', 'create', '--name', 'imp-tty', '-o', 'json')).stdout) as { id: string };
+  const cmd = [process.execPath, BIN, 'image', 'import', tty.id, `${filesUrl}/slow/disk.qcow2`, '--server', s.url, '--data', s.dataDir].map((a) => `'${a}'`).join(' ');
+  const shown = await new Promise<string>((resolve) => execFile('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }, (_e, stdout) => resolve(stdout)));
+  assert.match(shown, /import imp-tty \[#*-*\]\s+\d+% importing/, shown);
+  assert.match(shown, /import imp-tty \[#{30}\] 100% ready/, shown);
+
+  const nw = JSON.parse((await imago('image', 'create', '--name', 'imp-nowait', '-o', 'json')).stdout) as { id: string };
+  const quick = await imago('image', 'import', nw.id, `${filesUrl}/slow/disk.qcow2`, '--no-wait', '-o', 'json');
+  assert.equal(quick.code, 0, quick.stderr);
+  assert.equal((JSON.parse(quick.stdout) as { state: string }).state, 'importing');
+
+  const evil = JSON.parse((await imago('image', 'create', '--name', 'imp-evil', '-o', 'json')).stdout) as { id: string };
+  const refused = await imago('image', 'import', evil.id, `${filesUrl}/evil.qcow2`);
+  assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /^imago: the import of "imp-evil" failed: .*backing/);
+  assertOneLine(refused.stderr);
+
+  // create --url waits the same way; a failed first import leaves no image behind
+  const made = await imago('image', 'create', '--name', 'imp-create', '--url', `${filesUrl}/disk.qcow2`, '-o', 'json');
+  assert.equal(made.code, 0, made.stderr);
+  assert.equal((JSON.parse(made.stdout) as { state: string }).state, 'ready');
+  const gone = await imago('image', 'create', '--name', 'imp-create-404', '--url', `${filesUrl}/missing.qcow2`);
+  assert.equal(gone.code, 2, gone.stdout + gone.stderr);
+  assert.match(gone.stderr, /failed: .*404/);
+  assert.deepEqual(await imagesNamed('imp-create-404'), []);
+});
+
+test('image download --format converts on the server (checked with qemu-img info)', async () => {
+  const file = await qemuConvert('cli-dl-src.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2');
+  const c = await imago('image', 'create', '--name', 'dl-conv', '--file', file, '-o', 'json');
+  assert.equal(c.code, 0, c.stderr);
+  const dir = mkdtempSync(join(tmpdir(), 'imago-dl-'));
+  const vmdk = join(dir, 'x.vmdk');
+  const r = await imago('image', 'download', 'dl-conv', '-O', vmdk, '--format', 'vmdk', '--subformat', 'streamOptimized');
+  assert.equal(r.code, 0, r.stderr);
+  const info = await qemuInfo(vmdk);
+  assert.equal(info.format, 'vmdk');
+  assert.equal(info['virtual-size'], 8 << 20);
+  assert.equal((info['format-specific']?.data as { 'create-type'?: string })['create-type'], 'streamOptimized');
+  await sh('qemu-img', ['compare', '-q', file, vmdk]);
+  const vhd = join(dir, 'x.vhd');
+  const v = await imago('image', 'download', 'dl-conv', '-O', vhd, '--format', 'vhd', '--subformat', 'fixed');
+  assert.equal(v.code, 0, v.stderr);
+  assert.equal((await qemuInfo(vhd, 'vpc')).format, 'vpc');
+  await sh('qemu-img', ['compare', '-q', '-F', 'vpc', file, vhd]);
+  const bad = await imago('image', 'download', 'dl-conv', '-O', join(dir, 'x.bin'), '--format', 'nonsense');
+  assert.equal(bad.code, 2, bad.stderr);
+  assertOneLine(bad.stderr);
 });
 
 test('imago image get NAME -w prints a Deckhouse-style row per change', async () => {
@@ -167,9 +297,41 @@ test('imago gc --check reports what an unreferenced blob would free; imago gc fr
   assert.equal(plan.totalBytes, plan.usedBytes + plan.reclaimableBytes + plan.youngBytes);
   const human = await run('--check');
   assert.match(human.stdout, /reclaimable:\s+\S+/);
+  assert.match(human.stdout, /held back:\s+0 B \(0 bytes\) by the 0s grace period/);
   assert.match(human.stdout, new RegExp(`would delete ${digest}`));
   const real = await run();
   assert.equal(real.code, 0, real.stderr);
   assert.match(real.stdout, /deleted \d+ blob/);
   assert.equal(await s.app.store.stat(digest as `sha256:${string}`), undefined);
 });
+
+test('imago gc --check shows the bytes the grace period holds back and when they become reclaimable', async () => {
+  const file = readFileSync(await patternedRaw('svc-gc-young-3m.raw', 3 << 20));
+  file[100] = 42; // not shared with other tests' images
+  const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-young"}' })).json()) as { id: string };
+  const up = await fetch(`${s.url}/api/v1/images/${created.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
+  const digest = ((await up.json()) as { digest: string }).digest;
+  assert.equal((await fetch(`${s.url}/api/v1/images/${created.id}`, { method: 'DELETE' })).status, 204);
+  const run = (...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [BIN, 'gc', '--check', ...args, '--data', s.dataDir], { env: { ...process.env, IMAGO_GC_GRACE_MS: '3600000' } }, (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    );
+  const before = Date.now();
+  const human = await run();
+  assert.equal(human.code, 0, human.stderr);
+  assert.doesNotMatch(human.stdout, new RegExp(`would delete ${digest}`));
+  const held = /held back:\s+(\S+ \S+) \((\d+) bytes\) by the 1h grace period/.exec(human.stdout);
+  assert.ok(held, human.stdout);
+  assert.ok(Number(held[2]) >= 3 << 20, human.stdout);
+  const when = /reclaimable from (\S+) \(in (\d+m\d+s|1h)\)/.exec(human.stdout);
+  assert.ok(when, human.stdout);
+  const at = Date.parse(when[1]!);
+  assert.ok(at > before + 3500_000 && at <= Date.now() + 3601_000, when[1]);
+  const json = JSON.parse((await run('--json')).stdout) as { youngBytes: number; graceMs: number; youngReclaimableBy: string };
+  assert.equal(json.graceMs, 3600_000);
+  assert.ok(json.youngBytes >= 3 << 20);
+  assert.ok(Date.parse(json.youngReclaimableBy) >= at - 1000);
+});
+

@@ -184,7 +184,7 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
       process.stdout.write(`user ${name} deleted; its tokens are revoked\n`);
     }),
   );
-  const group = program.command('group').description('groups of users (a VO is a group); grant a group a role with "imago project grant"');
+  const group = program.command('group').description('groups of users (a VO is a group); grant a group a role with "./bin/imago.js project grant"');
   remote(group.command('create').argument('<name>').option('--description <text>')).action(
     run(async (c, name: string, f: Common & { description?: string }) => {
       await c.request('POST', '/api/v1/groups', { name, description: f.description });

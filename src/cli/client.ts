@@ -56,7 +56,7 @@ export class ImagoClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (e) {
-      throw new ApiError(0, 'UNREACHABLE', `cannot reach the Imago server at ${this.baseUrl} (${(e as Error).cause ?? (e as Error).message}); start it with "imago serve" or set --server / IMAGO_URL`);
+      throw unreachable(this.baseUrl, e);
     }
     return this.parse<T>(res);
   }
@@ -105,7 +105,7 @@ export class ImagoClient {
     }
     const { images } = await this.list({ name: idOrName, limit: '2' });
     if (images.length === 1) return images[0]!;
-    if (images.length === 0) throw new ApiError(404, 'IMAGE_NOT_FOUND', `no image with id or name "${idOrName}"; list them with "imago image list"`);
+    if (images.length === 0) throw new ApiError(404, 'IMAGE_NOT_FOUND', `no image with id or name "${idOrName}"; list them with "./bin/imago.js image list"`);
     throw new ApiError(409, 'AMBIGUOUS', `more than one image is named "${idOrName}"; use its id`);
   }
 
@@ -149,9 +149,23 @@ export class ImagoClient {
     return this.parse<ImageDto>(res);
   }
 
-  /** Downloads to `out` via a temporary file renamed at the end: an interrupted download never looks complete. */
-  async download(id: string, out: string, progress?: Progress): Promise<number> {
-    const res = await fetch(`${this.baseUrl}/api/v1/images/${encodeURIComponent(id)}/file`, { headers: this.headers() });
+  /**
+   * Downloads to `out` via a temporary file renamed at the end: an interrupted download never looks
+   * complete. `as` asks the server for another format (`GET /file?format=&subformat=&options=`).
+   */
+  async download(id: string, out: string, progress?: Progress, as?: { format: string; subformat?: string; options?: string }): Promise<number> {
+    const qs = new URLSearchParams();
+    if (as) {
+      qs.set('format', as.format);
+      if (as.subformat !== undefined) qs.set('subformat', as.subformat);
+      if (as.options !== undefined) qs.set('options', as.options);
+    }
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/api/v1/images/${encodeURIComponent(id)}/file${qs.size ? `?${qs}` : ''}`, { headers: this.headers() });
+    } catch (e) {
+      throw unreachable(this.baseUrl, e);
+    }
     if (!res.ok || !res.body) await this.parse(res);
     const total = Number(res.headers.get('content-length') ?? NaN);
     let done = 0;
@@ -174,25 +188,76 @@ export class ImagoClient {
     return done;
   }
 
-  /** Server-sent events, parsed. */
-  async *events(imageId?: string, signal?: AbortSignal): AsyncIterable<{ type: string; image: ImageDto }> {
-    const res = await fetch(`${this.baseUrl}/api/v1/events${imageId ? `?image=${encodeURIComponent(imageId)}` : ''}`, { headers: this.headers(), signal });
+  /**
+   * Server-sent events, parsed. Resolves once the server has answered, i.e. once it delivers every
+   * later change: read the image's state after this, not before, and no change falls in between.
+   */
+  async events(imageId?: string, signal?: AbortSignal): Promise<AsyncIterable<ImageEvent>> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/api/v1/events${imageId ? `?image=${encodeURIComponent(imageId)}` : ''}`, { headers: this.headers(), signal });
+    } catch (e) {
+      throw unreachable(this.baseUrl, e);
+    }
     if (!res.ok || !res.body) await this.parse(res);
-    const decoder = new TextDecoder();
-    let buf = '';
-    for await (const chunk of Readable.fromWeb(res.body as never)) {
-      buf += decoder.decode(chunk as Buffer, { stream: true });
-      let sep: number;
-      while ((sep = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, sep);
-        buf = buf.slice(sep + 2);
-        const data = block
-          .split('\n')
-          .filter((l) => l.startsWith('data: '))
-          .map((l) => l.slice(6))
-          .join('\n');
-        if (data) yield JSON.parse(data) as { type: string; image: ImageDto };
+    return parseEvents(res.body as ReadableStream<Uint8Array>);
+  }
+
+  /**
+   * Starts a URL import and, unless `wait` is false, follows the image until the import ends
+   * (ready, error, or cancelled), reporting each change to `onChange`. The returned image is the last
+   * state seen.
+   */
+  async importAndWait(id: string, url: string, opts: { wait: boolean; onChange?: (img: ImageDto) => void }): Promise<ImageDto> {
+    if (!opts.wait) return this.startImport(id, url);
+    const ac = new AbortController();
+    try {
+      const events = await this.events(id, ac.signal);
+      let img = await this.startImport(id, url);
+      opts.onChange?.(img);
+      if (!IMPORTING.has(img.state)) return img;
+      for await (const ev of events) {
+        if (ev.type === 'deleted') throw new ApiError(404, 'IMAGE_NOT_FOUND', `image ${id} was deleted while it was importing`);
+        img = ev.image;
+        opts.onChange?.(img);
+        if (!IMPORTING.has(img.state)) return img;
       }
+      img = await this.get(id);
+      if (!IMPORTING.has(img.state)) return img;
+      throw new ApiError(0, 'WAIT_INTERRUPTED', `the server closed the event stream while image ${id} was still ${img.state}; the import goes on there: follow it with "./bin/imago.js image get ${id} -w"`);
+    } finally {
+      ac.abort();
+    }
+  }
+}
+
+export interface ImageEvent {
+  type: string;
+  image: ImageDto;
+}
+
+/** The states an image is in while a URL import runs (it starts from pending). */
+const IMPORTING = new Set(['pending', 'importing']);
+
+function unreachable(baseUrl: string, e: unknown): ApiError {
+  return new ApiError(0, 'UNREACHABLE', `cannot reach the Imago server at ${baseUrl} (${(e as Error).cause ?? (e as Error).message}); start it with "./bin/imago.js serve" or set --server / IMAGO_URL`);
+}
+
+async function* parseEvents(body: ReadableStream<Uint8Array>): AsyncIterable<ImageEvent> {
+  const decoder = new TextDecoder();
+  let buf = '';
+  for await (const chunk of Readable.fromWeb(body as never)) {
+    buf += decoder.decode(chunk as Buffer, { stream: true });
+    let sep: number;
+    while ((sep = buf.indexOf('\n\n')) >= 0) {
+      const block = buf.slice(0, sep);
+      buf = buf.slice(sep + 2);
+      const data = block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n');
+      if (data) yield JSON.parse(data) as ImageEvent;
     }
   }
 }

@@ -3,10 +3,12 @@
  * They talk to a server over the REST API (--server / IMAGO_URL).
  */
 import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ApiError, ImagoClient, type ImageDto } from './client.js';
 import { humanBytes, toJson } from './json.js';
-import { progressBar } from './progress-bar.js';
+import { percentBar, progressBar } from './progress-bar.js';
 
 type Out = 'table' | 'json';
 
@@ -171,35 +173,45 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     .option('--cluster', 'cluster scope: readable by every project (server admins)')
     .option('--visibility <v>', 'private, project (default), shared or public')
     .option('--file <path>', 'upload this file')
-    .option('--url <url>', 'import from this URL (the server downloads it)')
+    .option('--url <url>', 'import from this URL (the server downloads it); waits until it is ready, with progress')
+    .option('--no-wait', 'with --url: return once the server has started the import')
     .option('--idempotency-key <key>', 'retry-safe creation (default: a random key per invocation)')
     .action(
-      run(async (f: AttrFlags & Common & { file?: string; url?: string; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string }) => {
+      run(async (f: AttrFlags & Common & { file?: string; url?: string; wait: boolean; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string }) => {
+        if (f.file && f.url) throw new ApiError(0, 'USAGE', 'give --file or --url, not both');
+        if (f.file) await checkUploadFile(f.file);
         const c = ctx.client(f);
         const attrs = attributes(f);
         if (f.cluster) attrs.project = null;
         else if (f.project) attrs.project = f.project;
         if (f.visibility) attrs.visibility = f.visibility;
         let img = await c.create(attrs, f.idempotencyKey ?? randomUUID());
-        if (f.file) img = await uploadWithBar(c, img.id, f.file);
-        else if (f.url) img = await c.startImport(img.id, f.url);
+        try {
+          if (f.file) img = await uploadWithBar(c, img.id, f.file);
+          else if (f.url) img = await importWithBar(c, img, f.url, f.wait);
+        } catch (e) {
+          throw await withoutHalfMadeImage(c, img, e, f.file ? `image upload ${img.id} ${f.file}` : `image import ${img.id} ${f.url}`);
+        }
         printImage(img, f.output);
       }),
     );
 
   remote(image.command('upload').description('upload a file into an image').argument('<image>').argument('<file>')).action(
     run(async (id: string, file: string, f: Common) => {
+      await checkUploadFile(file);
       const c = ctx.client(f);
       printImage(await uploadWithBar(c, (await c.resolve(id)).id, file), f.output);
     }),
   );
 
-  remote(image.command('import').description('import an image from a URL (server-side, with progress)').argument('<image>').argument('<url>')).action(
-    run(async (id: string, url: string, f: Common) => {
-      const c = ctx.client(f);
-      printImage(await c.startImport((await c.resolve(id)).id, url), f.output);
-    }),
-  );
+  remote(image.command('import').description('import an image from a URL (server-side); waits until it is ready, with progress').argument('<image>').argument('<url>'))
+    .option('--no-wait', 'return once the server has started the import')
+    .action(
+      run(async (id: string, url: string, f: Common & { wait: boolean }) => {
+        const c = ctx.client(f);
+        printImage(await importWithBar(c, await c.resolve(id), url, f.wait), f.output);
+      }),
+    );
 
   remote(image.command('list').description('list images'))
     .option('--name <name>', 'exact name or prefix*')
@@ -245,16 +257,26 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     }),
   );
 
-  remote(image.command('download').description('download an image').argument('<image>').requiredOption('-O, --out <file>', 'where to write it')).action(
-    run(async (id: string, f: Common & { out: string }) => {
-      const c = ctx.client(f);
-      const img = await c.resolve(id);
-      const bar = progressBar(`download ${img.name}`);
-      const n = await c.download(img.id, f.out, bar.update);
-      bar.end();
-      process.stderr.write(`${f.out}: ${n} bytes\n`);
-    }),
-  );
+  remote(image.command('download').description('download an image, as stored or converted by the server to another format').argument('<image>').requiredOption('-O, --out <file>', 'where to write it'))
+    .option('--format <format>', 'raw, qcow2, vmdk, vhd, vhdx or vdi (default: as stored)')
+    .option('--subformat <subformat>', 'with --format: e.g. streamOptimized (vmdk), fixed (vhd)')
+    .option('--options <k=v,...>', 'with --format: writer options as qemu-img -o spells them, e.g. compress=on')
+    .action(
+      run(async (id: string, f: Common & { out: string; format?: string; subformat?: string; options?: string }) => {
+        if (!f.format && (f.subformat !== undefined || f.options !== undefined)) throw new ApiError(0, 'USAGE', '--subformat and --options need --format');
+        const c = ctx.client(f);
+        const img = await c.resolve(id);
+        const bar = progressBar(`download ${img.name}`);
+        try {
+          const n = await c.download(img.id, f.out, bar.update, f.format ? { format: f.format, subformat: f.subformat, options: f.options } : undefined);
+          bar.end();
+          process.stderr.write(`${f.out}: ${n} bytes${f.format ? ` (${f.format})` : ''}\n`);
+        } catch (e) {
+          bar.end();
+          throw e;
+        }
+      }),
+    );
 
   withAttributeOptions(remote(image.command('update').description('update image metadata').argument('<image>')))
     .option('--name <name>', 'new name')
@@ -303,7 +325,7 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
         else process.stdout.write(table([WATCH_HEADER, watchRow(img)]));
         if (!f.watch) return;
         const widths = WATCH_HEADER.map((h, i) => Math.max(h.length, (watchRow(img)[i] ?? '').length));
-        for await (const ev of c.events(img.id)) {
+        for await (const ev of await c.events(img.id)) {
           if (f.output === 'json') process.stdout.write(toJson(ev.image) + '\n');
           else {
             const row = watchRow(ev.image);
@@ -313,6 +335,67 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
         }
       }),
     );
+}
+
+/**
+ * Refuses, before anything is created on the server, a file an upload could not send: missing,
+ * unreadable, a directory, or empty.
+ */
+export async function checkUploadFile(file: string): Promise<number> {
+  let fh;
+  try {
+    fh = await open(file, constants.O_RDONLY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (e as Error).message;
+    throw new ApiError(0, 'USAGE', `cannot upload "${file}": ${why}; give the path of a disk image file you can read`);
+  }
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw new ApiError(0, 'USAGE', `cannot upload "${file}": it is a directory; give the path of a disk image file`);
+    if (!st.isFile()) throw new ApiError(0, 'USAGE', `cannot upload "${file}": it is not a regular file; give the path of a disk image file`);
+    if (st.size === 0) throw new ApiError(0, 'USAGE', `cannot upload "${file}": it is empty (0 bytes); give the path of a disk image file`);
+    return st.size;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * After the first upload or import of an image this command created failed: the image holds no
+ * bytes (a failed ingest never commits any), so it is deleted rather than left `pending` or
+ * `error`. When that is not possible, the error says how to retry into it or delete it.
+ */
+async function withoutHalfMadeImage(c: ImagoClient, created: ImageDto, failure: unknown, retry: string): Promise<unknown> {
+  if (!(failure instanceof ApiError)) return failure;
+  try {
+    const now = await c.get(created.id);
+    if (now.digest === undefined) {
+      await c.delete(created.id);
+      return new ApiError(failure.status, failure.code, `${failure.message} (the new image "${created.name}" stored nothing and was removed)`);
+    }
+  } catch {
+    // the server is unreachable or refuses the delete: say how to go on
+  }
+  return new ApiError(failure.status, failure.code, `${failure.message}; the image ${created.id} was created: retry with "./bin/imago.js ${retry}" or remove it with "./bin/imago.js image delete ${created.id}"`);
+}
+
+/**
+ * Starts a URL import and, with `wait`, follows it with a progress bar until it ends. An import
+ * that ends other than ready is an error carrying the server's reason: UNSAFE_IMAGE (exit 1, as
+ * for a refused upload) when the bytes were inspected and refused, IMPORT_FAILED otherwise.
+ */
+async function importWithBar(c: ImagoClient, img: ImageDto, url: string, wait: boolean): Promise<ImageDto> {
+  const bar = percentBar(`import ${img.name}`);
+  let last: ImageDto;
+  try {
+    last = await c.importAndWait(img.id, url, { wait, onChange: (i) => bar.update(i.state, i.progress ?? undefined) });
+  } finally {
+    bar.end();
+  }
+  if (!wait || last.state === 'ready') return last;
+  const reason = last.state === 'error' ? (last.stateReason ?? 'the server gave no reason') : `it stopped in state ${last.state}`;
+  throw new ApiError(0, last.state === 'error' && last.inspection ? 'UNSAFE_IMAGE' : 'IMPORT_FAILED', `the import of "${img.name}" failed: ${reason}`);
 }
 
 async function uploadWithBar(c: ImagoClient, id: string, file: string): Promise<ImageDto> {

@@ -10,13 +10,19 @@ import { registerConvert } from './convert-command.js';
 import { EXIT_ERROR, registerInspect } from './inspect-command.js';
 import { registerServe } from './serve-command.js';
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the command line `argv` and returns the exit code. An error no verb handled is printed as
+ * one line (`imago: <message>`); its stack trace only with the global `--debug` flag or
+ * IMAGO_DEBUG=1 in `env`, the one place that setting is read.
+ */
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let exitCode = 0;
   const program = new Command();
   program
     .name('imago')
     .description('Imago — registry and lifecycle service for virtual machine images')
     .version('0.1.0')
+    .option('--debug', 'print the stack trace of an unexpected error (or set IMAGO_DEBUG=1)')
     .exitOverride()
     .showHelpAfterError();
   const setExit = (code: number) => {
@@ -41,9 +47,19 @@ export async function main(argv: string[]): Promise<number> {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
       return EXIT_ERROR;
     }
-    throw e;
+    const debug = program.opts<{ debug?: boolean }>().debug === true || /^(1|true|yes|on)$/i.test(env.IMAGO_DEBUG ?? '');
+    process.stderr.write(`imago: ${unexpectedErrorText(e, debug)}\n`);
+    return EXIT_ERROR;
   }
   return exitCode;
+}
+
+/** One line naming what went wrong, or with `debug` the whole stack trace. */
+export function unexpectedErrorText(e: unknown, debug: boolean): string {
+  if (!(e instanceof Error)) return String(e);
+  if (debug) return e.stack ?? e.message;
+  const cause = e.cause instanceof Error && !e.message.includes(e.cause.message) ? `: ${e.cause.message}` : '';
+  return `${e.message.split('\n')[0]}${cause} (run again with --debug for the stack trace)`;
 }
 
 /** The server-admin token a local `imago serve` wrote into its data dir, when this user can read it. */

@@ -34,3 +34,29 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
     },
   };
 }
+
+/**
+ * The same line for a job the server runs (a URL import): its state and, when the server knows
+ * the size, its percentage. Only when stderr is a terminal.
+ */
+export function percentBar(label: string, stream: NodeJS.WriteStream = process.stderr): { update: (state: string, percent?: number) => void; end: () => void } {
+  const tty = stream.isTTY === true;
+  let drawn = false;
+  return {
+    update(state, percent) {
+      if (!tty) return;
+      drawn = true;
+      if (percent === undefined) {
+        stream.write(`\r${label} ${state}   `);
+        return;
+      }
+      const pct = Math.max(0, Math.min(100, Math.floor(percent)));
+      const width = 30;
+      const fill = Math.round((pct / 100) * width);
+      stream.write(`\r${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${String(pct).padStart(3)}% ${state}   `);
+    },
+    end() {
+      if (tty && drawn) stream.write('\n');
+    },
+  };
+}

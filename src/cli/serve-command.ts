@@ -57,6 +57,15 @@ export function registerServe(program: Command, setExit: (code: number) => void)
           process.stdout.write(`total:        ${humanBytes(p.totalBytes)} (${p.totalBytes} bytes)\n`);
           process.stdout.write(`used:         ${humanBytes(p.usedBytes)} (${p.usedBytes} bytes)\n`);
           process.stdout.write(`reclaimable:  ${humanBytes(p.reclaimableBytes)} (${p.reclaimableBytes} bytes)\n`);
+          process.stdout.write(`held back:    ${humanBytes(p.youngBytes)} (${p.youngBytes} bytes) by the ${duration(p.graceMs)} grace period (IMAGO_GC_GRACE_MS)\n`);
+          if (p.youngReclaimableFrom && p.youngReclaimableBy) {
+            const when = (d: Date) => `${d.toISOString().replace(/\.\d+Z$/, 'Z')} (in ${duration(d.getTime() - Date.now())})`;
+            process.stdout.write(
+              p.youngReclaimableFrom.getTime() === p.youngReclaimableBy.getTime()
+                ? `              reclaimable from ${when(p.youngReclaimableBy)}, if still unreferenced\n`
+                : `              reclaimable from ${when(p.youngReclaimableFrom)}, all of it by ${when(p.youngReclaimableBy)}, if still unreferenced\n`,
+            );
+          }
           for (const b of p.candidates) process.stdout.write(`  ${flags.check ? 'would delete' : 'deleted'} ${b.digest} ${humanBytes(b.sizeBytes)}\n`);
           if (r.deleted) process.stdout.write(`deleted ${r.deleted.count} blob(s), ${humanBytes(r.deleted.bytes)}\n`);
         }
@@ -76,10 +85,24 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     const app = await createApp(config);
     try {
       const { id, path } = await writeAdminToken(app, 'recovery');
-      process.stderr.write(`imago: new server-admin token ${id} written to ${path} (mode 0600); revoke lost ones with "imago token list" / "imago token revoke"\n`);
+      process.stderr.write(`imago: new server-admin token ${id} written to ${path} (mode 0600); revoke lost ones with "./bin/imago.js token list" / "./bin/imago.js token revoke"\n`);
       setExit(0);
     } finally {
       await app.close();
     }
   });
+}
+
+/** 5400000 → "1h30m", 90000 → "1m30s", 0 → "0s": a duration as a person reads it. */
+export function duration(ms: number): string {
+  let s = Math.max(0, Math.ceil(ms / 1000));
+  const parts: string[] = [];
+  for (const [unit, n] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+    if (s >= n) {
+      parts.push(`${Math.floor(s / n)}${unit}`);
+      s %= n;
+    }
+  }
+  if (s > 0 || parts.length === 0) parts.push(`${s}s`);
+  return parts.join('');
 }

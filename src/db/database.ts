@@ -38,7 +38,7 @@ export async function openDatabase(url: string): Promise<Database> {
       c.release();
     } catch (e) {
       await pool.end();
-      throw new Error(`cannot connect to PostgreSQL at ${url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}: ${(e as Error).message}`);
+      throw new Error(postgresConnectError(url, e));
     }
     const kysely = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
     return { kysely, dialect: 'postgres', url, close: () => kysely.destroy() };
@@ -52,6 +52,19 @@ export async function openDatabase(url: string): Promise<Database> {
   sqlite.pragma('foreign_keys = ON');
   const kysely = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) });
   return { kysely, dialect: 'sqlite', url, close: () => kysely.destroy() };
+}
+
+/** What went wrong connecting to PostgreSQL at `url`, and what to do about it; no password shown. */
+export function postgresConnectError(url: string, e: unknown): string {
+  const shown = url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  // 3D000 invalid_catalog_name: the server is up, the database was never created.
+  if ((e as { code?: string }).code === '3D000') {
+    const u = new URL(url);
+    const name = decodeURIComponent(u.pathname.slice(1));
+    const args = [u.hostname && `-h ${u.hostname}`, u.port && `-p ${u.port}`, u.username && `-U ${decodeURIComponent(u.username)}`, name].filter(Boolean).join(' ');
+    return `PostgreSQL at ${shown} has no database "${name}": create it with "createdb ${args}" (Imago creates its tables itself), or point IMAGO_DATABASE_URL / --database at an existing database`;
+  }
+  return `cannot connect to PostgreSQL at ${shown}: ${(e as Error).message}; check that the server runs and the URL (IMAGO_DATABASE_URL / --database) is right`;
 }
 
 /** True when `e` is a unique/primary-key violation, in either dialect. */

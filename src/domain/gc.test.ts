@@ -41,3 +41,28 @@ test('GC collects old unreferenced blobs only; young ones (grace) and referenced
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('GC plan says when the bytes held back by the grace period become reclaimable', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-gc-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const now = new Date();
+    await blob(store, dir, 4000, 60_000); // deleted just after an upload a minute ago
+    await blob(store, dir, 3000, 1_800_000);
+    await blob(store, dir, 2000, 7200_000);
+    const plan = await planGc({ store, referenced: new Set(), now, graceMs: 3600_000 });
+    assert.equal(plan.graceMs, 3600_000);
+    assert.equal(plan.youngBytes, 7000);
+    assert.equal(plan.reclaimableBytes, 2000);
+    // mtimes have second resolution on some filesystems: allow 1 s either way
+    const near = (d: Date | undefined, expected: number) => assert.ok(d && Math.abs(d.getTime() - expected) <= 1000, `${d?.toISOString()} vs ${new Date(expected).toISOString()}`);
+    near(plan.youngReclaimableFrom, now.getTime() + 1_800_000);
+    near(plan.youngReclaimableBy, now.getTime() + 3_540_000);
+    const none = await planGc({ store, referenced: new Set(), now, graceMs: 0 });
+    assert.equal(none.youngBytes, 0);
+    assert.equal(none.youngReclaimableFrom, undefined);
+    assert.equal(none.youngReclaimableBy, undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

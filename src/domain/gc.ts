@@ -13,17 +13,26 @@ export interface GcPlan {
   reclaimableBytes: number;
   /** blobs kept only because they are younger than the grace period */
   youngBytes: number;
+  /** the grace period the plan was made with */
+  graceMs: number;
+  /** when the first / the last of the young blobs leaves the grace period (absent when none is young) */
+  youngReclaimableFrom?: Date;
+  youngReclaimableBy?: Date;
   candidates: BlobInfo[];
 }
 
 export async function planGc(opts: { store: BlobStore; referenced: Set<Digest>; now: Date; graceMs: number }): Promise<GcPlan> {
-  const plan: GcPlan = { totalBytes: 0, usedBytes: 0, reclaimableBytes: 0, youngBytes: 0, candidates: [] };
+  const plan: GcPlan = { totalBytes: 0, usedBytes: 0, reclaimableBytes: 0, youngBytes: 0, graceMs: opts.graceMs, candidates: [] };
   const cutoff = opts.now.getTime() - opts.graceMs;
   for await (const b of opts.store.list()) {
     plan.totalBytes += b.sizeBytes;
     if (opts.referenced.has(b.digest)) plan.usedBytes += b.sizeBytes;
-    else if (b.committedAt.getTime() >= cutoff) plan.youngBytes += b.sizeBytes;
-    else {
+    else if (b.committedAt.getTime() >= cutoff) {
+      plan.youngBytes += b.sizeBytes;
+      const at = new Date(b.committedAt.getTime() + opts.graceMs + 1);
+      if (!plan.youngReclaimableFrom || at < plan.youngReclaimableFrom) plan.youngReclaimableFrom = at;
+      if (!plan.youngReclaimableBy || at > plan.youngReclaimableBy) plan.youngReclaimableBy = at;
+    } else {
       plan.reclaimableBytes += b.sizeBytes;
       plan.candidates.push(b);
     }
