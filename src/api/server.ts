@@ -14,6 +14,7 @@ import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
+import { withBodyIdleTimeout } from './body-idle-timeout.js';
 import { collectOpenApi } from './openapi.js';
 import { problem, STATUS_OF } from './problem.js';
 
@@ -29,6 +30,10 @@ export interface ApiDeps {
   /** extra routes (import, GC) registered by the composition root */
   extend?: (app: FastifyInstance) => void;
   logger?: boolean;
+  /** a request body idle this long is cut off (default 60 s) */
+  bodyIdleTimeoutMs?: number;
+  /** an open event stream re-checks its credentials this often (default 3 s) */
+  eventsRecheckMs?: number;
 }
 
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', maxLength: 64 } } } as const;
@@ -36,6 +41,8 @@ const imageResponse = { ...IMAGE_SCHEMA, description: 'the image' };
 const arr = (description: string) => ({ type: 'array', items: { type: 'string' }, description }) as const;
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
+  const bodyIdleTimeoutMs = deps.bodyIdleTimeoutMs ?? 60_000;
+  const eventsRecheckMs = deps.eventsRecheckMs ?? 3_000;
   const app = Fastify({
     logger: deps.logger ? { level: 'info' } : false,
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID()),
@@ -174,7 +181,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         response: { 200: imageResponse },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const announced = announcedSize(req);
       const ac = new AbortController();
       const onClose = () => {
@@ -182,8 +189,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       };
       req.raw.on('close', onClose);
       try {
-        const image = await deps.access.upload(ctxOf(req), idOf(req), req.raw, { announcedSize: announced, signal: ac.signal });
+        const body = withBodyIdleTimeout(req.raw, bodyIdleTimeoutMs);
+        const image = await deps.access.upload(ctxOf(req), idOf(req), body, { announcedSize: announced, signal: ac.signal });
         return imageJson(image);
+      } catch (e) {
+        // a stalled client may never read the answer: close the socket once the 408 is written
+        if (e instanceof DomainError && e.code === 'REQUEST_TIMEOUT') reply.raw.once('finish', () => req.raw.socket.destroy());
+        throw e;
       } finally {
         req.raw.off('close', onClose);
       }
