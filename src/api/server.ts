@@ -326,17 +326,59 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
       res.write(': imago events\n\n');
-      const principal = req.principal;
+      // The stream outlives the moment its credentials were checked: they are checked again every
+      // eventsRecheckMs and before each event, so a revoked token or a deleted user stops receiving
+      // within seconds (and never receives an event after the revocation is seen).
+      const authorization = header(req, 'authorization');
+      let principal = req.principal;
+      let ended = false;
+      let checking: Promise<boolean> | undefined;
+      const cleanup = () => {
+        clearInterval(ping);
+        clearInterval(recheckTimer);
+        unsubscribe();
+      };
+      const endWith = (err: unknown) => {
+        if (ended) return;
+        ended = true;
+        cleanup();
+        const detail =
+          err instanceof DomainError
+            ? `${err.message}; this event stream has ended — reconnect with valid credentials`
+            : 'the credentials of this event stream could not be checked again; reconnect';
+        const code = err instanceof DomainError ? err.code : 'UNAVAILABLE';
+        const body = problem(code, err instanceof DomainError ? STATUS_OF[err.code] : 503, detail, req.id);
+        res.once('finish', () => res.socket?.end());
+        res.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+      };
+      const recheck = (): Promise<boolean> =>
+        (checking ??= deps.access
+          .authenticate(authorization)
+          .then(
+            (p) => {
+              principal = p;
+              return true;
+            },
+            (e: unknown) => {
+              endWith(e);
+              return false;
+            },
+          )
+          .finally(() => (checking = undefined)));
+      let delivering = Promise.resolve();
       const send = async (c: ImageChange) => {
-        if (only && c.image.id !== only) return;
-        if (!(await deps.access.canSee(principal, c.image).catch(() => false))) return;
+        if (ended || (only && c.image.id !== only)) return;
+        if (!(await recheck()) || ended) return;
+        if (!(await deps.access.canSee(principal, c.image).catch(() => false)) || ended) return;
         res.write(`id: ${c.seq}\nevent: ${c.type}\ndata: ${JSON.stringify({ type: c.type, at: c.at.toISOString(), image: imageJson(c.image) })}\n\n`);
       };
-      const unsubscribe = deps.events.subscribe((c) => void send(c));
+      // one event at a time, in order
+      const unsubscribe = deps.events.subscribe((c) => void (delivering = delivering.then(() => send(c)).catch(() => undefined)));
       const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-      req.raw.on('close', () => {
-        clearInterval(ping);
-        unsubscribe();
+      const recheckTimer = setInterval(() => void recheck(), eventsRecheckMs);
+      res.on('close', () => {
+        ended = true;
+        cleanup();
       });
     },
   );
