@@ -15,12 +15,18 @@ import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
 import { withBodyIdleTimeout } from './body-idle-timeout.js';
+import { problemOnSocket } from './client-error.js';
+import { assertBodyTypes } from './strict-body.js';
 import { collectOpenApi } from './openapi.js';
 import { problem, STATUS_OF } from './problem.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal;
+  }
+  interface FastifyContextConfig {
+    /** the handler streams the raw body itself (image bytes); no parser reads it */
+    rawBody?: boolean;
   }
 }
 
@@ -50,12 +56,33 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     exposeHeadRoutes: false,
+    // querystrings need coercion (?limit=10, one ?state=x as an array); bodies are checked strictly first (strict-body.ts)
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    // errors Fastify and node:http produce before a handler runs get the one problem+json shape
+    frameworkErrors: (err, req, reply) => void sendError(req, reply, err),
+    clientErrorHandler: problemOnSocket,
   });
   const openapi = collectOpenApi(app);
 
-  // Raw bodies (image bytes) are streamed by their handlers, never buffered.
-  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+  // Raw bodies (image bytes) are streamed by their handlers, never buffered. Every other route
+  // takes JSON only (Fastify's text/plain parser would hand a JSON route a string).
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    if (req.routeOptions.config.rawBody) return done(null, undefined);
+    const type = header(req, 'content-type');
+    done(
+      new DomainError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} takes a JSON body${type === undefined ? ', and this one has no Content-Type' : `, not ${type.slice(0, 100)}`}; send it with Content-Type: application/json`,
+        { accepted: ['application/json'] },
+      ),
+      undefined,
+    );
+  });
+  app.addHook('preValidation', async (req) => {
+    const schema = req.routeOptions.schema?.body as Parameters<typeof assertBodyTypes>[0] | undefined;
+    if (schema && req.body !== undefined) assertBodyTypes(schema, req.body);
+  });
 
   app.setErrorHandler((err: unknown, req, reply) => sendError(req, reply, err));
   app.setNotFoundHandler((req, reply) => {
@@ -179,6 +206,18 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         headers: { type: 'object', properties: { 'x-image-size': { type: 'string', description: 'bytes the upload will send, when Content-Length is absent' } } },
         consumes: ['application/octet-stream'],
         response: { 200: imageResponse },
+      },
+      config: { rawBody: true },
+      // refused before any byte is read: a JSON, text or form body is not an image (no parser runs)
+      preParsing: async (req) => {
+        const type = header(req, 'content-type');
+        if (type !== undefined && NOT_IMAGE_BYTES.test(type)) {
+          throw new DomainError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `the image bytes were sent as ${type.slice(0, 100)}; send them as Content-Type: application/octet-stream (curl -T sets none, which is fine too)`,
+            { accepted: ['application/octet-stream'] },
+          );
+        }
       },
     },
     async (req, reply) => {
@@ -399,13 +438,15 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
   if (!req.raw.complete && req.raw.readableDidRead) void reply.header('connection', 'close');
   if (err instanceof DomainError) {
     const status = STATUS_OF[err.code];
+    // RFC 9110 §15.5.17: a 416 says how large the representation is
+    if (err.code === 'RANGE_NOT_SATISFIABLE' && typeof err.details.size === 'number') void reply.header('content-range', `bytes */${err.details.size}`);
     return reply.code(status).type('application/problem+json').send(problem(err.code, status, err.message, req.id, err.details));
   }
   const fe = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
   if (fe.validation || (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500)) {
     const status = fe.statusCode ?? 400;
-    const code = status === 413 ? 'SIZE_LIMIT' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'INVALID_REQUEST';
-    return reply.code(status).type('application/problem+json').send(problem(code, status, `${fe.message ?? 'invalid request'}; see /api/v1/openapi.json`, req.id));
+    const code = FRAMEWORK_CODES[status] ?? 'INVALID_REQUEST';
+    return reply.code(status).type('application/problem+json').send(problem(code, status, frameworkDetail(fe), req.id));
   }
   req.log.error({ err }, 'unhandled error');
   return reply
@@ -413,6 +454,26 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
     .type('application/problem+json')
     .send(problem('INTERNAL', 500, `an internal error occurred; report request id ${req.id} to the operator`, req.id));
 }
+
+/** Fastify's own 4xx statuses → our stable codes (its FST_ERR_* names are not part of our API). */
+const FRAMEWORK_CODES: Record<number, string> = { 408: 'REQUEST_TIMEOUT', 413: 'SIZE_LIMIT', 415: 'UNSUPPORTED_MEDIA_TYPE', 431: 'HEADERS_TOO_LARGE' };
+
+function frameworkDetail(fe: { code?: string; message?: string }): string {
+  switch (fe.code) {
+    case 'FST_ERR_BAD_URL':
+      return 'the URL path is not valid: a "%" must start an escape of two hex digits (%2F, %25); encode the path again';
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return `the body is not valid JSON (${fe.message ?? 'parse error'}); send a JSON object with Content-Type: application/json`;
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'the JSON body is larger than 1 MiB; image bytes go to PUT /api/v1/images/{id}/file as application/octet-stream';
+    default:
+      return `${fe.message ?? 'invalid request'}; see /api/v1/openapi.json`;
+  }
+}
+
+/** Content-Types that cannot be image bytes (a client that sent JSON, text or a form by mistake). */
+const NOT_IMAGE_BYTES = /^\s*(?:application\/(?:json|[\w.+-]*\+json|x-www-form-urlencoded)|text\/|multipart\/)/i;
 
 function idOf(req: FastifyRequest): string {
   return (req.params as { id: string }).id;

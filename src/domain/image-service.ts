@@ -168,6 +168,9 @@ export class ImageService {
    */
   async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
     const img = await this.get(id);
+    const what = opts.kind === 'import' ? 'import' : 'upload';
+    // an announced empty body is refused before the image changes state (it stays as it was)
+    if (opts.announcedSize === 0) throw emptyImage(id, what);
     const ingestId = randomUUID();
     const started = await this.startIngest(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
     const quotaRoom = started.quotaRoom;
@@ -196,6 +199,11 @@ export class ImageService {
         await this.finishIngest(id, ingestId, 'fail', { stateReason: refusalReason(outcome.report), inspection: summary(outcome.report), progress: null });
         throw new DomainError('UNSAFE_IMAGE', `image refused: ${refusalReason(outcome.report)}`, { findings: outcome.report.findings });
       }
+      if (outcome.blob.sizeBytes === 0) {
+        const empty = emptyImage(id, what);
+        await this.finishIngest(id, ingestId, 'fail', { stateReason: empty.message, inspection: summary(outcome.report), progress: null });
+        throw empty;
+      }
       const r = outcome.report;
       const patch: ImagePatch = {
         digest: outcome.blob.digest,
@@ -212,7 +220,7 @@ export class ImageService {
       const stored = await this.finishIngest(id, ingestId, 'succeed', patch);
       return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
-      if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
+      if (e instanceof DomainError && (e.code === 'UNSAFE_IMAGE' || e.code === 'EMPTY_IMAGE')) throw e;
       if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
         // the cap that hit was the project's remaining quota, not the server's size limit
         const q = await this.quotaError(started.project, id);
@@ -220,7 +228,6 @@ export class ImageService {
         throw q;
       }
       const cause = abort.signal.aborted && abort.signal.reason !== undefined ? abort.signal.reason : e;
-      const what = opts.kind === 'import' ? 'import' : 'upload';
       const reason =
         cause instanceof DomainError
           ? cause.message
@@ -521,6 +528,15 @@ export function quotaExceeded(project: string, limit: string, max: number, used:
     'QUOTA_EXCEEDED',
     `project ${project} is over its ${QUOTA_WORDS[limit] ?? limit} quota: ${add} to ${fmt(used)} in use exceeds the limit of ${fmt(max)}; ${fix} (see "imago quota show ${project}")`,
     { project, limit, max, used, adding },
+  );
+}
+
+/** Every image type holds a disk or file; 0 bytes is always a mistake (a wrong path, an empty pipe). */
+function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
+  return new DomainError(
+    'EMPTY_IMAGE',
+    `the ${what} of image ${id} had no bytes (0 bytes after unwrapping); send the image file's contents — for an empty disk, create a blank one (qemu-img create -f qcow2 disk.qcow2 10G) and upload that`,
+    { id },
   );
 }
 
