@@ -120,7 +120,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
           properties: {
             name: { type: 'string' },
             project: { type: ['string', 'null'], description: 'owning project (default: your only project); null = cluster scope (server admins)' },
-            visibility: { type: 'string', enum: [...VISIBILITIES], description: 'default project' },
+            visibility: { type: 'string', enum: [...VISIBILITIES], description: 'default project (private when project is null; only private or public then)' },
           },
         },
         response: { 201: imageResponse, 200: { ...IMAGE_SCHEMA, description: 'the image created by an earlier request with this Idempotency-Key' } },

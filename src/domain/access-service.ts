@@ -8,6 +8,8 @@
 import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../store/blob-store.js';
 import {
+  CLUSTER_VISIBILITIES,
+  clusterMode,
   formatMode,
   modeForVisibility,
   parseMode,
@@ -130,9 +132,10 @@ export class AccessService {
             : forbidden(`you may not create images in project ${project}: you are not a member of it`);
         }
       }
-      const visibility = ownership.visibility ?? 'project';
+      const visibility = ownership.visibility ?? (project === null ? 'private' : 'project');
       if (visibility === 'public' && !p.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image); use "project" or "shared"');
-      const perms = modeForVisibility(0o660, visibility);
+      if (project === null) clusterScopeOnly(visibility);
+      const perms = project === null ? clusterMode(visibility) : modeForVisibility(0o660, visibility);
       const r = await this.images.create(input, idempotencyKey, { project: project ?? undefined, owner: p.user, visibility, perms });
       note({ id: r.image.id });
       return r;
@@ -152,7 +155,8 @@ export class AccessService {
         const v = ownership.visibility!;
         if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
         full.visibility = v;
-        full.perms = modeForVisibility(img.perms, v);
+        if (img.project === undefined) clusterScopeOnly(v);
+        full.perms = img.project === undefined ? clusterMode(v) : modeForVisibility(img.perms, v);
       }
       return this.images.update(id, full);
     });
@@ -169,6 +173,9 @@ export class AccessService {
         throw invalid((e as Error).message, { field: 'mode' });
       }
       const visibility = visibilityForMode(bits, img.visibility);
+      if (img.project === undefined && (bits & 0o070) !== 0) {
+        throw invalid(`mode ${mode} gives the group digit rights, but image ${id} has no project (cluster scope); use 600 (server admins only) or 604 (public)`, { field: 'mode' });
+      }
       if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
       return this.images.update(id, { perms: bits, visibility });
     });
@@ -624,6 +631,15 @@ export class AccessService {
         .audit({ actor: ctx.principal.label, action, target: t.target, project, remote: ctx.remote, result, detail })
         .catch(() => undefined);
     }
+  }
+}
+
+function clusterScopeOnly(v: Visibility): void {
+  if (!CLUSTER_VISIBILITIES.includes(v)) {
+    throw invalid(`visibility "${v}" needs a project to be visible to, and this image has none (cluster scope: server admins only); use "private" or "public", or create the image in a project`, {
+      field: 'visibility',
+      allowed: CLUSTER_VISIBILITIES,
+    });
   }
 }
 

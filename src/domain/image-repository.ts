@@ -350,7 +350,7 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
       );
     if (memberStatus) return mine.length ? and([eb('visibility', '=', 'shared'), memberOf(memberStatus)]) : eb.val(false);
     if (a.anonymous) return eb('visibility', '=', 'public');
-    const terms = [eb('visibility', '=', 'public'), eb('project', 'is', null)];
+    const terms = [eb('visibility', '=', 'public')];
     if (a.adminProjects.length) terms.push(eb('project', 'in', a.adminProjects));
     if (a.memberProjects.length) {
       const isOwner = a.user === undefined ? eb.val(false) : eb('owner', '=', a.user);
