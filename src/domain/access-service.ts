@@ -324,7 +324,7 @@ export class AccessService {
     const p = this.authenticated(ctx);
     const project = await this.visibleProject(p, name);
     const grants = p.serverAdmin || p.roles.get(name) === 'admin' ? await this.access.grants(name) : undefined;
-    return { project, grants, usage: await this.images.repo.usage(name) };
+    return { project, grants, usage: await this.images.repo.usage(name, p.serverAdmin ? undefined : scopeOf(p)) };
   }
 
   deleteProject(ctx: RequestContext, name: string): Promise<void> {
@@ -357,7 +357,7 @@ export class AccessService {
   async quota(ctx: RequestContext, project: string): Promise<{ project: string; limits: QuotaLimits; usage: ProjectUsage; rules: string[] }> {
     const p = this.authenticated(ctx);
     const proj = await this.visibleProject(p, project);
-    return { project, limits: proj.quota, usage: await this.images.repo.usage(project), rules: QUOTA_RULES };
+    return { project, limits: proj.quota, usage: await this.images.repo.usage(project, p.serverAdmin ? undefined : scopeOf(p)), rules: QUOTA_RULES };
   }
 
   /**
@@ -665,6 +665,7 @@ export const QUOTA_RULES = [
   'storedBytes: the stored (unwrapped) size of every image holding data, counted in full for each image — also when other images hold the same bytes (deduplication saves the server\'s disk, not your quota; your figure never changes because of someone else\'s image).',
   'stagingBytes: the announced size of each upload or import running now (Content-Length / X-Image-Size); released when it ends, stored or failed.',
   'imports: URL imports running now.',
+  'sharedBytes (shown, not a limit): the stored bytes of this project\'s images that another image you may read also holds — images you cannot read never count, so the figure does not reveal what other projects store.',
   'A failed or refused upload counts nothing once it ends; a deleted image counts nothing from the moment it is deleted; a clone counts in full in the project that owns it.',
   'Checks: image count at create; stagingBytes, storedBytes (stored + staging + announced) and imports before the first byte is accepted; storedBytes again at commit with the actual size (uploads without a size, compressed uploads).',
 ];

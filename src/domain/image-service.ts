@@ -13,6 +13,7 @@ import { DomainError, conflict, notFound } from './errors.js';
 import type { ImageEvents } from './events.js';
 import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageVariant, InspectionSummary } from './image.js';
 import type { CreateImageInput } from './image-input.js';
+import { withoutExternalDetails, withoutExternalNames } from './external-names.js';
 import { ingest, refusalReason } from './ingest.js';
 import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
 import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type ConvertTarget } from './variants.js';
@@ -195,6 +196,8 @@ export class ImageService {
           void this.progress(id, ingestId, pct);
         },
       });
+      // what the server stores and answers never names files on the uploader's machine
+      outcome.report = { ...outcome.report, findings: withoutExternalNames(outcome.report.findings) };
       if (outcome.kind === 'refused') {
         await this.finishIngest(id, ingestId, 'fail', { stateReason: refusalReason(outcome.report), inspection: summary(outcome.report), progress: null });
         throw new DomainError('UNSAFE_IMAGE', `image refused: ${refusalReason(outcome.report)}`, { findings: outcome.report.findings });
@@ -550,7 +553,8 @@ function claimedFormatOf(img: Image): string | undefined {
 function summary(r: ImageReport): InspectionSummary {
   const s: InspectionSummary = {
     format: r.format,
-    details: JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>,
+    // stored and shown by the server: no names of files on the uploader's machine (external-names.ts)
+    details: withoutExternalDetails(JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>),
     findings: r.findings,
   };
   if (r.subformat) s.subformat = r.subformat;
