@@ -19,10 +19,10 @@ function rawRequest(s: TestServer, head: string): { socket: net.Socket; received
   const startedAt = Date.now();
   socket.write(head);
   const received = new Promise<{ text: string; closedAfterMs: number }>((resolve) => {
-    let text = '';
-    socket.on('data', (d) => (text += d.toString('latin1')));
+    const chunks: Buffer[] = [];
+    socket.on('data', (d) => chunks.push(d));
     socket.on('error', () => undefined);
-    socket.on('close', () => resolve({ text, closedAfterMs: Date.now() - startedAt }));
+    socket.on('close', () => resolve({ text: Buffer.concat(chunks).toString('utf8'), closedAfterMs: Date.now() - startedAt }));
   });
   return { socket, received };
 }
@@ -88,5 +88,15 @@ describe('stalled request bodies (idle timeout 1 s)', { timeout: 30_000 }, () =>
     const { text } = await received;
     assert.match(text, /^HTTP\/1\.1 200 /, text.slice(0, 400));
     assert.equal((await image(id)).state, 'ready');
+  });
+
+  test('a JSON body that stops arriving is cut off too (408 problem+json, socket closed)', async () => {
+    const { socket, received } = rawRequest(s, `POST /api/v1/images HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n`);
+    socket.write('{"name": "half');
+    const { text, closedAfterMs } = await received;
+    assert.ok(closedAfterMs < 5000, `closed after ${closedAfterMs} ms`);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.match(text, /"code":"REQUEST_TIMEOUT"/);
+    assert.match(text, /the request was cut off — send the request again/);
   });
 });

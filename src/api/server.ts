@@ -14,7 +14,7 @@ import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
-import { withBodyIdleTimeout } from './body-idle-timeout.js';
+import { bodyWithIdleTimeout, withBodyIdleTimeout } from './body-idle-timeout.js';
 import { problemOnSocket } from './client-error.js';
 import { assertBodyTypes } from './strict-body.js';
 import { collectOpenApi } from './openapi.js';
@@ -78,6 +78,11 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       ),
       undefined,
     );
+  });
+  // a JSON body that stops arriving is cut off like an upload (uploads: withBodyIdleTimeout in their route)
+  app.addHook('preParsing', async (req, _reply, payload) => {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    return hasBody && !req.routeOptions.config.rawBody ? bodyWithIdleTimeout(payload, bodyIdleTimeoutMs) : payload;
   });
   app.addHook('preValidation', async (req) => {
     const schema = req.routeOptions.schema?.body as Parameters<typeof assertBodyTypes>[0] | undefined;
