@@ -6,7 +6,8 @@
  * as sent (no bidi controls, no `{"name": 5}` turned into "5").
  */
 import assert from 'node:assert/strict';
-import net from 'node:net';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { adminFetch, apiRequest, startTestServer, type TestServer } from './support/server.js';
 
@@ -47,12 +48,18 @@ function assertProblem(status: number, headers: string, p: Record<string, any>, 
 describe('one error shape', { timeout: 60_000 }, () => {
   let s: TestServer;
   let auth: string;
+  let empty: http.Server;
 
   before(async () => {
-    s = await startTestServer();
+    empty = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '0' }).end());
+    await new Promise<void>((r) => empty.listen(0, '127.0.0.1', r));
+    s = await startTestServer({ env: { IMAGO_IMPORT_ALLOW: '127.0.0.1' } });
     auth = `Bearer ${s.token}`;
   });
-  after(() => s?.stop());
+  after(async () => {
+    await s?.stop();
+    await new Promise((r) => empty?.close(r));
+  });
 
   const newImage = async (name = 'img') => (await apiRequest(s, 'POST', '/api/v1/images', { name })).json!.id as string;
 
@@ -119,6 +126,20 @@ describe('one error shape', { timeout: 60_000 }, () => {
     const img = (await apiRequest(s, 'GET', `/api/v1/images/${chunked}`)).json!;
     assert.equal(img.state, 'error');
     assert.match(img.stateReason, /had no bytes/);
+  });
+
+  test('a URL import of 0 bytes ends in error with EMPTY_IMAGE\'s reason', async () => {
+    const id = await newImage('empty-import');
+    const url = `http://127.0.0.1:${(empty.address() as AddressInfo).port}/empty.raw`;
+    assert.equal((await apiRequest(s, 'POST', `/api/v1/images/${id}/import`, { url })).status, 202);
+    let img: Record<string, any> = {};
+    for (let i = 0; i < 100; i++) {
+      img = (await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!;
+      if (img.state !== 'pending' && img.state !== 'importing') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(img.state, 'error');
+    assert.match(img.stateReason, /the import of image .* had no bytes/);
   });
 
   test('names refuse control and bidirectional formatting characters', async () => {

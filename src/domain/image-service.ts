@@ -170,8 +170,9 @@ export class ImageService {
   async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
     const img = await this.get(id);
     const what = opts.kind === 'import' ? 'import' : 'upload';
-    // an announced empty body is refused before the image changes state (it stays as it was)
-    if (opts.announcedSize === 0) throw emptyImage(id, what);
+    // an announced empty upload is refused before the image changes state (it stays as it was);
+    // an import runs in the background, so its refusal is recorded on the image (below)
+    if (opts.announcedSize === 0 && what === 'upload') throw emptyImage(id, what);
     const ingestId = randomUUID();
     const started = await this.startIngest(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
     const quotaRoom = started.quotaRoom;
