@@ -75,7 +75,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     await db.close();
     throw new Error(`could not create the first server-admin token: ${(e as Error).message}`);
   }
-  const api = buildApi({ access, events, logger: opts.logger });
+  const api = buildApi({ access, events, logger: opts.logger, bodyIdleTimeoutMs: config.bodyIdleTimeoutMs, eventsRecheckMs: config.eventsRecheckMs });
   let cron: Cron | undefined;
   const app: App = {
     config,

@@ -18,6 +18,8 @@
  * | OIDC: at most one JWKS refetch per issuer per (ms) | | `IMAGO_OIDC_JWKS_COOLDOWN_MS` | 30000 |
  * | OIDC: allowed clock skew (s) | | `IMAGO_OIDC_CLOCK_SKEW` | 60 |
  * | convert-on-import: store images in this format (raw, qcow2, vmdk, vhd, vhdx, vdi) | `--convert-to FMT` | `IMAGO_CONVERT_TO` | none (keep as uploaded) |
+ * | request body: longest wait for the next byte before the request is cut off | | `IMAGO_BODY_IDLE_TIMEOUT` (`60`, `60s`, `1500ms`) | 60 s |
+ * | event streams: how often an open stream re-checks its credentials | | `IMAGO_EVENTS_RECHECK` (`3`, `3s`, `500ms`) | 3 s |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
@@ -40,6 +42,10 @@ export interface Config {
   oidcClockSkewSec: number;
   /** convert-on-import target for every image (projects may override); absent = keep as uploaded */
   convertTo?: ConvertFormat;
+  /** a request body that sends no byte for this long is cut off (the upload ends in `error`) */
+  bodyIdleTimeoutMs: number;
+  /** an open event stream re-authorizes its credentials this often (and before every event) */
+  eventsRecheckMs: number;
 }
 
 export interface ConfigFlags {
@@ -79,7 +85,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const oidcJwksCooldownMs = parseBytes('OIDC JWKS cooldown ms', env.IMAGO_OIDC_JWKS_COOLDOWN_MS, 30_000);
   const oidcClockSkewSec = parseBytes('OIDC clock skew seconds', env.IMAGO_OIDC_CLOCK_SKEW, 60);
   const convertTo = parseConvertTo(flags.convertTo ?? env.IMAGO_CONVERT_TO);
-  return { dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec, convertTo };
+  const bodyIdleTimeoutMs = parseDuration('body idle timeout', env.IMAGO_BODY_IDLE_TIMEOUT, 60_000);
+  const eventsRecheckMs = parseDuration('event stream recheck interval', env.IMAGO_EVENTS_RECHECK, 3_000);
+  return {
+    dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec, convertTo,
+    bodyIdleTimeoutMs, eventsRecheckMs,
+  };
 }
 
 function parseConvertTo(s: string | undefined): ConvertFormat | undefined {
@@ -106,6 +117,15 @@ export function parseBytes(what: string, s: string | undefined, fallback: number
   const v = Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
   if (!Number.isSafeInteger(v)) throw new ConfigError(`${what} "${s}" is too large`);
   return v;
+}
+
+/** "60" or "60s" (seconds), "1500ms" → milliseconds; must be more than 0. */
+export function parseDuration(what: string, s: string | undefined, fallbackMs: number): number {
+  if (s === undefined || s === '') return fallbackMs;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/i.exec(s.trim());
+  const ms = m ? Math.round(Number(m[1]) * (m[2]?.toLowerCase() === 'ms' ? 1 : 1000)) : NaN;
+  if (!m || !(ms > 0) || !Number.isSafeInteger(ms)) throw new ConfigError(`${what} "${s}" is not a duration greater than 0 (seconds, or with an s or ms suffix: 60, 60s, 1500ms)`);
+  return ms;
 }
 
 function parseAllow(s: string): { hosts: string[]; cidrs: string[] } {

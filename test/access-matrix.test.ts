@@ -16,17 +16,17 @@ const WHO: Who[] = ['serverAdmin', 'projAdmin', 'owner', 'writer', 'reader', 'ac
 const VIS: Vis[] = ['private', 'project', 'shared', 'public', 'cluster'];
 const OPS: Op[] = ['list', 'show', 'download', 'upload', 'update', 'delete', 'share', 'chmod'];
 
-/** Who sees which visibility (use). */
+/** Who sees which visibility (use). A cluster-scope image (no project) is for server admins only (issue 18). */
 const SEES: Record<Who, Vis[]> = {
   serverAdmin: ['private', 'project', 'shared', 'public', 'cluster'],
-  projAdmin: ['private', 'project', 'shared', 'public', 'cluster'],
-  owner: ['private', 'project', 'shared', 'public', 'cluster'],
-  writer: ['project', 'shared', 'public', 'cluster'],
-  reader: ['project', 'shared', 'public', 'cluster'],
-  accepted: ['shared', 'public', 'cluster'],
-  pending: ['public', 'cluster'],
-  rejected: ['public', 'cluster'],
-  outsider: ['public', 'cluster'],
+  projAdmin: ['private', 'project', 'shared', 'public'],
+  owner: ['private', 'project', 'shared', 'public'],
+  writer: ['project', 'shared', 'public'],
+  reader: ['project', 'shared', 'public'],
+  accepted: ['shared', 'public'],
+  pending: ['public'],
+  rejected: ['public'],
+  outsider: ['public'],
   anonymous: ['public'],
   expired: [],
   revoked: [],
@@ -204,7 +204,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
                 got = (await call(who, 'POST', `/api/v1/images/${id}/members`, { project: 'zeta' })).status;
                 break;
               case 'chmod':
-                got = (await call(who, 'PUT', `/api/v1/images/${id}/permissions`, { mode: vis === 'public' ? '664' : '640' })).status;
+                got = (await call(who, 'PUT', `/api/v1/images/${id}/permissions`, { mode: vis === 'public' ? '664' : vis === 'cluster' ? '600' : '640' })).status;
                 break;
             }
             cells++;
@@ -323,11 +323,30 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal((await call('revoked', 'GET', '/api/v1/events')).status, 401);
     });
 
-    test('cluster scope: every authenticated principal reads, only server admins write or create', async () => {
+    test('cluster scope: server admins only, and the JSON says so; only server admins create', async () => {
       const r = await call('projAdmin', 'POST', '/api/v1/images', { name: 'cv', project: null });
       assert.equal(r.status, 403);
       assert.match(r.json.detail, /server administrators/);
-      assert.equal((await call('outsider', 'GET', `/api/v1/images/${fixtures.cluster}/file`)).status, 200);
+      for (const who of ['outsider', 'reader', 'projAdmin'] as const) {
+        assert.equal((await call(who, 'GET', `/api/v1/images/${fixtures.cluster}/file`)).status, 404, who);
+        assert.equal((await call(who, 'GET', `/api/v1/images/${fixtures.cluster}`)).status, 404, who);
+      }
+      const shown = (await call('serverAdmin', 'GET', `/api/v1/images/${fixtures.cluster}`)).json;
+      assert.equal(shown.project, null);
+      assert.equal(shown.scope, 'cluster');
+      assert.equal(shown.visibility, 'private');
+      assert.equal(shown.permissions, '600');
+      // no project to be visible to: project/shared are refused, with what is possible
+      const bad = await call('serverAdmin', 'POST', '/api/v1/images', { name: 'cv', project: null, visibility: 'project' });
+      assert.equal(bad.status, 400);
+      assert.match(bad.json.detail, /use "private" or "public"/);
+      assert.equal((await call('serverAdmin', 'PUT', `/api/v1/images/${fixtures.cluster}/permissions`, { mode: '640' })).status, 400);
+      // made public, everyone (anonymous included) reads it, and it says so
+      const pub = await ok('serverAdmin', 'POST', '/api/v1/images', { name: 'cv-public', project: null, visibility: 'public' });
+      assert.equal(pub.visibility, 'public');
+      assert.equal(pub.permissions, '604');
+      assert.equal((await call('outsider', 'GET', `/api/v1/images/${pub.id}`)).status, 200);
+      assert.equal((await call('anonymous', 'GET', `/api/v1/images/${pub.id}`)).status, 200);
     });
 
     test('401 names the problem: expired and revoked tokens, malformed credentials', async () => {

@@ -80,7 +80,7 @@ test('imago image create --file uploads; list/show/download round-trip byte-iden
   const list = await imago('image', 'list', '--tag', 'a');
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stdout, /^ID\s+NAME\s+PROJECT\s+VISIBILITY\s+STATE\s+FORMAT\s+VIRTUAL\s+STORED\s+AGE/);
-  assert.match(list.stdout, /cli-img\s+\(cluster\)\s+project\s+ready\s+qcow2\s+8 MiB/);
+  assert.match(list.stdout, /cli-img\s+\(cluster\)\s+private\s+ready\s+qcow2\s+8 MiB/);
   const show = await imago('image', 'show', 'cli-img');
   assert.match(show.stdout, /active \/ READY \/ Ready/);
   const out = join(mkdtempSync(join(tmpdir(), 'imago-dl-')), 'x.qcow2');

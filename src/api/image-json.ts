@@ -72,7 +72,7 @@ export const IMAGE_SCHEMA = {
     persistent: { type: 'boolean' },
     properties: { type: 'object', additionalProperties: { type: 'string' } },
     tags: { type: 'array', items: str },
-    project: { type: ['string', 'null'], description: 'owning project; null = cluster scope' },
+    project: { type: ['string', 'null'], description: 'owning project; null = cluster scope (server admins only, unless public)' },
     scope: { type: 'string', enum: ['project', 'cluster'] },
     owner: { type: 'string', description: 'the user who created it' },
     visibility: { type: 'string', enum: ['private', 'project', 'shared', 'public'] },

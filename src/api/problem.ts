@@ -25,6 +25,9 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   FORBIDDEN: 403,
   QUOTA_EXCEEDED: 413,
   NOT_FOUND: 404,
+  REQUEST_TIMEOUT: 408,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  EMPTY_IMAGE: 422,
 };
 
 export interface Problem {

@@ -14,12 +14,19 @@ import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
+import { bodyWithIdleTimeout, withBodyIdleTimeout } from './body-idle-timeout.js';
+import { problemOnSocket } from './client-error.js';
+import { assertBodyTypes } from './strict-body.js';
 import { collectOpenApi } from './openapi.js';
 import { problem, STATUS_OF } from './problem.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal;
+  }
+  interface FastifyContextConfig {
+    /** the handler streams the raw body itself (image bytes); no parser reads it */
+    rawBody?: boolean;
   }
 }
 
@@ -29,6 +36,10 @@ export interface ApiDeps {
   /** extra routes (import, GC) registered by the composition root */
   extend?: (app: FastifyInstance) => void;
   logger?: boolean;
+  /** a request body idle this long is cut off (default 60 s) */
+  bodyIdleTimeoutMs?: number;
+  /** an open event stream re-checks its credentials this often (default 3 s) */
+  eventsRecheckMs?: number;
 }
 
 const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', maxLength: 64 } } } as const;
@@ -36,6 +47,8 @@ const imageResponse = { ...IMAGE_SCHEMA, description: 'the image' };
 const arr = (description: string) => ({ type: 'array', items: { type: 'string' }, description }) as const;
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
+  const bodyIdleTimeoutMs = deps.bodyIdleTimeoutMs ?? 60_000;
+  const eventsRecheckMs = deps.eventsRecheckMs ?? 3_000;
   const app = Fastify({
     logger: deps.logger ? { level: 'info' } : false,
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID()),
@@ -43,12 +56,38 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     exposeHeadRoutes: false,
+    // querystrings need coercion (?limit=10, one ?state=x as an array); bodies are checked strictly first (strict-body.ts)
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    // errors Fastify and node:http produce before a handler runs get the one problem+json shape
+    frameworkErrors: (err, req, reply) => void sendError(req, reply, err),
+    clientErrorHandler: problemOnSocket,
   });
   const openapi = collectOpenApi(app);
 
-  // Raw bodies (image bytes) are streamed by their handlers, never buffered.
-  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+  // Raw bodies (image bytes) are streamed by their handlers, never buffered. Every other route
+  // takes JSON only (Fastify's text/plain parser would hand a JSON route a string).
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('*', (req, _payload, done) => {
+    if (req.routeOptions.config.rawBody) return done(null, undefined);
+    const type = header(req, 'content-type');
+    done(
+      new DomainError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} takes a JSON body${type === undefined ? ', and this one has no Content-Type' : `, not ${type.slice(0, 100)}`}; send it with Content-Type: application/json`,
+        { accepted: ['application/json'] },
+      ),
+      undefined,
+    );
+  });
+  // a JSON body that stops arriving is cut off like an upload (uploads: withBodyIdleTimeout in their route)
+  app.addHook('preParsing', async (req, _reply, payload) => {
+    const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+    return hasBody && !req.routeOptions.config.rawBody ? bodyWithIdleTimeout(payload, bodyIdleTimeoutMs) : payload;
+  });
+  app.addHook('preValidation', async (req) => {
+    const schema = req.routeOptions.schema?.body as Parameters<typeof assertBodyTypes>[0] | undefined;
+    if (schema && req.body !== undefined) assertBodyTypes(schema, req.body);
+  });
 
   app.setErrorHandler((err: unknown, req, reply) => sendError(req, reply, err));
   app.setNotFoundHandler((req, reply) => {
@@ -86,7 +125,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
           properties: {
             name: { type: 'string' },
             project: { type: ['string', 'null'], description: 'owning project (default: your only project); null = cluster scope (server admins)' },
-            visibility: { type: 'string', enum: [...VISIBILITIES], description: 'default project' },
+            visibility: { type: 'string', enum: [...VISIBILITIES], description: 'default project (private when project is null; only private or public then)' },
           },
         },
         response: { 201: imageResponse, 200: { ...IMAGE_SCHEMA, description: 'the image created by an earlier request with this Idempotency-Key' } },
@@ -173,8 +212,20 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         consumes: ['application/octet-stream'],
         response: { 200: imageResponse },
       },
+      config: { rawBody: true },
+      // refused before any byte is read: a JSON, text or form body is not an image (no parser runs)
+      preParsing: async (req) => {
+        const type = header(req, 'content-type');
+        if (type !== undefined && NOT_IMAGE_BYTES.test(type)) {
+          throw new DomainError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `the image bytes were sent as ${type.slice(0, 100)}; send them as Content-Type: application/octet-stream (curl -T sets none, which is fine too)`,
+            { accepted: ['application/octet-stream'] },
+          );
+        }
+      },
     },
-    async (req) => {
+    async (req, reply) => {
       const announced = announcedSize(req);
       const ac = new AbortController();
       const onClose = () => {
@@ -182,8 +233,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       };
       req.raw.on('close', onClose);
       try {
-        const image = await deps.access.upload(ctxOf(req), idOf(req), req.raw, { announcedSize: announced, signal: ac.signal });
+        const body = withBodyIdleTimeout(req.raw, bodyIdleTimeoutMs);
+        const image = await deps.access.upload(ctxOf(req), idOf(req), body, { announcedSize: announced, signal: ac.signal });
         return imageJson(image);
+      } catch (e) {
+        // a stalled client may never read the answer: close the socket once the 408 is written
+        if (e instanceof DomainError && e.code === 'REQUEST_TIMEOUT') reply.raw.once('finish', () => req.raw.socket.destroy());
+        throw e;
       } finally {
         req.raw.off('close', onClose);
       }
@@ -314,17 +370,59 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
       res.write(': imago events\n\n');
-      const principal = req.principal;
+      // The stream outlives the moment its credentials were checked: they are checked again every
+      // eventsRecheckMs and before each event, so a revoked token or a deleted user stops receiving
+      // within seconds (and never receives an event after the revocation is seen).
+      const authorization = header(req, 'authorization');
+      let principal = req.principal;
+      let ended = false;
+      let checking: Promise<boolean> | undefined;
+      const cleanup = () => {
+        clearInterval(ping);
+        clearInterval(recheckTimer);
+        unsubscribe();
+      };
+      const endWith = (err: unknown) => {
+        if (ended) return;
+        ended = true;
+        cleanup();
+        const detail =
+          err instanceof DomainError
+            ? `${err.message}; this event stream has ended — reconnect with valid credentials`
+            : 'the credentials of this event stream could not be checked again; reconnect';
+        const code = err instanceof DomainError ? err.code : 'UNAVAILABLE';
+        const body = problem(code, err instanceof DomainError ? STATUS_OF[err.code] : 503, detail, req.id);
+        res.once('finish', () => res.socket?.end());
+        res.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+      };
+      const recheck = (): Promise<boolean> =>
+        (checking ??= deps.access
+          .authenticate(authorization)
+          .then(
+            (p) => {
+              principal = p;
+              return true;
+            },
+            (e: unknown) => {
+              endWith(e);
+              return false;
+            },
+          )
+          .finally(() => (checking = undefined)));
+      let delivering = Promise.resolve();
       const send = async (c: ImageChange) => {
-        if (only && c.image.id !== only) return;
-        if (!(await deps.access.canSee(principal, c.image).catch(() => false))) return;
+        if (ended || (only && c.image.id !== only)) return;
+        if (!(await recheck()) || ended) return;
+        if (!(await deps.access.canSee(principal, c.image).catch(() => false)) || ended) return;
         res.write(`id: ${c.seq}\nevent: ${c.type}\ndata: ${JSON.stringify({ type: c.type, at: c.at.toISOString(), image: imageJson(c.image) })}\n\n`);
       };
-      const unsubscribe = deps.events.subscribe((c) => void send(c));
+      // one event at a time, in order
+      const unsubscribe = deps.events.subscribe((c) => void (delivering = delivering.then(() => send(c)).catch(() => undefined)));
       const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-      req.raw.on('close', () => {
-        clearInterval(ping);
-        unsubscribe();
+      const recheckTimer = setInterval(() => void recheck(), eventsRecheckMs);
+      res.on('close', () => {
+        ended = true;
+        cleanup();
       });
     },
   );
@@ -345,13 +443,15 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
   if (!req.raw.complete && req.raw.readableDidRead) void reply.header('connection', 'close');
   if (err instanceof DomainError) {
     const status = STATUS_OF[err.code];
+    // RFC 9110 §15.5.17: a 416 says how large the representation is
+    if (err.code === 'RANGE_NOT_SATISFIABLE' && typeof err.details.size === 'number') void reply.header('content-range', `bytes */${err.details.size}`);
     return reply.code(status).type('application/problem+json').send(problem(err.code, status, err.message, req.id, err.details));
   }
   const fe = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
   if (fe.validation || (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500)) {
     const status = fe.statusCode ?? 400;
-    const code = status === 413 ? 'SIZE_LIMIT' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : 'INVALID_REQUEST';
-    return reply.code(status).type('application/problem+json').send(problem(code, status, `${fe.message ?? 'invalid request'}; see /api/v1/openapi.json`, req.id));
+    const code = FRAMEWORK_CODES[status] ?? 'INVALID_REQUEST';
+    return reply.code(status).type('application/problem+json').send(problem(code, status, frameworkDetail(fe), req.id));
   }
   req.log.error({ err }, 'unhandled error');
   return reply
@@ -359,6 +459,26 @@ export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown
     .type('application/problem+json')
     .send(problem('INTERNAL', 500, `an internal error occurred; report request id ${req.id} to the operator`, req.id));
 }
+
+/** Fastify's own 4xx statuses → our stable codes (its FST_ERR_* names are not part of our API). */
+const FRAMEWORK_CODES: Record<number, string> = { 408: 'REQUEST_TIMEOUT', 413: 'SIZE_LIMIT', 415: 'UNSUPPORTED_MEDIA_TYPE', 431: 'HEADERS_TOO_LARGE' };
+
+function frameworkDetail(fe: { code?: string; message?: string }): string {
+  switch (fe.code) {
+    case 'FST_ERR_BAD_URL':
+      return 'the URL path is not valid: a "%" must start an escape of two hex digits (%2F, %25); encode the path again';
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return `the body is not valid JSON (${fe.message ?? 'parse error'}); send a JSON object with Content-Type: application/json`;
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'the JSON body is larger than 1 MiB; image bytes go to PUT /api/v1/images/{id}/file as application/octet-stream';
+    default:
+      return `${fe.message ?? 'invalid request'}; see /api/v1/openapi.json`;
+  }
+}
+
+/** Content-Types that cannot be image bytes (a client that sent JSON, text or a form by mistake). */
+const NOT_IMAGE_BYTES = /^\s*(?:application\/(?:json|[\w.+-]*\+json|x-www-form-urlencoded)|text\/|multipart\/)/i;
 
 function idOf(req: FastifyRequest): string {
   return (req.params as { id: string }).id;

@@ -224,6 +224,14 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('projects').addColumn('convert_to', 'varchar(16)').execute();
     },
   },
+  '0005-cluster-scope': {
+    // issue 18: an image without a project is visible to server admins only (unless public); the
+    // records say so instead of the `project`/660 they were created with
+    async up(db: Kysely<any>) {
+      await db.updateTable('images').set({ visibility: 'private', perms: 0o600 }).where('project', 'is', null).where('visibility', '!=', 'public').execute();
+      await db.updateTable('images').set({ perms: 0o604 }).where('project', 'is', null).where('visibility', '=', 'public').execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

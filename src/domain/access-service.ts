@@ -8,6 +8,8 @@
 import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../store/blob-store.js';
 import {
+  CLUSTER_VISIBILITIES,
+  clusterMode,
   formatMode,
   modeForVisibility,
   parseMode,
@@ -130,9 +132,10 @@ export class AccessService {
             : forbidden(`you may not create images in project ${project}: you are not a member of it`);
         }
       }
-      const visibility = ownership.visibility ?? 'project';
+      const visibility = ownership.visibility ?? (project === null ? 'private' : 'project');
       if (visibility === 'public' && !p.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image); use "project" or "shared"');
-      const perms = modeForVisibility(0o660, visibility);
+      if (project === null) clusterScopeOnly(visibility);
+      const perms = project === null ? clusterMode(visibility) : modeForVisibility(0o660, visibility);
       const r = await this.images.create(input, idempotencyKey, { project: project ?? undefined, owner: p.user, visibility, perms });
       note({ id: r.image.id });
       return r;
@@ -152,7 +155,8 @@ export class AccessService {
         const v = ownership.visibility!;
         if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
         full.visibility = v;
-        full.perms = modeForVisibility(img.perms, v);
+        if (img.project === undefined) clusterScopeOnly(v);
+        full.perms = img.project === undefined ? clusterMode(v) : modeForVisibility(img.perms, v);
       }
       return this.images.update(id, full);
     });
@@ -169,6 +173,9 @@ export class AccessService {
         throw invalid((e as Error).message, { field: 'mode' });
       }
       const visibility = visibilityForMode(bits, img.visibility);
+      if (img.project === undefined && (bits & 0o070) !== 0) {
+        throw invalid(`mode ${mode} gives the group digit rights, but image ${id} has no project (cluster scope); use 600 (server admins only) or 604 (public)`, { field: 'mode' });
+      }
       if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
       return this.images.update(id, { perms: bits, visibility });
     });
@@ -317,7 +324,7 @@ export class AccessService {
     const p = this.authenticated(ctx);
     const project = await this.visibleProject(p, name);
     const grants = p.serverAdmin || p.roles.get(name) === 'admin' ? await this.access.grants(name) : undefined;
-    return { project, grants, usage: await this.images.repo.usage(name) };
+    return { project, grants, usage: await this.images.repo.usage(name, p.serverAdmin ? undefined : scopeOf(p)) };
   }
 
   deleteProject(ctx: RequestContext, name: string): Promise<void> {
@@ -350,7 +357,7 @@ export class AccessService {
   async quota(ctx: RequestContext, project: string): Promise<{ project: string; limits: QuotaLimits; usage: ProjectUsage; rules: string[] }> {
     const p = this.authenticated(ctx);
     const proj = await this.visibleProject(p, project);
-    return { project, limits: proj.quota, usage: await this.images.repo.usage(project), rules: QUOTA_RULES };
+    return { project, limits: proj.quota, usage: await this.images.repo.usage(project, p.serverAdmin ? undefined : scopeOf(p)), rules: QUOTA_RULES };
   }
 
   /**
@@ -627,6 +634,15 @@ export class AccessService {
   }
 }
 
+function clusterScopeOnly(v: Visibility): void {
+  if (!CLUSTER_VISIBILITIES.includes(v)) {
+    throw invalid(`visibility "${v}" needs a project to be visible to, and this image has none (cluster scope: server admins only); use "private" or "public", or create the image in a project`, {
+      field: 'visibility',
+      allowed: CLUSTER_VISIBILITIES,
+    });
+  }
+}
+
 function needLogin(): DomainError {
   return new DomainError('UNAUTHENTICATED', 'authentication required: send "Authorization: Bearer <token>" (create one with "imago token create", or use an OIDC access token)');
 }
@@ -649,6 +665,7 @@ export const QUOTA_RULES = [
   'storedBytes: the stored (unwrapped) size of every image holding data, counted in full for each image — also when other images hold the same bytes (deduplication saves the server\'s disk, not your quota; your figure never changes because of someone else\'s image).',
   'stagingBytes: the announced size of each upload or import running now (Content-Length / X-Image-Size); released when it ends, stored or failed.',
   'imports: URL imports running now.',
+  'sharedBytes (shown, not a limit): the stored bytes of this project\'s images that another image you may read also holds — images you cannot read never count, so the figure does not reveal what other projects store.',
   'A failed or refused upload counts nothing once it ends; a deleted image counts nothing from the moment it is deleted; a clone counts in full in the project that owns it.',
   'Checks: image count at create; stagingBytes, storedBytes (stored + staging + announced) and imports before the first byte is accepted; storedBytes again at commit with the actual size (uploads without a size, compressed uploads).',
 ];

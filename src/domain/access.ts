@@ -5,7 +5,8 @@
  *
  * Model (docs/ACCESS.md has the anchors side by side):
  * - A *principal* has a role per project (`reader` < `writer` < `admin`) or is a server admin.
- * - An image belongs to one project (or to the cluster scope: `project` absent) and has an owner
+ * - An image belongs to one project (or to the cluster scope: `project` absent, server admins
+ *   only unless public) and has an owner
  *   (the user who created it), a visibility and OpenNebula-style permission bits
  *   (owner/group/other × use/manage/admin).
  * - Rights: `use` (list, show, download), `manage` (upload, import, update, delete, disable,
@@ -40,7 +41,7 @@ export const ANONYMOUS: Principal = { kind: 'anonymous', label: 'anonymous', ser
 
 /** The ownership facts the policy needs about one image. */
 export interface ImageOwnership {
-  /** owning project; absent = cluster scope (readable by every authenticated principal) */
+  /** owning project; absent = cluster scope (server admins only, unless public) */
   readonly project?: string;
   readonly owner?: string;
   readonly visibility: Visibility;
@@ -66,7 +67,8 @@ export function maxRole(a: Role | undefined, b: Role): Role {
  * accepted membership in any of p's projects counts).
  *
  * 1. Server admins: everything.
- * 2. Cluster scope: every authenticated principal may use; only server admins change it.
+ * 2. Cluster scope (no project): nobody but server admins — there is no project whose members
+ *    could be meant — except that a public one is used by everyone, like any public image.
  * 3. Project admins of the owning project: everything (they can always repair the bits).
  * 4. Other members of the owning project: the owner class (if p created it) or the group class
  *    of the permission bits, capped by role — reader: use; writer: use, manage (+ admin for
@@ -78,7 +80,7 @@ export function rightsOn(p: Principal, img: ImageOwnership, memberStatus?: Membe
   const out = new Set<Right>();
   if (p.serverAdmin) return new Set(['use', 'manage', 'admin']);
   if (img.project === undefined) {
-    if (p.kind !== 'anonymous' || img.visibility === 'public') out.add('use');
+    if (img.visibility === 'public') out.add('use');
     return out;
   }
   const role = p.roles.get(img.project);
@@ -113,6 +115,14 @@ export function parseMode(mode: string): number {
     if (d !== 0 && (d & USE) === 0) throw new TypeError(`mode ${mode}: the ${name} digit ${d} grants manage/admin without use (4); add 4`);
   }
   return bits;
+}
+
+/** Cluster-scope images (no project) are private or public: there is no group to share with. */
+export const CLUSTER_VISIBILITIES: readonly Visibility[] = ['private', 'public'];
+
+/** The permission bits of a cluster-scope image: owner all; other use when public; no group. */
+export function clusterMode(v: Visibility): number {
+  return v === 'public' ? 0o604 : 0o600;
 }
 
 export function formatMode(perms: number): string {

@@ -25,6 +25,9 @@ export const ERROR_CODES = [
   'FORBIDDEN', // authenticated, may see the target, may not do this
   'QUOTA_EXCEEDED', // a project quota would be exceeded
   'NOT_FOUND', // a project, user, group, token or member that does not exist
+  'REQUEST_TIMEOUT', // the client stopped sending the request (body idle too long)
+  'UNSUPPORTED_MEDIA_TYPE', // a body in a Content-Type the route does not take
+  'EMPTY_IMAGE', // an upload or import of 0 bytes
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -25,6 +25,8 @@ export const PROPERTY_VOCABULARY: Record<string, readonly string[]> = {
 };
 
 const MAX_NAME = 255;
+/** C0 controls and DEL, and the bidi marks, embeddings, overrides and isolates (Trojan Source). */
+const UNPRINTABLE = /[\u0000-\u001f\u007f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 const MAX_PROPERTIES = 128;
 const MAX_TAGS = 128;
 
@@ -91,8 +93,14 @@ function parseAttributes(o: Obj): Partial<ImageAttributes> {
   const out: Partial<ImageAttributes> = {};
   if (o.name !== undefined) {
     const name = str(o, 'name').trim();
-    if (name.length < 1 || name.length > MAX_NAME || /[\u0000-\u001f]/.test(name)) {
-      throw invalid(`field "name" must be 1 to ${MAX_NAME} printable characters`, { field: 'name' });
+    if (name.length < 1 || name.length > MAX_NAME) throw invalid(`field "name" must be 1 to ${MAX_NAME} characters`, { field: 'name' });
+    const bad = UNPRINTABLE.exec(name);
+    if (bad) {
+      const cp = `U+${bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+      throw invalid(
+        `field "name" contains ${cp} at position ${bad.index + 1}; names must be printable: no control characters (U+0000–U+001F, U+007F) and no bidirectional formatting characters (U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), which can make a name display as another`,
+        { field: 'name', character: cp },
+      );
     }
     out.name = name;
   }

@@ -159,8 +159,8 @@ export class KyselyImageRepository implements ImageRepository {
     });
   }
 
-  usage(project: string): Promise<ProjectUsage> {
-    return usageIn(this.db, project);
+  usage(project: string, viewer?: AccessScope): Promise<ProjectUsage> {
+    return usageIn(this.db, project, undefined, viewer);
   }
 
 
@@ -278,17 +278,31 @@ function variantFromRow(r: { image_id: string; format: string; options_key: stri
   return { imageId: r.image_id, format: r.format, optionsKey: r.options_key, digest: r.digest as Digest, sizeBytes: Number(r.size), createdAt: new Date(Number(r.created_at)) };
 }
 
-async function usageIn(db: Db, project: string, exceptImage?: string): Promise<ProjectUsage> {
+/**
+ * `sharedBytes` counts an image's bytes when another image holds the same digest — only another
+ * image `viewer` may read: that figure must not reveal that some image the viewer cannot see has
+ * the same bytes (a file-existence oracle across projects).
+ */
+async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: AccessScope): Promise<ProjectUsage> {
   let q = db
     .selectFrom('images')
-    .select([
+    .select((eb) => {
+      let twin = eb
+        .selectFrom('images as o')
+        .select(sql<number>`1`.as('one'))
+        .whereRef('o.digest', '=', 'images.digest')
+        .whereRef('o.id', '<>', 'images.id')
+        .where('o.state', '!=', 'deleting');
+      if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer)));
+      return [
       sql<number>`count(*)`.as('images'),
       sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
       sql<number>`coalesce(sum(case when digest is not null then 1 else 0 end), 0)`.as('with_data'),
       sql<number>`coalesce(sum(case when state = 'importing' then reserved_bytes else 0 end), 0)`.as('staging'),
       sql<number>`coalesce(sum(case when state = 'importing' and ingest_kind = 'import' then 1 else 0 end), 0)`.as('imports'),
-      sql<number>`coalesce(sum(case when digest is not null and exists (select 1 from images o where o.digest = images.digest and o.id <> images.id) then stored_size else 0 end), 0)`.as('shared'),
-    ])
+      sql<number>`coalesce(sum(case when digest is not null and ${eb.exists(twin)} then stored_size else 0 end), 0)`.as('shared'),
+      ];
+    })
     .where('project', '=', project)
     .where('state', '!=', 'deleting');
   if (exceptImage) q = q.where('id', '!=', exceptImage);
@@ -350,7 +364,7 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
       );
     if (memberStatus) return mine.length ? and([eb('visibility', '=', 'shared'), memberOf(memberStatus)]) : eb.val(false);
     if (a.anonymous) return eb('visibility', '=', 'public');
-    const terms = [eb('visibility', '=', 'public'), eb('project', 'is', null)];
+    const terms = [eb('visibility', '=', 'public')];
     if (a.adminProjects.length) terms.push(eb('project', 'in', a.adminProjects));
     if (a.memberProjects.length) {
       const isOwner = a.user === undefined ? eb.val(false) : eb('owner', '=', a.user);

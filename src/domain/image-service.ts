@@ -14,6 +14,7 @@ import { DomainError, conflict, notFound } from './errors.js';
 import type { ImageEvents } from './events.js';
 import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageVariant, InspectionSummary } from './image.js';
 import type { CreateImageInput } from './image-input.js';
+import { withoutExternalDetails, withoutExternalNames } from './external-names.js';
 import { ingest, refusalReason } from './ingest.js';
 import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
 import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type ConvertTarget } from './variants.js';
@@ -169,6 +170,10 @@ export class ImageService {
    */
   async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
     const img = await this.get(id);
+    const what = opts.kind === 'import' ? 'import' : 'upload';
+    // an announced empty upload is refused before the image changes state (it stays as it was);
+    // an import runs in the background, so its refusal is recorded on the image (below)
+    if (opts.announcedSize === 0 && what === 'upload') throw emptyImage(id, what);
     const ingestId = randomUUID();
     const started = await this.startIngest(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
     const quotaRoom = started.quotaRoom;
@@ -194,9 +199,16 @@ export class ImageService {
           this.progress(id, ingestId, pct).catch(() => undefined);
         },
       });
+      // what the server stores and answers never names files on the uploader's machine
+      outcome.report = { ...outcome.report, findings: withoutExternalNames(outcome.report.findings) };
       if (outcome.kind === 'refused') {
         await this.finishIngest(id, ingestId, 'fail', { stateReason: refusalReason(outcome.report), inspection: summary(outcome.report), progress: null });
         throw new DomainError('UNSAFE_IMAGE', `image refused: ${refusalReason(outcome.report)}`, { findings: outcome.report.findings });
+      }
+      if (outcome.blob.sizeBytes === 0) {
+        const empty = emptyImage(id, what);
+        await this.finishIngest(id, ingestId, 'fail', { stateReason: empty.message, inspection: summary(outcome.report), progress: null });
+        throw empty;
       }
       const r = outcome.report;
       const patch: ImagePatch = {
@@ -214,7 +226,7 @@ export class ImageService {
       const stored = await this.finishIngest(id, ingestId, 'succeed', patch);
       return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
-      if (e instanceof DomainError && e.code === 'UNSAFE_IMAGE') throw e;
+      if (e instanceof DomainError && (e.code === 'UNSAFE_IMAGE' || e.code === 'EMPTY_IMAGE')) throw e;
       if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
         // the cap that hit was the project's remaining quota, not the server's size limit
         const q = await this.quotaError(started.project, id);
@@ -222,7 +234,6 @@ export class ImageService {
         throw q;
       }
       const cause = abort.signal.aborted && abort.signal.reason !== undefined ? abort.signal.reason : e;
-      const what = opts.kind === 'import' ? 'import' : 'upload';
       const reason =
         cause instanceof DomainError
           ? cause.message
@@ -528,6 +539,15 @@ export function quotaExceeded(project: string, limit: string, max: number, used:
   );
 }
 
+/** Every image type holds a disk or file; 0 bytes is always a mistake (a wrong path, an empty pipe). */
+function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
+  return new DomainError(
+    'EMPTY_IMAGE',
+    `the ${what} of image ${id} had no bytes (0 bytes after unwrapping); send the image file's contents — for an empty disk, create a blank one (qemu-img create -f qcow2 disk.qcow2 10G) and upload that`,
+    { id },
+  );
+}
+
 const liveStates: readonly ImageState[] = ['pending', 'importing', 'ready', 'disabled', 'error', 'locked'];
 
 function claimedFormatOf(img: Image): string | undefined {
@@ -538,7 +558,8 @@ function claimedFormatOf(img: Image): string | undefined {
 function summary(r: ImageReport): InspectionSummary {
   const s: InspectionSummary = {
     format: r.format,
-    details: JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>,
+    // stored and shown by the server: no names of files on the uploader's machine (external-names.ts)
+    details: withoutExternalDetails(JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>),
     findings: r.findings,
   };
   if (r.subformat) s.subformat = r.subformat;

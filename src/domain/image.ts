@@ -172,7 +172,8 @@ export interface ImageRepository {
   removeMember(imageId: string, project: string): Promise<boolean>;
   /** Runs `fn` with the project's quota locked: check-then-write on its usage cannot race. */
   underProjectLock<T>(project: string, fn: (tx: ProjectTx) => Promise<T>): Promise<T>;
-  usage(project: string): Promise<ProjectUsage>;
+  /** `viewer`: count `sharedBytes` only against images this scope may read (absent: all images) */
+  usage(project: string, viewer?: AccessScope): Promise<ProjectUsage>;
   /** The stored variant of an image in `format` with these canonical writer options, if any. */
   variant(imageId: string, format: string, optionsKey: string): Promise<ImageVariant | undefined>;
   variants(imageId: string): Promise<ImageVariant[]>;
@@ -223,7 +224,7 @@ export interface ProjectUsage {
   imports: number;
   /** images holding data (their stored bytes count) */
   imagesWithData: number;
-  /** stored bytes that are also referenced by another image (shown, still counted) */
+  /** stored bytes that another image the viewer may read also holds (shown, still counted) */
   sharedBytes: number;
 }
 
