@@ -414,6 +414,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         if (ended || (only && c.image.id !== only)) return;
         if (!(await recheck()) || ended) return;
         if (!(await deps.access.canSee(principal, c.image).catch(() => false)) || ended) return;
+        // a client that stops reading would make us buffer every later event: cut it off instead
+        if (res.writableLength > SSE_MAX_BUFFERED_BYTES) {
+          endWith(new DomainError('REQUEST_TIMEOUT', `this event stream was not read (over ${SSE_MAX_BUFFERED_BYTES} bytes waiting); reconnect and read it`));
+          res.destroy();
+          return;
+        }
         res.write(`id: ${c.seq}\nevent: ${c.type}\ndata: ${JSON.stringify({ type: c.type, at: c.at.toISOString(), image: imageJson(c.image) })}\n\n`);
       };
       // one event at a time, in order
@@ -431,6 +437,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   deps.extend?.(app);
   return app;
 }
+
+/** Bytes an event stream may have waiting for a client that does not read before it is cut off. */
+const SSE_MAX_BUFFERED_BYTES = 1024 * 1024;
 
 export function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
   if (reply.sent || reply.raw.headersSent) {
