@@ -5,6 +5,7 @@
  * reaches it.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { apiRequest, startTestServer, type TestServer } from './support/server.js';
 
@@ -93,5 +94,29 @@ describe('event streams end when their credentials do', { timeout: 60_000 }, () 
     clearTimeout(timer);
     assert.ok(endedAt - cutAt < 3000, `ended ${endedAt - cutAt} ms after the revocation`);
     assert.match(stream.text(), /event: error/);
+  });
+
+  test('a client that stops reading is cut off instead of making the server buffer every event', async () => {
+    // a raw socket whose reads are paused: the kernel buffers fill, then the server's own buffer
+    const sock = connect(new URL(s.url).port ? Number(new URL(s.url).port) : 80, '127.0.0.1');
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(`GET /api/v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\n\r\n`);
+    sock.pause();
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    const id = await createImage('chatty');
+    // each update is an event of ~600 KB; loopback buffers take several MiB before the server's fills
+    const properties = (i: number) => Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`p${k}`, `${i}`.padEnd(60_000, 'x')]));
+    for (let i = 0; i < 200 && !isClosed; i++) {
+      const r = await admin('PATCH', `/api/v1/images/${id}`, { properties: properties(i) });
+      assert.equal(r.status, 200);
+    }
+    sock.resume();
+    sock.on('data', () => undefined);
+    const timer = setTimeout(() => sock.destroy(new Error('the server never cut the stalled stream')), 10_000);
+    await closed;
+    clearTimeout(timer);
+    assert.ok(sock.destroyed && !sock.errored, `the server closed the stream itself: ${String(sock.errored)}`);
   });
 });
