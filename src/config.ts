@@ -10,6 +10,8 @@
  * | md5 checksums (Glance `checksum`) | `--md5` | `IMAGO_MD5=1` | off |
  * | largest stored image (bytes) | `--max-image-size N` | `IMAGO_MAX_IMAGE_SIZE` | 1 TiB |
  * | largest virtual size (bytes) | `--max-virtual-size N` | `IMAGO_MAX_VIRTUAL_SIZE` | 64 TiB |
+ * | compressed uploads: expansion ratio limit (past 64 MiB of output) | | `IMAGO_MAX_COMPRESSION_RATIO` | 5000 |
+ * | compressed uploads: ratio limit for output that is nearly all zeros (the zero-bomb rule; 0 = off) | | `IMAGO_ZERO_BOMB_RATIO` | 100 |
  * | import: hosts/ranges allowed despite the private-address rule | `--import-allow A,B` | `IMAGO_IMPORT_ALLOW` | none |
  * | GC schedule (cron) | `--gc-schedule CRON` | `IMAGO_GC_SCHEDULE` | none |
  * | GC grace period for fresh blobs (ms) | | `IMAGO_GC_GRACE_MS` | 1 hour |
@@ -77,6 +79,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const maxVirtual = flags.maxVirtualSize ?? env.IMAGO_MAX_VIRTUAL_SIZE;
   const inspectLimits: Partial<InspectLimits> = {};
   if (maxVirtual !== undefined) inspectLimits.maxVirtualSize = BigInt(parseBytes('max virtual size', maxVirtual, 0));
+  if (env.IMAGO_MAX_COMPRESSION_RATIO !== undefined) inspectLimits.maxCompressionRatio = parseRatio('IMAGO_MAX_COMPRESSION_RATIO', env.IMAGO_MAX_COMPRESSION_RATIO, false);
+  if (env.IMAGO_ZERO_BOMB_RATIO !== undefined) inspectLimits.zeroBombRatio = parseRatio('IMAGO_ZERO_BOMB_RATIO', env.IMAGO_ZERO_BOMB_RATIO, true);
   const importAllow = parseAllow(flags.importAllow ?? env.IMAGO_IMPORT_ALLOW ?? '');
   const gcSchedule = flags.gcSchedule ?? env.IMAGO_GC_SCHEDULE;
   const gcGraceMs = parseBytes('gc grace ms', env.IMAGO_GC_GRACE_MS, 3600_000);
@@ -126,6 +130,16 @@ export function parseDuration(what: string, s: string | undefined, fallbackMs: n
   const ms = m ? Math.round(Number(m[1]) * (m[2]?.toLowerCase() === 'ms' ? 1 : 1000)) : NaN;
   if (!m || !(ms > 0) || !Number.isSafeInteger(ms)) throw new ConfigError(`${what} "${s}" is not a duration greater than 0 (seconds, or with an s or ms suffix: 60, 60s, 1500ms)`);
   return ms;
+}
+
+/** "100" or "100:1" → 100; 0 only where it means "off". */
+function parseRatio(what: string, s: string, zeroIsOff: boolean): number {
+  const m = /^\s*(\d+)(?::1)?\s*$/.exec(s);
+  const v = m ? Number(m[1]) : NaN;
+  if (!Number.isSafeInteger(v) || (v === 0 && !zeroIsOff)) {
+    throw new ConfigError(`${what} "${s}" is not an expansion ratio (a whole number such as 1000, or 1000:1${zeroIsOff ? '; 0 turns the rule off' : ''})`);
+  }
+  return v;
 }
 
 function parseAllow(s: string): { hosts: string[]; cidrs: string[] } {

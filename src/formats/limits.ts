@@ -12,8 +12,17 @@ export interface InspectLimits {
   maxDecompressedBytes: number;
   /** Expansion ratio a wrapper may reach once past `ratioFloorBytes` (default 5000:1). */
   maxCompressionRatio: number;
-  /** Output below this size never trips the ratio limit (default 64 MiB). */
+  /** Output below this size never trips the ratio limits (default 64 MiB). */
   ratioFloorBytes: number;
+  /**
+   * The zero-bomb rule: a wrapper whose output is nearly all zeros (`zeroBombShare`) and expands
+   * more than this ratio past `ratioFloorBytes` is a DECOMPRESSION_BOMB (default 100:1; 0 = off).
+   * Lower than `maxCompressionRatio` because deflate cannot exceed ~1030:1 and `gzip -1` of zeros
+   * is 229:1: without it a gzip of zeros could never be refused.
+   */
+  zeroBombRatio: number;
+  /** Share of a wrapper's output in all-zero 4 KiB blocks that counts as "nearly all zeros" (default 0.99). */
+  zeroBombShare: number;
   /** Bytes kept from the start of a stream (default 1 MiB). */
   headBytes: number;
   /** Bytes kept from the end of a stream (default 64 KiB). */
@@ -40,6 +49,8 @@ export const DEFAULT_LIMITS: Readonly<InspectLimits> = Object.freeze({
   maxDecompressedBytes: 4 * TiB,
   maxCompressionRatio: 5000,
   ratioFloorBytes: 64 * MiB,
+  zeroBombRatio: 100,
+  zeroBombShare: 0.99,
   headBytes: 1 * MiB,
   tailBytes: 64 * KiB,
   maxCaptureBytes: 16 * MiB,

@@ -7,7 +7,7 @@ import { finding, type Finding } from '../formats/findings.js';
 import { verdictOf, type InspectOptions, type InspectionReport } from '../formats/inspect-source.js';
 import { limitsWith } from '../formats/limits.js';
 import { StreamInspector } from '../formats/stream-inspector.js';
-import { DecompressionLimitError } from '../io/decompress.js';
+import { DecoderMissingError, DecompressionLimitError } from '../io/decompress.js';
 import { peel, SourceError, type CompressionLayer } from './peel.js';
 
 export type { CompressionLayer } from './peel.js';
@@ -56,11 +56,23 @@ export function finishReport(
 
 export function streamFinding(e: unknown): Finding {
   if (e instanceof DecompressionLimitError) {
+    if (e.limit === 'zeros') {
+      return finding(
+        'DECOMPRESSION_BOMB',
+        `${e.message}; a compressed upload that is nearly all zeros is refused as a decompression bomb — ` +
+          `convert the disk to qcow2, which stores only its data (\`imago convert -O qcow2 DISK DISK.qcow2\`), and upload that, ` +
+          `or ask an administrator to raise IMAGO_ZERO_BOMB_RATIO`,
+      );
+    }
     return finding(
       'DECOMPRESSION_BOMB',
       `${e.message}; a compressed image that expands this much is refused as a decompression bomb — ` +
         `upload it uncompressed or ask an administrator to raise the limit`,
     );
+  }
+  if (e instanceof DecoderMissingError) {
+    // fail closed: the image could not be checked, and saying "corrupt" would blame the wrong party
+    return finding('CHECK_FAILED', `${e.message}; the image was not checked and is refused until then`);
   }
   const msg = e instanceof Error ? e.message : String(e);
   return finding('COMPRESSION_ERROR', `the compressed stream is corrupt or truncated (${msg}); compress the image again and upload it whole`);

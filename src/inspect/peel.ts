@@ -100,13 +100,19 @@ async function peek(input: AsyncIterable<Uint8Array>, n: number): Promise<{ head
     at += k;
   }
   const rest = (async function* () {
-    yield* peeked;
-    if (failure !== undefined) throw failure;
-    if (done) return;
-    for (;;) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
+    try {
+      yield* peeked;
+      if (failure !== undefined) throw failure;
+      for (;;) {
+        if (done) return;
+        const r = await it.next();
+        if (r.done) done = true;
+        else yield r.value;
+      }
+    } finally {
+      // the consumer stopped early (or failed): stop the stream below too, so that a decoder's
+      // pipeline is destroyed and its child process killed, instead of waiting on a full pipe forever
+      if (!done && failure === undefined) await it.return?.()?.catch(() => undefined);
     }
   })();
   return { head, rest };

@@ -1,16 +1,22 @@
 /**
  * Bounded decompression: one decoder per wrapper, wrapped by counters that stop a bomb by
- * absolute output size and by expansion ratio (once the output is past a floor, so small
- * highly-compressible files are not refused).
+ * absolute output size, by expansion ratio (once the output is past a floor, so small
+ * highly-compressible files are not refused), and by the zero-bomb rule: output that is nearly
+ * all zeros and expands past a lower ratio (deflate cannot exceed ~1030:1, `gzip -1` of zeros is
+ * 229:1, so only this rule can catch a gzip of zeros).
  *
- * gzip uses node:zlib; xz uses lzma-native (liblzma, its binary ships inside the npm package);
- * zstd uses fzstd (pure JS; Node 20's zlib has no zstd); bzip2 uses unbzip2-stream (pure JS).
+ * Every decoder honours backpressure, so memory stays bounded whatever the ratio: gzip uses
+ * node:zlib (it decodes in bounded steps as its output is read); xz, zstd and bzip2 run Debian's
+ * own `xz`, `zstd` and `bzip2` in a child process whose stdout is a pipe: when we stop reading, the
+ * pipe fills and the decoder blocks. The in-process JS decoders they replace emitted all the
+ * output of an input chunk at once (a 785-byte bzip2 became 1 GiB in memory); the tools are also
+ * 2–30 times faster (docs/DEPENDENCIES.md). A child is killed when its stream is destroyed (the
+ * consumer stopped, a limit fired, the client went away), so none outlives its request.
  */
-import { Transform, type TransformCallback, type Duplex } from 'node:stream';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { Decompress as ZstdDecompress } from 'fzstd';
-import { createDecompressor as createXzDecompressor } from 'lzma-native';
-import unbzip2 from 'unbzip2-stream';
+import { zeroBytesIn } from './zero-blocks.js';
 
 export type WrapperName = 'gzip' | 'xz' | 'zstd' | 'bzip2';
 
@@ -18,12 +24,16 @@ export interface DecompressLimits {
   maxDecompressedBytes: number;
   maxCompressionRatio: number;
   ratioFloorBytes: number;
+  /** ratio past which output that is nearly all zeros is a bomb (past `ratioFloorBytes`); 0 = off */
+  zeroBombRatio: number;
+  /** share of the output in all-zero blocks that makes it "nearly all zeros" (0..1) */
+  zeroBombShare: number;
 }
 
 export class DecompressionLimitError extends Error {
   constructor(
     readonly wrapper: WrapperName,
-    readonly limit: 'size' | 'ratio',
+    readonly limit: 'size' | 'ratio' | 'zeros',
     readonly compressedBytes: number,
     readonly decompressedBytes: number,
     message: string,
@@ -43,53 +53,105 @@ export class DecompressionError extends Error {
   }
 }
 
-/** The decoder for one wrapper (no limits: see BoundedDecoder). */
+/** The decoder tool of the wrappers decoded in a child process, and the Debian package that has it. */
+const TOOLS: Record<Exclude<WrapperName, 'gzip'>, { command: string; args: string[]; debianPackage: string }> = {
+  // --memlimit-decompress: an xz header may ask for a dictionary of up to 4 GiB; refuse past 256 MiB
+  xz: { command: 'xz', args: ['--decompress', '--stdout', '--quiet', '--memlimit-decompress=256MiB'], debianPackage: 'xz-utils' },
+  // --memory: the same for zstd's window (128 MiB is zstd's own default, stated so it cannot drift)
+  zstd: { command: 'zstd', args: ['--decompress', '--stdout', '--quiet', '--no-progress', '--memory=128MB'], debianPackage: 'zstd' },
+  bzip2: { command: 'bzip2', args: ['--decompress', '--stdout', '--quiet'], debianPackage: 'bzip2' },
+};
+
+/** The decoder for one wrapper (no limits: see OutputLimiter). */
 export function createDecoder(wrapper: WrapperName): Duplex {
-  switch (wrapper) {
-    case 'gzip':
-      return createGunzip();
-    case 'xz':
-      return createXzDecompressor({ memlimit: 256 * 1024 * 1024 });
-    case 'zstd':
-      return new ZstdTransform();
-    case 'bzip2':
-      return unbzip2();
+  if (wrapper === 'gzip') return createGunzip();
+  return new ChildDecoder(wrapper);
+}
+
+/** The decoder's tool is missing on this machine: an operator's problem, not the image's. */
+export class DecoderMissingError extends Error {
+  constructor(
+    readonly wrapper: WrapperName,
+    readonly command: string,
+    readonly debianPackage: string,
+  ) {
+    super(`decompressing ${wrapper} needs the \`${command}\` command, which is not installed on this machine; install it (Debian package ${debianPackage})`);
+    this.name = 'DecoderMissingError';
   }
 }
 
-/** fzstd's push API as a Transform. */
-class ZstdTransform extends Transform {
-  private readonly dec: ZstdDecompress;
-  private pending: Uint8Array[] = [];
-  constructor() {
-    super();
-    this.dec = new ZstdDecompress((chunk) => {
-      this.pending.push(chunk);
+/** Bytes of a decoder's stderr kept for its error message. */
+const STDERR_BYTES = 4096;
+
+/**
+ * A decoder tool in a child process, as a Duplex: compressed bytes are written to its stdin,
+ * decompressed bytes read from its stdout. Backpressure both ways is the pipes': a write waits for
+ * stdin's 'drain', and stdout is paused while our readable side is full. A non-zero exit is a
+ * DecompressionError carrying the tool's stderr; destroying the stream kills the child.
+ */
+class ChildDecoder extends Duplex {
+  private readonly child: ChildProcess;
+  private stderr = '';
+  private exited = false;
+
+  constructor(private readonly wrapper: Exclude<WrapperName, 'gzip'>) {
+    super({ readableHighWaterMark: 1024 * 1024 });
+    const tool = TOOLS[wrapper];
+    this.child = spawn(tool.command, tool.args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const { stdin, stdout, stderr } = this.child as ChildProcess & { stdin: NodeJS.WritableStream; stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };
+    this.child.on('error', (e: NodeJS.ErrnoException) => {
+      this.exited = true;
+      this.destroy(e.code === 'ENOENT' ? new DecoderMissingError(wrapper, tool.command, tool.debianPackage) : e);
+    });
+    // EPIPE when the tool quits early on bad input: its exit status and stderr tell why
+    stdin.on('error', () => undefined);
+    stderr.on('data', (d: Buffer) => {
+      if (this.stderr.length < STDERR_BYTES) this.stderr += d.toString('utf8').slice(0, STDERR_BYTES - this.stderr.length);
+    });
+    stdout.on('data', (d: Buffer) => {
+      if (!this.push(d)) stdout.pause();
+    });
+    this.child.on('close', (code, signal) => {
+      this.exited = true;
+      if (this.destroyed) return;
+      if (code === 0) this.push(null);
+      else {
+        const why = this.stderr.trim().replace(/\s+/g, ' ') || (signal ? `killed by ${signal}` : 'no message');
+        this.destroy(new DecompressionError(wrapper, `${tool.command} exited with status ${code ?? signal}: ${why}`));
+      }
     });
   }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.dec.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-    } catch (e) {
-      cb(e as Error);
-      return;
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    const stdin = this.child.stdin!;
+    if (this.exited || stdin.destroyed) return cb(); // the exit handler reports why
+    if (stdin.write(chunk)) cb();
+    else {
+      const go = () => {
+        stdin.off('drain', go);
+        stdin.off('close', go);
+        cb();
+      };
+      stdin.on('drain', go);
+      stdin.on('close', go);
     }
-    this.flushPending();
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.child.stdin!.end();
     cb();
   }
-  override _flush(cb: TransformCallback): void {
-    try {
-      this.dec.push(new Uint8Array(0), true);
-    } catch (e) {
-      cb(e as Error);
-      return;
-    }
-    this.flushPending();
-    cb();
+
+  override _read(): void {
+    this.child.stdout!.resume();
   }
-  private flushPending(): void {
-    for (const c of this.pending) this.push(Buffer.from(c.buffer, c.byteOffset, c.byteLength));
-    this.pending = [];
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    if (!this.exited) this.child.kill('SIGKILL');
+    this.child.stdin!.destroy();
+    this.child.stdout!.destroy();
+    this.child.stderr!.destroy();
+    cb(err);
   }
 }
 
@@ -108,6 +170,8 @@ export class ByteCounter extends Transform {
  */
 export class OutputLimiter extends Transform {
   bytes = 0;
+  /** output bytes that lay in all-zero blocks */
+  zeroBytes = 0;
   constructor(
     private readonly wrapper: WrapperName,
     private readonly input: ByteCounter,
@@ -117,33 +181,27 @@ export class OutputLimiter extends Transform {
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     const next = this.bytes + chunk.length;
-    const { maxDecompressedBytes, maxCompressionRatio, ratioFloorBytes } = this.limits;
+    const { maxDecompressedBytes, maxCompressionRatio, ratioFloorBytes, zeroBombRatio, zeroBombShare } = this.limits;
+    const inputBytes = Math.max(1, this.input.bytes);
+    const ratio = next / inputBytes;
+    const fail = (limit: DecompressionLimitError['limit'], message: string) =>
+      cb(new DecompressionLimitError(this.wrapper, limit, this.input.bytes, next, message));
     if (next > maxDecompressedBytes) {
-      cb(
-        new DecompressionLimitError(
-          this.wrapper,
-          'size',
-          this.input.bytes,
-          next,
-          `${this.wrapper} stream expands past ${maxDecompressedBytes} bytes (the decompressed-size limit)`,
-        ),
-      );
-      return;
+      return fail('size', `${this.wrapper} stream expands past ${maxDecompressedBytes} bytes (the decompressed-size limit)`);
     }
-    if (next > ratioFloorBytes && next > maxCompressionRatio * Math.max(1, this.input.bytes)) {
-      cb(
-        new DecompressionLimitError(
-          this.wrapper,
-          'ratio',
-          this.input.bytes,
-          next,
-          `${this.wrapper} stream expands ${Math.round(next / Math.max(1, this.input.bytes))}:1 after ${next} bytes, ` +
-            `over the ${maxCompressionRatio}:1 ratio limit`,
-        ),
+    const zeroBytes = this.zeroBytes + zeroBytesIn(chunk, this.bytes);
+    if (zeroBombRatio > 0 && next > ratioFloorBytes && ratio > zeroBombRatio && zeroBytes >= zeroBombShare * next) {
+      return fail(
+        'zeros',
+        `${this.wrapper} stream expands ${Math.round(ratio)}:1 after ${next} bytes, ${((100 * zeroBytes) / next).toFixed(1)}% of them zeros ` +
+          `(over the ${zeroBombRatio}:1 limit for output that is nearly all zeros)`,
       );
-      return;
+    }
+    if (next > ratioFloorBytes && ratio > maxCompressionRatio) {
+      return fail('ratio', `${this.wrapper} stream expands ${Math.round(ratio)}:1 after ${next} bytes, over the ${maxCompressionRatio}:1 ratio limit`);
     }
     this.bytes = next;
+    this.zeroBytes = zeroBytes;
     cb(null, chunk);
   }
 }

@@ -56,6 +56,35 @@ export function blobStoreConformance(name: string, make: () => Promise<{ store: 
     );
 
     test(
+      'runs of zeros (leading, inner, trailing, unaligned, whole chunks) read back exactly and count in the size',
+      withStore(async (store) => {
+        const KiB = 1024;
+        const bytes = Buffer.alloc(3 * 1024 * KiB + 777);
+        randomBytes(5000).copy(bytes, 20 * KiB + 3); // data after 20 KiB of leading zeros, unaligned
+        randomBytes(1).copy(bytes, 1024 * KiB + 4095); // one byte at the end of a 4 KiB block
+        randomBytes(10 * KiB).copy(bytes, 2 * 1024 * KiB + 100); // inner data; then ~1 MiB of trailing zeros
+        for (const chunk of [4096, 65536, 333_333, 1]) {
+          if (chunk === 1) {
+            const small = bytes.subarray(1024 * KiB + 4000, 1024 * KiB + 4200); // byte-wise around a block edge
+            const info = await put(store, small, 1);
+            assert.deepEqual(await readAll(await store.read(info.digest)), Buffer.from(small));
+            continue;
+          }
+          const info = await put(store, bytes, chunk);
+          assert.equal(info.digest, digestOf(bytes));
+          assert.equal(info.sizeBytes, bytes.length);
+          assert.equal((await store.stat(info.digest))?.sizeBytes, bytes.length);
+          assert.deepEqual(await readAll(await store.read(info.digest)), bytes);
+          const tail = await readAll(await store.read(info.digest, { start: bytes.length - 5000, end: bytes.length - 1 }));
+          assert.deepEqual(tail, Buffer.alloc(5000));
+        }
+        const zeros = await put(store, new Uint8Array(5 * 1024 * KiB + 1), 1024 * KiB);
+        assert.equal(zeros.sizeBytes, 5 * 1024 * KiB + 1);
+        assert.deepEqual(await readAll(await store.read(zeros.digest)), Buffer.alloc(5 * 1024 * KiB + 1));
+      }),
+    );
+
+    test(
       'an expected digest that does not match keeps nothing',
       withStore(async (store) => {
         const bytes = randomBytes(1000);

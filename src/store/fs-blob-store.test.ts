@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -75,6 +75,26 @@ test('memory stays bounded while writing 512 MiB', async () => {
     const info = await s.commit();
     assert.equal(info.sizeBytes, 512 << 20);
     assert.ok(peak - before < 100 << 20, `rss grew ${(peak - before) >> 20} MiB`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('blobs and staging files are sparse: 8 MiB of data in a 256 MiB blob takes ~8 MiB of disk', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-blobs-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const s = await store.startUpload();
+    const zeros = new Uint8Array(1 << 20);
+    const data = randomBytes(1 << 20);
+    for (let i = 0; i < 256; i++) await s.write(i % 32 === 5 ? data : zeros); // 8 data MiB, zeros at both ends
+    const staged = statSync(join(dir, 'uploads', s.id, 'data'));
+    assert.ok(staged.blocks * 512 <= 9 << 20, `staging allocates ${staged.blocks * 512} bytes`);
+    const info = await s.commit();
+    assert.equal(info.sizeBytes, 256 << 20);
+    const st = statSync(await store.localPath(info.digest));
+    assert.equal(st.size, 256 << 20);
+    assert.ok(st.blocks * 512 >= 8 << 20 && st.blocks * 512 <= 9 << 20, `blob allocates ${st.blocks * 512} bytes for 8 MiB of data`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

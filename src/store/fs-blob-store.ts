@@ -7,6 +7,11 @@
  *   uploads/<id>/startedat            ISO time the upload started (for sweeping)
  *   probe/                            start-up check objects
  *
+ * Files are written sparse: blocks of zeros (4 KiB, aligned on the file offset) are not written but
+ * left as holes, and commit sets the file's length, so a raw disk takes the space of its data
+ * (a 10 GiB raw of zeros would otherwise take 10 GiB of disk). The staging file is always new and
+ * each offset is written once, so a skipped block reads back as zeros.
+ *
  * Commit = fsync the staging file, rename it into place (atomic on one filesystem), fsync the
  * fan-out directory. A crash before the rename leaves only staging debris (swept at start); after
  * it, a complete blob whose name is its digest. Paths are built only from validated hex digests
@@ -17,6 +22,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { blockRuns } from '../io/zero-blocks.js';
 import { BlobNotFound, DigestMismatch, isDigest, type BlobInfo, type BlobStore, type ByteRange, type Digest, type StagingEntry, type UploadOptions, type UploadSession } from './blob-store.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -192,17 +198,21 @@ class FsUploadSession implements UploadSession {
 
   /**
    * Writes at an explicit position reserved synchronously, so several writes may be in flight at
-   * once (the ingest pipeline keeps a few going while it reads on) and still land in order.
+   * once (the ingest pipeline keeps a few going while it reads on) and still land in order. Zero
+   * blocks are skipped (holes); commit extends the file to its full length.
    */
   async write(chunk: Uint8Array): Promise<void> {
     if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
     const position = this.written;
     this.written += chunk.length;
     this.hash?.update(chunk);
-    let off = 0;
-    while (off < chunk.length) {
-      const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, position + off);
-      off += bytesWritten;
+    for (const run of blockRuns(chunk, position)) {
+      if (run.zero) continue;
+      let off = run.start;
+      while (off < run.end) {
+        const { bytesWritten } = await this.fh.write(chunk, off, run.end - off, position + off);
+        off += bytesWritten;
+      }
     }
   }
 
@@ -210,6 +220,8 @@ class FsUploadSession implements UploadSession {
     if (this.state !== 'open') throw new Error(`upload ${this.id} is ${this.state}`);
     this.state = 'committing';
     try {
+      // trailing zero blocks were skipped: the length comes from here
+      await this.fh.truncate(this.written);
       await this.fh.sync();
       await this.fh.close();
       let digest: Digest;
