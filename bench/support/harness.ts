@@ -88,11 +88,8 @@ export async function serve(extra: string[] = []): Promise<Served> {
   };
   let up = false;
   for (let i = 0; i < 600 && !up && proc.exitCode === null; i++) {
-    try {
-      up = (await fetch(`${url}/api/v1/healthz`)).ok;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    up = await fetch(`${url}/api/v1/healthz`).then((r) => r.ok, () => false);
+    if (!up) await new Promise((r) => setTimeout(r, 50));
   }
   if (!up) {
     await stop();
