@@ -7,14 +7,16 @@
  *
  * The Glance peer is started once here (through ../shared/peers, as the benches do), so the benches
  * that compare with it find it running and leave it; it is stopped at the end unless it was
- * already running before.
+ * already running before. Before that, a start that cannot succeed (its port held by something
+ * else) must fail with the reason: a bench never runs without its peer.
  */
 import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { createServer } from 'node:http';
+import { after, test } from 'node:test';
 import { benchNames } from '../bench/support/bench-names.js';
-import { startGlance, type GlancePeer } from '../bench/support/glance-peer.js';
+import { GLANCE_URL, startGlance, type GlancePeer } from '../bench/support/glance-peer.js';
 
 const ROOT = join(import.meta.dirname, '..');
 
@@ -46,11 +48,25 @@ function firstTable(out: string): { header: string[]; rows: string[][] } | undef
 }
 
 let glance: GlancePeer | undefined;
-before(async () => {
-  glance = await startGlance();
-});
 after(async () => {
   await glance?.stop();
+});
+
+test('a bench fails with the reason when the Glance peer cannot start', async (t) => {
+  if (await fetch(`${GLANCE_URL}/versions`).then(() => true, () => false)) return t.skip('a Glance (or something else) already answers on its port');
+  // something else holds Glance's port and answers 500: glance-api cannot bind and dies
+  const squatter = createServer((_req, res) => res.writeHead(500).end());
+  await new Promise<void>((r) => squatter.listen(9292, '127.0.0.1', r));
+  try {
+    await assert.rejects(startGlance(), /the Glance peer did not start \(.*glance-start\.sh\): .*died/s);
+  } finally {
+    await new Promise((r) => squatter.close(r));
+  }
+});
+
+test('the Glance peer starts through ../shared/peers', async () => {
+  glance = await startGlance();
+  assert.equal((await fetch(`${glance.url}/versions`)).status < 500, true);
 });
 
 test('the bench directory holds the benchmarks the issue names', () => {
