@@ -11,14 +11,14 @@
  * on close: the same durability, the ratio that counts) and its default. The page cache cannot be
  * dropped here, so the order rotates run by run.
  *
- *   npm run bench -- convert [--size 4G] [--runs 3] [--only raw→qcow2,...]
+ *   npm run bench -- convert [--size 4G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BENCH_DIR, median, printTable, timeCommand } from './support/harness.js';
+import { BENCH_DIR, median, numberOption, printTable, timeCommand } from './support/harness.js';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 const KiB = 1024;
@@ -106,8 +106,8 @@ function mib(n: number): string {
 
 export async function run(args: string[]): Promise<void> {
   const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const size = parseSize(arg('--size') ?? '4G');
-  const runs = Number(arg('--runs') ?? 3) || 3;
+  const size = parseSize(arg('--size') ?? (args.includes('--quick') ? '64M' : '4G'));
+  const runs = numberOption(args, '--runs', 3, 1);
   const only = arg('--only')?.split(',');
   if (!existsSync(join(import.meta.dirname, '..', 'dist', 'cli', 'convert-command.js'))) {
     process.stderr.write('bench convert: build first (npx tsc -p tsconfig.build.json): bin/imago.js runs dist/\n');

@@ -1,44 +1,53 @@
 /**
- * bench/download — 2 GiB download of a stored image (`curl -o FILE`) next to `cp` of the same
- * bytes to the same disk, in the same run.
+ * bench/download — download of a stored image (`curl -o /dev/null`, GET /api/v1/images/ID/file)
+ * from a real `imago serve`, next to the same download from the live Glance peer (GET
+ * /v2/images/ID/file), in alternating runs. The limit column is reading the stored blob from the
+ * page cache (`cat BLOB > /dev/null`), measured in the same run: the copy a download cannot avoid.
  *
- *   npm run bench -- download [--mib 2048] [--runs 3]
+ *   npm run bench -- download [--mib 1024] [--runs 3] [--quick]
  */
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { BENCH_DIR, createImage, dataFile, median, printTable, serve, timeCommand } from './support/harness.js';
+import { startGlance } from './support/glance-peer.js';
+import { createImage, dataFile, median, numberOption, printTable, serve, timeCommand } from './support/harness.js';
+import { pageCacheReadSeconds } from './support/limits.js';
 
 export async function run(args: string[]): Promise<void> {
-  const mib = Number(args[args.indexOf('--mib') + 1] || 2048) || 2048;
-  const runs = Number(args[args.indexOf('--runs') + 1] || 3) || 3;
+  const mib = numberOption(args, '--mib', 1024, 16);
+  const runs = numberOption(args, '--runs', 3, 1);
   const file = dataFile(mib);
-  const s = await serve();
-  const dst = join(BENCH_DIR, 'dl-dst.raw');
+  const bytes = mib * 1024 * 1024;
+  const glance = await startGlance();
+  let glanceId: string | undefined;
+  const s = await serve().catch(async (e) => {
+    await glance.stop();
+    throw e;
+  });
   try {
-    const id = await createImage(s.url, 'bench-dl');
-    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
-    const blob = execFileSync('sh', ['-c', `find ${s.dataDir}/blobs -type f | head -1`]).toString().trim();
-    execFileSync('cat', [blob], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const dl: number[] = [];
-    const cp: number[] = [];
+    const id = await createImage(s, 'bench-dl');
+    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
+    glanceId = await glance.createImage('imago-bench-dl');
+    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...glance.uploadArgs(glanceId, file)]);
+    const blob = execFileSync('find', [s.dataDir, '-path', '*/blobs/*', '-type', 'f']).toString().trim().split('\n')[0]!;
+    const limit = pageCacheReadSeconds(blob, runs);
+    const ours: number[] = [];
+    const theirs: number[] = [];
     for (let i = 0; i < runs; i++) {
-      dl.push(timeCommand('curl', ['-sS', '-f', '-o', dst, `${s.url}/api/v1/images/${id}/file`]));
-      rmSync(dst, { force: true });
-      cp.push(timeCommand('cp', [blob, dst]));
-      rmSync(dst, { force: true });
+      const jobs = [
+        () => ours.push(timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, `${s.url}/api/v1/images/${id}/file`])),
+        () => theirs.push(timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', `${glance.url}/v2/images/${glanceId}/file`])),
+      ];
+      for (let k = 0; k < jobs.length; k++) jobs[(i + k) % jobs.length]!();
     }
-    const mb = mib * 1.048576;
-    const o = median(dl);
-    const c = median(cp);
-    process.stdout.write(`download of ${mib} MiB, ${runs} runs each\n`);
+    const o = median(ours);
+    const g = median(theirs);
+    process.stdout.write(`download of ${mib} MiB with curl -o /dev/null, ${runs} alternating run(s) each\n`);
     printTable([
-      ['path', 'seconds', 'MB/s', 'ratio imago / cp'],
-      ['imago GET /file → curl -o', o.toFixed(2), (mb / o).toFixed(0), (o / c).toFixed(2)],
-      ['cp blob → file', c.toFixed(2), (mb / c).toFixed(0), '-'],
+      ['download', `imago s (median of ${runs})`, 'imago MB/s', 'Glance 25.1 s', 'ratio imago / Glance', 'limit s (page-cache read)', 'ratio imago / limit'],
+      ['GET /file → curl -o /dev/null', o.toFixed(2), (bytes / 1e6 / o).toFixed(0), g.toFixed(2), (o / g).toFixed(2), limit.toFixed(2), (o / limit).toFixed(2)],
     ]);
   } finally {
-    rmSync(dst, { force: true });
+    if (glanceId) await glance.deleteImage(glanceId);
     await s.stop();
+    await glance.stop();
   }
 }

@@ -1,67 +1,95 @@
 /**
- * bench/ingest — upload of a 2 GiB image through the API with `curl -T` (unwrap check, sha256 +
- * sha512 [+ md5] hashing, stream inspection, staging write, fsync, commit) next to `cp` of the same
- * file and `curl -T` to a plain node:http sink that discards, in the same run; with md5 off and on.
+ * bench/ingest — upload of an image through the API with `curl -T` (unwrap check, sha256 + sha512
+ * [+ md5] hashing, stream inspection, staging write, fsync, commit) into a real `imago serve`, next
+ * to the same `curl -T` into the live Glance peer (PUT /v2/images/ID/file: md5 + sha512, no fsync),
+ * in alternating runs; with md5 off and on. The limit column is the hashing the upload cannot
+ * avoid, at the per-core hash speeds measured in the same run. Context rows: `cp` + fsync of the
+ * same file (the durable copy) and `curl -T` into a node:http sink that discards (the network path).
  *
- *   npm run bench -- ingest [--mib 2048] [--runs 3]
+ *   npm run bench -- ingest [--mib 1024] [--runs 3] [--quick]
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, createImage, dataFile, freePort, median, printTable, serve, timeCommand } from './support/harness.js';
+import { startGlance } from './support/glance-peer.js';
+import { BENCH_DIR, createImage, dataFile, deleteImage, discardingSink, median, numberOption, printTable, serve, timeCommand, type Served } from './support/harness.js';
+import { describeLimits, hashLimitSeconds, measureHashRates, pageCacheReadSeconds } from './support/limits.js';
 
 export async function run(args: string[]): Promise<void> {
-  const mib = Number(args[args.indexOf('--mib') + 1] || 2048) || 2048;
-  const runs = Number(args[args.indexOf('--runs') + 1] || 3) || 3;
+  const mib = numberOption(args, '--mib', 1024, 16);
+  const runs = numberOption(args, '--runs', 3, 1);
   const file = dataFile(mib);
-  execFileSync('cat', [file], { stdio: ['ignore', 'ignore', 'inherit'] }); // warm the page cache
-  const mb = mib * 1.048576;
+  const bytes = mib * 1024 * 1024;
+  const mbps = (t: number) => (bytes / 1e6 / t).toFixed(0);
+  const cacheRead = pageCacheReadSeconds(file, runs); // also warms the page cache
+  const rates = measureHashRates(Math.min(mib, 256), runs);
 
-  const cp: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const dst = join(BENCH_DIR, 'cp-dst.raw');
-    cp.push(timeCommand('sh', ['-c', `cp ${file} ${dst} && sync -f ${dst}`]));
-    rmSync(dst, { force: true });
-  }
-
-  // the sink runs in its own process: timeCommand blocks this one's event loop
-  const port = await freePort();
-  const sink = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], { stdio: 'ignore' });
-  await new Promise((r) => setTimeout(r, 500));
-  const sinkUrl = `http://127.0.0.1:${port}/`;
-  const plain: number[] = [];
-  for (let i = 0; i < runs; i++) plain.push(timeCommand('curl', ['-sS', '-o', '/dev/null', '-T', file, sinkUrl]));
-  sink.kill();
-
-  const results: Record<string, number[]> = {};
-  for (const md5 of [false, true]) {
-    const s = await serve(md5 ? ['--md5'] : []);
-    const times: number[] = [];
-    try {
-      for (let i = 0; i < runs; i++) {
-        const id = await createImage(s.url, `bench-${i}`);
-        times.push(timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]));
-        // identical bytes dedup: delete so the next run stores again
-        await fetch(`${s.url}/api/v1/images/${id}`, { method: 'DELETE' });
-        execFileSync('sh', ['-c', `rm -rf ${s.dataDir}/blobs`]);
-      }
-    } finally {
-      await s.stop();
+  const glance = await startGlance();
+  const servers: Served[] = [];
+  try {
+    const plain = await serve();
+    servers.push(plain);
+    const withMd5 = await serve(['--md5']);
+    servers.push(withMd5);
+    const upload = async (s: Served, i: number) => {
+      const id = await createImage(s, `bench-${i}`);
+      const t = timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
+      // identical bytes dedup: delete so the next run stores again
+      await deleteImage(s, id);
+      execFileSync('rm', ['-rf', join(s.dataDir, 'blobs')]);
+      return t;
+    };
+    const times = { glance: [] as number[], plain: [] as number[], md5: [] as number[] };
+    for (let i = 0; i < runs; i++) {
+      const jobs = [
+        async () => {
+          const id = await glance.createImage(`imago-bench-${i}`);
+          times.glance.push(timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', ...glance.uploadArgs(id, file)]));
+          await glance.deleteImage(id);
+        },
+        async () => times.plain.push(await upload(plain, i)),
+        async () => times.md5.push(await upload(withMd5, i)),
+      ];
+      // rotate the order run by run: no path always meets the disk writeback the previous one left
+      for (let k = 0; k < jobs.length; k++) await jobs[(i + k) % jobs.length]!();
     }
-    results[md5 ? 'imago (sha256+sha512+md5)' : 'imago (sha256+sha512)'] = times;
-  }
 
-  const rows = [['path', `seconds (median of ${runs})`, 'MB/s', 'imago / this']];
-  const ours = median(results['imago (sha256+sha512)']!);
-  const oursMd5 = median(results['imago (sha256+sha512+md5)']!);
-  for (const [name, t] of [
-    ['imago upload, md5 off', ours],
-    ['imago upload, md5 on', oursMd5],
-    ['cp + fsync (same disk)', median(cp)],
-    ['curl -T to a discarding node:http sink', median(plain)],
-  ] as const) {
-    rows.push([name, t.toFixed(2), (mb / t).toFixed(0), name.startsWith('imago') ? '-' : `${(ours / t).toFixed(2)} (md5 on: ${(oursMd5 / t).toFixed(2)})`]);
+    const cp: number[] = [];
+    const dst = join(BENCH_DIR, 'cp-dst.raw');
+    for (let i = 0; i < runs; i++) {
+      cp.push(timeCommand('sh', ['-c', 'cp "$1" "$2" && sync -f "$2"', 'sh', file, dst]));
+      rmSync(dst, { force: true });
+    }
+    const sink = await discardingSink();
+    const network: number[] = [];
+    try {
+      for (let i = 0; i < runs; i++) network.push(timeCommand('curl', ['-sS', '-o', '/dev/null', '-T', file, sink.url]));
+    } finally {
+      sink.stop();
+    }
+
+    const g = median(times.glance);
+    const rows = [['upload', `imago s (median of ${runs})`, 'imago MB/s', 'Glance 25.1 s', 'ratio imago / Glance', 'limit s (hashing)', 'ratio imago / limit']];
+    for (const [label, t, hashes] of [
+      ['md5 off (sha256 + sha512)', median(times.plain), ['sha256', 'sha512']],
+      ['md5 on (sha256 + sha512 + md5)', median(times.md5), ['sha256', 'sha512', 'md5']],
+    ] as const) {
+      const limit = hashLimitSeconds(bytes, hashes, rates);
+      rows.push([label, t.toFixed(2), mbps(t), g.toFixed(2), (t / g).toFixed(2), limit.toFixed(2), (t / limit).toFixed(2)]);
+    }
+    process.stdout.write(`ingest of ${mib} MiB (incompressible) with curl -T, ${runs} alternating run(s) per path\n`);
+    printTable(rows);
+    process.stdout.write(describeLimits(rates, { bytes, seconds: cacheRead }));
+    const ours = median(times.plain);
+    process.stdout.write('\ncontext, same file and run\n');
+    printTable([
+      ['path', 'seconds', 'MB/s', 'ratio imago (md5 off) / this'],
+      ['Glance 25.1 upload (md5 + sha512, no fsync)', g.toFixed(2), mbps(g), (ours / g).toFixed(2)],
+      ['cp + fsync (same disk)', median(cp).toFixed(2), mbps(median(cp)), (ours / median(cp)).toFixed(2)],
+      ['curl -T to a discarding node:http sink', median(network).toFixed(2), mbps(median(network)), (ours / median(network)).toFixed(2)],
+    ]);
+  } finally {
+    for (const s of servers) await s.stop();
+    await glance.stop();
   }
-  process.stdout.write(`ingest of ${mib} MiB (${mb.toFixed(0)} MB), ${runs} runs each\n`);
-  printTable(rows);
 }

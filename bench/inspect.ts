@@ -3,12 +3,13 @@
  * image, next to `qemu-img info` of the same files (a process per call, which is how Glance and
  * operators use it). Files are made with qemu-img under .cache/bench (sparse: they take little disk).
  *
- *   npm run bench -- inspect [--runs N]
+ *   npm run bench -- inspect [--runs N] [--quick]   (--quick: 3 runs per cell)
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspectFile } from '../src/inspect/inspect-file.js';
+import { numberOption } from './support/harness.js';
 
 const DIR = join(import.meta.dirname, '..', '.cache', 'bench', 'inspect');
 
@@ -61,8 +62,7 @@ function make(c: Case, size: string): string {
 }
 
 export async function run(args: string[]): Promise<void> {
-  const runsArg = args.indexOf('--runs');
-  const runs = runsArg >= 0 ? Number(args[runsArg + 1]) : 25;
+  const runs = numberOption(args, '--runs', 25, 3);
   const rows: string[][] = [['image', 'size', 'imago (ms)', 'qemu-img info (ms)', 'ratio', 'format / virtual size agree']];
   for (const c of CASES) {
     for (const [sizeLabel, size] of SIZES) {

@@ -6,8 +6,23 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const BENCH_DIR = join(import.meta.dirname, '..', '..', '.cache', 'bench');
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'imago.js');
+export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+export const BENCH_DIR = join(REPO_ROOT, '.cache', 'bench');
+const BIN = join(REPO_ROOT, 'bin', 'imago.js');
+
+/**
+ * A numeric option: `--name N` when given, else the quick default under `--quick` (tiny sizes, one
+ * run: the mode the test suite runs so that a bench cannot rot), else the full default.
+ */
+export function numberOption(args: string[], name: string, full: number, quick: number): number {
+  const at = args.indexOf(name);
+  if (at >= 0) {
+    const n = Number(args[at + 1]);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} ${args[at + 1] ?? ''}: give a positive number`);
+    return n;
+  }
+  return args.includes('--quick') ? quick : full;
+}
 
 /** A file of `mib` MiB of incompressible-looking data (a 1 MiB random block, varied per MiB). */
 export function dataFile(mib: number): string {
@@ -39,37 +54,90 @@ export interface Served {
   url: string;
   proc: ChildProcess;
   dataDir: string;
+  /** the server-admin token the first start wrote to `<data>/admin.token` */
+  token: string;
+  /** curl arguments that send the token */
+  curlAuth: string[];
+  /** fetch as the server admin */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
   stop(): Promise<void>;
 }
 
+/**
+ * A real `imago serve` (the built dist/, via bin/imago.js) on a free loopback port with a fresh
+ * data dir, SQLite and filesystem blobs. Its first start mints the server-admin token into
+ * `<data>/admin.token`; every request of the benches sends it.
+ */
 export async function serve(extra: string[] = []): Promise<Served> {
+  if (!existsSync(join(REPO_ROOT, 'dist', 'cli', 'main.js'))) {
+    throw new Error('bin/imago.js runs the compiled dist/: build it first with "npx tsc -p tsconfig.build.json"');
+  }
   const dataDir = mkdtempSync(join(tmpdir(), 'imago-bench-'));
   const port = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet', ...extra], { stdio: 'ignore' });
+  const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise((r) => proc.once('exit', r));
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/api/v1/healthz`)).ok) break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGTERM');
+      await exited;
     }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  let up = false;
+  for (let i = 0; i < 600 && !up && proc.exitCode === null; i++) {
+    up = await fetch(`${url}/api/v1/healthz`).then((r) => r.ok, () => false);
+    if (!up) await new Promise((r) => setTimeout(r, 50));
   }
+  if (!up) {
+    await stop();
+    throw new Error(`imago serve did not answer /api/v1/healthz within 30 s: ${stderr.trim() || 'no output'}`);
+  }
+  const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
   return {
     url,
     proc,
     dataDir,
-    async stop() {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-      rmSync(dataDir, { recursive: true, force: true });
+    token,
+    curlAuth: ['-H', `authorization: Bearer ${token}`],
+    fetch: (path, init = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set('authorization', `Bearer ${token}`);
+      return fetch(`${url}${path}`, { ...init, headers });
     },
+    stop,
   };
 }
 
-export async function createImage(url: string, name: string): Promise<string> {
-  const r = await fetch(`${url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+/** Creates an image record (state pending) and returns its id; a refusal stops the bench. */
+export async function createImage(s: Served, name: string): Promise<string> {
+  const r = await s.fetch('/api/v1/images', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) });
+  if (!r.ok) throw new Error(`imago: POST /api/v1/images answered ${r.status}: ${await r.text()}`);
   return ((await r.json()) as { id: string }).id;
+}
+
+/** Deletes an image; a refusal stops the bench. */
+export async function deleteImage(s: Served, id: string): Promise<void> {
+  const r = await s.fetch(`/api/v1/images/${id}`, { method: 'DELETE' });
+  if (!r.ok) throw new Error(`imago: DELETE /api/v1/images/${id} answered ${r.status}: ${await r.text()}`);
+}
+
+/** The plain node:http sink that receives a body and discards it, in its own process. */
+export async function discardingSink(): Promise<{ url: string; proc: ChildProcess; stop(): void }> {
+  const port = await freePort();
+  const proc = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], { stdio: 'ignore' });
+  const url = `http://127.0.0.1:${port}/`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      await fetch(url, { method: 'POST', body: '' });
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  return { url, proc, stop: () => proc.kill() };
 }
 
 /** Seconds a command takes (wall clock). */
