@@ -12,6 +12,7 @@
 import type { ByteSource } from './byte-source.js';
 import { createHash, type Hash } from 'node:crypto';
 import { FormatError, NeedBytes, NeedDigest, checkRange, type DigestAlgorithm } from './byte-source.js';
+import { TableScanner, type TableRule, type TableScan } from './block-map-rules.js';
 import { finding } from './findings.js';
 import { inspectSource, verdictOf, type InspectOptions, type InspectionReport } from './inspect-source.js';
 import { limitsWith, type InspectLimits } from './limits.js';
@@ -24,6 +25,18 @@ interface DigestRegion {
   /** bytes hashed so far */
   done: number;
   hex?: string;
+}
+
+/** A table scanned entry by entry as its bytes pass (block-map-rules.ts): a few bytes held, not the table. */
+interface ScanRegion {
+  offset: number;
+  length: number;
+  scanner: TableScanner;
+  /** bytes scanned so far */
+  done: number;
+  complete: boolean;
+  /** its start had streamed by, unkept, before it was declared */
+  missed: boolean;
 }
 
 interface Region {
@@ -42,6 +55,9 @@ export class StreamInspector {
   private readonly regions: Region[] = [];
   private readonly digests: DigestRegion[] = [];
   private capturedBytes = 0;
+  /** scans by `${offset}:${length}:${rule.key}`, and the open ones in file order */
+  private readonly scans = new Map<string, ScanRegion>();
+  private openScans: ScanRegion[] = [];
   private overCapture?: { offset: number; length: number };
   private ended = false;
   private report?: InspectionReport;
@@ -128,9 +144,85 @@ export class StreamInspector {
         completed = true;
       }
     }
+    this.feedScans(piece, start, end);
     this.pushTail(piece);
     this.position = end;
     return completed;
+  }
+
+  /** Feeds the open table scans; they sit in file order, so only the first few are looked at. */
+  private feedScans(piece: Uint8Array, start: number, end: number): void {
+    let closed = 0;
+    for (const sc of this.openScans) {
+      if (sc.offset >= end) break;
+      const from = Math.max(sc.offset + sc.done, start);
+      const to = Math.min(sc.offset + sc.length, end);
+      if (from < to && from === sc.offset + sc.done) {
+        sc.scanner.update(piece.subarray(from - start, to - start));
+        sc.done = to - sc.offset;
+      }
+      if (sc.done === sc.length) {
+        sc.complete = true;
+        closed++;
+      }
+    }
+    if (closed > 0) this.openScans = this.openScans.filter((sc) => !sc.complete);
+  }
+
+  /**
+   * @internal A table scan: its result once the bytes passed; a placeholder while discovering
+   * (the scan is declared then, from here on its bytes are scanned as they pass); undefined when
+   * it cannot be answered (its bytes went by unkept).
+   */
+  scanResult(offset: number, length: number, rule: TableRule, discovering: boolean): TableScan | undefined {
+    const key = `${offset}:${length}:${rule.key}`;
+    let sc = this.scans.get(key);
+    if (!sc) {
+      if (!discovering) return this.scanKept(offset, length, rule);
+      sc = { offset, length, scanner: new TableScanner(rule), done: 0, complete: length === 0, missed: false };
+      if (offset < this.position) {
+        // started in bytes already gone by: answerable only when those were kept (head, a region)
+        const passed = Math.min(length, this.position - offset);
+        const kept = new Uint8Array(passed);
+        if (this.copyCaptured(offset, kept, undefined) === passed) {
+          sc.scanner.update(kept);
+          sc.done = passed;
+          sc.complete = passed === length;
+        } else {
+          sc.missed = true;
+        }
+      }
+      this.scans.set(key, sc);
+      if (!sc.complete && !sc.missed) this.insertOpenScan(sc);
+    }
+    if (sc.missed) return undefined;
+    if (sc.complete) return sc.scanner.result;
+    // at the end, an open scan has seen every byte of its table the stream held (a table cut short
+    // by the end is the rule of the entry that names it)
+    return discovering ? { entries: 0, maxNeed: 0 } : sc.scanner.result;
+  }
+
+  /** A scan never declared (the stream was short enough to be inspected only at its end). */
+  private scanKept(offset: number, length: number, rule: TableRule): TableScan | undefined {
+    const s = new TableScanner(rule);
+    const chunk = 64 * 1024;
+    // a table cut short by the end of the stream scans what there is (as a random-access read)
+    const have = Math.max(0, Math.min(length, this.position - offset));
+    for (let done = 0; done < have; ) {
+      const out = new Uint8Array(Math.min(chunk, have - done));
+      const got = this.copyCaptured(offset + done, out, this.position);
+      if (got < out.length) return undefined;
+      s.update(out);
+      done += got;
+    }
+    return s.result;
+  }
+
+  private insertOpenScan(sc: ScanRegion): void {
+    const a = this.openScans;
+    let i = a.length;
+    while (i > 0 && a[i - 1]!.offset > sc.offset) i--;
+    a.splice(i, 0, sc);
   }
 
   /** Ends the stream and returns the final report (the same shape as a random-access inspection). */
@@ -279,6 +371,17 @@ class CaptureSource implements ByteSource {
     if (this.size === undefined) throw new NeedBytes(offset + got, want - got);
     throw new FormatError(
       `bytes ${offset}..${offset + want} were needed for inspection but had already streamed by; ` +
+        `upload the image where it can be read at random (or reorder its tables)`,
+      'INSPECTION_INCOMPLETE',
+    );
+  }
+
+  async scan(offset: number, length: number, rule: TableRule): Promise<TableScan> {
+    checkRange(offset, length);
+    const r = this.owner.scanResult(offset, length, rule, this.size === undefined);
+    if (r !== undefined) return r;
+    throw new FormatError(
+      `${rule.table} (${length} bytes at ${offset}) had to be checked but its bytes had already streamed by; ` +
         `upload the image where it can be read at random (or reorder its tables)`,
       'INSPECTION_INCOMPLETE',
     );

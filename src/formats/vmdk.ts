@@ -45,6 +45,7 @@
  * entries ≤ limits.maxTableEntries; extent lines ≤ MAX_EXTENT_LINES (vmdk-descriptor.ts). qemu's own:
  * numGTEsPerGT ≤ 512, grainSize ≤ 0x200000 sectors (1 GiB).
  */
+import { checkTables, vmdkGdRule, vmdkGtRule, type TableToScan } from './block-map-rules.js';
 import { FormatError, bytesEqual, latin1, readExact, tailOffset, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type SafetyRule } from './format.js';
@@ -235,6 +236,10 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
         findings.push(finding('TRUNCATED', `VMDK declares ${overhead} sectors of metadata but the file is only ${src.size} bytes; the image is truncated — upload it whole`));
       }
     }
+    const gdInside = src.size === undefined || gdOffset * 512n + gdEntries * 4n <= BigInt(src.size);
+    if (gdOffset !== GD_AT_END && gdOffset > 0n && gdInside && gdEntries <= BigInt(ctx.limits.maxTableEntries)) {
+      findings.push(...(await vmdkTableFindings(src, ctx, Number(gdOffset) * SECTOR, Number(gdEntries), gtes, details.footer === true)));
+    }
   }
 
   if (descriptorText !== undefined) applyDescriptor(details, descriptorText, findings);
@@ -245,6 +250,26 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
   let virtualSize: bigint | undefined = capacity > 0n ? capacity * 512n : undefined;
   if (wraps) virtualSize = extentsSize(details.extents);
   return { subformat: details.createType, virtualSize, details, findings };
+}
+
+/**
+ * Grain directory and grain tables inside the file (block-map-rules.ts, shared with the reader).
+ * A streamOptimized image writes each grain table after its grains and the directory at the end:
+ * there the directory is scanned (from the tail a stream keeps) and its grain tables, which point
+ * only backwards, are not.
+ */
+async function vmdkTableFindings(src: ByteSource, ctx: InspectContext, gdAt: number, gdEntries: number, gtes: number, streamOptimized: boolean) {
+  const scans: TableToScan[] = [{ offset: gdAt, length: gdEntries * 4, rule: vmdkGdRule(gtes, gdAt) }];
+  if (!streamOptimized) {
+    const gd = view(await readExact(src, gdAt, gdEntries * 4, 'VMDK grain directory'));
+    const tables = new Set<number>();
+    for (let i = 0; i < gdEntries; i++) {
+      const sector = gd.getUint32(i * 4, true);
+      if (sector > 0) tables.add(sector * SECTOR);
+    }
+    for (const gt of tables) scans.push({ offset: gt, length: gtes * 4, rule: vmdkGtRule(gt) });
+  }
+  return checkTables(src, scans, ctx.limits.maxTableScanBytes, 'VMDK');
 }
 
 async function inspectTextDescriptor(src: ByteSource, ctx: InspectContext) {
