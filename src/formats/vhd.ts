@@ -234,7 +234,9 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     if (dataOffset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`dynamic disk header offset ${dataOffset} is out of range`, 'OFFSET_PAST_END');
     dyn = await readExact(src, Number(dataOffset), DYN_HEADER, 'VHD dynamic disk header');
   }
-  const end = await footerAtEnd(src);
+  // a stream's end is not known while it flows: with a copy at 0 the run goes on without it, so it
+  // declares the BAT scan before the BAT streams by; the final run (size known) reads the end
+  const end = src.size === undefined && startIsFooter ? undefined : await footerAtEnd(src);
   // qemu reads the copy at 0 when it is there, else the end
   const footer = startIsFooter ? start : end?.bytes;
   if (!footer) throw new FormatError('no VHD footer ("conectix") at the start or at the end', 'MALFORMED_HEADER');
