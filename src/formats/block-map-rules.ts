@@ -347,6 +347,11 @@ export function vhdxBatRule(batOffset: number, batBytes: number): TableRule {
   };
 }
 
+/** A VHDX BAT entry's need once the block size is known: the whole block (the reader's side). */
+export function vhdxWholeBlock(c: EntryCheck, blockSize: number): EntryCheck {
+  return c !== undefined && 'need' in c ? { ...c, need: c.need - 1 + blockSize } : c;
+}
+
 /** A VHDX BAT scan's need once the block size is known: the whole block. */
 export function vhdxBlockNeed(scan: TableScan, blockSize: number): TableScan {
   return scan.maxNeed === 0 ? scan : { ...scan, maxNeed: scan.maxNeed - 1 + blockSize };
