@@ -8,8 +8,10 @@
  * the stream inspector (the ingest path). Clean images stay clean.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { inspectSource } from '../src/formats/inspect-source.js';
 import { BufferSource } from '../src/formats/byte-source.js';
@@ -197,3 +199,69 @@ for (const kind of KINDS) {
     assert.deepEqual(problems, []);
   });
 }
+
+/**
+ * VMware's streamOptimized layout (gdOffset = GD_AT_END): the grain directory sits right before the
+ * footer, which alone says where it is. Built from qemu's file: its directory copied to the end
+ * behind a GD marker, then a footer marker, the header copy naming that copy, and the end-of-stream
+ * marker. Inside an OVA (the way vSphere exports) the stream inspector learns the member's end early
+ * and scans the directory as it passes.
+ */
+async function vmwareLayoutOva(name: string, damage?: (disk: Buffer, gdAt: number) => void): Promise<Buffer> {
+  // incompressible data, so that the disk runs well past the 1 MiB a stream keeps of its head
+  const raw = await cached('oracle-noise-3m.raw', async (tmp) => writeFileSync(tmp, randomBytes(3 << 20)));
+  const q = readFileSync(await qemuConvert('oracle-noise-stream.vmdk', raw, 'vmdk', ['subformat=streamOptimized']));
+  const gdSector = Number(q.readBigUInt64LE(56));
+  const capacity = q.readBigUInt64LE(12);
+  const coverage = BigInt(q.readUInt32LE(44)) * q.readBigUInt64LE(20);
+  const gdBytes = Number((capacity + coverage - 1n) / coverage) * 4;
+  const gdSectors = Math.ceil(gdBytes / 512);
+  const body = Buffer.from(q.subarray(0, q.length - 512)); // without qemu's end-of-stream marker
+  const gdMarker = Buffer.alloc(512);
+  gdMarker.writeBigUInt64LE(BigInt(gdSectors), 0);
+  gdMarker.writeUInt32LE(2, 12);
+  const gd = Buffer.alloc(gdSectors * 512);
+  q.copy(gd, 0, gdSector * 512, gdSector * 512 + gdBytes);
+  const gdAt = body.length + 512;
+  const footerMarker = Buffer.alloc(512);
+  footerMarker.writeBigUInt64LE(1n, 0);
+  footerMarker.writeUInt32LE(3, 12);
+  const footer = Buffer.from(q.subarray(0, 512));
+  footer.writeBigUInt64LE(BigInt(gdAt / 512), 56);
+  body.writeBigUInt64LE(0xffffffffffffffffn, 56);
+  const disk = Buffer.concat([body, gdMarker, gd, footerMarker, footer, Buffer.alloc(512)]);
+  damage?.(disk, gdAt);
+  const dir = fixturePath(`${name}-dir`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'disk1.vmdk'), disk);
+  writeFileSync(
+    join(dir, 'vm.ovf'),
+    `<?xml version="1.0"?>\n<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">\n` +
+      `<References><File ovf:id="file1" ovf:href="disk1.vmdk"/></References>\n` +
+      `<DiskSection><Info>disks</Info><Disk ovf:diskId="d1" ovf:fileRef="file1" ovf:capacity="${capacity * 512n}" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/></DiskSection>\n</Envelope>\n`,
+  );
+  // a member after the disk, larger than the 64 KiB a stream keeps of its end: the directory is
+  // neither in the stream's head nor in its tail
+  writeFileSync(join(dir, 'vm.cert'), Buffer.alloc(256 << 10, 0x41));
+  const ova = fixturePath(`${name}.ova`);
+  execFileSync('tar', ['--format=ustar', '-cf', ova, '-C', dir, 'vm.ovf', 'disk1.vmdk', 'vm.cert']);
+  return readFileSync(ova);
+}
+
+test('VMware-layout streamOptimized in an OVA: its grain directory is checked when streamed, clean stays clean', async () => {
+  const clean = await vmwareLayoutOva('oracle-vmware');
+  assert.ok(clean.length > 2 << 20, 'the directory lies past the stream head');
+  const random = await inspectSource(new BufferSource(clean));
+  assert.equal(random.verdict, 'safe', JSON.stringify(random.findings));
+  for (const chunk of [512, 65536]) {
+    const s = await streamed(clean, chunk);
+    assert.equal(s.verdict, 'safe', `chunk ${chunk}: ${JSON.stringify(s.findings)}`);
+  }
+  const damaged = await vmwareLayoutOva('oracle-vmware-bad', (disk, gdAt) => disk.writeUInt32LE(Math.ceil(disk.length / 512) + 100, gdAt));
+  // qemu reads a grain table past the end of the file as zeros (its check passes); Imago refuses
+  // it, as the issue asks: every table points inside the file, or no reader of ours can read it
+  for (const r of [await inspectSource(new BufferSource(damaged)), await streamed(damaged, 65536)]) {
+    assert.equal(r.verdict, 'refused');
+    assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END' && /grain directory/.test(f.message)), JSON.stringify(r.findings));
+  }
+});
