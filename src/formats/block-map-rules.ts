@@ -23,14 +23,21 @@ import type { ByteSource } from './byte-source.js';
 import { checkRange, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 
-/** What one entry asks of the file; undefined when the entry maps nothing. */
-export type EntryCheck = { problem: string } | { need: number; offset: number; what: string } | undefined;
+/**
+ * What one entry asks of the file: 0 when it maps nothing, else the file size it needs; a string
+ * (the problem) when it is invalid in itself. Plain values: a scan checks millions of entries.
+ */
+export type EntryCheck = number | string;
 
 export interface TableRule {
   /** identifies the rule and its parameters: the same key over the same bytes gives the same scan */
   readonly key: string;
   /** e.g. "qcow2 L2 table at 327680" */
   readonly table: string;
+  /** what an entry maps, e.g. "data cluster" */
+  readonly what: string;
+  /** bytes from the start of what an entry maps to the size it needs (need − span = its offset) */
+  readonly span: number;
   readonly entryBytes: number;
   check(v: DataView, at: number, index: number): EntryCheck;
 }
@@ -47,7 +54,10 @@ export interface TableScan {
 
 /** Accumulates a scan over a table's bytes delivered in pieces of any size. */
 export class TableScanner {
-  readonly result: TableScan = { entries: 0, maxNeed: 0 };
+  private entries = 0;
+  private maxNeed = 0;
+  private worstIndex = -1;
+  private problem?: { index: number; message: string };
   private readonly partial: Uint8Array;
   private partialLength = 0;
 
@@ -77,17 +87,24 @@ export class TableScanner {
   }
 
   private entry(v: DataView, at: number): void {
-    const index = this.result.entries++;
+    const index = this.entries++;
     const c = this.rule.check(v, at, index);
-    if (c === undefined) return;
-    if ('problem' in c) {
-      this.result.problem ??= { index, message: c.problem };
+    if (c === 0) return;
+    if (typeof c === 'string') {
+      this.problem ??= { index, message: c };
       return;
     }
-    if (c.need > this.result.maxNeed) {
-      this.result.maxNeed = c.need;
-      this.result.worst = { index, offset: c.offset, what: c.what };
+    if (c > this.maxNeed) {
+      this.maxNeed = c;
+      this.worstIndex = index;
     }
+  }
+
+  get result(): TableScan {
+    const r: TableScan = { entries: this.entries, maxNeed: this.maxNeed };
+    if (this.worstIndex >= 0) r.worst = { index: this.worstIndex, offset: this.maxNeed - this.rule.span, what: this.rule.what };
+    if (this.problem) r.problem = this.problem;
+    return r;
   }
 }
 
@@ -154,10 +171,9 @@ export function tableFindings(scan: TableScan, size: number | undefined): Findin
 }
 
 /** The reader's side: the entry it follows must be valid and inside a file of `size` bytes. */
-export function entryError(c: EntryCheck, size: number): string | undefined {
-  if (c === undefined) return undefined;
-  if ('problem' in c) return c.problem;
-  if (c.need > size) return `${c.what} at offset ${c.offset} lies past the end of the ${size}-byte file; the image is truncated or crafted`;
+export function entryError(c: EntryCheck, rule: TableRule, size: number, span = rule.span): string | undefined {
+  if (typeof c === 'string') return c;
+  if (c > size) return `${rule.what} at offset ${c - span} lies past the end of the ${size}-byte file; the image is truncated or crafted`;
   return undefined;
 }
 
@@ -166,8 +182,11 @@ export function entryError(c: EntryCheck, size: number): string | undefined {
 
 /** bits 9..55 of L1, L2 and refcount table entries */
 export const QCOW2_OFFSET_MASK = 0x00fffffffffffe00n;
-export const QCOW2_COMPRESSED = 1n << 62n;
-export const QCOW2_ZERO = 1n;
+
+/** Bits 9..55 of a big-endian u64 entry, read as two u32 (no bigint in the hot loop). */
+function qcow2Offset(v: DataView, at: number): number {
+  return (v.getUint32(at) & 0x00ffffff) * 0x100000000 + ((v.getUint32(at + 4) & 0xfffffe00) >>> 0);
+}
 
 export interface Qcow2Geometry {
   clusterSize: number;
@@ -188,37 +207,42 @@ export function qcow2L1Rule(g: Qcow2Geometry): TableRule {
   return {
     key: `qcow2-l1:${g.clusterSize}:${g.l1Offset}:${g.l1Bytes}`,
     table: `qcow2 L1 table at ${g.l1Offset}`,
+    what: 'L2 table',
+    span: g.clusterSize,
     entryBytes: 8,
     check(v, at) {
-      const l2 = Number(v.getBigUint64(at) & QCOW2_OFFSET_MASK);
-      if (l2 === 0) return undefined;
-      const p = qcow2Host(l2, g, 'L2 table');
-      return p ? { problem: p } : { need: l2 + g.clusterSize, offset: l2, what: 'L2 table' };
+      const l2 = qcow2Offset(v, at);
+      if (l2 === 0) return 0;
+      return qcow2Host(l2, g, 'L2 table') ?? l2 + g.clusterSize;
     },
   };
 }
 
-/** L2 entry → the data (or compressed) cluster it maps; the table itself is at `l2Offset`. */
+/**
+ * L2 entry → the data cluster it maps (a compressed one: its first byte); the table itself is at
+ * `l2Offset`. Bit 62 compressed, bits 0..x−1 its offset, x = 62 − (cluster_bits − 8).
+ */
 export function qcow2L2Rule(g: Qcow2Geometry, l2Offset: number): TableRule {
   const clusterBits = Math.log2(g.clusterSize);
-  const csizeShift = BigInt(62 - (clusterBits - 8));
+  const coffsetMask = (1n << BigInt(62 - (clusterBits - 8))) - 1n;
   return {
     key: `qcow2-l2:${g.clusterSize}:${g.extendedL2}:${g.l1Offset}:${g.l1Bytes}:${l2Offset}`,
     table: `qcow2 L2 table at ${l2Offset}`,
+    what: 'data cluster',
+    span: 1,
     entryBytes: g.extendedL2 ? 16 : 8,
     check(v, at) {
-      const entry = v.getBigUint64(at);
-      if (entry & QCOW2_COMPRESSED) {
-        const coffset = Number(entry & ((1n << csizeShift) - 1n));
-        if (coffset < g.clusterSize) return { problem: `compressed cluster at offset ${coffset} points into the header cluster` };
-        return { need: coffset + 1, offset: coffset, what: 'compressed cluster' };
+      if (v.getUint32(at) & 0x40000000) {
+        const coffset = Number(v.getBigUint64(at) & coffsetMask);
+        if (coffset < g.clusterSize) return `compressed cluster at offset ${coffset} points into the header cluster`;
+        return coffset + 1;
       }
-      const host = Number(entry & QCOW2_OFFSET_MASK);
-      if (host === 0) return undefined;
+      const host = qcow2Offset(v, at);
+      if (host === 0) return 0;
       const p = qcow2Host(host, g, 'data cluster');
-      if (p) return { problem: p };
-      if (host === l2Offset) return { problem: `data cluster at offset ${host} is its own L2 table` };
-      return { need: host + 1, offset: host, what: 'data cluster' };
+      if (p) return p;
+      if (host === l2Offset) return `data cluster at offset ${host} is its own L2 table`;
+      return host + 1;
     },
   };
 }
@@ -228,13 +252,15 @@ export function qcow2RefcountRule(clusterSize: number, tableOffset: number): Tab
   return {
     key: `qcow2-refcount:${clusterSize}:${tableOffset}`,
     table: `qcow2 refcount table at ${tableOffset}`,
+    what: 'refcount block',
+    span: clusterSize,
     entryBytes: 8,
     check(v, at) {
-      const block = Number(v.getBigUint64(at) & QCOW2_OFFSET_MASK);
-      if (block === 0) return undefined;
-      if (block % clusterSize !== 0) return { problem: `refcount block offset ${block} is not aligned to the ${clusterSize}-byte cluster size` };
-      if (block < clusterSize) return { problem: `refcount block at offset ${block} points into the header cluster` };
-      return { need: block + clusterSize, offset: block, what: 'refcount block' };
+      const block = qcow2Offset(v, at);
+      if (block === 0) return 0;
+      if (block % clusterSize !== 0) return `refcount block offset ${block} is not aligned to the ${clusterSize}-byte cluster size`;
+      if (block < clusterSize) return `refcount block at offset ${block} points into the header cluster`;
+      return block + clusterSize;
     },
   };
 }
@@ -249,13 +275,14 @@ export function vmdkGdRule(gtEntries: number, gdOffset: number): TableRule {
   return {
     key: `vmdk-gd:${gtEntries}:${gdOffset}`,
     table: `VMDK grain directory at ${gdOffset}`,
+    what: 'grain table',
+    span: gtEntries * 4,
     entryBytes: 4,
     check(v, at) {
       const sector = v.getUint32(at, true);
-      if (sector === 0) return undefined;
+      if (sector === 0) return 0;
       const off = sector * SECTOR;
-      if (off < SECTOR) return { problem: `grain table at sector ${sector} points into the header` };
-      return { need: off + gtEntries * 4, offset: off, what: 'grain table' };
+      return off + gtEntries * 4;
     },
   };
 }
@@ -265,13 +292,15 @@ export function vmdkGtRule(gtOffset: number): TableRule {
   return {
     key: `vmdk-gt:${gtOffset}`,
     table: `VMDK grain table at ${gtOffset}`,
+    what: 'grain',
+    span: 1,
     entryBytes: 4,
     check(v, at) {
       const sector = v.getUint32(at, true);
-      if (sector === 0 || sector === 1) return undefined;
+      if (sector === 0 || sector === 1) return 0;
       const off = sector * SECTOR;
-      if (off === gtOffset) return { problem: `grain at sector ${sector} is its own grain table` };
-      return { need: off + 1, offset: off, what: 'grain' };
+      if (off === gtOffset) return `grain at sector ${sector} is its own grain table`;
+      return off + 1;
     },
   };
 }
@@ -298,14 +327,16 @@ export function vhdBatRule(g: VhdBatGeometry): TableRule {
   return {
     key: `vhd-bat:${g.batOffset}:${g.batBytes}:${g.blockSize}`,
     table: `VHD block allocation table at ${g.batOffset}`,
+    what: 'block',
+    span: bitmap + 1,
     entryBytes: 4,
     check(v, at) {
       const e = v.getUint32(at);
-      if (e === VHD_BAT_UNUSED) return undefined;
+      if (e === VHD_BAT_UNUSED) return 0;
       const off = e * SECTOR;
-      if (off < SECTOR) return { problem: `block at sector ${e} points into the footer copy` };
-      if (off < g.batOffset + g.batBytes && off + bitmap + g.blockSize > g.batOffset) return { problem: `block at sector ${e} overlaps the BAT` };
-      return { need: off + bitmap + 1, offset: off, what: 'block' };
+      if (off < SECTOR) return `block at sector ${e} points into the footer copy`;
+      if (off < g.batOffset + g.batBytes && off + bitmap + g.blockSize > g.batOffset) return `block at sector ${e} overlaps the BAT`;
+      return off + bitmap + 1;
     },
   };
 }
@@ -314,8 +345,6 @@ export function vhdBatRule(g: VhdBatGeometry): TableRule {
 // vhdx ([MS-VHDX] §2.5 BAT). Little-endian; state in bits 0..2, file offset in MiB in bits 20..63.
 
 const MiB = 1024 * 1024;
-export const VHDX_STATE_MASK = 7n;
-export const VHDX_OFFSET_SHIFT = 20n;
 export const VHDX_PAYLOAD_FULLY_PRESENT = 6;
 export const VHDX_PAYLOAD_PARTIALLY_PRESENT = 7;
 const VHDX_PAYLOAD_STATES = new Set([0, 1, 2, 3, 6, 7]);
@@ -331,25 +360,28 @@ export function vhdxBatRule(batOffset: number, batBytes: number): TableRule {
   return {
     key: `vhdx-bat:${batOffset}:${batBytes}`,
     table: `VHDX BAT at ${batOffset}`,
+    what: 'block',
+    span: 1,
     entryBytes: 8,
     check(v, at) {
-      const e = v.getBigUint64(at, true);
-      const state = Number(e & VHDX_STATE_MASK);
-      if (!VHDX_PAYLOAD_STATES.has(state)) return { problem: `block entry has the invalid state ${state}` };
-      if (state !== VHDX_PAYLOAD_FULLY_PRESENT && state !== VHDX_PAYLOAD_PARTIALLY_PRESENT) return undefined;
-      const mib = e >> VHDX_OFFSET_SHIFT;
-      if (mib > BigInt(Number.MAX_SAFE_INTEGER) / BigInt(MiB)) return { problem: `block offset ${mib} MiB is out of range` };
-      const off = Number(mib) * MiB;
-      if (off < MiB) return { problem: `block points into the header area (offset ${off})` };
-      if (off < batOffset + batBytes && off + MiB > batOffset) return { problem: `block at ${off} overlaps the BAT` };
-      return { need: off + 1, offset: off, what: 'block' };
+      const lo = v.getUint32(at, true);
+      const state = lo & 7;
+      if (!VHDX_PAYLOAD_STATES.has(state)) return `block entry has the invalid state ${state}`;
+      if (state !== VHDX_PAYLOAD_FULLY_PRESENT && state !== VHDX_PAYLOAD_PARTIALLY_PRESENT) return 0;
+      // bits 20..63: the offset in MiB (44 bits: up to 16 EiB; a safe integer of bytes below 8 PiB)
+      const mib = v.getUint32(at + 4, true) * 4096 + (lo >>> 20);
+      if (mib > Number.MAX_SAFE_INTEGER / MiB) return `block offset ${mib} MiB is out of range`;
+      const off = mib * MiB;
+      if (off < MiB) return `block points into the header area (offset ${off})`;
+      if (off < batOffset + batBytes && off + MiB > batOffset) return `block at ${off} overlaps the BAT`;
+      return off + 1;
     },
   };
 }
 
 /** A VHDX BAT entry's need once the block size is known: the whole block (the reader's side). */
 export function vhdxWholeBlock(c: EntryCheck, blockSize: number): EntryCheck {
-  return c !== undefined && 'need' in c ? { ...c, need: c.need - 1 + blockSize } : c;
+  return typeof c === 'number' && c > 0 ? c - 1 + blockSize : c;
 }
 
 /** A VHDX BAT scan's need once the block size is known: the whole block. */
@@ -374,13 +406,14 @@ export function vdiMapRule(g: VdiMapGeometry): TableRule {
   return {
     key: `vdi-map:${g.dataOffset}:${g.blockSize}:${g.blocks}`,
     table: 'VDI block map',
+    what: 'data block',
+    span: 1,
     entryBytes: 4,
     check(v, at) {
       const e = v.getUint32(at, true);
-      if (e === VDI_BLOCK_FREE || e === VDI_BLOCK_DISCARDED) return undefined;
-      if (e >= g.blocks) return { problem: `maps to data block ${e}, past the ${g.blocks} blocks of the image` };
-      const off = g.dataOffset + e * g.blockSize;
-      return { need: off + 1, offset: off, what: `data block ${e}` };
+      if (e === VDI_BLOCK_FREE || e === VDI_BLOCK_DISCARDED) return 0;
+      if (e >= g.blocks) return `maps to data block ${e}, past the ${g.blocks} blocks of the image`;
+      return g.dataOffset + e * g.blockSize + 1;
     },
   };
 }

@@ -129,7 +129,7 @@ class Qcow2Map {
 
   /** the entry it follows must be valid and inside the file: the rules inspection applies (block-map-rules.ts) */
   private follow(rule: TableRule, t: DataView, index: number, subject: string): void {
-    const err = entryError(rule.check(t, index * rule.entryBytes, index), this.file.size);
+    const err = entryError(rule.check(t, index * rule.entryBytes, index), rule, this.file.size);
     if (err !== undefined) throw new DiskError(`qcow2 ${subject} (${rule.table}, entry ${index}): ${err}`);
   }
 

@@ -51,7 +51,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
       if (e === VDI_BLOCK_FREE) return { kind: 'hole' };
       if (e === VDI_BLOCK_DISCARDED) return { kind: 'zero' };
       // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
-      const err = entryError(rule.check(bmap, block * 4, block), file.size);
+      const err = entryError(rule.check(bmap, block * 4, block), rule, file.size);
       if (err !== undefined) throw new DiskError(`VDI block ${block}: ${err}`);
       return { kind: 'data', fileOffset: d.dataOffset + e * blockSize };
     },

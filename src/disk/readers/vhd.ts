@@ -63,7 +63,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
       const e = bat.getUint32(block * 4);
       if (e === VHD_BAT_UNUSED) return { kind: 'hole' };
       // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
-      const err = entryError(rule.check(bat, block * 4, block), file.size);
+      const err = entryError(rule.check(bat, block * 4, block), rule, file.size);
       if (err !== undefined) throw new DiskError(`VHD block ${block}: ${err}`);
       return { kind: 'data', fileOffset: e * SECTOR + bitmapBytes };
     },

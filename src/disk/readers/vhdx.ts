@@ -85,7 +85,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
         case FULLY_PRESENT:
         case PARTIALLY_PRESENT: {
           // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
-          const err = entryError(vhdxWholeBlock(rule.check(bat, index * 8, index), blockSize), file.size);
+          const err = entryError(vhdxWholeBlock(rule.check(bat, index * 8, index), blockSize), rule, file.size, blockSize);
           if (err !== undefined) throw new DiskError(`VHDX block ${block}: ${err}`);
           return { kind: 'data', fileOffset: fieldNumber((e >> OFFSET_SHIFT) * BigInt(MiB), 'VHDX payload block offset') };
         }

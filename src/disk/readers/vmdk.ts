@@ -112,14 +112,15 @@ async function sparseMap(file: DiskFile, d: VmdkDetails) {
       if (gtSector === undefined) throw new DiskError(`VMDK grain ${grain} is outside the grain directory`);
       if (gtSector === 0) return { kind: 'hole', blocks: gtes - gtIndex };
       // the rules inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
-      const gdErr = entryError(gdRule.check(gdView, gdIndex * 4, gdIndex), file.size);
+      const gdErr = entryError(gdRule.check(gdView, gdIndex * 4, gdIndex), gdRule, file.size);
       if (gdErr !== undefined) throw new DiskError(`VMDK grain table ${gdIndex}: ${gdErr}`);
       const gtAt = grainOffset(gtSector, `grain table ${gdIndex}`);
       const gt = await gtCache.get(gtAt, async () => view(await readStructure(file, gtAt, gtes * 4, `VMDK grain table ${gdIndex}`)));
       const gte = gt.getUint32(gtIndex * 4, true);
       if (gte === 0) return { kind: 'hole' };
       if (gte === GTE_ZEROED && zeroGrains) return { kind: 'zero' };
-      const gtErr = entryError(vmdkGtRule(gtAt).check(gt, gtIndex * 4, gtIndex), file.size);
+      const gtRule = vmdkGtRule(gtAt);
+      const gtErr = entryError(gtRule.check(gt, gtIndex * 4, gtIndex), gtRule, file.size);
       if (gtErr !== undefined) throw new DiskError(`VMDK grain ${grain}: ${gtErr}`);
       const at = grainOffset(gte, `grain ${grain}`);
       if (!compressed) return { kind: 'data', fileOffset: at };
