@@ -265,3 +265,28 @@ test('VMware-layout streamOptimized in an OVA: its grain directory is checked wh
     assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END' && /grain directory/.test(f.message)), JSON.stringify(r.findings));
   }
 });
+
+test('table limits: more table bytes than maxTableScanBytes, or more scans than a stream may hold, is OVER_LIMIT', async () => {
+  // 64 KiB written every 512 MiB of an 8 GiB disk: 16 L2 tables of 64 KiB in a 2 MiB file
+  const image = await cached('oracle-16-l2.qcow2', async (tmp) => {
+    spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '8G']);
+    const writes = Array.from({ length: 16 }, (_, i) => ['-c', `write -P ${i + 1} ${i * 512}M 64k`]).flat();
+    const r = spawnSync('qemu-io', ['-f', 'qcow2', ...writes, tmp], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  });
+  const bytes = readFileSync(image);
+  const clean = await inspectSource(new BufferSource(bytes));
+  assert.equal(clean.verdict, 'safe', JSON.stringify(clean.findings));
+  const limits = { maxTableScanBytes: 512 << 10 };
+  const random = await inspectSource(new BufferSource(bytes), { limits });
+  assert.ok(random.findings.some((f) => f.code === 'OVER_LIMIT' && /maxTableScanBytes/.test(f.message)), JSON.stringify(random.findings));
+  const si = new StreamInspector({ limits });
+  for (let i = 0; i < bytes.length; i += 65536) await si.write(bytes.subarray(i, i + 65536));
+  assert.equal((await si.end()).verdict, 'refused');
+  // 17 scans (refcount table, 16 L2 tables) of 256 bytes of state each do not fit in 4 KiB
+  const small = new StreamInspector({ limits: { maxCaptureBytes: 4096, headBytes: 64 << 10 } });
+  for (let i = 0; i < bytes.length; i += 65536) await small.write(bytes.subarray(i, i + 65536));
+  const r = await small.end();
+  assert.ok(r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)), JSON.stringify(r.findings));
+  assert.ok(small.heldBytes <= (64 << 10) + (64 << 10) + 4096);
+});

@@ -307,6 +307,8 @@ async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2
       const l2 = Number(l1.getBigUint64(i * 8) & QCOW2_OFFSET_MASK);
       // invalid L2 offsets are the L1 rule's finding; following them would only repeat it
       if (l2 !== 0 && l2 % t.clusterSize === 0 && l2 >= t.clusterSize) l2Tables.add(l2);
+      // one past the budget is enough for checkTables to refuse; the list stays bounded
+      if (l2Tables.size * t.clusterSize > ctx.limits.maxTableScanBytes) break;
     }
     if (!t.externalData) for (const l2 of l2Tables) scans.push({ offset: l2, length: t.clusterSize, rule: qcow2L2Rule(g, l2) });
   }

@@ -46,6 +46,9 @@ interface Region {
   filled: number;
 }
 
+/** What one table scan in flight is charged against `maxCaptureBytes` (its state, a generous bound). */
+const SCAN_STATE_BYTES = 256;
+
 export class StreamInspector {
   private readonly limits: InspectLimits;
   private readonly head: Uint8Array;
@@ -179,6 +182,13 @@ export class StreamInspector {
     let sc = this.scans.get(key);
     if (!sc) {
       if (!discovering) return this.scanKept(offset, length, rule);
+      // every declared scan is charged to the capture budget: a table-heavy image cannot make the
+      // inspector hold state without bound
+      if (this.capturedBytes + SCAN_STATE_BYTES > this.limits.maxCaptureBytes) {
+        this.overCapture ??= { offset, length };
+        return discovering ? { entries: 0, maxNeed: 0 } : undefined;
+      }
+      this.capturedBytes += SCAN_STATE_BYTES;
       sc = { offset, length, scanner: new TableScanner(rule), done: 0, complete: length === 0, missed: false };
       if (offset < this.position) {
         // started in bytes already gone by: answerable only when those were kept (head, a region)

@@ -292,6 +292,8 @@ async function vmdkTableFindings(src: ByteSource, ctx: InspectContext, gdAt: num
     for (let i = 0; i < gdEntries; i++) {
       const sector = gd.getUint32(i * 4, true);
       if (sector > 0) tables.add(sector * SECTOR);
+      // one past the budget is enough for checkTables to refuse; the list stays bounded
+      if (tables.size * gtes * 4 > ctx.limits.maxTableScanBytes) break;
     }
     for (const gt of tables) scans.push({ offset: gt, length: gtes * 4, rule: vmdkGtRule(gt) });
   }
