@@ -1,7 +1,7 @@
 /**
  * `imago inspect FILE... [--json] [--claimed-format F] [--container-format C]` — what an image
- * really is, and whether Imago would accept it. Exit 0 when every file is safe, 1 when any is refused, 2 on a usage or
- * I/O error.
+ * really is, and whether Imago would accept it. Exit 0 when every file is safe, 1 when any is
+ * refused, 2 on a usage or I/O error.
  */
 import type { Command } from 'commander';
 import { knownClaimedFormats } from '../formats/inspect-source.js';
