@@ -290,3 +290,29 @@ test('table limits: more table bytes than maxTableScanBytes, or more scans than 
   assert.ok(r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)), JSON.stringify(r.findings));
   assert.ok(small.heldBytes <= (64 << 10) + (64 << 10) + 4096);
 });
+
+test('a resized qcow2 (L1 table moved past its L2 tables) is checked when streamed: clean is safe, a bad L2 entry is refused', async () => {
+  const image = await cached('oracle-resized.qcow2', async (tmp) => {
+    spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '2G']);
+    const r = spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 4M', '-c', 'write -P 2 1G 4M', tmp], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    spawnSync('qemu-img', ['resize', '-q', tmp, '1T']);
+  });
+  const bytes = readFileSync(image);
+  const l1 = Number(bytes.readBigUInt64BE(40));
+  const l2 = Number(bytes.readBigUInt64BE(l1 + 16) & 0x00fffffffffffe00n); // the table of the data at 1 GiB (512 MiB per L2 table)
+  assert.ok(l2 > 1 << 20 && l2 < l1, `the L2 table (${l2}) lies past the stream head and before the L1 table (${l1})`);
+  assert.equal(qemuBroken(KINDS[0]!, image), false);
+  for (const chunk of [4096, 65536]) {
+    const r = await streamed(bytes, chunk);
+    assert.equal(r.verdict, 'safe', `chunk ${chunk}: ${JSON.stringify(r.findings)}`);
+  }
+  const bad = Buffer.from(bytes);
+  bad.writeBigUInt64BE(0x8000000000000000n | (100n << 20n), l2);
+  const file = fixturePath('oracle-resized-bad.qcow2');
+  writeFileSync(file, bad);
+  assert.equal(qemuBroken(KINDS[0]!, file), true);
+  for (const r of [await inspectSource(new BufferSource(bad)), await streamed(bad, 65536)]) {
+    assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END' && f.message.startsWith(`qcow2 L2 table at ${l2}, entry 0:`)), JSON.stringify(r.findings));
+  }
+});

@@ -445,3 +445,28 @@ export async function checkTables(src: ByteSource, tables: TableToScan[], maxTab
   for (const t of ordered) mergeScan(total, await scanTable(src, t.offset, t.length, t.rule), t.rule.table);
   return tableFindings(total, src.size);
 }
+
+/**
+ * Every `unit`-sized piece of a range scanned as if it were a table with the rule `ruleAt(offset)`
+ * gives: a stream learns where a qcow2 image's L2 tables are only from its L1 table, which `qemu-img
+ * resize` moves to the end, after the L2 tables. A stream inspector that supports sweeps keeps a
+ * few bytes of scan result per unit, so that an L2 table that went by before the L1 table named it
+ * is still checked. A hint: sources that read at random ignore it.
+ */
+export interface TableSweep {
+  /** identifies the sweep and its parameters */
+  key: string;
+  offset: number;
+  length: number;
+  unit: number;
+  ruleAt(offset: number): TableRule;
+}
+
+interface SweepingSource extends ByteSource {
+  sweep(s: TableSweep): void;
+}
+
+export function sweepTables(src: ByteSource, s: TableSweep): void {
+  const sweeping = src as Partial<SweepingSource>;
+  if (typeof sweeping.sweep === 'function') sweeping.sweep(s);
+}

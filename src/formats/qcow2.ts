@@ -35,7 +35,7 @@
  * the uploader (CVE-2024-32498); unknown incompatible bits mean qemu itself would refuse the image.
  * Tables are never read here (O(header)); their extents are checked against the file size.
  */
-import { checkTables, scanTable, qcow2L1Rule, qcow2L2Rule, qcow2RefcountRule, QCOW2_OFFSET_MASK, type TableToScan } from './block-map-rules.js';
+import { checkTables, scanTable, sweepTables, qcow2L1Rule, qcow2L2Rule, qcow2RefcountRule, QCOW2_OFFSET_MASK, type TableToScan } from './block-map-rules.js';
 import { FormatError, bytesEqual, readExact, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type SafetyRule } from './format.js';
@@ -300,6 +300,12 @@ async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2
     // a stream declares the refcount scan before it waits for the L1 table, which may lie after
     // the refcount table (qemu with 2 MiB clusters); checkTables finds the same scan again
     if (t.refcountOffset < t.l1Offset) await scanTable(src, scans[0]!.offset, scans[0]!.length, scans[0]!.rule);
+    // and sweeps the clusters before the L1 table: after "qemu-img resize" the L1 table lies after
+    // L2 tables it names, which a stream would otherwise meet before it knows they are tables
+    if (!t.externalData) {
+      const key = `qcow2-l2-sweep:${g.clusterSize}:${g.extendedL2}:${g.l1Offset}:${g.l1Bytes}`;
+      sweepTables(src, { key, offset: t.clusterSize, length: t.l1Offset - t.clusterSize, unit: t.clusterSize, ruleAt: (o) => qcow2L2Rule(g, o) });
+    }
     const l1 = view(await readExact(src, t.l1Offset, l1Entries * 8, 'qcow2 L1 table'));
     scans.push({ offset: t.l1Offset, length: l1Entries * 8, rule: qcow2L1Rule(g) });
     const l2Tables = new Set<number>();

@@ -12,7 +12,7 @@
 import type { ByteSource } from './byte-source.js';
 import { createHash, type Hash } from 'node:crypto';
 import { FormatError, NeedBytes, NeedDigest, checkRange, type DigestAlgorithm } from './byte-source.js';
-import { TableScanner, type TableRule, type TableScan } from './block-map-rules.js';
+import { TableScanner, type TableRule, type TableScan, type TableSweep } from './block-map-rules.js';
 import { finding } from './findings.js';
 import { inspectSource, verdictOf, type InspectOptions, type InspectionReport } from './inspect-source.js';
 import { limitsWith, type InspectLimits } from './limits.js';
@@ -46,6 +46,23 @@ interface Region {
   filled: number;
 }
 
+/** A sweep in flight: one scan result per unit, from the first unit that starts ahead of the stream. */
+interface SweepState {
+  sweep: TableSweep;
+  /** offset of the first unit covered */
+  from: number;
+  units: number;
+  maxNeed: Float64Array;
+  worstIndex: Int32Array;
+  entries: Int32Array;
+  problems: Map<number, { index: number; message: string }>;
+  /** the unit being scanned */
+  current?: { unit: number; scanner: TableScanner; done: number };
+}
+
+/** Bytes of state per swept unit (maxNeed, worst index, entries). */
+const SWEEP_UNIT_BYTES = 16;
+
 /** What one table scan in flight is charged against `maxCaptureBytes` (its state, a generous bound). */
 const SCAN_STATE_BYTES = 256;
 
@@ -61,6 +78,7 @@ export class StreamInspector {
   /** scans by `${offset}:${length}:${rule.key}`, and the open ones in file order */
   private readonly scans = new Map<string, ScanRegion>();
   private openScans: ScanRegion[] = [];
+  private readonly sweeps = new Map<string, SweepState>();
   private overCapture?: { offset: number; length: number };
   private ended = false;
   private report?: InspectionReport;
@@ -148,6 +166,7 @@ export class StreamInspector {
       }
     }
     this.feedScans(piece, start, end);
+    for (const sw of this.sweeps.values()) this.feedSweep(sw, piece, start, end);
     this.pushTail(piece);
     this.position = end;
     return completed;
@@ -170,6 +189,70 @@ export class StreamInspector {
       }
     }
     if (closed > 0) this.openScans = this.openScans.filter((sc) => !sc.complete);
+  }
+
+  /** @internal Declares a sweep (block-map-rules.ts) over the units still ahead of the stream. */
+  declareSweep(sweep: TableSweep): void {
+    if (this.sweeps.has(sweep.key) || sweep.unit <= 0) return;
+    const first = Math.max(sweep.offset, this.position);
+    const from = sweep.offset + Math.ceil((first - sweep.offset) / sweep.unit) * sweep.unit;
+    const units = Math.max(0, Math.floor((sweep.offset + sweep.length - from) / sweep.unit));
+    if (units === 0) return;
+    if (this.capturedBytes + units * SWEEP_UNIT_BYTES > this.limits.maxCaptureBytes) return; // the scans it stood for report it
+    this.capturedBytes += units * SWEEP_UNIT_BYTES;
+    this.sweeps.set(sweep.key, {
+      sweep,
+      from,
+      units,
+      maxNeed: new Float64Array(units),
+      worstIndex: new Int32Array(units).fill(-1),
+      entries: new Int32Array(units),
+      problems: new Map(),
+    });
+  }
+
+  private feedSweep(sw: SweepState, piece: Uint8Array, start: number, end: number): void {
+    const unit = sw.sweep.unit;
+    const stop = sw.from + sw.units * unit;
+    let pos = Math.max(start, sw.from);
+    while (pos < Math.min(end, stop)) {
+      const u = Math.floor((pos - sw.from) / unit);
+      const unitStart = sw.from + u * unit;
+      if (sw.current?.unit !== u) {
+        if (pos !== unitStart) return; // joined mid-unit: cannot happen (units start ahead of the stream)
+        sw.current = { unit: u, scanner: new TableScanner(sw.sweep.ruleAt(unitStart)), done: 0 };
+      }
+      const cur = sw.current;
+      const n = Math.min(end, unitStart + unit) - pos;
+      cur.scanner.update(piece.subarray(pos - start, pos - start + n));
+      cur.done += n;
+      pos += n;
+      if (cur.done === unit) {
+        const r = cur.scanner.result;
+        sw.maxNeed[u] = r.maxNeed;
+        sw.worstIndex[u] = r.worst?.index ?? -1;
+        sw.entries[u] = r.entries;
+        if (r.problem) sw.problems.set(u, r.problem);
+        sw.current = undefined;
+      }
+    }
+  }
+
+  /** A scan of one whole swept unit, when a sweep covered it with the same rule. */
+  private swept(offset: number, length: number, rule: TableRule): TableScan | undefined {
+    for (const sw of this.sweeps.values()) {
+      const u = (offset - sw.from) / sw.sweep.unit;
+      if (length !== sw.sweep.unit || !Number.isInteger(u) || u < 0 || u >= sw.units) continue;
+      if (offset + length > this.position || sw.current?.unit === u) continue; // not scanned whole yet
+      const unitRule = sw.sweep.ruleAt(offset);
+      if (unitRule.key !== rule.key) continue;
+      const r: TableScan = { entries: sw.entries[u]!, maxNeed: sw.maxNeed[u]! };
+      if (sw.worstIndex[u]! >= 0) r.worst = { index: sw.worstIndex[u]!, offset: r.maxNeed - rule.span, what: rule.what };
+      const p = sw.problems.get(u);
+      if (p) r.problem = p;
+      return r;
+    }
+    return undefined;
   }
 
   /**
@@ -199,6 +282,8 @@ export class StreamInspector {
           sc.done = passed;
           sc.complete = passed === length;
         } else {
+          const swept = this.swept(offset, length, rule);
+          if (swept) return swept;
           sc.missed = true;
         }
       }
@@ -214,6 +299,8 @@ export class StreamInspector {
 
   /** A scan never declared (the stream was short enough to be inspected only at its end). */
   private scanKept(offset: number, length: number, rule: TableRule): TableScan | undefined {
+    const swept = this.swept(offset, length, rule);
+    if (swept) return swept;
     const s = new TableScanner(rule);
     const chunk = 64 * 1024;
     // a table cut short by the end of the stream scans what there is (as a random-access read)
@@ -384,6 +471,10 @@ class CaptureSource implements ByteSource {
         `upload the image where it can be read at random (or reorder its tables)`,
       'INSPECTION_INCOMPLETE',
     );
+  }
+
+  sweep(s: TableSweep): void {
+    if (this.size === undefined) this.owner.declareSweep(s);
   }
 
   async scan(offset: number, length: number, rule: TableRule): Promise<TableScan> {
