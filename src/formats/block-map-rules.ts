@@ -39,8 +39,15 @@ export interface TableRule {
   /** bytes from the start of what an entry maps to the size it needs (need − span = its offset) */
   readonly span: number;
   readonly entryBytes: number;
-  check(v: DataView, at: number, index: number): EntryCheck;
+  /**
+   * The entry at `at`: without `why` a problem is only `PROBLEM` (a scan checks millions of
+   * entries; the message is built once, for the first problem of a table).
+   */
+  check(v: DataView, at: number, index: number, why?: boolean): EntryCheck;
 }
+
+/** What `check` returns without `why` for an entry that is invalid in itself. */
+export const PROBLEM = -1;
 
 export interface TableScan {
   entries: number;
@@ -88,10 +95,10 @@ export class TableScanner {
 
   private entry(v: DataView, at: number): void {
     const index = this.entries++;
-    const c = this.rule.check(v, at, index);
+    const c = this.rule.check(v, at, index, false) as number;
     if (c === 0) return;
-    if (typeof c === 'string') {
-      this.problem ??= { index, message: c };
+    if (c === PROBLEM) {
+      this.problem ??= { index, message: String(this.rule.check(v, at, index, true)) };
       return;
     }
     if (c > this.maxNeed) {
@@ -195,11 +202,21 @@ export interface Qcow2Geometry {
   l1Bytes: number;
 }
 
-function qcow2Host(offset: number, g: Qcow2Geometry, what: string): string | undefined {
+/** The size a host cluster entry needs (cluster aligned, after the header, not over the L1 table), or PROBLEM. */
+function qcow2Host(v: DataView, at: number, g: Qcow2Geometry, need: number): number {
+  // alignment from the low u32 (a cluster size divides 2^32): no float arithmetic per entry
+  if ((v.getUint32(at + 4) & 0xfffffe00 & (g.clusterSize - 1)) !== 0) return PROBLEM;
+  const offset = qcow2Offset(v, at);
+  if (offset < g.clusterSize) return PROBLEM;
+  if (offset < g.l1Offset + g.l1Bytes && offset + g.clusterSize > g.l1Offset) return PROBLEM;
+  return offset + need;
+}
+
+/** Why qcow2Host said PROBLEM (built once per table). */
+function qcow2HostWhy(offset: number, g: Qcow2Geometry, what: string): string {
   if (offset % g.clusterSize !== 0) return `${what} offset ${offset} is not aligned to the ${g.clusterSize}-byte cluster size`;
   if (offset < g.clusterSize) return `${what} at offset ${offset} points into the header cluster`;
-  if (offset < g.l1Offset + g.l1Bytes && offset + g.clusterSize > g.l1Offset) return `${what} at offset ${offset} overlaps the L1 table`;
-  return undefined;
+  return `${what} at offset ${offset} overlaps the L1 table`;
 }
 
 /** L1 entry → the L2 table it names (a whole cluster). */
@@ -210,10 +227,10 @@ export function qcow2L1Rule(g: Qcow2Geometry): TableRule {
     what: 'L2 table',
     span: g.clusterSize,
     entryBytes: 8,
-    check(v, at) {
-      const l2 = qcow2Offset(v, at);
-      if (l2 === 0) return 0;
-      return qcow2Host(l2, g, 'L2 table') ?? l2 + g.clusterSize;
+    check(v, at, _index, why = true) {
+      if ((v.getUint32(at) & 0x00ffffff) === 0 && (v.getUint32(at + 4) & 0xfffffe00) === 0) return 0;
+      const need = qcow2Host(v, at, g, g.clusterSize);
+      return need === PROBLEM && why ? qcow2HostWhy(qcow2Offset(v, at), g, 'L2 table') : need;
     },
   };
 }
@@ -224,25 +241,25 @@ export function qcow2L1Rule(g: Qcow2Geometry): TableRule {
  */
 export function qcow2L2Rule(g: Qcow2Geometry, l2Offset: number): TableRule {
   const clusterBits = Math.log2(g.clusterSize);
-  const coffsetMask = (1n << BigInt(62 - (clusterBits - 8))) - 1n;
+  // x = 62 − (cluster_bits − 8) is 49..61: the offset's high part is bits 0..x−33 of the high u32
+  const coffsetHighMask = 2 ** (62 - (clusterBits - 8) - 32) - 1;
   return {
     key: `qcow2-l2:${g.clusterSize}:${g.extendedL2}:${g.l1Offset}:${g.l1Bytes}:${l2Offset}`,
     table: `qcow2 L2 table at ${l2Offset}`,
     what: 'data cluster',
     span: 1,
     entryBytes: g.extendedL2 ? 16 : 8,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       if (v.getUint32(at) & 0x40000000) {
-        const coffset = Number(v.getBigUint64(at) & coffsetMask);
-        if (coffset < g.clusterSize) return `compressed cluster at offset ${coffset} points into the header cluster`;
+        const coffset = (v.getUint32(at) & coffsetHighMask) * 0x100000000 + v.getUint32(at + 4);
+        if (coffset < g.clusterSize) return why ? `compressed cluster at offset ${coffset} points into the header cluster` : PROBLEM;
         return coffset + 1;
       }
-      const host = qcow2Offset(v, at);
-      if (host === 0) return 0;
-      const p = qcow2Host(host, g, 'data cluster');
-      if (p) return p;
-      if (host === l2Offset) return `data cluster at offset ${host} is its own L2 table`;
-      return host + 1;
+      if ((v.getUint32(at) & 0x00ffffff) === 0 && (v.getUint32(at + 4) & 0xfffffe00) === 0) return 0;
+      const need = qcow2Host(v, at, g, 1);
+      if (need === PROBLEM) return why ? qcow2HostWhy(qcow2Offset(v, at), g, 'data cluster') : PROBLEM;
+      if (need === l2Offset + 1) return why ? `data cluster at offset ${l2Offset} is its own L2 table` : PROBLEM;
+      return need;
     },
   };
 }
@@ -255,11 +272,11 @@ export function qcow2RefcountRule(clusterSize: number, tableOffset: number): Tab
     what: 'refcount block',
     span: clusterSize,
     entryBytes: 8,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const block = qcow2Offset(v, at);
       if (block === 0) return 0;
-      if (block % clusterSize !== 0) return `refcount block offset ${block} is not aligned to the ${clusterSize}-byte cluster size`;
-      if (block < clusterSize) return `refcount block at offset ${block} points into the header cluster`;
+      if (block % clusterSize !== 0) return why ? `refcount block offset ${block} is not aligned to the ${clusterSize}-byte cluster size` : PROBLEM;
+      if (block < clusterSize) return why ? `refcount block at offset ${block} points into the header cluster` : PROBLEM;
       return block + clusterSize;
     },
   };
@@ -278,7 +295,7 @@ export function vmdkGdRule(gtEntries: number, gdOffset: number): TableRule {
     what: 'grain table',
     span: gtEntries * 4,
     entryBytes: 4,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const sector = v.getUint32(at, true);
       if (sector === 0) return 0;
       const off = sector * SECTOR;
@@ -295,11 +312,11 @@ export function vmdkGtRule(gtOffset: number): TableRule {
     what: 'grain',
     span: 1,
     entryBytes: 4,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const sector = v.getUint32(at, true);
       if (sector === 0 || sector === 1) return 0;
       const off = sector * SECTOR;
-      if (off === gtOffset) return `grain at sector ${sector} is its own grain table`;
+      if (off === gtOffset) return why ? `grain at sector ${sector} is its own grain table` : PROBLEM;
       return off + 1;
     },
   };
@@ -330,12 +347,12 @@ export function vhdBatRule(g: VhdBatGeometry): TableRule {
     what: 'block',
     span: bitmap + 1,
     entryBytes: 4,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const e = v.getUint32(at);
       if (e === VHD_BAT_UNUSED) return 0;
       const off = e * SECTOR;
-      if (off < SECTOR) return `block at sector ${e} points into the footer copy`;
-      if (off < g.batOffset + g.batBytes && off + bitmap + g.blockSize > g.batOffset) return `block at sector ${e} overlaps the BAT`;
+      if (off < SECTOR) return why ? `block at sector ${e} points into the footer copy` : PROBLEM;
+      if (off < g.batOffset + g.batBytes && off + bitmap + g.blockSize > g.batOffset) return why ? `block at sector ${e} overlaps the BAT` : PROBLEM;
       return off + bitmap + 1;
     },
   };
@@ -363,17 +380,17 @@ export function vhdxBatRule(batOffset: number, batBytes: number): TableRule {
     what: 'block',
     span: 1,
     entryBytes: 8,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const lo = v.getUint32(at, true);
       const state = lo & 7;
-      if (!VHDX_PAYLOAD_STATES.has(state)) return `block entry has the invalid state ${state}`;
+      if (!VHDX_PAYLOAD_STATES.has(state)) return why ? `block entry has the invalid state ${state}` : PROBLEM;
       if (state !== VHDX_PAYLOAD_FULLY_PRESENT && state !== VHDX_PAYLOAD_PARTIALLY_PRESENT) return 0;
       // bits 20..63: the offset in MiB (44 bits: up to 16 EiB; a safe integer of bytes below 8 PiB)
       const mib = v.getUint32(at + 4, true) * 4096 + (lo >>> 20);
-      if (mib > Number.MAX_SAFE_INTEGER / MiB) return `block offset ${mib} MiB is out of range`;
+      if (mib > Number.MAX_SAFE_INTEGER / MiB) return why ? `block offset ${mib} MiB is out of range` : PROBLEM;
       const off = mib * MiB;
-      if (off < MiB) return `block points into the header area (offset ${off})`;
-      if (off < batOffset + batBytes && off + MiB > batOffset) return `block at ${off} overlaps the BAT`;
+      if (off < MiB) return why ? `block points into the header area (offset ${off})` : PROBLEM;
+      if (off < batOffset + batBytes && off + MiB > batOffset) return why ? `block at ${off} overlaps the BAT` : PROBLEM;
       return off + 1;
     },
   };
@@ -409,10 +426,10 @@ export function vdiMapRule(g: VdiMapGeometry): TableRule {
     what: 'data block',
     span: 1,
     entryBytes: 4,
-    check(v, at) {
+    check(v, at, _index, why = true) {
       const e = v.getUint32(at, true);
       if (e === VDI_BLOCK_FREE || e === VDI_BLOCK_DISCARDED) return 0;
-      if (e >= g.blocks) return `maps to data block ${e}, past the ${g.blocks} blocks of the image`;
+      if (e >= g.blocks) return why ? `maps to data block ${e}, past the ${g.blocks} blocks of the image` : PROBLEM;
       return g.dataOffset + e * g.blockSize + 1;
     },
   };
