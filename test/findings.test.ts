@@ -221,6 +221,15 @@ const TRIGGERS: Trigger[] = [
   { code: 'CORRUPT_IMAGE', name: 'qcow2 marked corrupt', make: patched('f-corrupt.qcow2', qcow2, (b) => void be64(b, 72, 2n)) },
   { code: 'MALFORMED_HEADER', name: 'qcow2 with cluster_bits 30', make: patched('f-bits.qcow2', qcow2, (b) => void be32(b, 20, 30)) },
   { code: 'OFFSET_PAST_END', name: 'qcow2 L1 table past the end', make: patched('f-l1-past.qcow2', qcow2, (b) => void be64(b, 40, 1n << 40n)) },
+  { code: 'OFFSET_PAST_END', name: 'qcow2 with data cut off (head -c 300000)', make: patched('f-cut.qcow2', qcow2Data, (b) => b.subarray(0, 300000)) },
+  {
+    code: 'TABLE_MALFORMED',
+    name: 'qcow2 L2 entry not cluster aligned',
+    make: patched('f-l2-misaligned.qcow2', qcow2Data, (b) => {
+      const l2 = Number(b.readBigUInt64BE(Number(b.readBigUInt64BE(40))) & 0x00fffffffffffe00n);
+      be64(b, l2, 0x8000000000000000n | (b.readBigUInt64BE(l2) + 512n));
+    }),
+  },
   {
     code: 'FIELD_OUT_OF_RANGE',
     name: 'vmdk capacity of 2^62 sectors',

@@ -1,7 +1,7 @@
 /**
- * `imago inspect FILE... [--json] [--claimed-format F]` — what an image really is, and whether
- * Imago would accept it. Exit 0 when every file is safe, 1 when any is refused, 2 on a usage or
- * I/O error.
+ * `imago inspect FILE... [--json] [--claimed-format F] [--container-format C]` — what an image
+ * really is, and whether Imago would accept it. Exit 0 when every file is safe, 1 when any is
+ * refused, 2 on a usage or I/O error.
  */
 import type { Command } from 'commander';
 import { knownClaimedFormats } from '../formats/inspect-source.js';
@@ -16,6 +16,7 @@ export const EXIT_ERROR = 2;
 interface InspectFlags {
   json?: boolean;
   claimedFormat?: string;
+  containerFormat?: string;
   maxVirtualSize?: string;
 }
 
@@ -26,6 +27,7 @@ export function registerInspect(program: Command, setExit: (code: number) => voi
     .argument('<files...>', 'image files (compressed gz/xz/zstd/bz2 files are inspected through the wrapper)')
     .option('--json', 'print one JSON object per file')
     .option('--claimed-format <format>', `the format the image is declared as (${knownClaimedFormats().join(', ')}); a different detected format is refused`)
+    .option('--container-format <container>', 'the container the image is declared in (bare, ova); with ova, --claimed-format is checked against the disks inside the OVA (Glance: disk_format=vmdk, container_format=ova)')
     .option('--max-virtual-size <bytes>', 'refuse images whose virtual size is larger (bytes; default 64 TiB)')
     .action(async (files: string[], flags: InspectFlags) => {
       setExit(await runInspect(files, flags));
@@ -45,12 +47,16 @@ export async function runInspect(files: string[], flags: InspectFlags): Promise<
     process.stderr.write(`imago inspect: unknown --claimed-format "${flags.claimedFormat}"; use one of ${knownClaimedFormats().join(', ')}\n`);
     return EXIT_ERROR;
   }
+  if (flags.containerFormat !== undefined && !['bare', 'ova'].includes(flags.containerFormat.toLowerCase())) {
+    process.stderr.write(`imago inspect: unknown --container-format "${flags.containerFormat}"; use bare or ova\n`);
+    return EXIT_ERROR;
+  }
   let exit = EXIT_SAFE;
   const reports: FileReport[] = [];
   for (const file of files) {
     let report: FileReport;
     try {
-      report = await inspectFile(file, { limits, claimedFormat: flags.claimedFormat });
+      report = await inspectFile(file, { limits, claimedFormat: flags.claimedFormat, claimedContainerFormat: flags.containerFormat });
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
       process.stderr.write(`imago inspect: ${file}: ${msg}\n`);

@@ -185,7 +185,8 @@ export class ImageService {
     try {
       const source = abortable(body, abort.signal);
       const outcome = await ingest(source, this.store, {
-        claimedFormat: claimedFormatOf(started),
+        claimedFormat: started.diskFormat,
+        claimedContainerFormat: started.containerFormat,
         announcedSize: opts.announcedSize,
         maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
         inspectLimits: this.settings.inspectLimits,
@@ -549,11 +550,6 @@ function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
 }
 
 const liveStates: readonly ImageState[] = ['pending', 'importing', 'ready', 'disabled', 'error', 'locked'];
-
-function claimedFormatOf(img: Image): string | undefined {
-  if (img.containerFormat === 'ova') return 'ova';
-  return img.diskFormat;
-}
 
 function summary(r: ImageReport): InspectionSummary {
   const s: InspectionSummary = {

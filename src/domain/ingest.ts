@@ -23,6 +23,8 @@ import type { Checksums } from './image.js';
 
 export interface IngestOptions {
   claimedFormat?: string;
+  /** Glance container_format: `ova` checks claimedFormat against the OVA's inner disks */
+  claimedContainerFormat?: string;
   /** bytes the client says it will send (Content-Length / X-Image-Size) */
   announcedSize?: number;
   /** largest image we store (after unwrapping) */
@@ -72,7 +74,7 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   try {
     session = await store.startUpload({ callerHashes: true });
     const peeled = await peel(counted, limits);
-    const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat });
+    const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat, claimedContainerFormat: opts.claimedContainerFormat });
     const streamErrors: Finding[] = [];
     let stored = 0;
     try {

@@ -16,7 +16,8 @@ export const FINDING_CODES = [
   'UNKNOWN_FEATURES', // unknown incompatible feature bits
   'CORRUPT_IMAGE', // the format's own "corrupt" marker is set
   'MALFORMED_HEADER', // a header field has a value the spec does not allow
-  'OFFSET_PAST_END', // a header or table points past the end of the image
+  'OFFSET_PAST_END', // a header, a table or a table entry points past the end of the image
+  'TABLE_MALFORMED', // a block-mapping table entry is invalid in itself (misaligned, into the header, over another table)
   'FIELD_OUT_OF_RANGE', // a 64-bit field that cannot be a real offset or size
   'OVER_LIMIT', // a table, count or descriptor over our limits
   'CHECKSUM_MISMATCH', // a header checksum does not match its bytes

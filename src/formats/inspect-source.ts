@@ -18,6 +18,12 @@ export interface InspectOptions {
   limits?: Partial<InspectLimits>;
   /** the format the uploader says this is (Glance disk_format names accepted) */
   claimedFormat?: string;
+  /**
+   * the container the uploader says the image is in (Glance container_format). `ova`: the bytes
+   * must be an OVA and `claimedFormat` (Glance's disk_format, e.g. vmdk) is checked against the
+   * OVA's inner disks; `bare` or absent: `claimedFormat` is checked against the image itself.
+   */
+  claimedContainerFormat?: string;
   /** the format table to use (default: the registry); tests pass synthetic ones */
   formats?: readonly FormatDescriptor[];
 }
@@ -31,6 +37,7 @@ export interface InspectionReport {
   /** other formats whose probe also matched (polyglot) */
   alsoMatched?: FormatName[];
   claimedFormat?: string;
+  claimedContainerFormat?: string;
   details: Record<string, unknown>;
   findings: Finding[];
   verdict: Verdict;
@@ -134,7 +141,11 @@ export async function inspectSource(src: ByteSource, opts: InspectOptions = {}):
       ),
     );
   }
-  if (opts.claimedFormat !== undefined) findings.push(...claimFindings(opts.claimedFormat, primary.name));
+  if (opts.claimedContainerFormat?.toLowerCase() === 'ova') {
+    findings.push(...ovaClaimFindings(opts.claimedFormat, primary.name, inspection.details as Record<string, unknown>));
+  } else if (opts.claimedFormat !== undefined) {
+    findings.push(...claimFindings(opts.claimedFormat, primary.name));
+  }
   const report: InspectionReport = {
     format: primary.name,
     details: inspection.details as Record<string, unknown>,
@@ -146,6 +157,7 @@ export async function inspectSource(src: ByteSource, opts: InspectOptions = {}):
   if (src.size !== undefined) report.fileSize = src.size;
   if (det.matched.length > 1) report.alsoMatched = det.matched.slice(1);
   if (opts.claimedFormat !== undefined) report.claimedFormat = opts.claimedFormat;
+  if (opts.claimedContainerFormat !== undefined) report.claimedContainerFormat = opts.claimedContainerFormat;
   report.verdict = verdictOf(report.findings);
   return report;
 }
@@ -183,6 +195,39 @@ function claimFindings(claimed: string, detected: FormatName): Finding[] {
       'FORMAT_MISMATCH',
       `the image was declared as ${claimed} but its bytes are ${detected}; declare the format it really is ` +
         `(or convert it to ${claimed} with imago convert) and upload again`,
+    ),
+  ];
+}
+
+/**
+ * Glance declares an OVA as disk_format=vmdk, container_format=ova: the container claim is checked
+ * against the bytes (an OVA), the disk claim against every disk inside it.
+ */
+function ovaClaimFindings(claimed: string | undefined, detected: FormatName, details: Record<string, unknown>): Finding[] {
+  if (detected !== 'ova') {
+    return [
+      finding(
+        'FORMAT_MISMATCH',
+        `the image was declared as an OVA (container format ova) but its bytes are ${detected}, not an OVA archive; ` +
+          `declare the container it really is (bare) or package the disk as an OVA, and upload again`,
+      ),
+    ];
+  }
+  if (claimed === undefined || claimed.toLowerCase() === 'ova') return [];
+  const ok = CLAIM_COMPATIBLE[claimed.toLowerCase()];
+  if (!ok) return [finding('FORMAT_MISMATCH', `claimed format "${claimed}" is not one we know (${knownClaimedFormats().join(', ')})`)];
+  const disks = Array.isArray(details.disks) ? (details.disks as { file?: string; inner?: { format: string } }[]) : [];
+  const inner = disks.filter((d) => d.inner !== undefined);
+  if (inner.length === 0) {
+    return [finding('FORMAT_MISMATCH', `the OVA was declared to hold ${claimed} disks but no disk inside it could be read; check the OVF's disk references and upload again`)];
+  }
+  const wrong = inner.filter((d) => !ok.includes(d.inner!.format as FormatName));
+  if (wrong.length === 0) return [];
+  return [
+    finding(
+      'FORMAT_MISMATCH',
+      `the OVA was declared to hold ${claimed} disks but ${wrong.map((d) => `${JSON.stringify(d.file ?? '?')} is ${d.inner!.format}`).join(', ')}; ` +
+        `declare the disk format it really holds (disk format ${wrong[0]!.inner!.format}, container format ova) and upload again`,
     ),
   ];
 }

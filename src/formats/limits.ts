@@ -31,6 +31,12 @@ export interface InspectLimits {
   maxCaptureBytes: number;
   /** Entries a format table (L1, BAT, grain directory, partition table) may declare for us to read (default 4 Mi). */
   maxTableEntries: number;
+  /**
+   * Bytes of block-mapping tables (qcow2 L2 and refcount tables, grain tables, BATs, block maps)
+   * one inspection scans entry by entry (default 256 MiB: the L2 tables of 2 TiB of 64 KiB
+   * clusters). Scanning holds no table in memory; the limit bounds the work. Over it: OVER_LIMIT.
+   */
+  maxTableScanBytes: number;
   /** Size of a text descriptor (vmdk descriptor, OVF) we read (default 1 MiB). */
   maxDescriptorBytes: number;
   /** Members of an OVA (tar) we walk (default 1024). */
@@ -55,6 +61,7 @@ export const DEFAULT_LIMITS: Readonly<InspectLimits> = Object.freeze({
   tailBytes: 64 * KiB,
   maxCaptureBytes: 16 * MiB,
   maxTableEntries: 4 * MiB,
+  maxTableScanBytes: 256 * MiB,
   maxDescriptorBytes: 1 * MiB,
   maxOvaMembers: 1024,
   maxSnapshots: 65536,

@@ -35,6 +35,7 @@
  * the uploader (CVE-2024-32498); unknown incompatible bits mean qemu itself would refuse the image.
  * Tables are never read here (O(header)); their extents are checked against the file size.
  */
+import { checkTables, scanTable, sweepTables, qcow2L1Rule, qcow2L2Rule, qcow2RefcountRule, QCOW2_OFFSET_MASK, type TableToScan } from './block-map-rules.js';
 import { FormatError, bytesEqual, readExact, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type SafetyRule } from './format.js';
@@ -210,6 +211,7 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     findings.push(finding('OVER_LIMIT', `${nbSnapshots} internal snapshots is over the limit of ${ctx.limits.maxSnapshots}`));
   }
   const mask = BigInt(clusterSize - 1);
+  let tablesInside = true;
   const tables: [string, bigint, bigint, boolean][] = [
     ['L1 table', l1Offset, BigInt(l1Size) * 8n, l1Size > 0],
     ['refcount table', refcountOffset, BigInt(refcountClusters) * BigInt(clusterSize), true],
@@ -218,13 +220,23 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   for (const [what, offset, length, present] of tables) {
     if (!present) continue;
     if ((offset & mask) !== 0n) {
+      tablesInside = false;
       findings.push(finding('MALFORMED_HEADER', `${what} offset ${offset} is not aligned to the ${clusterSize}-byte cluster size`));
     }
     if (src.size !== undefined && offset + length > BigInt(src.size)) {
+      tablesInside = false;
       findings.push(
         finding('OFFSET_PAST_END', `${what} at ${offset} (${length} bytes) lies past the end of the ${src.size}-byte image; the image is truncated or crafted`),
       );
     }
+  }
+
+  const extendedL2 = ((incompatible >> 4n) & 1n) === 1n;
+  const externalData = dataFile !== undefined || ((incompatible >> 2n) & 1n) === 1n;
+  if (tablesInside && l1Size <= ctx.limits.maxTableEntries && refcountClusters * clusterSize <= ctx.limits.maxTableScanBytes) {
+    findings.push(
+      ...(await qcow2TableFindings(src, ctx, { clusterSize, extendedL2, l1Offset: Number(l1Offset), l1Size, refcountOffset: Number(refcountOffset), refcountClusters, size, externalData })),
+    );
   }
 
   const details: Qcow2Details = {
@@ -235,7 +247,7 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     incompatibleFeatures: featureNames(incompatible, INCOMPATIBLE),
     compatibleFeatures: featureNames(compatible, COMPATIBLE),
     autoclearFeatures: featureNames(autoclear, AUTOCLEAR),
-    extendedL2: ((incompatible >> 4n) & 1n) === 1n,
+    extendedL2,
     encryption: cryptMethod === 0 ? 'none' : cryptMethod === 1 ? 'aes' : cryptMethod === 2 ? 'luks' : 'none',
     dataFileRaw: ((autoclear >> 1n) & 1n) === 1n,
     l1Size,
@@ -253,6 +265,61 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   if (backingFormat !== undefined) details.backingFormat = backingFormat;
   if (dataFile !== undefined) details.dataFile = dataFile;
   return { subformat: version === 2 ? 'v2' : 'v3', virtualSize: size, details, findings };
+}
+
+interface Qcow2Tables {
+  clusterSize: number;
+  extendedL2: boolean;
+  l1Offset: number;
+  l1Size: number;
+  refcountOffset: number;
+  refcountClusters: number;
+  /** virtual size */
+  size: bigint;
+  /** data clusters live in another file: their offsets are not this file's */
+  externalData: boolean;
+}
+
+/**
+ * Metadata consistency as qemu-img check sees it: the refcount table's blocks, the L1 table's L2
+ * tables and every L2 entry's cluster lie inside the file (block-map-rules.ts, shared with the
+ * reader). Reads the L1 table (the entries the virtual size needs); scans the others.
+ */
+async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2Tables): Promise<Finding[]> {
+  const l2Entries = t.clusterSize / (t.extendedL2 ? 16 : 8);
+  const perL1 = BigInt(t.clusterSize) * BigInt(l2Entries);
+  const needed = Number((t.size + perL1 - 1n) / perL1);
+  const out: Finding[] = [];
+  if (t.l1Size < needed) {
+    out.push(finding('TABLE_MALFORMED', `qcow2 L1 table has ${t.l1Size} entries but the ${t.size}-byte disk needs ${needed} (qemu refuses it); re-create the image with "qemu-img convert"`));
+  }
+  const g = { clusterSize: t.clusterSize, extendedL2: t.extendedL2, l1Offset: t.l1Offset, l1Bytes: t.l1Size * 8 };
+  const l1Entries = Math.min(needed, t.l1Size);
+  const scans: TableToScan[] = [{ offset: t.refcountOffset, length: t.refcountClusters * t.clusterSize, rule: qcow2RefcountRule(t.clusterSize, t.refcountOffset) }];
+  if (l1Entries > 0) {
+    // a stream declares the refcount scan before it waits for the L1 table, which may lie after
+    // the refcount table (qemu with 2 MiB clusters); checkTables finds the same scan again
+    if (t.refcountOffset < t.l1Offset) await scanTable(src, scans[0]!.offset, scans[0]!.length, scans[0]!.rule);
+    // and sweeps the clusters before the L1 table: after "qemu-img resize" the L1 table lies after
+    // L2 tables it names, which a stream would otherwise meet before it knows they are tables
+    if (!t.externalData) {
+      const key = `qcow2-l2-sweep:${g.clusterSize}:${g.extendedL2}:${g.l1Offset}:${g.l1Bytes}`;
+      sweepTables(src, { key, offset: t.clusterSize, length: t.l1Offset - t.clusterSize, unit: t.clusterSize, ruleAt: (o) => qcow2L2Rule(g, o) });
+    }
+    const l1 = view(await readExact(src, t.l1Offset, l1Entries * 8, 'qcow2 L1 table'));
+    scans.push({ offset: t.l1Offset, length: l1Entries * 8, rule: qcow2L1Rule(g) });
+    const l2Tables = new Set<number>();
+    for (let i = 0; i < l1Entries; i++) {
+      const l2 = Number(l1.getBigUint64(i * 8) & QCOW2_OFFSET_MASK);
+      // invalid L2 offsets are the L1 rule's finding; following them would only repeat it
+      if (l2 !== 0 && l2 % t.clusterSize === 0 && l2 >= t.clusterSize) l2Tables.add(l2);
+      // one past the budget is enough for checkTables to refuse; the list stays bounded
+      if (l2Tables.size * t.clusterSize > ctx.limits.maxTableScanBytes) break;
+    }
+    if (!t.externalData) for (const l2 of l2Tables) scans.push({ offset: l2, length: t.clusterSize, rule: qcow2L2Rule(g, l2) });
+  }
+  out.push(...(await checkTables(src, scans, ctx.limits.maxTableScanBytes, 'qcow2')));
+  return out;
 }
 
 function text(b: Uint8Array): string {

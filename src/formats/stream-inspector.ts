@@ -12,6 +12,7 @@
 import type { ByteSource } from './byte-source.js';
 import { createHash, type Hash } from 'node:crypto';
 import { FormatError, NeedBytes, NeedDigest, checkRange, type DigestAlgorithm } from './byte-source.js';
+import { TableScanner, type TableRule, type TableScan, type TableSweep } from './block-map-rules.js';
 import { finding } from './findings.js';
 import { inspectSource, verdictOf, type InspectOptions, type InspectionReport } from './inspect-source.js';
 import { limitsWith, type InspectLimits } from './limits.js';
@@ -26,12 +27,44 @@ interface DigestRegion {
   hex?: string;
 }
 
+/** A table scanned entry by entry as its bytes pass (block-map-rules.ts): a few bytes held, not the table. */
+interface ScanRegion {
+  offset: number;
+  length: number;
+  scanner: TableScanner;
+  /** bytes scanned so far */
+  done: number;
+  complete: boolean;
+  /** its start had streamed by, unkept, before it was declared */
+  missed: boolean;
+}
+
 interface Region {
   offset: number;
   data: Uint8Array;
   /** bytes of data filled so far (regions fill in stream order) */
   filled: number;
 }
+
+/** A sweep in flight: one scan result per unit, from the first unit that starts ahead of the stream. */
+interface SweepState {
+  sweep: TableSweep;
+  /** offset of the first unit covered */
+  from: number;
+  units: number;
+  maxNeed: Float64Array;
+  worstIndex: Int32Array;
+  entries: Int32Array;
+  problems: Map<number, { index: number; message: string }>;
+  /** the unit being scanned */
+  current?: { unit: number; scanner: TableScanner; done: number };
+}
+
+/** Bytes of state per swept unit (maxNeed, worst index, entries). */
+const SWEEP_UNIT_BYTES = 16;
+
+/** What one table scan in flight is charged against `maxCaptureBytes` (its state, a generous bound). */
+const SCAN_STATE_BYTES = 256;
 
 export class StreamInspector {
   private readonly limits: InspectLimits;
@@ -42,6 +75,10 @@ export class StreamInspector {
   private readonly regions: Region[] = [];
   private readonly digests: DigestRegion[] = [];
   private capturedBytes = 0;
+  /** scans by `${offset}:${length}:${rule.key}`, and the open ones in file order */
+  private readonly scans = new Map<string, ScanRegion>();
+  private openScans: ScanRegion[] = [];
+  private readonly sweeps = new Map<string, SweepState>();
   private overCapture?: { offset: number; length: number };
   private ended = false;
   private report?: InspectionReport;
@@ -128,9 +165,161 @@ export class StreamInspector {
         completed = true;
       }
     }
+    this.feedScans(piece, start, end);
+    for (const sw of this.sweeps.values()) this.feedSweep(sw, piece, start, end);
     this.pushTail(piece);
     this.position = end;
     return completed;
+  }
+
+  /** Feeds the open table scans; they sit in file order, so only the first few are looked at. */
+  private feedScans(piece: Uint8Array, start: number, end: number): void {
+    let closed = 0;
+    for (const sc of this.openScans) {
+      if (sc.offset >= end) break;
+      const from = Math.max(sc.offset + sc.done, start);
+      const to = Math.min(sc.offset + sc.length, end);
+      if (from < to && from === sc.offset + sc.done) {
+        sc.scanner.update(piece.subarray(from - start, to - start));
+        sc.done = to - sc.offset;
+      }
+      if (sc.done === sc.length) {
+        sc.complete = true;
+        closed++;
+      }
+    }
+    if (closed > 0) this.openScans = this.openScans.filter((sc) => !sc.complete);
+  }
+
+  /** @internal Declares a sweep (block-map-rules.ts) over the units still ahead of the stream. */
+  declareSweep(sweep: TableSweep): void {
+    if (this.sweeps.has(sweep.key) || sweep.unit <= 0) return;
+    const first = Math.max(sweep.offset, this.position);
+    const from = sweep.offset + Math.ceil((first - sweep.offset) / sweep.unit) * sweep.unit;
+    const units = Math.max(0, Math.floor((sweep.offset + sweep.length - from) / sweep.unit));
+    if (units === 0) return;
+    if (this.capturedBytes + units * SWEEP_UNIT_BYTES > this.limits.maxCaptureBytes) return; // the scans it stood for report it
+    this.capturedBytes += units * SWEEP_UNIT_BYTES;
+    this.sweeps.set(sweep.key, {
+      sweep,
+      from,
+      units,
+      maxNeed: new Float64Array(units),
+      worstIndex: new Int32Array(units).fill(-1),
+      entries: new Int32Array(units),
+      problems: new Map(),
+    });
+  }
+
+  private feedSweep(sw: SweepState, piece: Uint8Array, start: number, end: number): void {
+    const unit = sw.sweep.unit;
+    const stop = sw.from + sw.units * unit;
+    let pos = Math.max(start, sw.from);
+    while (pos < Math.min(end, stop)) {
+      const u = Math.floor((pos - sw.from) / unit);
+      const unitStart = sw.from + u * unit;
+      if (sw.current?.unit !== u) {
+        if (pos !== unitStart) return; // joined mid-unit: cannot happen (units start ahead of the stream)
+        sw.current = { unit: u, scanner: new TableScanner(sw.sweep.ruleAt(unitStart)), done: 0 };
+      }
+      const cur = sw.current;
+      const n = Math.min(end, unitStart + unit) - pos;
+      cur.scanner.update(piece.subarray(pos - start, pos - start + n));
+      cur.done += n;
+      pos += n;
+      if (cur.done === unit) {
+        const r = cur.scanner.result;
+        sw.maxNeed[u] = r.maxNeed;
+        sw.worstIndex[u] = r.worst?.index ?? -1;
+        sw.entries[u] = r.entries;
+        if (r.problem) sw.problems.set(u, r.problem);
+        sw.current = undefined;
+      }
+    }
+  }
+
+  /** A scan of one whole swept unit, when a sweep covered it with the same rule. */
+  private swept(offset: number, length: number, rule: TableRule): TableScan | undefined {
+    for (const sw of this.sweeps.values()) {
+      const u = (offset - sw.from) / sw.sweep.unit;
+      if (length !== sw.sweep.unit || !Number.isInteger(u) || u < 0 || u >= sw.units) continue;
+      if (offset + length > this.position || sw.current?.unit === u) continue; // not scanned whole yet
+      const unitRule = sw.sweep.ruleAt(offset);
+      if (unitRule.key !== rule.key) continue;
+      const r: TableScan = { entries: sw.entries[u]!, maxNeed: sw.maxNeed[u]! };
+      if (sw.worstIndex[u]! >= 0) r.worst = { index: sw.worstIndex[u]!, offset: r.maxNeed - rule.span, what: rule.what };
+      const p = sw.problems.get(u);
+      if (p) r.problem = p;
+      return r;
+    }
+    return undefined;
+  }
+
+  /**
+   * @internal A table scan: its result once the bytes passed; a placeholder while discovering
+   * (the scan is declared then, from here on its bytes are scanned as they pass); undefined when
+   * it cannot be answered (its bytes went by unkept).
+   */
+  scanResult(offset: number, length: number, rule: TableRule, discovering: boolean): TableScan | undefined {
+    const key = `${offset}:${length}:${rule.key}`;
+    let sc = this.scans.get(key);
+    if (!sc) {
+      if (!discovering) return this.scanKept(offset, length, rule);
+      // every declared scan is charged to the capture budget: a table-heavy image cannot make the
+      // inspector hold state without bound
+      if (this.capturedBytes + SCAN_STATE_BYTES > this.limits.maxCaptureBytes) {
+        this.overCapture ??= { offset, length };
+        return discovering ? { entries: 0, maxNeed: 0 } : undefined;
+      }
+      this.capturedBytes += SCAN_STATE_BYTES;
+      sc = { offset, length, scanner: new TableScanner(rule), done: 0, complete: length === 0, missed: false };
+      if (offset < this.position) {
+        // started in bytes already gone by: answerable only when those were kept (head, a region)
+        const passed = Math.min(length, this.position - offset);
+        const kept = new Uint8Array(passed);
+        if (this.copyCaptured(offset, kept, undefined) === passed) {
+          sc.scanner.update(kept);
+          sc.done = passed;
+          sc.complete = passed === length;
+        } else {
+          const swept = this.swept(offset, length, rule);
+          if (swept) return swept;
+          sc.missed = true;
+        }
+      }
+      this.scans.set(key, sc);
+      if (!sc.complete && !sc.missed) this.insertOpenScan(sc);
+    }
+    if (sc.missed) return undefined;
+    if (sc.complete) return sc.scanner.result;
+    // at the end, an open scan has seen every byte of its table the stream held (a table cut short
+    // by the end is the rule of the entry that names it)
+    return discovering ? { entries: 0, maxNeed: 0 } : sc.scanner.result;
+  }
+
+  /** A scan never declared (the stream was short enough to be inspected only at its end). */
+  private scanKept(offset: number, length: number, rule: TableRule): TableScan | undefined {
+    const swept = this.swept(offset, length, rule);
+    if (swept) return swept;
+    const s = new TableScanner(rule);
+    const chunk = 64 * 1024;
+    // a table cut short by the end of the stream scans what there is (as a random-access read)
+    const have = Math.max(0, Math.min(length, this.position - offset));
+    for (let done = 0; done < have; ) {
+      const out = new Uint8Array(Math.min(chunk, have - done));
+      const got = this.copyCaptured(offset + done, out, this.position);
+      if (got < out.length) return undefined;
+      s.update(out);
+      done += got;
+    }
+    return s.result;
+  }
+
+  private insertOpenScan(sc: ScanRegion): void {
+    const a = this.openScans;
+    let i = a.length;
+    while (i > 0 && a[i - 1]!.offset > sc.offset) i--;
+    a.splice(i, 0, sc);
   }
 
   /** Ends the stream and returns the final report (the same shape as a random-access inspection). */
@@ -279,6 +468,21 @@ class CaptureSource implements ByteSource {
     if (this.size === undefined) throw new NeedBytes(offset + got, want - got);
     throw new FormatError(
       `bytes ${offset}..${offset + want} were needed for inspection but had already streamed by; ` +
+        `upload the image where it can be read at random (or reorder its tables)`,
+      'INSPECTION_INCOMPLETE',
+    );
+  }
+
+  sweep(s: TableSweep): void {
+    if (this.size === undefined) this.owner.declareSweep(s);
+  }
+
+  async scan(offset: number, length: number, rule: TableRule): Promise<TableScan> {
+    checkRange(offset, length);
+    const r = this.owner.scanResult(offset, length, rule, this.size === undefined);
+    if (r !== undefined) return r;
+    throw new FormatError(
+      `${rule.table} (${length} bytes at ${offset}) had to be checked but its bytes had already streamed by; ` +
         `upload the image where it can be read at random (or reorder its tables)`,
       'INSPECTION_INCOMPLETE',
     );

@@ -37,6 +37,7 @@
  * Detection is qemu's: the signature at 64. A narrower probe (the text, the version) would let
  * qemu autodetect a VDI in an upload we call raw; a bad version is refused by inspect instead.
  */
+import { checkTables, vdiMapRule } from './block-map-rules.js';
 import { FormatError, readExact, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type Inspection, type SafetyRule } from './format.js';
@@ -185,6 +186,11 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     } else if (data + allocated * (blockSize + blockExtra) > src.size) {
       findings.push(finding('TRUNCATED', `VDI declares ${allocated} allocated blocks after offset ${data}, more than the ${src.size}-byte file holds; the image is truncated — upload it whole`));
     }
+  }
+  // every allocated block inside the file (block-map-rules.ts, shared with the reader)
+  const mapInside = src.size === undefined || bmap + blocks * 4 <= src.size;
+  if (blocks <= ctx.limits.maxTableEntries && mapInside && data >= bmap + blocks * 4) {
+    findings.push(...(await checkTables(src, [{ offset: bmap, length: blocks * 4, rule: vdiMapRule({ dataOffset: data, blockSize, blocks }) }], ctx.limits.maxTableScanBytes, 'VDI')));
   }
   const inspection: Inspection<VdiDetails> = { subformat: imageType, details, findings };
   if (virtualSize > 0n) inspection.virtualSize = virtualSize;

@@ -56,6 +56,7 @@
  * "raw" unless told `-f vpc`. We also look at the end, where a fixed disk keeps its only footer:
  * the cookie there plus a 1.x file format version.
  */
+import { checkTables, vhdBatRule } from './block-map-rules.js';
 import { FormatError, bytesEqual, readExact, tailOffset, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type Inspection, type SafetyRule } from './format.js';
@@ -233,7 +234,9 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     if (dataOffset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`dynamic disk header offset ${dataOffset} is out of range`, 'OFFSET_PAST_END');
     dyn = await readExact(src, Number(dataOffset), DYN_HEADER, 'VHD dynamic disk header');
   }
-  const end = await footerAtEnd(src);
+  // a stream's end is not known while it flows: with a copy at 0 the run goes on without it, so it
+  // declares the BAT scan before the BAT streams by; the final run (size known) reads the end
+  const end = src.size === undefined && startIsFooter ? undefined : await footerAtEnd(src);
   // qemu reads the copy at 0 when it is there, else the end
   const footer = startIsFooter ? start : end?.bytes;
   if (!footer) throw new FormatError('no VHD footer ("conectix") at the start or at the end', 'MALFORMED_HEADER');
@@ -292,14 +295,14 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     // a dynamic disk's BAT and data follow its header; only the copy at 0 says where
     if (!startIsFooter || !dyn) throw new FormatError(`a ${diskType} VHD must begin with a copy of its footer`, 'MALFORMED_HEADER');
     if (!end) findings.push(finding('TRUNCATED', `${diskType} VHD has no footer at its end; the image is truncated — upload it whole`));
-    inspectDynamic(dyn, details, sectors, src, ctx, findings);
+    await inspectDynamic(dyn, details, sectors, src, ctx, findings);
   }
   const inspection: Inspection<VhdDetails> = { subformat: diskType, details, findings };
   if (sectors > 0n) inspection.virtualSize = sectors * SECTOR;
   return inspection;
 }
 
-function inspectDynamic(dyn: Uint8Array, details: VhdDetails, sectors: bigint, src: ByteSource, ctx: InspectContext, findings: Finding[]): void {
+async function inspectDynamic(dyn: Uint8Array, details: VhdDetails, sectors: bigint, src: ByteSource, ctx: InspectContext, findings: Finding[]): Promise<void> {
   if (!bytesEqual(dyn, 0, DYN_COOKIE)) throw new FormatError(`no dynamic disk header ("cxsparse") at offset ${details.dataOffset}`, 'MALFORMED_HEADER');
   if (!checksumOk(dyn, D_CHECKSUM)) {
     findings.push(finding('CHECKSUM_MISMATCH', 'VHD dynamic disk header checksum does not match its bytes; the image is damaged or was edited by hand — recreate it and upload again'));
@@ -324,6 +327,16 @@ function inspectDynamic(dyn: Uint8Array, details: VhdDetails, sectors: bigint, s
   }
   if (src.size !== undefined && tableOffset + BigInt(maxEntries) * 4n > BigInt(src.size)) {
     findings.push(finding('OFFSET_PAST_END', `VHD block allocation table at ${tableOffset} (${maxEntries} entries of 4 bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`));
+  }
+  // every allocated block inside the file (block-map-rules.ts, shared with the reader); a
+  // differencing disk's blocks are checked the same way
+  const validBlocks = blockSize >= 512 && (blockSize & (blockSize - 1)) === 0;
+  const batInside = src.size === undefined || tableOffset + BigInt(maxEntries) * 4n <= BigInt(src.size);
+  if (validBlocks && batInside && maxEntries <= ctx.limits.maxTableEntries && tableOffset <= BigInt(Number.MAX_SAFE_INTEGER)) {
+    const needed = Math.min(maxEntries, Number((sectors * SECTOR + BigInt(blockSize) - 1n) / BigInt(blockSize)));
+    const batOffset = Number(tableOffset);
+    const rule = vhdBatRule({ batOffset, batBytes: needed * 4, blockSize });
+    findings.push(...(await checkTables(src, [{ offset: batOffset, length: needed * 4, rule }], ctx.limits.maxTableScanBytes, 'VHD')));
   }
   if (details.diskType !== 'differencing') return;
   details.parentUniqueId = hexId(dyn.subarray(D_PARENT_ID, D_PARENT_ID + 16));

@@ -39,6 +39,7 @@
  * `limits.maxTableEntries` BAT entries, metadata items up to `limits.maxDescriptorBytes`. Neither
  * the BAT nor the log is read.
  */
+import { emptyScan, mergeScan, scanTable, tableFindings, vhdxBatRule, vhdxBlockNeed, type TableScan } from './block-map-rules.js';
 import { FormatError, bytesEqual, readExact, type ByteSource, view } from './byte-source.js';
 import { crc32c } from './crc32c.js';
 import { finding, type Finding } from './findings.js';
@@ -232,6 +233,14 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   if (meta.length < METADATA_TABLE_SIZE) throw new FormatError(`metadata region of ${meta.length} bytes cannot hold its 64 KiB table`, 'MALFORMED_HEADER');
   if (meta.offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`metadata region offset ${meta.offset} is out of range`, 'OFFSET_PAST_END');
   const metaOffset = Number(meta.offset);
+  // the BAT is scanned before the metadata is read: a stream passes it first
+  let batScan: TableScan | undefined;
+  const batInside = src.size === undefined || bat.offset + BigInt(bat.length) <= BigInt(src.size);
+  if (bat.length > ctx.limits.maxTableScanBytes) {
+    findings.push(finding('OVER_LIMIT', `VHDX BAT region of ${bat.length} bytes is over the ${ctx.limits.maxTableScanBytes}-byte limit of table bytes checked per image; convert the disk to qcow2`));
+  } else if (batInside && bat.offset <= BigInt(Number.MAX_SAFE_INTEGER)) {
+    batScan = await scanTable(src, Number(bat.offset), bat.length, vhdxBatRule(Number(bat.offset), bat.length));
+  }
   const virtualSize = await readMetadata(src, metaOffset, meta.length, details, ctx, findings);
 
   if (details.blockSize !== undefined && details.logicalSectorSize !== undefined && virtualSize !== undefined && isValidBlockSize(details.blockSize)) {
@@ -243,6 +252,11 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     }
     if (entries > BigInt(ctx.limits.maxTableEntries)) {
       findings.push(finding('OVER_LIMIT', `VHDX block allocation table of ${entries} entries is over the limit of ${ctx.limits.maxTableEntries}; use a larger block size or convert the disk to qcow2`));
+    } else if (batScan) {
+      // every present block wholly inside the file (block-map-rules.ts, shared with the reader)
+      const total = emptyScan();
+      mergeScan(total, vhdxBlockNeed(batScan, details.blockSize), `VHDX BAT at ${bat.offset}`);
+      findings.push(...tableFindings(total, src.size));
     }
   }
   if (logDirty) {

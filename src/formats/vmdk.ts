@@ -45,6 +45,7 @@
  * entries ≤ limits.maxTableEntries; extent lines ≤ MAX_EXTENT_LINES (vmdk-descriptor.ts). qemu's own:
  * numGTEsPerGT ≤ 512, grainSize ≤ 0x200000 sectors (1 GiB).
  */
+import { checkTables, scanTable, vmdkGdRule, vmdkGtRule, type TableToScan } from './block-map-rules.js';
 import { FormatError, bytesEqual, latin1, readExact, tailOffset, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type SafetyRule } from './format.js';
@@ -165,6 +166,7 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
     // qemu reads it at (size rounded down to sectors) − 1536
     tailOffset(src, FOOTER_BYTES + SECTOR); // the size must be known (a stream: at its end)
     const at = Math.floor(src.size! / SECTOR) * SECTOR - FOOTER_BYTES;
+    await prefetchStreamGd(src, h, at, ctx);
     const f = at >= SECTOR ? await src.read(at, FOOTER_BYTES) : new Uint8Array(0);
     if (f.length === FOOTER_BYTES && footerOk(f)) {
       details.footer = true;
@@ -235,6 +237,10 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
         findings.push(finding('TRUNCATED', `VMDK declares ${overhead} sectors of metadata but the file is only ${src.size} bytes; the image is truncated — upload it whole`));
       }
     }
+    const gdInside = src.size === undefined || gdOffset * 512n + gdEntries * 4n <= BigInt(src.size);
+    if (gdOffset !== GD_AT_END && gdOffset > 0n && gdInside && gdEntries <= BigInt(ctx.limits.maxTableEntries)) {
+      findings.push(...(await vmdkTableFindings(src, ctx, Number(gdOffset) * SECTOR, Number(gdEntries), gtes, details.footer === true)));
+    }
   }
 
   if (descriptorText !== undefined) applyDescriptor(details, descriptorText, findings);
@@ -245,6 +251,53 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
   let virtualSize: bigint | undefined = capacity > 0n ? capacity * 512n : undefined;
   if (wraps) virtualSize = extentsSize(details.extents);
   return { subformat: details.createType, virtualSize, details, findings };
+}
+
+/**
+ * A streamOptimized extent keeps its grain directory right before the footer marker. A stream only
+ * learns the directory's offset from the footer, after the directory went by; inside an OVA the
+ * member's end is known early, so the directory is declared for scanning here, where the writers
+ * put it (size from the first header). The real check (vmdkTableFindings) scans the same range with
+ * the same rule and so finds this scan; a directory elsewhere is scanned there, or reported there.
+ */
+async function prefetchStreamGd(src: ByteSource, first: DataView, footerAt: number, ctx: InspectContext): Promise<void> {
+  const capacity = first.getBigUint64(12, true);
+  const grain = first.getBigUint64(20, true);
+  const gtes = first.getUint32(44, true);
+  if (grain === 0n || (grain & (grain - 1n)) !== 0n || grain > MAX_GRAIN_SECTORS || gtes === 0 || gtes > MAX_GTES_PER_GT) return;
+  const gdEntries = (capacity + BigInt(gtes) * grain - 1n) / (BigInt(gtes) * grain);
+  if (gdEntries === 0n || gdEntries > BigInt(ctx.limits.maxTableEntries)) return;
+  const gdBytes = Number(gdEntries) * 4;
+  const gdAt = footerAt - Math.ceil(gdBytes / SECTOR) * SECTOR;
+  if (gdAt < SECTOR) return;
+  try {
+    await scanTable(src, gdAt, gdBytes, vmdkGdRule(gtes, gdAt));
+  } catch (e) {
+    // a hint only: whether the directory could be checked is vmdkTableFindings' to say
+    if (!(e instanceof FormatError)) throw e;
+  }
+}
+
+/**
+ * Grain directory and grain tables inside the file (block-map-rules.ts, shared with the reader).
+ * A streamOptimized image writes each grain table after its grains and the directory at the end:
+ * there the directory is scanned (from the tail a stream keeps) and its grain tables, which point
+ * only backwards, are not.
+ */
+async function vmdkTableFindings(src: ByteSource, ctx: InspectContext, gdAt: number, gdEntries: number, gtes: number, streamOptimized: boolean) {
+  const scans: TableToScan[] = [{ offset: gdAt, length: gdEntries * 4, rule: vmdkGdRule(gtes, gdAt) }];
+  if (!streamOptimized) {
+    const gd = view(await readExact(src, gdAt, gdEntries * 4, 'VMDK grain directory'));
+    const tables = new Set<number>();
+    for (let i = 0; i < gdEntries; i++) {
+      const sector = gd.getUint32(i * 4, true);
+      if (sector > 0) tables.add(sector * SECTOR);
+      // one past the budget is enough for checkTables to refuse; the list stays bounded
+      if (tables.size * gtes * 4 > ctx.limits.maxTableScanBytes) break;
+    }
+    for (const gt of tables) scans.push({ offset: gt, length: gtes * 4, rule: vmdkGtRule(gt) });
+  }
+  return checkTables(src, scans, ctx.limits.maxTableScanBytes, 'VMDK');
 }
 
 async function inspectTextDescriptor(src: ByteSource, ctx: InspectContext) {

@@ -17,8 +17,11 @@
  * (the verdict refuses them upstream as well); the L1 table covers the disk; every L2 table and
  * data cluster is cluster aligned, after the header cluster, outside the L1 table and inside the
  * file; a compressed cluster starts inside the file and decodes to exactly one cluster; a
- * subcluster is never both allocated and zero. Limits: src/disk/limits.ts.
+ * subcluster is never both allocated and zero. The L1 and L2 entry rules are the ones inspection
+ * applies (src/formats/block-map-rules.ts), so a `safe` image is one this reader can read. Limits:
+ * src/disk/limits.ts.
  */
+import { entryError, qcow2L1Rule, qcow2L2Rule, type Qcow2Geometry, type TableRule } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { qcow2Format, type Qcow2Details } from '../../formats/qcow2.js';
 import { DEFAULT_LIMITS } from '../../formats/limits.js';
@@ -88,7 +91,9 @@ class Qcow2Map {
   private readonly clusterBits: number;
   private readonly subclusterBits: number;
   private l1: bigint[] = [];
-  private l1Bytes = 0;
+  private l1View: DataView = view(new Uint8Array(0));
+  private g?: Qcow2Geometry;
+  private l1Rule?: TableRule;
   private readonly l2Cache = new LruCache<number, DataView>(DISK_LIMITS.tableCacheBytes, (v) => v.byteLength);
   private readonly csizeShift: bigint;
   private readonly csizeMask: bigint;
@@ -115,9 +120,17 @@ class Qcow2Map {
     if (l1Size < needed) throw new DiskError(`qcow2 L1 table has ${l1Size} entries but the ${this.virtualSize}-byte disk needs ${needed}`);
     if (needed > DISK_LIMITS.maxTableEntries) throw new DiskError(`qcow2 L1 table of ${needed} entries is over the limit of ${DISK_LIMITS.maxTableEntries}`);
     if (needed > 0) this.checkAligned(this.l1Offset, 'L1 table');
-    this.l1Bytes = l1Size * 8;
+    this.g = { clusterSize: this.clusterSize, extendedL2: this.d.extendedL2, l1Offset: this.l1Offset, l1Bytes: l1Size * 8 };
+    this.l1Rule = qcow2L1Rule(this.g);
     const b = view(await readStructure(this.file, this.l1Offset, needed * 8, 'qcow2 L1 table'));
+    this.l1View = b;
     this.l1 = Array.from({ length: needed }, (_, i) => b.getBigUint64(i * 8));
+  }
+
+  /** the entry it follows must be valid and inside the file: the rules inspection applies (block-map-rules.ts) */
+  private follow(rule: TableRule, t: DataView, index: number, subject: string): void {
+    const err = entryError(rule.check(t, index * rule.entryBytes, index), rule, this.file.size);
+    if (err !== undefined) throw new DiskError(`qcow2 ${subject} (${rule.table}, entry ${index}): ${err}`);
   }
 
   private checkAligned(offset: number, what: string): void {
@@ -125,20 +138,8 @@ class Qcow2Map {
     if (offset < this.clusterSize) throw new DiskError(`qcow2 ${what} at offset ${offset} points into the header cluster`);
   }
 
-  /** a host cluster must not be the L1 table, and must start inside the file */
-  private checkHostCluster(offset: number, what: string): void {
-    this.checkAligned(offset, what);
-    if (offset < this.l1Offset + this.l1Bytes && offset + this.clusterSize > this.l1Offset) {
-      throw new DiskError(`qcow2 ${what} at offset ${offset} overlaps the L1 table`);
-    }
-    if (offset >= this.file.size) throw new DiskError(`qcow2 ${what} at offset ${offset} lies past the end of the ${this.file.size}-byte file`);
-  }
-
   private async l2(offset: number): Promise<DataView> {
-    return this.l2Cache.get(offset, async () => {
-      this.checkHostCluster(offset, 'L2 table');
-      return view(await readStructure(this.file, offset, this.clusterSize, 'qcow2 L2 table'));
-    });
+    return this.l2Cache.get(offset, async () => view(await readStructure(this.file, offset, this.clusterSize, 'qcow2 L2 table')));
   }
 
   async lookup(block: number): Promise<BlockMapping> {
@@ -151,14 +152,15 @@ class Qcow2Map {
     const l2Offset = fieldNumber(l1Entry & OFFSET_MASK, 'qcow2 L1 entry');
     const blocksPerCluster = this.clusterSize / this.blockSize;
     if (l2Offset === 0) return { kind: 'hole', blocks: (this.l2Entries - l2Index) * blocksPerCluster - sub };
+    this.follow(this.l1Rule!, this.l1View, l1Index, `L2 table of cluster ${cluster}`);
     const t = await this.l2(l2Offset);
+    this.follow(qcow2L2Rule(this.g!, l2Offset), t, l2Index, `data cluster ${cluster}`);
     const entry = t.getBigUint64(l2Index * this.entryBytes);
     if (entry & FLAG_COMPRESSED) return this.compressed(entry, cluster, sub);
     const host = fieldNumber(entry & OFFSET_MASK, 'qcow2 L2 entry');
     if (!this.d.extendedL2) {
       if (entry & FLAG_ZERO) return { kind: 'zero' };
       if (host === 0) return { kind: 'hole' };
-      this.checkL2Data(host, l2Offset, cluster);
       return { kind: 'data', fileOffset: host };
     }
     const bitmap = t.getBigUint64(l2Index * this.entryBytes + 8);
@@ -168,21 +170,13 @@ class Qcow2Map {
     if (zero) return { kind: 'zero' };
     if (!allocated) return { kind: 'hole' };
     if (host === 0) throw new DiskError(`qcow2 subcluster ${sub} of cluster ${cluster} is allocated but its cluster has no host offset`);
-    this.checkL2Data(host, l2Offset, cluster);
     return { kind: 'data', fileOffset: host + (sub << this.subclusterBits) };
-  }
-
-  private checkL2Data(host: number, l2Offset: number, cluster: number): void {
-    this.checkHostCluster(host, `data cluster ${cluster}`);
-    if (host === l2Offset) throw new DiskError(`qcow2 data cluster ${cluster} points at its own L2 table (${l2Offset})`);
   }
 
   private compressed(entry: bigint, cluster: number, sub: number): BlockMapping {
     const coffset = fieldNumber(entry & ((1n << this.csizeShift) - 1n), 'qcow2 compressed cluster offset');
     const sectors = Number((entry >> this.csizeShift) & this.csizeMask) + 1;
     const csize = sectors * SECTOR - (coffset % SECTOR);
-    if (coffset < this.clusterSize) throw new DiskError(`qcow2 compressed cluster ${cluster} at offset ${coffset} points into the header cluster`);
-    if (coffset >= this.file.size) throw new DiskError(`qcow2 compressed cluster ${cluster} at offset ${coffset} lies past the end of the ${this.file.size}-byte file`);
     const what = `qcow2 compressed cluster ${cluster} (at ${coffset})`;
     return {
       kind: 'decoded',

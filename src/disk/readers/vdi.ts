@@ -12,6 +12,7 @@
  * Invariants (DiskError): no parent/link (differencing), no per-block extra data (qemu refuses it
  * too), a mapped index below blocksInImage whose block starts inside the file.
  */
+import { entryError, vdiMapRule, VDI_BLOCK_DISCARDED, VDI_BLOCK_FREE } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vdiFormat, type VdiDetails } from '../../formats/vdi.js';
@@ -19,9 +20,6 @@ import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
 import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
 import { DISK_LIMITS } from '../limits.js';
-
-const BLOCK_FREE = 0xffffffff;
-const BLOCK_DISCARDED = 0xfffffffe;
 
 export async function openVdi(file: DiskFile): Promise<DiskReader> {
   return owning(file, () => open(file));
@@ -42,6 +40,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
   if (blocks > DISK_LIMITS.maxTableEntries) throw new DiskError(`VDI block map of ${blocks} entries is over the limit of ${DISK_LIMITS.maxTableEntries}`);
   const bmap = view(await readStructure(file, d.blockMapOffset, blocks * 4, 'VDI block map'));
   if (d.dataOffset < d.blockMapOffset + blocks * 4) throw new DiskError(`VDI data area at ${d.dataOffset} overlaps the block map`);
+  const rule = vdiMapRule({ dataOffset: d.dataOffset, blockSize, blocks });
   const map = {
     format: 'vdi' as const,
     virtualSize,
@@ -49,12 +48,12 @@ async function open(file: DiskFile): Promise<DiskReader> {
     async lookup(block: number): Promise<BlockMapping> {
       if (block >= blocks) throw new DiskError(`VDI block ${block} is outside the block map`);
       const e = bmap.getUint32(block * 4, true);
-      if (e === BLOCK_FREE) return { kind: 'hole' };
-      if (e === BLOCK_DISCARDED) return { kind: 'zero' };
-      if (e >= blocks) throw new DiskError(`VDI block ${block} maps to data block ${e}, past the ${blocks} blocks of the image`);
-      const at = d.dataOffset + e * blockSize;
-      if (at >= file.size) throw new DiskError(`VDI block ${block} (data block ${e}) lies past the end of the ${file.size}-byte file`);
-      return { kind: 'data', fileOffset: at };
+      if (e === VDI_BLOCK_FREE) return { kind: 'hole' };
+      if (e === VDI_BLOCK_DISCARDED) return { kind: 'zero' };
+      // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
+      const err = entryError(rule.check(bmap, block * 4, block), rule, file.size);
+      if (err !== undefined) throw new DiskError(`VDI block ${block}: ${err}`);
+      return { kind: 'data', fileOffset: d.dataOffset + e * blockSize };
     },
     async close() {
       await file.close?.();

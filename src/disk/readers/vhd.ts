@@ -15,6 +15,7 @@
  * differencing disk; a fixed disk holds its virtual size before the footer; a block starts after
  * the dynamic header and inside the file. Limits: src/disk/limits.ts.
  */
+import { entryError, vhdBatRule, vhdBitmapBytes, VHD_BAT_UNUSED } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vhdFormat, type VhdDetails } from '../../formats/vhd.js';
@@ -26,7 +27,6 @@ import { openRawWindow } from './raw.js';
 
 const SECTOR = 512;
 const FOOTER_BYTES = 512;
-const BAT_UNUSED = 0xffffffff;
 
 export async function openVhd(file: DiskFile): Promise<DiskReader> {
   return owning(file, () => open(file));
@@ -52,8 +52,8 @@ async function open(file: DiskFile): Promise<DiskReader> {
   if (needed > DISK_LIMITS.maxTableEntries) throw new DiskError(`VHD BAT of ${needed} entries is over the limit of ${DISK_LIMITS.maxTableEntries}`);
   const batAt = fieldNumber(d.tableOffset ?? 0n, 'VHD BAT offset');
   const bat = view(await readStructure(file, batAt, needed * 4, 'VHD block allocation table'));
-  const bitmapBytes = Math.ceil(blockSize / SECTOR / 8 / SECTOR) * SECTOR;
-  const firstData = SECTOR; // the footer copy at 0
+  const bitmapBytes = vhdBitmapBytes(blockSize);
+  const rule = vhdBatRule({ batOffset: batAt, batBytes: needed * 4, blockSize });
   const map = {
     format: 'vhd' as const,
     virtualSize,
@@ -61,12 +61,11 @@ async function open(file: DiskFile): Promise<DiskReader> {
     async lookup(block: number): Promise<BlockMapping> {
       if (block >= needed) throw new DiskError(`VHD block ${block} is outside the BAT`);
       const e = bat.getUint32(block * 4);
-      if (e === BAT_UNUSED) return { kind: 'hole' };
-      const at = e * SECTOR;
-      if (at < firstData) throw new DiskError(`VHD block ${block} at sector ${e} points into the footer copy`);
-      if (at < batAt + needed * 4 && at + bitmapBytes + blockSize > batAt) throw new DiskError(`VHD block ${block} at sector ${e} overlaps the BAT`);
-      if (at + bitmapBytes >= file.size) throw new DiskError(`VHD block ${block} at sector ${e} lies past the end of the ${file.size}-byte file`);
-      return { kind: 'data', fileOffset: at + bitmapBytes };
+      if (e === VHD_BAT_UNUSED) return { kind: 'hole' };
+      // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
+      const err = entryError(rule.check(bat, block * 4, block), rule, file.size);
+      if (err !== undefined) throw new DiskError(`VHD block ${block}: ${err}`);
+      return { kind: 'data', fileOffset: e * SECTOR + bitmapBytes };
     },
     async close() {
       await file.close?.();

@@ -16,6 +16,7 @@
  * cleanly, and reading it without replay would return stale data); payload blocks after the first
  * MiB and inside the file. Limits: src/disk/limits.ts.
  */
+import { entryError, vhdxBatRule, vhdxWholeBlock } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vhdxFormat, type VhdxDetails } from '../../formats/vhdx.js';
@@ -64,6 +65,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
   if (region.length < entries * 8) throw new DiskError(`VHDX BAT region of ${region.length} bytes cannot hold ${entries} entries`);
   const batAt = fieldNumber(region.offset, 'VHDX BAT offset');
   const bat = view(await readStructure(file, batAt, entries * 8, 'VHDX BAT'));
+  const rule = vhdxBatRule(batAt, region.length);
   const map = {
     format: 'vhdx' as const,
     virtualSize,
@@ -82,11 +84,10 @@ async function open(file: DiskFile): Promise<DiskReader> {
           return { kind: 'zero' };
         case FULLY_PRESENT:
         case PARTIALLY_PRESENT: {
-          const at = fieldNumber((e >> OFFSET_SHIFT) * BigInt(MiB), 'VHDX payload block offset');
-          if (at < MiB) throw new DiskError(`VHDX block ${block} points into the header area (offset ${at})`);
-          if (at < batAt + region.length && at + blockSize > batAt) throw new DiskError(`VHDX block ${block} at ${at} overlaps the BAT`);
-          if (at >= file.size) throw new DiskError(`VHDX block ${block} at ${at} lies past the end of the ${file.size}-byte file`);
-          return { kind: 'data', fileOffset: at };
+          // the rule inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
+          const err = entryError(vhdxWholeBlock(rule.check(bat, index * 8, index), blockSize), rule, file.size, blockSize);
+          if (err !== undefined) throw new DiskError(`VHDX block ${block}: ${err}`);
+          return { kind: 'data', fileOffset: fieldNumber((e >> OFFSET_SHIFT) * BigInt(MiB), 'VHDX payload block offset') };
         }
         default:
           throw new DiskError(`VHDX BAT entry of block ${block} has the invalid state ${state}`);

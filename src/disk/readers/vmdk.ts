@@ -20,6 +20,7 @@
  * plain names inside the allowed directory. Limits: src/disk/limits.ts.
  */
 import { basename, join } from 'node:path';
+import { entryError, vmdkGdRule, vmdkGtRule } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vmdkFormat, type VmdkDetails } from '../../formats/vmdk.js';
@@ -92,6 +93,7 @@ async function sparseMap(file: DiskFile, d: VmdkDetails) {
   if (gdEntries > 0 && gdAt < SECTOR) throw new DiskError(`VMDK grain directory at sector ${d.grainDirectoryOffset} points into the header`);
   const gdView = view(await readStructure(file, gdAt, gdEntries * 4, 'VMDK grain directory'));
   const gd = Array.from({ length: gdEntries }, (_, i) => gdView.getUint32(i * 4, true));
+  const gdRule = vmdkGdRule(gtes, gdAt);
   const gtCache = new LruCache<number, DataView>(DISK_LIMITS.tableCacheBytes, (v) => v.byteLength);
   const grainOffset = (sector: number, what: string): number => {
     const at = sector * SECTOR;
@@ -109,13 +111,18 @@ async function sparseMap(file: DiskFile, d: VmdkDetails) {
       const gtSector = gd[gdIndex];
       if (gtSector === undefined) throw new DiskError(`VMDK grain ${grain} is outside the grain directory`);
       if (gtSector === 0) return { kind: 'hole', blocks: gtes - gtIndex };
+      // the rules inspection applies (block-map-rules.ts): a `safe` image is one this reader can read
+      const gdErr = entryError(gdRule.check(gdView, gdIndex * 4, gdIndex), gdRule, file.size);
+      if (gdErr !== undefined) throw new DiskError(`VMDK grain table ${gdIndex}: ${gdErr}`);
       const gtAt = grainOffset(gtSector, `grain table ${gdIndex}`);
       const gt = await gtCache.get(gtAt, async () => view(await readStructure(file, gtAt, gtes * 4, `VMDK grain table ${gdIndex}`)));
       const gte = gt.getUint32(gtIndex * 4, true);
       if (gte === 0) return { kind: 'hole' };
       if (gte === GTE_ZEROED && zeroGrains) return { kind: 'zero' };
+      const gtRule = vmdkGtRule(gtAt);
+      const gtErr = entryError(gtRule.check(gt, gtIndex * 4, gtIndex), gtRule, file.size);
+      if (gtErr !== undefined) throw new DiskError(`VMDK grain ${grain}: ${gtErr}`);
       const at = grainOffset(gte, `grain ${grain}`);
-      if (at === gtAt) throw new DiskError(`VMDK grain ${grain} points at its own grain table`);
       if (!compressed) return { kind: 'data', fileOffset: at };
       const what = `VMDK compressed grain ${grain} (sector ${gte})`;
       const needed = Math.min(grainBytes, capacity - grain * grainBytes);
