@@ -94,11 +94,9 @@ async function upload(id: string, body: Uint8Array): Promise<{ status: number; j
 
 const COMPRESS: Record<string, string> = { gzip: 'gzip -c', xz: 'xz -c -T1', zstd: 'zstd -q -c', bzip2: 'bzip2 -c' };
 
-// todo (issue 18 item 3, open): measured VmHWM ~390–430 MiB (101 MiB at start). The decoders are
-// bounded now (src/inspect/peel.test.ts); what is left is ~20 MiB per concurrent upload in the
-// ingest pipeline itself (1 MiB chunks allocated per chunk by `rechunk`, 16 KiB gunzip outputs,
-// hashing worker threads), measured in-process: 10 ingests +223 MiB even with a forced GC every 20 ms.
-test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 250 MiB, each refused, no decoder left, server still serving', { todo: 'VmHWM ~400 MiB: per-upload pipeline buffers, see the note above' }, async (t) => {
+// The bound holds because the decoders respect backpressure (src/inspect/peel.test.ts) and hashing
+// runs on one process-wide pool of worker threads (a pair of threads per upload cost ~17 MiB each).
+test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 250 MiB, each refused, no decoder left, server still serving', async (t) => {
   const pid = server.proc.pid!;
   t.diagnostic(`at start: VmHWM ${(vm(pid, 'VmHWM') / MiB).toFixed(0)} MiB`);
   for (const [codec, cmd] of Object.entries(COMPRESS)) {

@@ -10,7 +10,6 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
-import pg from 'pg';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -22,12 +21,13 @@ export interface Database {
   close(): Promise<void>;
 }
 
-// int8 (bigint) and numeric come back as numbers: sizes and epoch milliseconds fit in 2^53.
-pg.types.setTypeParser(20, (v) => Number(v));
-pg.types.setTypeParser(1700, (v) => Number(v));
-
 export async function openDatabase(url: string): Promise<Database> {
   if (/^postgres(ql)?:\/\//.test(url)) {
+    // loaded only for PostgreSQL: the embedded default does not pay its ~10 MiB of memory
+    const { default: pg } = await import('pg');
+    // int8 (bigint) and numeric come back as numbers: sizes and epoch milliseconds fit in 2^53.
+    pg.types.setTypeParser(20, (v) => Number(v));
+    pg.types.setTypeParser(1700, (v) => Number(v));
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     // An idle pooled connection that dies (PostgreSQL restarted, the connection killed) emits
     // 'error' on the pool; without a listener that would crash the process. The pool drops the

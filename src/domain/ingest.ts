@@ -79,20 +79,30 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
     let stored = 0;
     try {
       // staging writes are pipelined (a few in flight) so reading, hashing and inspecting go on meanwhile
-      const writes: Promise<void>[] = [];
+      // the hasher and the inspector copy what they keep, so a chunk's buffer is free again once its
+      // staging write is done: regrouping reuses those few buffers instead of allocating 1 MiB per chunk
+      const spare = new ChunkBuffers(CHUNK_BYTES);
+      const writes: Promise<Uint8Array>[] = [];
       let writeError: unknown;
-      for await (const chunk of rechunk(peeled.output, CHUNK_BYTES)) {
+      for await (const chunk of rechunk(peeled.output, CHUNK_BYTES, spare)) {
         stored += chunk.length;
         if (stored > opts.maxImageBytes) throw sizeLimit(stored, opts.maxImageBytes, false);
         if (writeError !== undefined) throw writeError;
         writes.push(
-          session.write(chunk).catch((e: unknown) => {
-            writeError ??= e;
-          }),
+          session.write(chunk).then(
+            () => chunk,
+            (e: unknown) => {
+              writeError ??= e;
+              return chunk;
+            },
+          ),
         );
         await hasher.update(chunk);
         await inspector.write(chunk);
-        if (writes.length >= MAX_WRITES_IN_FLIGHT) await writes.shift();
+        if (writes.length >= MAX_WRITES_IN_FLIGHT) {
+          const done = await writes.shift()!;
+          spare.release(done);
+        }
       }
       await Promise.all(writes);
       if (writeError !== undefined) throw writeError;
@@ -125,9 +135,29 @@ const CHUNK_BYTES = 1024 * 1024;
 /** Staging writes in flight at once (bounded memory: this many chunks). */
 const MAX_WRITES_IN_FLIGHT = 2;
 
-/** Regroups a byte stream into chunks of `size` bytes (the last one shorter). */
-export async function* rechunk(input: AsyncIterable<Uint8Array>, size: number): AsyncIterable<Uint8Array> {
-  let buf = Buffer.allocUnsafe(size);
+/** The buffers `rechunk` fills: the ones the consumer released are filled again. */
+export class ChunkBuffers {
+  private readonly own = new WeakSet<Uint8Array>();
+  private readonly free: Buffer[] = [];
+  constructor(readonly size: number) {}
+  take(): Buffer {
+    const b = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    this.own.add(b);
+    return b;
+  }
+  /** The consumer is done with `chunk`; only whole buffers made here are reused (not passed-through input). */
+  release(chunk: Uint8Array): void {
+    if (this.own.has(chunk) && chunk.byteLength === this.size) this.free.push(chunk as Buffer);
+  }
+}
+
+/**
+ * Regroups a byte stream into chunks of `size` bytes (the last one shorter). Chunks the consumer
+ * hands back to `buffers` are reused; any other is left to the garbage collector.
+ */
+export async function* rechunk(input: AsyncIterable<Uint8Array>, size: number, buffers = new ChunkBuffers(size)): AsyncIterable<Uint8Array> {
+  const fresh = () => buffers.take();
+  let buf = fresh();
   let used = 0;
   for await (const chunk of input) {
     let off = 0;
@@ -143,7 +173,7 @@ export async function* rechunk(input: AsyncIterable<Uint8Array>, size: number): 
       off += n;
       if (used === size) {
         yield buf;
-        buf = Buffer.allocUnsafe(size);
+        buf = fresh();
         used = 0;
       }
     }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { ParallelHasher } from './parallel-hasher.js';
 
@@ -32,4 +33,34 @@ test('in-flight bytes are bounded: memory stays flat over 256 MiB', async () => 
   }
   assert.equal((await h.digest()).sha256, ref.digest('hex'));
   assert.ok(peak - before < 96 * 1024 * 1024, `rss grew ${(peak - before) >> 20} MiB`);
+});
+
+test('concurrent hashers share one pool of worker threads and keep their streams apart', async () => {
+  const threads = () => readdirSync('/proc/self/task').length;
+  // warm the pool so the count below measures what 12 more hashers add
+  await new ParallelHasher([['sha256'], ['sha512']]).digest();
+  const before = threads();
+  const streams = Array.from({ length: 12 }, (_, i) => randomBytes(512 * 1024 + i * 4099));
+  const hashers = streams.map(() => new ParallelHasher([['sha256'], ['sha512']]));
+  const during = threads();
+  await Promise.all(
+    streams.map(async (data, i) => {
+      for (let off = 0; off < data.length; off += 65_536) await hashers[i]!.update(data.subarray(off, off + 65_536));
+    }),
+  );
+  const digests = await Promise.all(hashers.map((h) => h.digest()));
+  digests.forEach((d, i) => {
+    assert.equal(d.sha256, createHash('sha256').update(streams[i]!).digest('hex'), `stream ${i} sha256`);
+    assert.equal(d.sha512, createHash('sha512').update(streams[i]!).digest('hex'), `stream ${i} sha512`);
+  });
+  assert.equal(during - before, 0, `12 hashers started ${during - before} threads of their own`);
+});
+
+test('a closed hasher gives its lanes back and refuses more bytes', async () => {
+  const h = new ParallelHasher([['sha256']]);
+  await h.update(randomBytes(1000));
+  await h.close();
+  await assert.rejects(h.update(randomBytes(10)), /after digest\/close/);
+  const again = new ParallelHasher([['sha256']]);
+  assert.equal((await again.digest()).sha256, createHash('sha256').digest('hex'));
 });
