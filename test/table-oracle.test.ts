@@ -130,7 +130,7 @@ function qemuBroken(kind: Kind, file: string): boolean {
     // 0 clean, 3 leaked clusters only (not corruption); 1 and 2: cannot check / corrupt
     return r.status !== 0 && r.status !== 3;
   }
-  const r = spawnSync('qemu-img', ['convert', '-f', kind.qemu, '-O', 'raw', file, fixturePath('oracle-out.raw')], { encoding: 'utf8' });
+  const r = spawnSync('qemu-img', ['convert', '-f', kind.qemu, '-O', 'raw', file, fixturePath('table-oracle-out.raw')], { encoding: 'utf8' });
   return r.status !== 0;
 }
 
@@ -142,7 +142,7 @@ async function streamed(b: Uint8Array, chunk: number) {
 
 /** Every case: qemu's verdict and ours, random access and streamed. */
 async function compare(kind: Kind, label: string, bytes: Buffer): Promise<{ broken: boolean; problems: string[] }> {
-  const file = fixturePath(`oracle-case.${kind.qemu}`);
+  const file = fixturePath(`table-oracle-case.${kind.qemu}`);
   writeFileSync(file, bytes);
   const broken = qemuBroken(kind, file);
   const random = await inspectSource(new BufferSource(bytes));
@@ -155,9 +155,9 @@ async function compare(kind: Kind, label: string, bytes: Buffer): Promise<{ brok
 
 for (const kind of KINDS) {
   test(`${kind.name}: truncated or with table entries past the end, refused whenever qemu-img finds it broken`, async (t) => {
-    const raw = await patternedRaw('oracle-src-6m.raw', 6 << 20);
-    const image = await cached(`oracle-${kind.name.replace(/ /g, '-')}.img`, async (tmp) => {
-      const made = await qemuConvert(`oracle-made-${kind.name.replace(/ /g, '-')}`, raw, kind.qemu, kind.options);
+    const raw = await patternedRaw('table-oracle-src-6m.raw', 6 << 20);
+    const image = await cached(`table-oracle-${kind.name.replace(/ /g, '-')}.img`, async (tmp) => {
+      const made = await qemuConvert(`table-oracle-made-${kind.name.replace(/ /g, '-')}`, raw, kind.qemu, kind.options);
       writeFileSync(tmp, readFileSync(made));
     });
     const whole = readFileSync(image);
@@ -209,8 +209,8 @@ for (const kind of KINDS) {
  */
 async function vmwareLayoutOva(name: string, damage?: (disk: Buffer, gdAt: number) => void): Promise<Buffer> {
   // incompressible data, so that the disk runs well past the 1 MiB a stream keeps of its head
-  const raw = await cached('oracle-noise-3m.raw', async (tmp) => writeFileSync(tmp, randomBytes(3 << 20)));
-  const q = readFileSync(await qemuConvert('oracle-noise-stream.vmdk', raw, 'vmdk', ['subformat=streamOptimized']));
+  const raw = await cached('table-oracle-noise-3m.raw', async (tmp) => writeFileSync(tmp, randomBytes(3 << 20)));
+  const q = readFileSync(await qemuConvert('table-oracle-noise-stream.vmdk', raw, 'vmdk', ['subformat=streamOptimized']));
   const gdSector = Number(q.readBigUInt64LE(56));
   const capacity = q.readBigUInt64LE(12);
   const coverage = BigInt(q.readUInt32LE(44)) * q.readBigUInt64LE(20);
@@ -249,7 +249,7 @@ async function vmwareLayoutOva(name: string, damage?: (disk: Buffer, gdAt: numbe
 }
 
 test('VMware-layout streamOptimized in an OVA: its grain directory is checked when streamed, clean stays clean', async () => {
-  const clean = await vmwareLayoutOva('oracle-vmware');
+  const clean = await vmwareLayoutOva('table-oracle-vmware');
   assert.ok(clean.length > 2 << 20, 'the directory lies past the stream head');
   const random = await inspectSource(new BufferSource(clean));
   assert.equal(random.verdict, 'safe', JSON.stringify(random.findings));
@@ -257,7 +257,7 @@ test('VMware-layout streamOptimized in an OVA: its grain directory is checked wh
     const s = await streamed(clean, chunk);
     assert.equal(s.verdict, 'safe', `chunk ${chunk}: ${JSON.stringify(s.findings)}`);
   }
-  const damaged = await vmwareLayoutOva('oracle-vmware-bad', (disk, gdAt) => disk.writeUInt32LE(Math.ceil(disk.length / 512) + 100, gdAt));
+  const damaged = await vmwareLayoutOva('table-oracle-vmware-bad', (disk, gdAt) => disk.writeUInt32LE(Math.ceil(disk.length / 512) + 100, gdAt));
   // qemu reads a grain table past the end of the file as zeros (its check passes); Imago refuses
   // it, as the issue asks: every table points inside the file, or no reader of ours can read it
   for (const r of [await inspectSource(new BufferSource(damaged)), await streamed(damaged, 65536)]) {
@@ -268,7 +268,7 @@ test('VMware-layout streamOptimized in an OVA: its grain directory is checked wh
 
 test('table limits: more table bytes than maxTableScanBytes, or more scans than a stream may hold, is OVER_LIMIT', async () => {
   // 64 KiB written every 512 MiB of an 8 GiB disk: 16 L2 tables of 64 KiB in a 2 MiB file
-  const image = await cached('oracle-16-l2.qcow2', async (tmp) => {
+  const image = await cached('table-oracle-16-l2.qcow2', async (tmp) => {
     spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '8G']);
     const writes = Array.from({ length: 16 }, (_, i) => ['-c', `write -P ${i + 1} ${i * 512}M 64k`]).flat();
     const r = spawnSync('qemu-io', ['-f', 'qcow2', ...writes, tmp], { encoding: 'utf8' });
@@ -292,7 +292,7 @@ test('table limits: more table bytes than maxTableScanBytes, or more scans than 
 });
 
 test('a resized qcow2 (L1 table moved past its L2 tables) is checked when streamed: clean is safe, a bad L2 entry is refused', async () => {
-  const image = await cached('oracle-resized.qcow2', async (tmp) => {
+  const image = await cached('table-oracle-resized.qcow2', async (tmp) => {
     spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '2G']);
     const r = spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 4M', '-c', 'write -P 2 1G 4M', tmp], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
@@ -309,7 +309,7 @@ test('a resized qcow2 (L1 table moved past its L2 tables) is checked when stream
   }
   const bad = Buffer.from(bytes);
   bad.writeBigUInt64BE(0x8000000000000000n | (100n << 20n), l2);
-  const file = fixturePath('oracle-resized-bad.qcow2');
+  const file = fixturePath('table-oracle-resized-bad.qcow2');
   writeFileSync(file, bad);
   assert.equal(qemuBroken(KINDS[0]!, file), true);
   for (const r of [await inspectSource(new BufferSource(bad)), await streamed(bad, 65536)]) {
