@@ -95,7 +95,8 @@ class ChildDecoder extends Duplex {
   private exited = false;
 
   constructor(private readonly wrapper: Exclude<WrapperName, 'gzip'>) {
-    super({ readableHighWaterMark: 1024 * 1024 });
+    // 128 KiB (two pipe reads) lets the tool run ahead while we consume; more only held memory per upload
+    super({ readableHighWaterMark: 128 * 1024 });
     const tool = TOOLS[wrapper];
     this.child = spawn(tool.command, tool.args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const { stdin, stdout, stderr } = this.child as ChildProcess & { stdin: NodeJS.WritableStream; stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };

@@ -129,10 +129,10 @@ export class ParallelHasher {
 
   constructor(
     groups: HashAlgorithm[][],
-    // 4 slots of 256 KiB keep both workers busy (a slot is hashed while the next is filled) for
-    // 1 MiB per lane: ten concurrent uploads hold 20 MiB of rings
+    // 4 slots of 128 KiB keep both workers busy (a slot is hashed while the next is filled; 256 KiB
+    // slots hash no faster) for 512 KiB per lane: ten concurrent uploads hold 10 MiB of rings
     private readonly slots = 4,
-    private readonly slotBytes = 256 * 1024,
+    private readonly slotBytes = 128 * 1024,
   ) {
     const used = groups.filter((g) => g.length > 0);
     const workers = sharedPool().take(used.length);
