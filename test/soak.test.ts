@@ -21,6 +21,7 @@ import { patternBytes } from './support/disk-oracle.js';
 import { cached, sh } from './support/qemu.js';
 import { adminFetch as fetch } from './support/server.js';
 import { BIN, spawnServer, type SpawnedServer } from './support/spawned-server.js';
+import { seededRandom } from './support/prng.js';
 
 const exec = promisify(execFile);
 const SECONDS = Number(process.env.IMAGO_SOAK_SECONDS ?? 25);
@@ -33,18 +34,7 @@ const MiB = 1024 * 1024;
 const work = mkdtempSync(join(tmpdir(), 'imago-soak-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-/** mulberry32: small, seeded, good enough to pick cases */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = rng(SEED);
+const random = seededRandom(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)]!;
 const int = (n: number) => Math.floor(random() * n);
 

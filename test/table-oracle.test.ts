@@ -17,6 +17,7 @@ import { inspectSource } from '../src/formats/inspect-source.js';
 import { BufferSource } from '../src/formats/byte-source.js';
 import { StreamInspector } from '../src/formats/stream-inspector.js';
 import { cached, fixturePath, patternedRaw, qemuConvert } from './support/qemu.js';
+import { seededRandom } from './support/prng.js';
 
 interface Kind {
   name: string;
@@ -110,18 +111,6 @@ const KINDS: Kind[] = [
   },
 ];
 
-/** A small seeded generator: the same corpus on every run. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
 
 /** qemu-img's verdict: true when it finds the image corrupt or cannot read it. */
 function qemuBroken(kind: Kind, file: string): boolean {
@@ -166,7 +155,7 @@ for (const kind of KINDS) {
     assert.equal(clean.verdict, 'safe', `${kind.name} clean: ${JSON.stringify(clean.findings)}`);
     assert.equal((await streamed(whole, 65536)).verdict, 'safe');
     assert.equal(qemuBroken(kind, image), false, 'qemu-img finds the clean image fine');
-    const random = prng(18);
+    const random = seededRandom(18);
     const cases: [string, Buffer][] = [];
     // truncations: fixed points from just after the header to just before the end, and random ones
     const cuts = [0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 0.97].map((f) => Math.floor(whole.length * f));

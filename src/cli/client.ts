@@ -212,24 +212,38 @@ export class ImagoClient {
     if (!opts.wait) return this.startImport(id, url);
     const ac = new AbortController();
     try {
-      const events = await this.events(id, ac.signal);
+      let events = await this.events(id, ac.signal);
       let img = await this.startImport(id, url);
       opts.onChange?.(img);
-      if (!IMPORTING.has(img.state)) return img;
-      for await (const ev of events) {
-        if (ev.type === 'deleted') throw new ApiError(404, 'IMAGE_NOT_FOUND', `image ${id} was deleted while it was importing`);
-        img = ev.image;
+      // An event stream can end while the import goes on (a proxy's or the server's time limit, a
+      // dropped connection): follow it again, and give up only when reconnecting shows nothing new.
+      for (let quietReconnects = 0; IMPORTING.has(img.state); ) {
+        let seen = false;
+        for await (const ev of events) {
+          if (ev.type === 'deleted') throw new ApiError(404, 'IMAGE_NOT_FOUND', `image ${id} was deleted while it was importing`);
+          seen = true;
+          img = ev.image;
+          opts.onChange?.(img);
+          if (!IMPORTING.has(img.state)) return img;
+        }
+        quietReconnects = seen ? 0 : quietReconnects + 1;
+        if (quietReconnects > MAX_QUIET_RECONNECTS) {
+          throw new ApiError(0, 'WAIT_INTERRUPTED', `the server closed the event stream while image ${id} was still ${img.state}; the import goes on there: follow it with "./bin/imago.js image get ${id} -w"`);
+        }
+        await new Promise((r) => setTimeout(r, 200 * quietReconnects));
+        events = await this.events(id, ac.signal);
+        img = await this.get(id);
         opts.onChange?.(img);
-        if (!IMPORTING.has(img.state)) return img;
       }
-      img = await this.get(id);
-      if (!IMPORTING.has(img.state)) return img;
-      throw new ApiError(0, 'WAIT_INTERRUPTED', `the server closed the event stream while image ${id} was still ${img.state}; the import goes on there: follow it with "./bin/imago.js image get ${id} -w"`);
+      return img;
     } finally {
       ac.abort();
     }
   }
 }
+
+/** Event-stream reconnects in a row that deliver nothing before an import wait gives up. */
+const MAX_QUIET_RECONNECTS = 3;
 
 export interface ImageEvent {
   type: string;

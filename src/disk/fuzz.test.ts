@@ -20,6 +20,7 @@ import { openVhd } from './readers/vhd.js';
 import { openVhdx } from './readers/vhdx.js';
 import { openVmdk } from './readers/vmdk.js';
 import { patternBytes } from '../../test/support/disk-oracle.js';
+import { seededRandom } from '../../test/support/prng.js';
 
 /** the suite runs 200 per image; a longer run: IMAGO_FUZZ_CASES=20000 IMAGO_FUZZ_SEED=7 (docs/FUZZING.md) */
 const CASES_PER_IMAGE = Number(process.env.IMAGO_FUZZ_CASES ?? 200);
@@ -65,17 +66,6 @@ const IMAGES: { name: string; fmt: string; opts: string[]; extra?: string[]; ope
   { name: 'qed', fmt: 'qed', opts: ['cluster_size=4096'], open: (f) => openQed(f) },
 ];
 
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
 
 /** Offsets of non-zero bytes outside the guest data: where headers and tables live. */
 function structureOffsets(img: Uint8Array): number[] {
@@ -167,7 +157,7 @@ for (const [index, spec] of IMAGES.entries()) {
     const base = new Uint8Array(readFileSync(file));
     assert.equal(await exercise(spec.open, base), 'ok', 'the unmutated image reads');
     const hot = structureOffsets(base);
-    const r = rng(SEED + index);
+    const r = seededRandom(SEED + index);
     const tally = { ok: 0, refused: 0 };
     for (let i = 0; i < CASES_PER_IMAGE; i++) {
       const img = mutate(base, hot, r);
