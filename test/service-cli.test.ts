@@ -169,6 +169,36 @@ test('image import waits with a progress bar until ready; --no-wait returns at o
   assert.deepEqual(await imagesNamed('imp-create-404'), []);
 });
 
+test('image import keeps waiting when a proxy cuts its event stream', async () => {
+  bodies.set('/disk.qcow2', readFileSync(await qemuConvert('cli-imp.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2')));
+  // a reverse proxy that ends every event stream after 300 ms, as a proxy's read timeout would
+  const proxy = http.createServer((req, res) => {
+    const target = new URL(s.url);
+    const up = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+      if (req.url?.startsWith('/api/v1/events')) setTimeout(() => res.destroy(), 300);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  try {
+    const created = JSON.parse((await imago('image', 'create', '--name', 'imp-proxy', '-o', 'json')).stdout) as { id: string };
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [BIN, 'image', 'import', created.id, `${filesUrl}/slow/disk.qcow2`, '-o', 'json', '--server', proxyUrl, '--data', s.dataDir], { encoding: 'utf8' }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { state: string }).state, 'ready', 'the wait outlived the cut streams');
+  } finally {
+    proxy.closeAllConnections();
+    await new Promise((r) => proxy.close(r));
+  }
+});
+
 test('image download --format converts on the server (checked with qemu-img info)', async () => {
   const file = await qemuConvert('cli-dl-src.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2');
   const c = await imago('image', 'create', '--name', 'dl-conv', '--file', file, '-o', 'json');

@@ -215,16 +215,21 @@ export class ImagoClient {
       let events = await this.events(id, ac.signal);
       let img = await this.startImport(id, url);
       opts.onChange?.(img);
-      // An event stream can end while the import goes on (a proxy's or the server's time limit, a
-      // dropped connection): follow it again, and give up only when reconnecting shows nothing new.
+      // An event stream can end or break while the import goes on (a proxy's or the server's time
+      // limit, a dropped connection): follow it again, and give up only when reconnecting shows nothing new.
       for (let quietReconnects = 0; IMPORTING.has(img.state); ) {
         let seen = false;
-        for await (const ev of events) {
-          if (ev.type === 'deleted') throw new ApiError(404, 'IMAGE_NOT_FOUND', `image ${id} was deleted while it was importing`);
-          seen = true;
-          img = ev.image;
-          opts.onChange?.(img);
-          if (!IMPORTING.has(img.state)) return img;
+        try {
+          for await (const ev of events) {
+            if (ev.type === 'deleted') throw new ApiError(404, 'IMAGE_NOT_FOUND', `image ${id} was deleted while it was importing`);
+            seen = true;
+            img = ev.image;
+            opts.onChange?.(img);
+            if (!IMPORTING.has(img.state)) return img;
+          }
+        } catch (e) {
+          if (e instanceof ApiError) throw e;
+          // the connection dropped mid-stream ("terminated: other side closed"): follow it again
         }
         quietReconnects = seen ? 0 : quietReconnects + 1;
         if (quietReconnects > MAX_QUIET_RECONNECTS) {
