@@ -120,3 +120,13 @@ describe('event streams end when their credentials do', { timeout: 60_000 }, () 
     assert.ok(sock.destroyed && !sock.errored, `the server closed the stream itself: ${String(sock.errored)}`);
   });
 });
+
+test('a stopping server ends its open event streams instead of waiting for them forever', { timeout: 30_000 }, async () => {
+  const s = await startTestServer();
+  const res = await fetch(`${s.url}/api/v1/events`, { headers: { authorization: `Bearer ${s.token}` } });
+  assert.equal(res.status, 200);
+  const text = res.text();
+  const stopped = await Promise.race([s.stop().then(() => 'stopped'), sleep(8000).then(() => 'still waiting after 8 s')]);
+  assert.equal(stopped, 'stopped');
+  assert.match(await text, /event: shutdown/);
+});

@@ -174,10 +174,15 @@ test('image import keeps waiting when a proxy cuts its event stream', async () =
   // a reverse proxy that ends every event stream after 300 ms, as a proxy's read timeout would
   const proxy = http.createServer((req, res) => {
     const target = new URL(s.url);
-    const up = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+    const up = http.request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers, agent: false }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
-      if (req.url?.startsWith('/api/v1/events')) setTimeout(() => res.destroy(), 300);
+      if (req.url?.startsWith('/api/v1/events')) {
+        setTimeout(() => {
+          res.destroy();
+          up.destroy();
+        }, 300);
+      }
     });
     up.on('error', () => res.destroy());
     req.pipe(up);

@@ -49,6 +49,8 @@ const arr = (description: string) => ({ type: 'array', items: { type: 'string' }
 export function buildApi(deps: ApiDeps): FastifyInstance {
   const bodyIdleTimeoutMs = deps.bodyIdleTimeoutMs ?? 60_000;
   const eventsRecheckMs = deps.eventsRecheckMs ?? 3_000;
+  // open event streams never end by themselves: a stopping server ends them, or close() waits forever
+  const openStreams = new Set<() => void>();
   const app = Fastify({
     logger: deps.logger ? { level: 'info' } : false,
     genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID()),
@@ -426,12 +428,25 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const unsubscribe = deps.events.subscribe((c) => void (delivering = delivering.then(() => send(c)).catch(() => undefined)));
       const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
       const recheckTimer = setInterval(() => void recheck(), eventsRecheckMs);
+      const closeForShutdown = () => {
+        if (ended) return;
+        ended = true;
+        cleanup();
+        res.end('event: shutdown\ndata: {"detail":"the server is stopping; reconnect"}\n\n');
+        res.socket?.end();
+      };
+      openStreams.add(closeForShutdown);
       res.on('close', () => {
         ended = true;
+        openStreams.delete(closeForShutdown);
         cleanup();
       });
     },
   );
+
+  app.addHook('preClose', async () => {
+    for (const close of [...openStreams]) close();
+  });
 
   registerAccessRoutes(app, deps.access);
   deps.extend?.(app);
