@@ -16,6 +16,7 @@
  * conversion that has no running job — no image stays locked forever. A job that was started
  * MAX_ATTEMPTS times gives up the same way a failed one does.
  */
+import { LOST_RACE, updateWithRetry } from './images/update-with-retry.js';
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
@@ -201,33 +202,36 @@ export class ConvertRunner {
     }
     const checksums: Image['checksums'] = { sha512: result.sha512 };
     if (result.md5) checksums.md5 = result.md5;
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const img = await this.images.repo.get(imageId);
-      if (!img || img.state !== 'locked' || img.lockReason !== 'convert') {
-        await this.endJob(jobId, 'failed', 'the image was no longer locked for this conversion');
-        return;
-      }
-      const patch: ImagePatch = {
-        state: transition(img.state, 'unlock'),
-        lockReason: null,
-        progress: null,
-        stateReason: null,
-        digest: result.digest,
-        storedSize: result.sizeBytes,
-        diskFormat: payload.target,
-        checksums,
-        inspection: inspectionSummary(report),
-        virtualSize: report.virtualSize === undefined ? (img.virtualSize ?? null) : Number(report.virtualSize),
-      };
-      const keep = { imageId, format: payload.sourceFormat === 'iso' ? 'raw' : payload.sourceFormat, optionsKey: '', digest: payload.source, sizeBytes: payload.sourceSize, createdAt: new Date() };
-      const done = await this.images.repo.finishConversion(imageId, patch, { fromStates: ['locked'], expectedVersion: img.version }, keep);
-      if (done) {
+    await updateWithRetry(
+      10,
+      async () => {
+        const img = await this.images.repo.get(imageId);
+        if (!img || img.state !== 'locked' || img.lockReason !== 'convert') {
+          await this.endJob(jobId, 'failed', 'the image was no longer locked for this conversion');
+          return;
+        }
+        const patch: ImagePatch = {
+          state: transition(img.state, 'unlock'),
+          lockReason: null,
+          progress: null,
+          stateReason: null,
+          digest: result.digest,
+          storedSize: result.sizeBytes,
+          diskFormat: payload.target,
+          checksums,
+          inspection: inspectionSummary(report),
+          virtualSize: report.virtualSize === undefined ? (img.virtualSize ?? null) : Number(report.virtualSize),
+        };
+        const keep = { imageId, format: payload.sourceFormat === 'iso' ? 'raw' : payload.sourceFormat, optionsKey: '', digest: payload.source, sizeBytes: payload.sourceSize, createdAt: new Date() };
+        const done = await this.images.repo.finishConversion(imageId, patch, { fromStates: ['locked'], expectedVersion: img.version }, keep);
+        if (!done) return LOST_RACE;
         this.images.events.publish('updated', done);
         await this.endJob(jobId, 'done', null);
-        return;
-      }
-    }
-    throw new Error('the image kept changing while the conversion was committed');
+      },
+      () => {
+        throw new Error('the image kept changing while the conversion was committed');
+      },
+    );
   }
 
   private async progress(jobId: string, imageId: string, pct: number): Promise<void> {
@@ -241,15 +245,17 @@ export class ConvertRunner {
     await this.endJob(jobId, 'failed', why);
     if (img.state !== 'locked' || img.lockReason !== 'convert') return;
     const reason = `conversion to ${target} failed (${why.slice(0, 500)}); the image is kept as uploaded (${img.inspection?.format ?? 'unknown format'})`;
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const now = await this.images.repo.get(img.id);
-      if (!now || now.state !== 'locked' || now.lockReason !== 'convert') return;
-      const freed = await this.images.repo.update(img.id, { state: transition(now.state, 'unlock'), lockReason: null, progress: null, stateReason: reason }, { fromStates: ['locked'], expectedVersion: now.version });
-      if (freed) {
+    await updateWithRetry(
+      10,
+      async () => {
+        const now = await this.images.repo.get(img.id);
+        if (!now || now.state !== 'locked' || now.lockReason !== 'convert') return;
+        const freed = await this.images.repo.update(img.id, { state: transition(now.state, 'unlock'), lockReason: null, progress: null, stateReason: reason }, { fromStates: ['locked'], expectedVersion: now.version });
+        if (!freed) return LOST_RACE;
         this.images.events.publish('updated', freed);
-        return;
-      }
-    }
+      },
+      () => undefined,
+    );
   }
 
   private async endJob(jobId: string, state: 'done' | 'failed', error: string | null): Promise<void> {

@@ -16,6 +16,7 @@ import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageReposit
 import type { CreateImageInput } from './image-input.js';
 import { withoutExternalDetails, withoutExternalNames } from './external-names.js';
 import { ingest, refusalReason } from './ingest.js';
+import { LOST_RACE, updateWithRetry } from './images/update-with-retry.js';
 import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
 import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type ConvertTarget } from './variants.js';
 
@@ -129,15 +130,19 @@ export class ImageService {
   }
 
   async update(id: string, patch: ImagePatch): Promise<Image> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const img = await this.get(id);
-      const updated = await this.repo.update(id, patch, { expectedVersion: img.version, fromStates: liveStates });
-      if (updated) {
+    return updateWithRetry(
+      5,
+      async () => {
+        const img = await this.get(id);
+        const updated = await this.repo.update(id, patch, { expectedVersion: img.version, fromStates: liveStates });
+        if (!updated) return LOST_RACE;
         this.events.publish('updated', updated);
         return updated;
-      }
-    }
-    throw conflict(`image ${id} is changing too fast to update; try again`);
+      },
+      () => {
+        throw conflict(`image ${id} is changing too fast to update; try again`);
+      },
+    );
   }
 
   disable(id: string): Promise<Image> {
@@ -249,15 +254,17 @@ export class ImageService {
 
   /** Marks an ingest that failed before or outside `upload` (e.g. a URL that could not be fetched). */
   async failIngest(id: string, reason: string): Promise<void> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const img = await this.repo.get(id);
-      if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
-      const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { expectedVersion: img.version });
-      if (updated) {
+    await updateWithRetry(
+      5,
+      async () => {
+        const img = await this.repo.get(id);
+        if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
+        const updated = await this.repo.update(id, { state: 'error', stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { expectedVersion: img.version });
+        if (!updated) return LOST_RACE;
         this.events.publish('updated', updated);
-        return;
-      }
-    }
+      },
+      () => undefined,
+    );
   }
 
   /** The image's bytes (or an inclusive range of them). */
@@ -480,34 +487,42 @@ export class ImageService {
   }
 
   private async finishIngest(id: string, ingestId: string, event: 'succeed' | 'fail', patch: ImagePatch): Promise<Image> {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const img = await this.repo.get(id);
-      if (!img || img.state === 'deleting') throw notFound(id);
-      if (img.ingestId !== ingestId || img.state !== 'importing') {
-        throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
-      }
-      const next = event === 'succeed' ? 'ready' : 'error';
-      const updated = await this.repo.update(id, { ...patch, state: next, ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
-      if (updated) {
+    return updateWithRetry(
+      10,
+      async () => {
+        const img = await this.repo.get(id);
+        if (!img || img.state === 'deleting') throw notFound(id);
+        if (img.ingestId !== ingestId || img.state !== 'importing') {
+          throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
+        }
+        const next = event === 'succeed' ? 'ready' : 'error';
+        const updated = await this.repo.update(id, { ...patch, state: next, ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
+        if (!updated) return LOST_RACE;
         this.events.publish('updated', updated);
         return updated;
-      }
-    }
-    throw conflict(`image ${id} could not be updated after the upload; try again`);
+      },
+      () => {
+        throw conflict(`image ${id} could not be updated after the upload; try again`);
+      },
+    );
   }
 
   private async move(id: string, event: ImageEvent, patch: ImagePatch): Promise<Image> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const img = await this.get(id);
-      if (!canTransition(img.state, event)) throw this.cannot(img, event);
-      const next = transition(img.state, event);
-      const updated = await this.repo.update(id, { ...patch, state: next }, { expectedVersion: img.version });
-      if (updated) {
+    return updateWithRetry(
+      5,
+      async () => {
+        const img = await this.get(id);
+        if (!canTransition(img.state, event)) throw this.cannot(img, event);
+        const next = transition(img.state, event);
+        const updated = await this.repo.update(id, { ...patch, state: next }, { expectedVersion: img.version });
+        if (!updated) return LOST_RACE;
         if (event !== 'delete') this.events.publish('updated', updated);
         return updated;
-      }
-    }
-    throw conflict(`image ${id} is changing too fast; try again`);
+      },
+      () => {
+        throw conflict(`image ${id} is changing too fast; try again`);
+      },
+    );
   }
 
   private cannot(img: Image, event: ImageEvent): DomainError {
