@@ -1,0 +1,23 @@
+// ESLint (flat config): typescript-eslint's recommended rules over src/, test/ and bench/.
+// Layer rules (which folder may import which) are checked by dependency-cruiser
+// (.dependency-cruiser.cjs); formatting is Prettier's (npm run lint runs all three).
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'native/', 'imago-data/', 'web/dist/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { ecmaVersion: 2022, sourceType: 'module' },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/consistent-type-imports': 'error',
+    },
+  },
+  {
+    // tests read JSON answers of many shapes; `any` there is the honest type of `await res.json()`
+    files: ['test/**/*.ts', '**/*.test.ts', 'bench/**/*.ts'],
+    rules: { '@typescript-eslint/no-explicit-any': 'off' },
+  },
+);
