@@ -96,7 +96,7 @@ const COMPRESS: Record<string, string> = { gzip: 'gzip -c', xz: 'xz -c -T1', zst
 
 // The bound holds because the decoders respect backpressure (src/inspect/peel.test.ts) and hashing
 // runs on one process-wide pool of worker threads (a pair of threads per upload cost ~17 MiB each).
-test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 300 MiB, each refused, no decoder left, server still serving', async (t) => {
+test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 250 MiB, each refused, no decoder left, server still serving', async (t) => {
   const pid = server.proc.pid!;
   t.diagnostic(`at start: VmHWM ${(vm(pid, 'VmHWM') / MiB).toFixed(0)} MiB`);
   for (const [codec, cmd] of Object.entries(COMPRESS)) {
@@ -120,10 +120,9 @@ test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 300 
   }
   const hwm = vm(pid, 'VmHWM');
   t.diagnostic(`peak RSS (VmHWM) ${(hwm / MiB).toFixed(0)} MiB; RSS now ${(vm(pid, 'VmRSS') / MiB).toFixed(0)} MiB`);
-  // Issue 18 asks for 250 MiB. Measured 217–228 MiB on an idle machine, but up to 261 MiB while
-  // another test file runs beside this one (CI): the margin is not there yet, so the suite checks
-  // 300 MiB (the old code reached 3.8 GB) and issue 18 stays open on this figure.
-  assert.ok(hwm < 300 * MiB, `VmHWM ${(hwm / MiB).toFixed(0)} MiB`);
+  // Issue 18's bound. Measured 190 MiB with the machine at load average 15 (the old code: 3.8 GB;
+  // 217–228 MiB before the ingest chunks shrank to 256 KiB and src/io/memory-relief.ts).
+  assert.ok(hwm < 250 * MiB, `VmHWM ${(hwm / MiB).toFixed(0)} MiB`);
   assert.equal(server.proc.exitCode, null, server.stderr());
   assert.ok((await fetch(`${server.url}/api/v1/healthz`)).ok);
   assert.deepEqual(readdirSync(join(dataDir, 'uploads')), [], 'no staging left behind');

@@ -1,6 +1,7 @@
 /** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
 import type { Command } from 'commander';
 import { setFlagsFromString } from 'node:v8';
+import { enableMemoryRelief } from '../io/memory-relief.js';
 import { loadConfig, type ConfigFlags } from '../config.js';
 // ../app.js (Fastify, the database drivers, jose, ...) is imported inside the actions that need it,
 // so local verbs (convert, compare, inspect) and remote ones start without loading the server.
@@ -38,6 +39,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--quiet', 'no request log')
     .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
       keepYoungGenerationSmall();
+      enableMemoryRelief();
       const config = loadConfig(flags);
       const { startApp } = await loadApp();
       const app = await startApp(config, { logger: !flags.quiet });
