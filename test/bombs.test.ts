@@ -6,60 +6,26 @@
  * first: `npx tsc -p tsconfig.build.json`).
  */
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { adminFetch as fetch, registerAdminToken } from './support/server.js';
+import { adminFetch as fetch } from './support/server.js';
+import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'imago.js');
 const MiB = 1 << 20;
 const dataDir = mkdtempSync(join(tmpdir(), 'imago-bombs-'));
-let server: { proc: ChildProcess; url: string; stderr: () => string };
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
+let server: SpawnedServer;
 
 before(async () => {
-  const port = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if (proc.exitCode !== null) throw new Error(`imago serve exited: ${stderr}`);
-    try {
-      if ((await fetch(`${url}/api/v1/healthz`)).ok) {
-        registerAdminToken(url, dataDir);
-        server = { proc, url, stderr: () => stderr };
-        return;
-      }
-    } catch {
-      // not up yet
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  proc.kill('SIGKILL');
-  throw new Error(`imago serve did not start: ${stderr}`);
+  server = await spawnServer(dataDir);
 });
 
 after(async () => {
-  if (server && server.proc.exitCode === null) {
-    const exited = new Promise((r) => server.proc.once('exit', r));
-    server.proc.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   rmSync(dataDir, { recursive: true, force: true });
 });
 

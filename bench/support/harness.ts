@@ -2,13 +2,15 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, openSync, writeSync, closeSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+// one way to start a real server and find a port, for the benches and the tests alike
+import { freePort, spawnServer, type SpawnedServer } from '../../test/support/spawned-server.js';
+
+export { freePort };
 
 export const REPO_ROOT = join(import.meta.dirname, '..', '..');
 export const BENCH_DIR = join(REPO_ROOT, '.cache', 'bench');
-const BIN = join(REPO_ROOT, 'bin', 'imago.js');
 
 /**
  * A numeric option: `--name N` when given, else the quick default under `--quick` (tiny sizes, one
@@ -40,16 +42,6 @@ export function dataFile(mib: number): string {
   return path;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 export interface Served {
   url: string;
   proc: ChildProcess;
@@ -73,29 +65,14 @@ export async function serve(extra: string[] = []): Promise<Served> {
     throw new Error('bin/imago.js runs the compiled dist/: build it first with "npx tsc -p tsconfig.build.json"');
   }
   const dataDir = mkdtempSync(join(tmpdir(), 'imago-bench-'));
-  const port = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
-  const exited = new Promise((r) => proc.once('exit', r));
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGTERM');
-      await exited;
-    }
+  let server: SpawnedServer;
+  try {
+    server = await spawnServer(dataDir);
+  } catch (e) {
     rmSync(dataDir, { recursive: true, force: true });
-  };
-  let up = false;
-  for (let i = 0; i < 600 && !up && proc.exitCode === null; i++) {
-    up = await fetch(`${url}/api/v1/healthz`).then((r) => r.ok, () => false);
-    if (!up) await new Promise((r) => setTimeout(r, 50));
+    throw e;
   }
-  if (!up) {
-    await stop();
-    throw new Error(`imago serve did not answer /api/v1/healthz within 30 s: ${stderr.trim() || 'no output'}`);
-  }
-  const token = readFileSync(join(dataDir, 'admin.token'), 'utf8').trim();
+  const { url, proc, token } = server;
   return {
     url,
     proc,
@@ -107,7 +84,10 @@ export async function serve(extra: string[] = []): Promise<Served> {
       headers.set('authorization', `Bearer ${token}`);
       return fetch(`${url}${path}`, { ...init, headers });
     },
-    stop,
+    async stop() {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
   };
 }
 
