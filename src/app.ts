@@ -11,8 +11,13 @@ import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
 import { AccessRepository } from './domain/access-repository.js';
-import { AccessService } from './domain/access-service.js';
-import { Authenticator, mintToken } from './domain/authenticator.js';
+import { AuditLog } from './domain/access/audit-log.js';
+import { Authenticator, mintToken } from './domain/access/authenticator.js';
+import { Authorizer } from './domain/access/authorizer.js';
+import { IdentityAdmin } from './domain/access/identity-admin.js';
+import { ImageAccess } from './domain/access/image-access.js';
+import { ImageSharing } from './domain/access/image-sharing.js';
+import { ProjectAdmin } from './domain/access/project-admin.js';
 import { ImageEvents } from './domain/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
 import { KyselyImageRepository } from './domain/image-repository.js';
@@ -33,7 +38,18 @@ export interface App {
   /** convert-on-import jobs */
   converts: ConvertRunner;
   events: ImageEvents;
-  access: AccessService;
+  /** credentials → principal */
+  authenticator: Authenticator;
+  /** the authorization check every door calls */
+  authorizer: Authorizer;
+  /** image operations on behalf of a principal (checked, audited) */
+  imageAccess: ImageAccess;
+  /** image members (Glance sharing) */
+  sharing: ImageSharing;
+  projects: ProjectAdmin;
+  /** users, groups, tokens, OIDC settings */
+  identity: IdentityAdmin;
+  audit: AuditLog;
   api: FastifyInstance;
   /** the server-admin token made at the first start (print it once); absent on later starts */
   bootstrapToken?: string;
@@ -66,8 +82,13 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   images.whenStored((img) => converts.afterIngest(img));
   const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
   const accessRepo = new AccessRepository(db);
-  const auth = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
-  const access = new AccessService(images, accessRepo, auth, imports);
+  const authenticator = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
+  const authorizer = new Authorizer(images, accessRepo);
+  const audit = new AuditLog(accessRepo, authorizer);
+  const imageAccess = new ImageAccess(images, accessRepo, authorizer, audit, imports);
+  const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
+  const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
+  const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);
   let bootstrapToken: string | undefined;
   try {
     bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
@@ -75,7 +96,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     await db.close();
     throw new Error(`could not create the first server-admin token: ${(e as Error).message}`);
   }
-  const api = buildApi({ access, events, logger: opts.logger, bodyIdleTimeoutMs: config.bodyIdleTimeoutMs, eventsRecheckMs: config.eventsRecheckMs });
+  const api = buildApi({ authenticator, authorizer, imageAccess, sharing, projects, identity, audit, events, logger: opts.logger, bodyIdleTimeoutMs: config.bodyIdleTimeoutMs, eventsRecheckMs: config.eventsRecheckMs });
   let cron: Cron | undefined;
   const app: App = {
     config,
@@ -85,7 +106,13 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     imports,
     converts,
     events,
-    access,
+    authenticator,
+    authorizer,
+    imageAccess,
+    sharing,
+    projects,
+    identity,
+    audit,
     api,
     bootstrapToken,
     async gc({ dryRun }) {

@@ -1,11 +1,16 @@
 /**
  * REST routes of the access model: projects and their grants and quotas, users, groups, API
  * tokens, image members and permissions, OIDC issuers and claim rules, the audit log, whoami.
- * Handlers only shape requests and replies; AccessService decides.
+ * Handlers only shape requests and replies; the services of domain/access/ decide.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { MEMBER_STATUSES, ROLES, type MemberStatus, type Role } from '../domain/access.js';
-import type { AccessService, RequestContext } from '../domain/access-service.js';
+import { MEMBER_STATUSES, ROLES, type MemberStatus, type Role } from '../domain/access/policy.js';
+import type { AuditLog } from '../domain/access/audit-log.js';
+import type { RequestContext } from '../domain/access/authorizer.js';
+import type { IdentityAdmin } from '../domain/access/identity-admin.js';
+import type { ImageAccess } from '../domain/access/image-access.js';
+import type { ImageSharing } from '../domain/access/image-sharing.js';
+import type { ProjectAdmin } from '../domain/access/project-admin.js';
 import type { AuditEntry, ClaimRule, Project, TokenRecord } from '../domain/access-repository.js';
 import { DomainError, invalid } from '../domain/errors.js';
 import type { ImageMember } from '../domain/image.js';
@@ -19,7 +24,16 @@ export function ctxOf(req: FastifyRequest): RequestContext {
 const s = { type: 'string' } as const;
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', maxLength: 255 } } } as const;
 
-export function registerAccessRoutes(app: FastifyInstance, access: AccessService): void {
+export interface AccessRouteDeps {
+  projects: ProjectAdmin;
+  identity: IdentityAdmin;
+  sharing: ImageSharing;
+  /** chmod */
+  imageAccess: ImageAccess;
+  audit: AuditLog;
+}
+
+export function registerAccessRoutes(app: FastifyInstance, { projects, identity, sharing, imageAccess, audit }: AccessRouteDeps): void {
   app.get('/api/v1/whoami', { schema: { summary: 'Who the credentials say you are', tags: ['access'] } }, async (req) => {
     const p = req.principal;
     return { kind: p.kind, user: p.user, serverAdmin: p.serverAdmin, roles: Object.fromEntries(p.roles), token: p.tokenId };
@@ -31,19 +45,19 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     { schema: { summary: 'Create a project (server admins)', tags: ['access'], body: { type: 'object', required: ['name'], properties: { name: s, description: s } } } },
     async (req, reply) => {
       const b = req.body as { name: string; description?: string };
-      const p = await access.createProject(ctxOf(req), b.name, b.description);
+      const p = await projects.createProject(ctxOf(req), b.name, b.description);
       return reply.code(201).header('location', `/api/v1/projects/${p.name}`).send(projectJson(p));
     },
   );
   app.get('/api/v1/projects', { schema: { summary: 'Projects you are in (all, for server admins)', tags: ['access'] } }, async (req) => ({
-    projects: (await access.listProjects(ctxOf(req))).map((p) => ({ ...projectJson(p), role: p.role })),
+    projects: (await projects.listProjects(ctxOf(req))).map((p) => ({ ...projectJson(p), role: p.role })),
   }));
   app.get('/api/v1/projects/:name', { schema: { summary: 'Show a project, its grants (admins) and usage', tags: ['access'], params: nameParam } }, async (req) => {
-    const r = await access.showProject(ctxOf(req), (req.params as { name: string }).name);
+    const r = await projects.showProject(ctxOf(req), (req.params as { name: string }).name);
     return { ...projectJson(r.project), grants: r.grants, usage: r.usage };
   });
   app.delete('/api/v1/projects/:name', { schema: { summary: 'Delete an empty project (server admins)', tags: ['access'], params: nameParam } }, async (req, reply) => {
-    await access.deleteProject(ctxOf(req), (req.params as { name: string }).name);
+    await projects.deleteProject(ctxOf(req), (req.params as { name: string }).name);
     return reply.code(204).send();
   });
   app.put(
@@ -59,7 +73,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     async (req) => {
       const b = req.body as { user?: string; group?: string; role: Role };
       if ((b.user === undefined) === (b.group === undefined)) throw invalid('give exactly one of "user" or "group"');
-      return access.grant(ctxOf(req), { project: (req.params as { name: string }).name, subjectKind: b.user !== undefined ? 'user' : 'group', subject: (b.user ?? b.group)!, role: b.role });
+      return projects.grant(ctxOf(req), { project: (req.params as { name: string }).name, subjectKind: b.user !== undefined ? 'user' : 'group', subject: (b.user ?? b.group)!, role: b.role });
     },
   );
   app.delete(
@@ -73,7 +87,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     },
     async (req, reply) => {
       const p = req.params as { name: string; kind: 'user' | 'group'; subject: string };
-      await access.revokeGrant(ctxOf(req), p.name, p.kind, p.subject);
+      await projects.revokeGrant(ctxOf(req), p.name, p.kind, p.subject);
       return reply.code(204).send();
     },
   );
@@ -87,10 +101,10 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
         body: { type: 'object', additionalProperties: false, required: ['convertTo'], properties: { convertTo: { type: ['string', 'null'], maxLength: 16 } } },
       },
     },
-    async (req) => access.setProjectConvertTo(ctxOf(req), (req.params as { name: string }).name, (req.body as { convertTo: string | null }).convertTo),
+    async (req) => projects.setProjectConvertTo(ctxOf(req), (req.params as { name: string }).name, (req.body as { convertTo: string | null }).convertTo),
   );
   app.get('/api/v1/projects/:name/quota', { schema: { summary: 'Quota limits, usage and what counts', tags: ['access'], params: nameParam } }, async (req) =>
-    access.quota(ctxOf(req), (req.params as { name: string }).name),
+    projects.quota(ctxOf(req), (req.params as { name: string }).name),
   );
   const limit = { type: ['integer', 'null'], minimum: 0 } as const;
   app.put(
@@ -103,7 +117,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
         body: { type: 'object', additionalProperties: false, properties: { images: limit, storedBytes: limit, stagingBytes: limit, imports: limit } },
       },
     },
-    async (req) => projectJson(await access.setQuota(ctxOf(req), (req.params as { name: string }).name, req.body as Record<string, number | null>)),
+    async (req) => projectJson(await projects.setQuota(ctxOf(req), (req.params as { name: string }).name, req.body as Record<string, number | null>)),
   );
 
   // ---- users and groups ---------------------------------------------------------------------
@@ -112,15 +126,15 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     { schema: { summary: 'Create a user (server admins)', tags: ['access'], body: { type: 'object', required: ['name'], properties: { name: s, serverAdmin: { type: 'boolean' } } } } },
     async (req, reply) => {
       const b = req.body as { name: string; serverAdmin?: boolean };
-      await access.createUser(ctxOf(req), b.name, b.serverAdmin ?? false);
+      await identity.createUser(ctxOf(req), b.name, b.serverAdmin ?? false);
       return reply.code(201).send({ name: b.name, serverAdmin: b.serverAdmin ?? false });
     },
   );
   app.get('/api/v1/users', { schema: { summary: 'Users and their roles (server admins)', tags: ['access'] } }, async (req) => ({
-    users: (await access.listUsers(ctxOf(req))).map((u) => ({ ...u, createdAt: u.createdAt.toISOString() })),
+    users: (await identity.listUsers(ctxOf(req))).map((u) => ({ ...u, createdAt: u.createdAt.toISOString() })),
   }));
   app.delete('/api/v1/users/:name', { schema: { summary: 'Delete a user; its tokens are revoked', tags: ['access'], params: nameParam } }, async (req, reply) => {
-    await access.deleteUser(ctxOf(req), (req.params as { name: string }).name);
+    await identity.deleteUser(ctxOf(req), (req.params as { name: string }).name);
     return reply.code(204).send();
   });
   app.post(
@@ -128,13 +142,13 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     { schema: { summary: 'Create a group (a VO) (server admins)', tags: ['access'], body: { type: 'object', required: ['name'], properties: { name: s, description: s } } } },
     async (req, reply) => {
       const b = req.body as { name: string; description?: string };
-      await access.createGroup(ctxOf(req), b.name, b.description);
+      await identity.createGroup(ctxOf(req), b.name, b.description);
       return reply.code(201).send({ name: b.name });
     },
   );
-  app.get('/api/v1/groups', { schema: { summary: 'Groups and members (server admins)', tags: ['access'] } }, async (req) => ({ groups: await access.listGroups(ctxOf(req)) }));
+  app.get('/api/v1/groups', { schema: { summary: 'Groups and members (server admins)', tags: ['access'] } }, async (req) => ({ groups: await identity.listGroups(ctxOf(req)) }));
   app.delete('/api/v1/groups/:name', { schema: { summary: 'Delete a group', tags: ['access'], params: nameParam } }, async (req, reply) => {
-    await access.deleteGroup(ctxOf(req), (req.params as { name: string }).name);
+    await identity.deleteGroup(ctxOf(req), (req.params as { name: string }).name);
     return reply.code(204).send();
   });
   for (const [method, add] of [['put', true], ['delete', false]] as const) {
@@ -143,7 +157,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
       { schema: { summary: add ? 'Add a user to a group' : 'Remove a user from a group', tags: ['access'], params: { type: 'object', required: ['name', 'user'], properties: { name: s, user: s } } } },
       async (req, reply) => {
         const p = req.params as { name: string; user: string };
-        await access.groupMember(ctxOf(req), p.name, p.user, add);
+        await identity.groupMember(ctxOf(req), p.name, p.user, add);
         return reply.code(204).send();
       },
     );
@@ -167,7 +181,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
       const b = req.body as { name: string; project?: string; role: Role | 'server-admin'; expiresAt?: string; user?: string };
       const expiresAt = b.expiresAt === undefined ? undefined : new Date(b.expiresAt);
       if (expiresAt && Number.isNaN(expiresAt.getTime())) throw invalid('expiresAt must be an ISO 8601 date-time', { field: 'expiresAt' });
-      const r = await access.createToken(ctxOf(req), { name: b.name, project: b.project, role: b.role, expiresAt, user: b.user });
+      const r = await identity.createToken(ctxOf(req), { name: b.name, project: b.project, role: b.role, expiresAt, user: b.user });
       return reply.code(201).send({ ...tokenJson(r.record), token: r.token });
     },
   );
@@ -176,11 +190,11 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     { schema: { summary: 'Tokens you may manage (never their secrets)', tags: ['access'], querystring: { type: 'object', properties: { project: s, revoked: { type: 'boolean' } } } } },
     async (req) => {
       const q = req.query as { project?: string; revoked?: boolean };
-      return { tokens: (await access.listTokens(ctxOf(req), { project: q.project, includeRevoked: q.revoked })).map(tokenJson) };
+      return { tokens: (await identity.listTokens(ctxOf(req), { project: q.project, includeRevoked: q.revoked })).map(tokenJson) };
     },
   );
   app.delete('/api/v1/tokens/:id', { schema: { summary: 'Revoke a token', tags: ['access'], params: { type: 'object', required: ['id'], properties: { id: s } } } }, async (req, reply) => {
-    await access.revokeToken(ctxOf(req), (req.params as { id: string }).id);
+    await identity.revokeToken(ctxOf(req), (req.params as { id: string }).id);
     return reply.code(204).send();
   });
 
@@ -188,12 +202,12 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
   const idParam = { type: 'object', required: ['id'], properties: { id: { type: 'string', maxLength: 64 } } } as const;
   const memberParams = { type: 'object', required: ['id', 'project'], properties: { id: { type: 'string', maxLength: 64 }, project: s } } as const;
   app.get('/api/v1/images/:id/members', { schema: { summary: 'Projects the image is shared with', tags: ['sharing'], params: idParam } }, async (req) => ({
-    members: (await access.members(ctxOf(req), (req.params as { id: string }).id)).map(memberJson),
+    members: (await sharing.members(ctxOf(req), (req.params as { id: string }).id)).map(memberJson),
   }));
   app.post(
     '/api/v1/images/:id/members',
     { schema: { summary: 'Share with a project (status pending until it accepts)', tags: ['sharing'], params: idParam, body: { type: 'object', required: ['project'], properties: { project: s } } } },
-    async (req, reply) => reply.code(201).send(memberJson(await access.addMember(ctxOf(req), (req.params as { id: string }).id, (req.body as { project: string }).project))),
+    async (req, reply) => reply.code(201).send(memberJson(await sharing.addMember(ctxOf(req), (req.params as { id: string }).id, (req.body as { project: string }).project))),
   );
   app.put(
     '/api/v1/images/:id/members/:project',
@@ -207,12 +221,12 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     },
     async (req) => {
       const p = req.params as { id: string; project: string };
-      return memberJson(await access.setMemberStatus(ctxOf(req), p.id, p.project, (req.body as { status: MemberStatus }).status));
+      return memberJson(await sharing.setMemberStatus(ctxOf(req), p.id, p.project, (req.body as { status: MemberStatus }).status));
     },
   );
   app.delete('/api/v1/images/:id/members/:project', { schema: { summary: 'Stop sharing with a project', tags: ['sharing'], params: memberParams } }, async (req, reply) => {
     const p = req.params as { id: string; project: string };
-    await access.removeMember(ctxOf(req), p.id, p.project);
+    await sharing.removeMember(ctxOf(req), p.id, p.project);
     return reply.code(204).send();
   });
   app.put(
@@ -225,11 +239,11 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
         body: { type: 'object', required: ['mode'], properties: { mode: { type: 'string', pattern: '^[0-7]{3}$' } } },
       },
     },
-    async (req) => imageJson(await access.chmod(ctxOf(req), (req.params as { id: string }).id, (req.body as { mode: string }).mode)),
+    async (req) => imageJson(await imageAccess.chmod(ctxOf(req), (req.params as { id: string }).id, (req.body as { mode: string }).mode)),
   );
 
   // ---- OIDC ---------------------------------------------------------------------------------
-  app.get('/api/v1/oidc', { schema: { summary: 'Trusted OIDC issuers and claim rules (server admins)', tags: ['access'] } }, async (req) => access.listIssuers(ctxOf(req)));
+  app.get('/api/v1/oidc', { schema: { summary: 'Trusted OIDC issuers and claim rules (server admins)', tags: ['access'] } }, async (req) => identity.listIssuers(ctxOf(req)));
   app.put(
     '/api/v1/oidc/issuers',
     {
@@ -241,14 +255,14 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
     },
     async (req) => {
       const b = req.body as { issuer: string; audience: string; jwksUrl?: string; usernameClaim?: string };
-      return access.putIssuer(ctxOf(req), { issuer: b.issuer, audience: b.audience, jwksUrl: b.jwksUrl, usernameClaim: b.usernameClaim ?? 'sub' });
+      return identity.putIssuer(ctxOf(req), { issuer: b.issuer, audience: b.audience, jwksUrl: b.jwksUrl, usernameClaim: b.usernameClaim ?? 'sub' });
     },
   );
   app.delete(
     '/api/v1/oidc/issuers',
     { schema: { summary: 'Stop trusting an issuer', tags: ['access'], querystring: { type: 'object', required: ['issuer'], properties: { issuer: s } } } },
     async (req, reply) => {
-      await access.deleteIssuer(ctxOf(req), (req.query as { issuer: string }).issuer);
+      await identity.deleteIssuer(ctxOf(req), (req.query as { issuer: string }).issuer);
       return reply.code(204).send();
     },
   );
@@ -261,10 +275,10 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
         body: { type: 'object', required: ['claim', 'value'], properties: { claim: s, value: s, project: s, role: { type: 'string', enum: [...ROLES] }, group: s, issuer: s } },
       },
     },
-    async (req, reply) => reply.code(201).send(await access.addRule(ctxOf(req), req.body as Omit<ClaimRule, 'id'>)),
+    async (req, reply) => reply.code(201).send(await identity.addRule(ctxOf(req), req.body as Omit<ClaimRule, 'id'>)),
   );
   app.delete('/api/v1/oidc/rules/:id', { schema: { summary: 'Delete a claim rule', tags: ['access'], params: { type: 'object', required: ['id'], properties: { id: s } } } }, async (req, reply) => {
-    await access.deleteRule(ctxOf(req), (req.params as { id: string }).id);
+    await identity.deleteRule(ctxOf(req), (req.params as { id: string }).id);
     return reply.code(204).send();
   });
 
@@ -289,7 +303,7 @@ export function registerAccessRoutes(app: FastifyInstance, access: AccessService
         if (!m) throw new DomainError('INVALID_REQUEST', 'before must be the "next" value of a previous page');
         before = { at: Number(m[1]), id: m[2]! };
       }
-      const entries = await access.audit(ctxOf(req), { actor: q.actor, action: q.action, project: q.project, target: q.target, since: q.since ? new Date(q.since) : undefined, limit: q.limit, before });
+      const entries = await audit.query(ctxOf(req), { actor: q.actor, action: q.action, project: q.project, target: q.target, since: q.since ? new Date(q.since) : undefined, limit: q.limit, before });
       const last = entries[entries.length - 1];
       return { entries: entries.map(auditJson), next: entries.length === q.limit && last ? `${last.at.getTime()}:${last.id}` : undefined };
     },

@@ -1,5 +1,5 @@
 /** The REST representation of an image: the stored record plus the derived lifecycle views. */
-import { formatMode, modeTriplets } from '../domain/access.js';
+import { formatMode, modeTriplets } from '../domain/access/policy.js';
 import type { Image } from '../domain/image.js';
 import { deckhousePhase, glanceStatus, openNebulaState } from '../domain/lifecycle.js';
 

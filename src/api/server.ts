@@ -5,14 +5,16 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { DomainError } from '../domain/errors.js';
-import { ANONYMOUS, MEMBER_STATUSES, VISIBILITIES, type Principal } from '../domain/access.js';
-import type { AccessService } from '../domain/access-service.js';
+import { ANONYMOUS, MEMBER_STATUSES, VISIBILITIES, type Principal } from '../domain/access/policy.js';
+import type { Authenticator } from '../domain/access/authenticator.js';
+import type { Authorizer } from '../domain/access/authorizer.js';
+import type { ImageAccess } from '../domain/access/image-access.js';
 import type { ImageChange, ImageEvents } from '../domain/events.js';
 import { parseCreateInput, parseUpdateInput, takeOwnership } from '../domain/image-input.js';
 import { parseConvertTarget } from '../domain/variants.js';
 import type { ImageQuery, ImageSortKey } from '../domain/image.js';
 import type { ByteRange } from '../store/blob-store.js';
-import { ctxOf, registerAccessRoutes } from './access-routes.js';
+import { ctxOf, registerAccessRoutes, type AccessRouteDeps } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';
 import { bodyWithIdleTimeout, withBodyIdleTimeout } from './body-idle-timeout.js';
 import { problemOnSocket } from './client-error.js';
@@ -30,8 +32,12 @@ declare module 'fastify' {
   }
 }
 
-export interface ApiDeps {
-  access: AccessService;
+export interface ApiDeps extends AccessRouteDeps {
+  authenticator: Authenticator;
+  /** the event stream's per-image visibility filter */
+  authorizer: Authorizer;
+  /** the image routes: every image operation on behalf of the request's principal */
+  imageAccess: ImageAccess;
   events: ImageEvents;
   /** extra routes (import, GC) registered by the composition root */
   extend?: (app: FastifyInstance) => void;
@@ -108,7 +114,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       req.principal = ANONYMOUS;
       return;
     }
-    req.principal = await deps.access.authenticate(header(req, 'authorization'));
+    req.principal = await deps.authenticator.authenticate(header(req, 'authorization'));
   });
 
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => openapi());
@@ -137,7 +143,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const { rest, ownership } = takeOwnership(req.body);
       const input = parseCreateInput(rest);
       const key = header(req, 'idempotency-key');
-      const { image, replayed } = await deps.access.createImage(ctxOf(req), input, ownership, key);
+      const { image, replayed } = await deps.imageAccess.createImage(ctxOf(req), input, ownership, key);
       void reply.code(replayed ? 200 : 201).header('location', `/api/v1/images/${image.id}`);
       return imageJson(image);
     },
@@ -174,13 +180,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       },
     },
     async (req) => {
-      const page = await deps.access.listImages(ctxOf(req), parseListQuery(req.query as Record<string, unknown>));
+      const page = await deps.imageAccess.listImages(ctxOf(req), parseListQuery(req.query as Record<string, unknown>));
       return { images: page.items.map(imageJson), nextCursor: page.nextCursor };
     },
   );
 
   app.get('/api/v1/images/:id', { schema: { summary: 'Show an image', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
-    imageJson(await deps.access.getImage(ctxOf(req), idOf(req))),
+    imageJson(await deps.imageAccess.getImage(ctxOf(req), idOf(req))),
   );
 
   app.patch(
@@ -188,18 +194,18 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     { schema: { summary: 'Update image metadata', tags: ['images'], params: idParam, body: { type: 'object', additionalProperties: true }, response: { 200: imageResponse } } },
     async (req) => {
       const { rest, ownership } = takeOwnership(req.body);
-      return imageJson(await deps.access.updateImage(ctxOf(req), idOf(req), parseUpdateInput(rest), ownership));
+      return imageJson(await deps.imageAccess.updateImage(ctxOf(req), idOf(req), parseUpdateInput(rest), ownership));
     },
   );
 
   app.delete('/api/v1/images/:id', { schema: { summary: 'Delete an image (409 while locked or in use)', tags: ['images'], params: idParam } }, async (req, reply) => {
-    await deps.access.deleteImage(ctxOf(req), idOf(req));
+    await deps.imageAccess.deleteImage(ctxOf(req), idOf(req));
     return reply.code(204).send();
   });
 
   for (const action of ['disable', 'enable'] as const) {
     app.post(`/api/v1/images/:id/${action}`, { schema: { summary: `${action[0]!.toUpperCase()}${action.slice(1)} an image`, tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) =>
-      imageJson(await deps.access.setEnabled(ctxOf(req), idOf(req), action === 'enable')),
+      imageJson(await deps.imageAccess.setEnabled(ctxOf(req), idOf(req), action === 'enable')),
     );
   }
 
@@ -236,7 +242,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       req.raw.on('close', onClose);
       try {
         const body = withBodyIdleTimeout(req.raw, bodyIdleTimeoutMs);
-        const image = await deps.access.upload(ctxOf(req), idOf(req), body, { announcedSize: announced, signal: ac.signal });
+        const image = await deps.imageAccess.upload(ctxOf(req), idOf(req), body, { announcedSize: announced, signal: ac.signal });
         return imageJson(image);
       } catch (e) {
         // a stalled client may never read the answer: close the socket once the 408 is written
@@ -260,12 +266,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       },
     },
     async (req, reply) => {
-      const image = await deps.access.startImport(ctxOf(req), idOf(req), (req.body as { url: string }).url);
+      const image = await deps.imageAccess.startImport(ctxOf(req), idOf(req), (req.body as { url: string }).url);
       return reply.code(202).send(imageJson(image));
     },
   );
   app.delete('/api/v1/images/:id/import', { schema: { summary: 'Cancel a running import', tags: ['images'], params: idParam, response: { 200: imageResponse } } }, async (req) => {
-    return imageJson(await deps.access.cancelImport(ctxOf(req), idOf(req)));
+    return imageJson(await deps.imageAccess.cancelImport(ctxOf(req), idOf(req)));
   });
 
   /**
@@ -277,7 +283,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   const variantRoute = async (req: FastifyRequest, reply: FastifyReply, head: boolean, q: { format: string; subformat?: string; options?: string }) => {
     const target = parseConvertTarget(q.format, { subformat: q.subformat, options: q.options });
     const etagOf = (digest: string) => `"${digest.slice('sha256:'.length)}"`;
-    const r = await deps.access.openVariant(ctxOf(req), idOf(req), target, {
+    const r = await deps.imageAccess.openVariant(ctxOf(req), idOf(req), target, {
       head,
       rangeFor: (size, digest) => parseRange(header(req, 'range'), size, header(req, 'if-range'), etagOf(digest)),
     });
@@ -309,14 +315,14 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     if (typeof q.format === 'string') return variantRoute(req, reply, head, { format: q.format, subformat: q.subformat, options: q.options });
     const id = idOf(req);
     const ctx = ctxOf(req);
-    const img = await deps.access.getImage(ctx, id);
+    const img = await deps.imageAccess.getImage(ctx, id);
     const etag = img.digest ? `"${img.digest.slice('sha256:'.length)}"` : undefined;
     const range = parseRange(header(req, 'range'), img.storedSize ?? 0, header(req, 'if-range'), etag);
     if (etag && header(req, 'if-none-match') === etag) return reply.code(304).header('etag', etag).send();
     const { image, stream } = head
       ? { image: img, stream: undefined }
-      : await deps.access.openFile(ctx, id, range ?? undefined);
-    if (head && (!image.digest || image.state !== 'ready')) await deps.access.openFile(ctx, id).then((r) => r.stream.destroy());
+      : await deps.imageAccess.openFile(ctx, id, range ?? undefined);
+    if (head && (!image.digest || image.state !== 'ready')) await deps.imageAccess.openFile(ctx, id).then((r) => r.stream.destroy());
     const size = image.storedSize ?? 0;
     void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
     if (etag) void reply.header('etag', etag);
@@ -398,7 +404,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
         res.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
       };
       const recheck = (): Promise<boolean> =>
-        (checking ??= deps.access
+        (checking ??= deps.authenticator
           .authenticate(authorization)
           .then(
             (p) => {
@@ -415,7 +421,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       const send = async (c: ImageChange) => {
         if (ended || (only && c.image.id !== only)) return;
         if (!(await recheck()) || ended) return;
-        if (!(await deps.access.canSee(principal, c.image).catch(() => false)) || ended) return;
+        if (!(await deps.authorizer.canSee(principal, c.image).catch(() => false)) || ended) return;
         // a client that stops reading would make us buffer every later event: cut it off instead
         if (res.writableLength > SSE_MAX_BUFFERED_BYTES) {
           endWith(new DomainError('REQUEST_TIMEOUT', `this event stream was not read (over ${SSE_MAX_BUFFERED_BYTES} bytes waiting); reconnect and read it`));
@@ -448,7 +454,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     for (const close of [...openStreams]) close();
   });
 
-  registerAccessRoutes(app, deps.access);
+  registerAccessRoutes(app, deps);
   deps.extend?.(app);
   return app;
 }

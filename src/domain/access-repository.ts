@@ -1,13 +1,13 @@
 /**
  * Persistence of the access model on Kysely (SQLite and PostgreSQL alike): projects and their
  * quota limits, users, groups, role grants, API tokens (hashed), OIDC issuers and claim rules,
- * and the audit log. No policy here — `access.ts` decides, `access-service.ts` enforces.
+ * and the audit log. No policy here — `access/policy.ts` decides, `access/authorizer.ts` enforces.
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { isUniqueViolation as isUnique, type Database } from '../db/database.js';
 import type { ProjectsTable, Schema, TokensTable } from '../db/schema.js';
-import { maxRole, type Role } from './access.js';
+import { maxRole, type Role } from './access/policy.js';
 import { DomainError } from './errors.js';
 
 export interface Project {

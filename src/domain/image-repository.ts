@@ -9,7 +9,7 @@ import { isUniqueViolation, type Database } from '../db/database.js';
 import type { ImagesTable, Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from './errors.js';
-import type { MemberStatus } from './access.js';
+import type { MemberStatus } from './access/policy.js';
 import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from './image.js';
 import type { ImageState } from './lifecycle.js';
 
@@ -347,7 +347,7 @@ const OWNER_USE = 0o400;
 const GROUP_USE = 0o040;
 
 /**
- * The SQL form of `rightsOn(...).has('use')` (src/domain/access.ts) for listings; the matrix test
+ * The SQL form of `rightsOn(...).has('use')` (src/domain/access/policy.ts) for listings; the matrix test
  * checks both agree. With `memberStatus`, only images offered to one of the caller's projects
  * with that status (Glance's member_status filter).
  */

@@ -9,7 +9,7 @@ import type { InspectLimits } from '../formats/limits.js';
 import type { ImageReport } from '../inspect/inspect-stream.js';
 import { exactLength } from '../io/exact-length.js';
 import { BlobNotFound, type BlobStore, type ByteRange, type Digest } from '../store/blob-store.js';
-import { DEFAULT_PERMS } from './access.js';
+import { DEFAULT_PERMS } from './access/policy.js';
 import { DomainError, conflict, notFound } from './errors.js';
 import type { ImageEvents } from './events.js';
 import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageVariant, InspectionSummary } from './image.js';

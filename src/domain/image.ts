@@ -3,7 +3,7 @@
  * image types, Glance's disk and container formats, Deckhouse's unpacked size (`virtualSize`).
  */
 import type { Digest } from '../store/blob-store.js';
-import type { MemberStatus, Visibility } from './access.js';
+import type { MemberStatus, Visibility } from './access/policy.js';
 import type { ImageState } from './lifecycle.js';
 
 export const IMAGE_TYPES = ['OS', 'CDROM', 'DATABLOCK', 'KERNEL', 'RAMDISK', 'CONTEXT'] as const;

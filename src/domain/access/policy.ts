@@ -1,7 +1,7 @@
 /**
  * The access policy: who may do what to which image. Pure functions over a principal and an
  * image's ownership facts; every door (REST now, Glance/OCI/console later) asks here through
- * `ImageAccess`, so there is exactly one answer.
+ * the `Authorizer` (`authorizer.ts`), so there is exactly one answer.
  *
  * Model (docs/ACCESS.md has the anchors side by side):
  * - A *principal* has a role per project (`reader` < `writer` < `admin`) or is a server admin.
@@ -60,6 +60,11 @@ export function roleAtLeast(role: Role | undefined, min: Role): boolean {
 
 export function maxRole(a: Role | undefined, b: Role): Role {
   return a === undefined || ROLES.indexOf(b) > ROLES.indexOf(a) ? b : a;
+}
+
+/** A principal's only project, when it has exactly one (a project token). */
+export function defaultProject(p: Principal): string | undefined {
+  return p.roles.size === 1 ? [...p.roles.keys()][0] : undefined;
 }
 
 /**

@@ -14,9 +14,9 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
-import { ANONYMOUS, maxRole, type Principal, type Role } from './access.js';
-import type { AccessRepository, ClaimRule, OidcIssuer, TokenRecord } from './access-repository.js';
-import { DomainError } from './errors.js';
+import { ANONYMOUS, maxRole, type Principal, type Role } from './policy.js';
+import type { AccessRepository, ClaimRule, OidcIssuer, TokenRecord } from '../access-repository.js';
+import { DomainError } from '../errors.js';
 
 export const TOKEN_PREFIX = 'imago_';
 const TOKEN_RE = /^imago_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;

@@ -1,0 +1,190 @@
+/**
+ * Image operations on behalf of a principal: the authorization-enforcing facade over the image
+ * catalog. Every door (REST now; Glance, OCI and the console later) calls these methods with the
+ * request's principal, never ImageService directly. Each one asks the `Authorizer`, then passes
+ * the call on to the catalog (or the import runner); every mutating one is audited, allowed or
+ * refused. Ownership at creation (project, visibility, permission bits) and the concurrent-imports
+ * quota are decided here, where the principal is known.
+ */
+import type { Readable } from 'node:stream';
+import type { ByteRange, Digest } from '../../store/blob-store.js';
+import type { AccessRepository } from '../access-repository.js';
+import { DomainError, forbidden, invalid } from '../errors.js';
+import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '../image.js';
+import type { CreateImageInput, OwnershipInput } from '../image-input.js';
+import type { ImageService, VariantRead } from '../image-service.js';
+import type { ImportRunner } from '../import-runner.js';
+import type { ConvertTarget } from '../variants.js';
+import type { AuditLog } from './audit-log.js';
+import { needLogin, scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
+import {
+  CLUSTER_VISIBILITIES,
+  clusterMode,
+  defaultProject,
+  modeForVisibility,
+  parseMode,
+  roleAtLeast,
+  visibilityForMode,
+  type Right,
+  type Visibility,
+} from './policy.js';
+
+export class ImageAccess {
+  constructor(
+    private readonly images: ImageService,
+    private readonly access: AccessRepository,
+    private readonly authz: Authorizer,
+    private readonly audit: AuditLog,
+    private readonly imports?: ImportRunner,
+  ) {}
+
+  listImages(ctx: RequestContext, query: ImageQuery): Promise<ImagePage> {
+    const p = ctx.principal;
+    if (query.memberStatus && p.kind === 'anonymous') throw needLogin();
+    if (p.serverAdmin && !query.memberStatus) return this.images.list(query);
+    return this.images.list({ ...query, access: scopeOf(p) });
+  }
+
+  getImage(ctx: RequestContext, id: string): Promise<Image> {
+    return this.authz.see(ctx, id).then((s) => s.image);
+  }
+
+  async createImage(ctx: RequestContext, input: CreateImageInput, ownership: OwnershipInput, idempotencyKey?: string): Promise<{ image: Image; replayed: boolean }> {
+    const p = ctx.principal;
+    // default: the caller's only project; a server admin without projects creates cluster-scope images
+    const project = ownership.project === undefined ? (defaultProject(p) ?? (p.serverAdmin && p.roles.size === 0 ? null : undefined)) : ownership.project;
+    return this.audit.record(ctx, 'image.create', { target: input.name, project: project ?? undefined }, async (note) => {
+      if (p.kind === 'anonymous') throw needLogin();
+      if (project === undefined) {
+        throw invalid(`say which project the image belongs to ("project"); you have roles in ${[...p.roles.keys()].join(', ') || 'no project'}`, { field: 'project' });
+      } else if (project === null) {
+        if (!p.serverAdmin) throw forbidden('only server administrators create cluster-scope images (project null); name a project instead');
+      } else {
+        if (!(await this.access.project(project))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist; create it with "imago project create ${project}"`, { project });
+        if (!p.serverAdmin && !roleAtLeast(p.roles.get(project), 'writer')) {
+          throw p.roles.has(project)
+            ? forbidden(`you may not create images in project ${project}: your role is ${p.roles.get(project)}; this needs writer`)
+            : forbidden(`you may not create images in project ${project}: you are not a member of it`);
+        }
+      }
+      const visibility = ownership.visibility ?? (project === null ? 'private' : 'project');
+      if (visibility === 'public' && !p.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image); use "project" or "shared"');
+      if (project === null) clusterScopeOnly(visibility);
+      const perms = project === null ? clusterMode(visibility) : modeForVisibility(0o660, visibility);
+      const r = await this.images.create(input, idempotencyKey, { project: project ?? undefined, owner: p.user, visibility, perms });
+      note({ id: r.image.id });
+      return r;
+    });
+  }
+
+  async updateImage(ctx: RequestContext, id: string, patch: Partial<ImageAttributes>, ownership: OwnershipInput): Promise<Image> {
+    return this.audit.record(ctx, 'image.update', { target: id }, async (note) => {
+      if (ownership.project !== undefined) throw invalid('an image cannot move to another project; create a new image there (or clone it)', { field: 'project' });
+      const wantsVisibility = ownership.visibility !== undefined;
+      const needs: Right = wantsVisibility ? 'admin' : 'manage';
+      const img = await this.authz.require(ctx, id, needs, wantsVisibility ? 'change the visibility of' : 'update');
+      note(img);
+      if (wantsVisibility && Object.keys(patch).length > 0) await this.authz.require(ctx, id, 'manage', 'update');
+      const full: ImagePatch = { ...patch };
+      if (wantsVisibility) {
+        const v = ownership.visibility!;
+        if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
+        full.visibility = v;
+        if (img.project === undefined) clusterScopeOnly(v);
+        full.perms = img.project === undefined ? clusterMode(v) : modeForVisibility(img.perms, v);
+      }
+      return this.images.update(id, full);
+    });
+  }
+
+  async chmod(ctx: RequestContext, id: string, mode: string): Promise<Image> {
+    return this.audit.record(ctx, 'image.chmod', { target: id, detail: { mode } }, async (note) => {
+      const img = await this.authz.require(ctx, id, 'admin', 'change the permissions of');
+      note(img);
+      let bits: number;
+      try {
+        bits = parseMode(mode);
+      } catch (e) {
+        throw invalid((e as Error).message, { field: 'mode' });
+      }
+      const visibility = visibilityForMode(bits, img.visibility);
+      if (img.project === undefined && (bits & 0o070) !== 0) {
+        throw invalid(`mode ${mode} gives the group digit rights, but image ${id} has no project (cluster scope); use 600 (server admins only) or 604 (public)`, { field: 'mode' });
+      }
+      if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
+      return this.images.update(id, { perms: bits, visibility });
+    });
+  }
+
+  deleteImage(ctx: RequestContext, id: string): Promise<void> {
+    return this.audit.record(ctx, 'image.delete', { target: id }, async (note) => {
+      note(await this.authz.require(ctx, id, 'manage', 'delete'));
+      await this.images.delete(id);
+    });
+  }
+
+  setEnabled(ctx: RequestContext, id: string, enabled: boolean): Promise<Image> {
+    return this.audit.record(ctx, enabled ? 'image.enable' : 'image.disable', { target: id }, async (note) => {
+      note(await this.authz.require(ctx, id, 'manage', enabled ? 'enable' : 'disable'));
+      return enabled ? this.images.enable(id) : this.images.disable(id);
+    });
+  }
+
+  upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
+    return this.audit.record(ctx, 'image.upload', { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } }, async (note) => {
+      note(await this.authz.require(ctx, id, 'manage', 'upload to'));
+      return this.images.upload(id, body, opts);
+    });
+  }
+
+  async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
+    await this.authz.see(ctx, id);
+    return this.images.openFile(id, range);
+  }
+
+  /** The image's bytes in another format (a stored variant, or converted now): the same `use` right as openFile. */
+  async openVariant(ctx: RequestContext, id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
+    await this.authz.see(ctx, id);
+    return this.images.openVariant(id, target, opts);
+  }
+
+  startImport(ctx: RequestContext, id: string, url: string): Promise<Image> {
+    return this.audit.record(ctx, 'image.import', { target: id, detail: { url: url.split('?')[0]!.slice(0, 500) } }, async (note) => {
+      const img = await this.authz.require(ctx, id, 'manage', 'import into');
+      note(img);
+      if (!this.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
+      if (img.project !== undefined) {
+        const project = await this.access.project(img.project);
+        const limit = project?.quota.imports;
+        if (limit !== undefined) {
+          const used = await this.images.repo.usage(img.project);
+          if (used.imports + 1 > limit) {
+            throw new DomainError(
+              'QUOTA_EXCEEDED',
+              `project ${img.project} is over its concurrent imports quota: ${used.imports} running, limit ${limit}; wait for one to finish, or ask an administrator to raise the limit (see "imago quota show ${img.project}")`,
+              { project: img.project, limit: 'imports', max: limit, used: used.imports },
+            );
+          }
+        }
+      }
+      return this.imports.start(id, url);
+    });
+  }
+
+  cancelImport(ctx: RequestContext, id: string): Promise<Image> {
+    return this.audit.record(ctx, 'image.import.cancel', { target: id }, async (note) => {
+      note(await this.authz.require(ctx, id, 'manage', 'cancel the import of'));
+      if (!this.imports) throw new DomainError('UNAVAILABLE', 'URL imports are not enabled on this server');
+      return this.imports.cancel(id);
+    });
+  }
+}
+
+function clusterScopeOnly(v: Visibility): void {
+  if (!CLUSTER_VISIBILITIES.includes(v)) {
+    throw invalid(`visibility "${v}" needs a project to be visible to, and this image has none (cluster scope: server admins only); use "private" or "public", or create the image in a project`, {
+      field: 'visibility',
+      allowed: CLUSTER_VISIBILITIES,
+    });
+  }
+}
