@@ -13,8 +13,6 @@ import { REST_PREFIX, restDoor } from './rest/rest-door.js';
 export interface ApiDeps {
   access: AccessService;
   events: ImageEvents;
-  /** extra routes (import, GC) registered by the composition root */
-  extend?: (app: FastifyInstance) => void;
   logger?: boolean;
   /** a request body idle this long is cut off (default 60 s) */
   bodyIdleTimeoutMs?: number;
@@ -32,6 +30,5 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
   });
-  deps.extend?.(app);
   return app;
 }
