@@ -3,8 +3,9 @@
  * Thin wrappers over the REST API (src/api/access-routes.ts); the server decides.
  */
 import type { Command } from 'commander';
+import type { ImageJson } from '../api/rest/image-json.js';
 import { parseBytes } from '../config.js';
-import { ApiError, type ImagoClient, type ImageDto } from './client.js';
+import { ApiError, type ImagoClient } from './client.js';
 import { table, type RemoteContext } from './image-commands.js';
 import { humanBytes, toJson } from './json.js';
 
@@ -288,7 +289,7 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
   remote(member.command('offers').description('images offered to your projects').option('--status <status>', 'pending, accepted or rejected', 'pending')).action(
     run(async (c, f: Common & { status: string }) => {
       const r = await c.list({ memberStatus: f.status, limit: '1000' });
-      out(f, r.images, () => table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageDto) => [i.id, i.name, String(i.project ?? ''), i.state])]));
+      out(f, r.images, () => table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageJson) => [i.id, i.name, String(i.project ?? ''), i.state])]));
     }),
   );
 

@@ -6,23 +6,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { stat, rename, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-
-export interface ImageDto {
-  id: string;
-  name: string;
-  state: string;
-  stateReason?: string;
-  progress?: number;
-  storedSize?: number;
-  virtualSize?: number;
-  digest?: string;
-  deckhousePhase: string;
-  glanceStatus: string;
-  openNebulaState: string;
-  createdAt: string;
-  updatedAt: string;
-  [k: string]: unknown;
-}
+import type { ImageJson } from '../api/rest/image-json.js';
 
 export class ApiError extends Error {
   constructor(
@@ -79,23 +63,23 @@ export class ImagoClient {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
-  create(attrs: Record<string, unknown>, idempotencyKey?: string): Promise<ImageDto> {
+  create(attrs: Record<string, unknown>, idempotencyKey?: string): Promise<ImageJson> {
     return this.request('POST', '/api/v1/images', attrs, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {});
   }
 
-  list(query: Record<string, string | string[]> = {}): Promise<{ images: ImageDto[]; nextCursor?: string }> {
+  list(query: Record<string, string | string[]> = {}): Promise<{ images: ImageJson[]; nextCursor?: string }> {
     const qs = new URLSearchParams();
     for (const [k, v] of Object.entries(query)) for (const x of Array.isArray(v) ? v : [v]) qs.append(k, x);
     const s = qs.toString();
     return this.request('GET', `/api/v1/images${s ? `?${s}` : ''}`);
   }
 
-  get(id: string): Promise<ImageDto> {
+  get(id: string): Promise<ImageJson> {
     return this.request('GET', `/api/v1/images/${encodeURIComponent(id)}`);
   }
 
   /** An image by id, or by exact name when exactly one image has it. */
-  async resolve(idOrName: string): Promise<ImageDto> {
+  async resolve(idOrName: string): Promise<ImageJson> {
     if (/^[0-9a-f-]{36}$/i.test(idOrName)) {
       try {
         return await this.get(idOrName);
@@ -109,7 +93,7 @@ export class ImagoClient {
     throw new ApiError(409, 'AMBIGUOUS', `more than one image is named "${idOrName}"; use its id`);
   }
 
-  update(id: string, patch: Record<string, unknown>): Promise<ImageDto> {
+  update(id: string, patch: Record<string, unknown>): Promise<ImageJson> {
     return this.request('PATCH', `/api/v1/images/${encodeURIComponent(id)}`, patch);
   }
 
@@ -117,15 +101,15 @@ export class ImagoClient {
     return this.request('DELETE', `/api/v1/images/${encodeURIComponent(id)}`);
   }
 
-  action(id: string, action: 'disable' | 'enable'): Promise<ImageDto> {
+  action(id: string, action: 'disable' | 'enable'): Promise<ImageJson> {
     return this.request('POST', `/api/v1/images/${encodeURIComponent(id)}/${action}`);
   }
 
-  startImport(id: string, url: string): Promise<ImageDto> {
+  startImport(id: string, url: string): Promise<ImageJson> {
     return this.request('POST', `/api/v1/images/${encodeURIComponent(id)}/import`, { url });
   }
 
-  async upload(id: string, file: string, progress?: Progress): Promise<ImageDto> {
+  async upload(id: string, file: string, progress?: Progress): Promise<ImageJson> {
     const size = (await stat(file)).size;
     let done = 0;
     const body = (async function* () {
@@ -146,7 +130,7 @@ export class ImagoClient {
     } catch (e) {
       throw new ApiError(0, 'UNREACHABLE', `upload to ${this.baseUrl} failed (${(e as Error).cause ?? (e as Error).message})`);
     }
-    return this.parse<ImageDto>(res);
+    return this.parse<ImageJson>(res);
   }
 
   /**
@@ -208,7 +192,7 @@ export class ImagoClient {
    * (ready, error, or cancelled), reporting each change to `onChange`. The returned image is the last
    * state seen.
    */
-  async importAndWait(id: string, url: string, opts: { wait: boolean; onChange?: (img: ImageDto) => void }): Promise<ImageDto> {
+  async importAndWait(id: string, url: string, opts: { wait: boolean; onChange?: (img: ImageJson) => void }): Promise<ImageJson> {
     if (!opts.wait) return this.startImport(id, url);
     const ac = new AbortController();
     try {
@@ -252,7 +236,7 @@ const MAX_QUIET_RECONNECTS = 3;
 
 export interface ImageEvent {
   type: string;
-  image: ImageDto;
+  image: ImageJson;
 }
 
 /** The states an image is in while a URL import runs (it starts from pending). */

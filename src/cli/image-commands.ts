@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { ApiError, ImagoClient, type ImageDto } from './client.js';
+import type { ImageJson } from '../api/rest/image-json.js';
+import { ApiError, ImagoClient } from './client.js';
 import { humanBytes, toJson } from './json.js';
 import { percentBar, progressBar } from './progress-bar.js';
 
@@ -100,12 +101,12 @@ export function table(rows: string[][]): string {
 
 /** Deckhouse's `d8 k get vi` columns. */
 export const WATCH_HEADER = ['NAME', 'PHASE', 'PROGRESS', 'STOREDSIZE', 'UNPACKEDSIZE', 'AGE'];
-export function watchRow(i: ImageDto): string[] {
+export function watchRow(i: ImageJson): string[] {
   const progress = i.state === 'ready' ? '100%' : i.progress !== undefined && i.progress !== null ? `${i.progress}%` : '';
   return [i.name, i.deckhousePhase, progress, i.storedSize !== undefined ? humanBytes(i.storedSize) : '', i.virtualSize !== undefined ? humanBytes(i.virtualSize) : '', age(i.createdAt)];
 }
 
-function printImages(images: ImageDto[], output: Out | undefined): void {
+function printImages(images: ImageJson[], output: Out | undefined): void {
   if (output === 'json') {
     process.stdout.write(toJson(images, 2) + '\n');
     return;
@@ -117,7 +118,7 @@ function printImages(images: ImageDto[], output: Out | undefined): void {
   process.stdout.write(table(rows));
 }
 
-export function printImage(i: ImageDto, output: Out | undefined): void {
+export function printImage(i: ImageJson, output: Out | undefined): void {
   if (output === 'json') {
     process.stdout.write(toJson(i, 2) + '\n');
     return;
@@ -240,7 +241,7 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
         if (f.tag) q.tag = f.tag;
         if (f.property) q.property = f.property;
         if (f.sort) q.sort = f.sort;
-        const all: ImageDto[] = [];
+        const all: ImageJson[] = [];
         for (let page = 0; page < 100_000; page++) {
           const r = await c.list(q);
           all.push(...r.images);
@@ -293,7 +294,7 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
   remote(image.command('chmod').description('set OpenNebula-style permissions: owner/group/other × use(4) manage(2) admin(1), e.g. 640').argument('<image>').argument('<mode>')).action(
     run(async (id: string, mode: string, f: Common) => {
       const c = ctx.client(f);
-      printImage(await c.request<ImageDto>('PUT', `/api/v1/images/${encodeURIComponent((await c.resolve(id)).id)}/permissions`, { mode }), f.output);
+      printImage(await c.request<ImageJson>('PUT', `/api/v1/images/${encodeURIComponent((await c.resolve(id)).id)}/permissions`, { mode }), f.output);
     }),
   );
 
@@ -366,7 +367,7 @@ export async function checkUploadFile(file: string): Promise<number> {
  * bytes (a failed ingest never commits any), so it is deleted rather than left `pending` or
  * `error`. When that is not possible, the error says how to retry into it or delete it.
  */
-async function withoutHalfMadeImage(c: ImagoClient, created: ImageDto, failure: unknown, retry: string): Promise<unknown> {
+async function withoutHalfMadeImage(c: ImagoClient, created: ImageJson, failure: unknown, retry: string): Promise<unknown> {
   if (!(failure instanceof ApiError)) return failure;
   try {
     const now = await c.get(created.id);
@@ -385,9 +386,9 @@ async function withoutHalfMadeImage(c: ImagoClient, created: ImageDto, failure: 
  * that ends other than ready is an error carrying the server's reason: UNSAFE_IMAGE (exit 1, as
  * for a refused upload) when the bytes were inspected and refused, IMPORT_FAILED otherwise.
  */
-async function importWithBar(c: ImagoClient, img: ImageDto, url: string, wait: boolean): Promise<ImageDto> {
+async function importWithBar(c: ImagoClient, img: ImageJson, url: string, wait: boolean): Promise<ImageJson> {
   const bar = percentBar(`import ${img.name}`);
-  let last: ImageDto;
+  let last: ImageJson;
   try {
     last = await c.importAndWait(img.id, url, { wait, onChange: (i) => bar.update(i.state, i.progress ?? undefined) });
   } finally {
@@ -398,7 +399,7 @@ async function importWithBar(c: ImagoClient, img: ImageDto, url: string, wait: b
   throw new ApiError(0, last.state === 'error' && last.inspection ? 'UNSAFE_IMAGE' : 'IMPORT_FAILED', `the import of "${img.name}" failed: ${reason}`);
 }
 
-async function uploadWithBar(c: ImagoClient, id: string, file: string): Promise<ImageDto> {
+async function uploadWithBar(c: ImagoClient, id: string, file: string): Promise<ImageJson> {
   const bar = progressBar(`upload ${file}`);
   try {
     return await c.upload(id, file, bar.update);

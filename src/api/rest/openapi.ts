@@ -3,7 +3,7 @@
  * onRoute hook): the document cannot drift from what the server validates.
  */
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { PROBLEM_SCHEMA } from './problem.js';
+import { PROBLEM_SCHEMA } from '../http/problem.js';
 
 interface RouteDoc {
   method: string;

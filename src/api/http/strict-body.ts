@@ -4,7 +4,7 @@
  * (`?limit=10`, a single `?state=ready` as an array); so body types are checked here, before
  * validation, against the `type` the route's body schema declares for each field.
  */
-import { invalid } from '../domain/errors.js';
+import { invalid } from '../../domain/errors.js';
 
 interface Schema {
   type?: string | readonly string[];

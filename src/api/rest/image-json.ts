@@ -1,9 +1,61 @@
-/** The REST representation of an image: the stored record plus the derived lifecycle views. */
-import { formatMode, modeTriplets } from '../domain/access/policy.js';
-import type { Image } from '../domain/image.js';
-import { deckhousePhase, glanceStatus, openNebulaState } from '../domain/lifecycle.js';
+/**
+ * The REST representation of an image: the stored record plus the derived lifecycle views. One
+ * type (`ImageJson`) for the server that writes it and the clients that read it (the CLI).
+ */
+import { Type } from 'typebox';
+import { formatMode, modeTriplets } from '../../domain/access/policy.js';
+import type { Image } from '../../domain/image.js';
+import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/lifecycle.js';
 
-export function imageJson(img: Image): Record<string, unknown> {
+/** An image as `GET /api/v1/images/{id}` returns it. */
+export interface ImageJson {
+  id: string;
+  name: string;
+  description?: string;
+  type: Image['type'];
+  diskFormat?: Image['diskFormat'];
+  containerFormat?: Image['containerFormat'];
+  architecture?: string;
+  osDistro?: string;
+  osVersion?: string;
+  osType?: string;
+  /** GiB */
+  minDisk: number;
+  /** MiB */
+  minRam: number;
+  persistent: boolean;
+  properties: Record<string, string>;
+  tags: string[];
+  /** owning project; null = cluster scope */
+  project: string | null;
+  scope: 'project' | 'cluster';
+  owner?: string;
+  visibility: Image['visibility'];
+  /** octal owner/group/other × use(4)/manage(2)/admin(1), e.g. 660 */
+  permissions: string;
+  /** the same as um-um---- */
+  permissionsText: string;
+  state: Image['state'];
+  stateReason?: string;
+  progress?: number;
+  /** sha256:<hex> of the stored (unwrapped) bytes */
+  digest?: string;
+  storedSize?: number;
+  virtualSize?: number;
+  checksums: Image['checksums'];
+  inspection?: Image['inspection'];
+  usedBy: number;
+  glanceStatus: ReturnType<typeof glanceStatus>;
+  openNebulaState: ReturnType<typeof openNebulaState>;
+  deckhousePhase: ReturnType<typeof deckhousePhase>;
+  /** ISO 8601 */
+  createdAt: string;
+  /** ISO 8601 */
+  updatedAt: string;
+  version: number;
+}
+
+export function imageJson(img: Image): ImageJson {
   const facts = {
     state: img.state,
     ingestKind: img.ingestKind,
@@ -54,7 +106,7 @@ export function imageJson(img: Image): Record<string, unknown> {
 const str = { type: 'string' } as const;
 const int = { type: 'integer' } as const;
 
-export const IMAGE_SCHEMA = {
+const IMAGE_SCHEMA = {
   type: 'object',
   properties: {
     id: str,
@@ -95,3 +147,6 @@ export const IMAGE_SCHEMA = {
     version: int,
   },
 } as const;
+
+/** The response schema of an image (it also decides which fields are serialized). */
+export const imageSchema = (description?: string) => Type.Unsafe<ImageJson>({ ...IMAGE_SCHEMA, ...(description ? { description } : {}) });

@@ -1,35 +1,8 @@
 /**
- * The REST API's one error shape: RFC 9457 problem+json with a stable `code`. Domain errors map
- * to HTTP status here and nowhere else. An unknown error is a 500 with the request id; its details
- * go to the log only.
+ * RFC 9457 problem+json with a stable `code`: the REST door's error body, and the body of the
+ * refusals written before any door has the request (a malformed request, headers too large, a bad
+ * URL). Which status a domain error gets is each door's own table (rest/error-table.ts).
  */
-import type { ErrorCode } from '../domain/errors.js';
-
-export const STATUS_OF: Record<ErrorCode, number> = {
-  IMAGE_NOT_FOUND: 404,
-  BLOB_NOT_FOUND: 410,
-  INVALID_REQUEST: 400,
-  INVALID_STATE: 409,
-  CONFLICT: 409,
-  IMAGE_LOCKED: 409,
-  IMAGE_IN_USE: 409,
-  UNSAFE_IMAGE: 422,
-  DIGEST_MISMATCH: 422,
-  SIZE_LIMIT: 413,
-  URL_NOT_ALLOWED: 422,
-  IMPORT_FAILED: 502,
-  RANGE_NOT_SATISFIABLE: 416,
-  IDEMPOTENCY_MISMATCH: 422,
-  UNAVAILABLE: 503,
-  UNAUTHENTICATED: 401,
-  FORBIDDEN: 403,
-  QUOTA_EXCEEDED: 413,
-  NOT_FOUND: 404,
-  REQUEST_TIMEOUT: 408,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  EMPTY_IMAGE: 422,
-};
-
 export interface Problem {
   type: string;
   title: string;

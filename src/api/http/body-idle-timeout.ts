@@ -5,7 +5,7 @@
  * ingest is busy (backpressure), no `next()` is pending and no timer runs.
  */
 import { PassThrough, type Readable } from 'node:stream';
-import { DomainError } from '../domain/errors.js';
+import { DomainError } from '../../domain/errors.js';
 
 export function bodyIdleError(idleMs: number, what: 'upload' | 'request'): DomainError {
   const retry = what === 'upload' ? 'upload again' : 'send the request again';

@@ -1,0 +1,38 @@
+/**
+ * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins.
+ * Today one door, the native REST API under /api/v1; OCI (/v2/), Glance (/image) and the web
+ * console come as siblings of it.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { ImageEvents } from '../domain/events.js';
+import { createHttpServer } from './http/http-server.js';
+import { sendNoRoute, sendProblem } from './rest/error-table.js';
+import { REST_PREFIX, restDoor, type RestServices } from './rest/rest-door.js';
+
+export interface ApiDeps extends RestServices {
+  events: ImageEvents;
+  logger?: boolean;
+  /** a request body idle this long is cut off (default 60 s) */
+  bodyIdleTimeoutMs?: number;
+  /** an open event stream re-checks its credentials this often (default 3 s) */
+  eventsRecheckMs?: number;
+}
+
+export function buildApi(deps: ApiDeps): FastifyInstance {
+  // what no door claims is answered in the native API's shape (problem+json)
+  const app = createHttpServer({ logger: deps.logger, errorReply: sendProblem, notFound: sendNoRoute });
+  void app.register(restDoor, {
+    prefix: REST_PREFIX,
+    authenticator: deps.authenticator,
+    authorizer: deps.authorizer,
+    imageAccess: deps.imageAccess,
+    sharing: deps.sharing,
+    projects: deps.projects,
+    identity: deps.identity,
+    audit: deps.audit,
+    events: deps.events,
+    bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
+    eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
+  });
+  return app;
+}

@@ -1,0 +1,65 @@
+/**
+ * The native REST API (`/api/v1` + its OpenAPI document), as one encapsulated Fastify plugin: its
+ * own body rules, authentication, error table and 404 apply to its routes only. Split by resource:
+ * images, files (upload, download, variants), events (SSE), access. Another door copies this shape
+ * with its own prefix, credentials and error table.
+ */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { AuditLog } from '../../domain/access/audit-log.js';
+import type { Authenticator } from '../../domain/access/authenticator.js';
+import type { Authorizer } from '../../domain/access/authorizer.js';
+import type { IdentityAdmin } from '../../domain/access/identity-admin.js';
+import type { ImageAccess } from '../../domain/access/image-access.js';
+import type { ImageSharing } from '../../domain/access/image-sharing.js';
+import type { ProjectAdmin } from '../../domain/access/project-admin.js';
+import type { ImageEvents } from '../../domain/events.js';
+import { acceptJsonBodies } from '../http/json-bodies.js';
+import { authenticateRequests } from '../http/principal.js';
+import { accessRoutes } from './access-routes.js';
+import { sendNoRoute, sendProblem } from './error-table.js';
+import { eventRoutes } from './event-routes.js';
+import { fileRoutes } from './file-routes.js';
+import { imageRoutes } from './image-routes.js';
+import { collectOpenApi } from './openapi.js';
+
+/** Where the door is mounted (its plugin prefix). */
+export const REST_PREFIX = '/api/v1';
+
+/** The domain services the REST door calls (src/domain/access/: every call is on behalf of a principal). */
+export interface RestServices {
+  /** credentials → principal */
+  authenticator: Authenticator;
+  /** the event stream's per-image visibility filter */
+  authorizer: Authorizer;
+  /** image operations on behalf of the request's principal */
+  imageAccess: ImageAccess;
+  sharing: ImageSharing;
+  projects: ProjectAdmin;
+  identity: IdentityAdmin;
+  audit: AuditLog;
+}
+
+export interface RestDoorOptions extends RestServices {
+  events: ImageEvents;
+  /** a request body idle this long is cut off */
+  bodyIdleTimeoutMs: number;
+  /** an open event stream re-checks its credentials this often */
+  eventsRecheckMs: number;
+}
+
+export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, opts) => {
+  acceptJsonBodies(app, { idleTimeoutMs: opts.bodyIdleTimeoutMs });
+  // liveness and the API description are open
+  authenticateRequests(app, { authenticate: (authorization) => opts.authenticator.authenticate(authorization), openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`] });
+  app.setErrorHandler((err: unknown, req, reply) => sendProblem(req, reply, err));
+  app.setNotFoundHandler(sendNoRoute);
+  const openapi = collectOpenApi(app);
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => openapi());
+  app.get('/healthz', { schema: { summary: 'liveness', tags: ['meta'] } }, async () => ({ status: 'ok' }));
+  const { imageAccess } = opts;
+  await app.register(imageRoutes, { imageAccess });
+  await app.register(fileRoutes, { imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
+  await app.register(eventRoutes, { authenticator: opts.authenticator, authorizer: opts.authorizer, events: opts.events, recheckMs: opts.eventsRecheckMs });
+  await app.register(accessRoutes, { projects: opts.projects, identity: opts.identity, sharing: opts.sharing, imageAccess, audit: opts.audit });
+};
