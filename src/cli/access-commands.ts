@@ -1,6 +1,6 @@
 /**
  * Remote verbs of the access model: `imago project|user|group|token|member|quota|audit|oidc|whoami`.
- * Thin wrappers over the REST API (src/api/access-routes.ts); the server decides.
+ * Thin wrappers over the REST API (src/api/rest/access-routes.ts); the server decides.
  */
 import type { Command } from 'commander';
 import type { ImageJson } from '../api/rest/image-json.js';
