@@ -10,12 +10,13 @@ import { buildApi } from './api/server.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
-import { AccessRepository } from './domain/access-repository.js';
+import { KyselyAccessRepository } from './db/access-repository.js';
+import { KyselyImageRepository } from './db/image-repository.js';
+import type { AccessRepository } from './domain/access-repository.js';
 import { AccessService } from './domain/access-service.js';
 import { Authenticator, mintToken } from './domain/authenticator.js';
 import { ImageEvents } from './domain/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
-import { KyselyImageRepository } from './domain/image-repository.js';
 import { ImageService } from './domain/image-service.js';
 import { ImportRunner } from './domain/import-runner.js';
 import { ConvertRunner } from './domain/convert-runner.js';
@@ -65,7 +66,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const converts = new ConvertRunner(db, images, converter, { serverTarget: config.convertTo });
   images.whenStored((img) => converts.afterIngest(img));
   const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
-  const accessRepo = new AccessRepository(db);
+  const accessRepo = new KyselyAccessRepository(db);
   const auth = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
   const access = new AccessService(images, accessRepo, auth, imports);
   let bootstrapToken: string | undefined;
@@ -145,8 +146,9 @@ export async function bootstrapAdmin(repo: AccessRepository, dataDir: string): P
 
 /** `imago admin-token`: a new server-admin token for `admin`, replacing <data>/admin.token. */
 export async function writeAdminToken(app: App, name: string): Promise<{ id: string; path: string }> {
-  const r = await mintAdminToken(new AccessRepository(app.db), app.config.dataDir, name, 'imago admin-token (local)');
-  await new AccessRepository(app.db).audit({ actor: 'local admin-token command', action: 'token.create', target: name, result: 'ok', detail: { id: r.id, role: 'server-admin' } });
+  const repo = new KyselyAccessRepository(app.db);
+  const r = await mintAdminToken(repo, app.config.dataDir, name, 'imago admin-token (local)');
+  await repo.audit({ actor: 'local admin-token command', action: 'token.create', target: name, result: 'ok', detail: { id: r.id, role: 'server-admin' } });
   return { id: r.id, path: r.path };
 }
 
