@@ -31,7 +31,7 @@ import { CONVERT_FORMATS } from './image.js';
 import type { CreateImageInput, OwnershipInput } from './image-input.js';
 import type { ImageService, VariantRead } from './image-service.js';
 import type { ConvertTarget } from './variants.js';
-import type { ImportRunner } from './import-runner.js';
+import type { ImportJobs } from './jobs/import-job.js';
 
 export interface RequestContext {
   principal: Principal;
@@ -50,7 +50,7 @@ export class AccessService {
     private readonly images: ImageService,
     private readonly access: AccessRepository,
     readonly auth: Authenticator,
-    private readonly imports?: ImportRunner,
+    private readonly imports?: ImportJobs,
   ) {}
 
   authenticate(authorization: string | undefined): Promise<Principal> {
