@@ -7,6 +7,6 @@ test('blobStoreFromUrl: a directory, a file:// URL or fs: picks the filesystem s
   assert.equal(blobStoreFromUrl('/srv/imago').description, 'fs:/srv/imago');
   assert.equal(blobStoreFromUrl(pathToFileURL('/srv/imago data').href).description, 'fs:/srv/imago data');
   assert.equal(blobStoreFromUrl('fs:/srv/imago').description, 'fs:/srv/imago');
-  assert.equal(blobStoreFromUrl('imago-data').description, 'fs:imago-data');
+  assert.equal(blobStoreFromUrl('./imago-data').description, 'fs:imago-data');
   assert.throws(() => blobStoreFromUrl('gopher://host/x'), /blob storage "gopher:\/\/\.\.\." is not supported/);
 });
