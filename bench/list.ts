@@ -21,12 +21,12 @@ import pg from 'pg';
 import type { ImagesTable } from '../src/db/schema.js';
 import { openDatabase, type Database } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrations.js';
-import { KyselyImageRepository } from '../src/domain/image-repository.js';
+import { KyselyImageRepository } from '../src/db/image-repository.js';
 import { startGlance, type GlancePeer } from './support/glance-peer.js';
 import { createImage, numberOption, percentile, printTable, serve } from './support/harness.js';
 
-const TYPES = ['OS', 'DATABLOCK', 'CDROM'];
-const STATES = ['ready', 'ready', 'ready', 'error', 'disabled'];
+const TYPES = ['OS', 'DATABLOCK', 'CDROM'] as const;
+const STATES = ['ready', 'ready', 'ready', 'error', 'disabled'] as const;
 /** rows per INSERT: 500 rows × the images table's ~37 columns stay under SQLite's 32,766 bound parameters */
 const BATCH = 500;
 

@@ -2,15 +2,20 @@
  * The composition root: config → adapters (catalog database, blob store) → domain → HTTP edge.
  * `imago serve` and `imago gc` start here; tests start the same thing on a temp dir.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, open, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Cron } from 'croner';
 import { buildApi } from './api/build-api.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrations.js';
-import { AccessRepository } from './domain/access-repository.js';
+import { KyselyAccessRepository } from './db/access-repository.js';
+import { KyselyImageRepository } from './db/image-repository.js';
+import { KyselyJobQueue } from './db/job-queue.js';
+import type { AccessRepository } from './domain/access-repository.js';
 import { AuditLog } from './domain/access/audit-log.js';
 import { Authenticator, mintToken } from './domain/access/authenticator.js';
 import { Authorizer } from './domain/access/authorizer.js';
@@ -20,23 +25,26 @@ import { ImageSharing } from './domain/access/image-sharing.js';
 import { ProjectAdmin } from './domain/access/project-admin.js';
 import { ImageEvents } from './domain/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
-import { KyselyImageRepository } from './domain/image-repository.js';
 import { ImageService } from './domain/image-service.js';
-import { ImportRunner } from './domain/import-runner.js';
-import { ConvertRunner } from './domain/convert-runner.js';
+import { ConvertJobs } from './domain/jobs/convert-job.js';
+import { GcJob } from './domain/jobs/gc-job.js';
+import { ImportJobs } from './domain/jobs/import-job.js';
+import { JobRunner } from './domain/jobs/job-runner.js';
 import { Converter } from './domain/variants.js';
 import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
-import { FsBlobStore } from './store/fs-blob-store.js';
+import { blobStoreFromUrl } from './store/blob-store-from-url.js';
 
 export interface App {
   config: Config;
   db: Database;
   store: BlobStore;
   images: ImageService;
-  imports: ImportRunner;
+  /** the one runner of background jobs (imports, conversions, scheduled GC) */
+  jobs: JobRunner;
+  imports: ImportJobs;
   /** convert-on-import jobs */
-  converts: ConvertRunner;
+  converts: ConvertJobs;
   events: ImageEvents;
   /** credentials → principal */
   authenticator: Authenticator;
@@ -61,7 +69,7 @@ export interface App {
 
 export async function createApp(config: Config, opts: { logger?: boolean } = {}): Promise<App> {
   await mkdir(config.dataDir, { recursive: true });
-  const store = new FsBlobStore(join(config.dataDir));
+  const store = blobStoreFromUrl(config.dataDir);
   try {
     await store.probe();
   } catch (e) {
@@ -78,10 +86,12 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const events = new ImageEvents();
   const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
   const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits }, converter);
-  const converts = new ConvertRunner(db, images, converter, { serverTarget: config.convertTo });
+  const queue = new KyselyJobQueue(db);
+  const jobs = new JobRunner(queue, { owner: nodeId(config.dataDir) });
+  const converts = new ConvertJobs(queue, jobs, images, converter, { serverTarget: config.convertTo });
   images.whenStored((img) => converts.afterIngest(img));
-  const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
-  const accessRepo = new AccessRepository(db);
+  const imports = new ImportJobs(queue, jobs, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
+  const accessRepo = new KyselyAccessRepository(db);
   const authenticator = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
   const authorizer = new Authorizer(images, accessRepo);
   const audit = new AuditLog(accessRepo, authorizer);
@@ -97,12 +107,14 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     throw new Error(`could not create the first server-admin token: ${(e as Error).message}`);
   }
   const api = buildApi({ authenticator, authorizer, imageAccess, sharing, projects, identity, audit, events, logger: opts.logger, bodyIdleTimeoutMs: config.bodyIdleTimeoutMs, eventsRecheckMs: config.eventsRecheckMs });
+  const gcJob = new GcJob(queue, jobs, { store, referenced: () => repo.referencedDigests(), graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
   const app: App = {
     config,
     db,
     store,
     images,
+    jobs,
     imports,
     converts,
     events,
@@ -124,18 +136,17 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     async close() {
       cron?.stop();
       await api.close();
-      await imports.drain();
-      await converts.drain();
+      await jobs.close();
       await db.close();
     },
   };
   if (config.gcSchedule) {
+    // the schedule only enqueues: the collection runs on the job queue, one node per tick
     cron = new Cron(config.gcSchedule, { protect: true }, async () => {
       try {
-        const r = await app.gc({ dryRun: false });
-        api.log.info({ deleted: r.deleted }, 'scheduled gc');
+        await gcJob.enqueue(new Date());
       } catch (e) {
-        api.log.error({ err: e }, 'scheduled gc failed');
+        api.log.error({ err: e }, 'scheduled gc could not be queued');
       }
     });
   }
@@ -147,10 +158,12 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
   const app = await createApp(config, opts);
   try {
     const rec = await app.images.recover();
-    const resumed = await app.imports.resume();
-    const converts = await app.converts.resume();
-    if (rec.interrupted || rec.deleted || rec.swept || resumed || converts.resumed || converts.unlocked) {
-      app.api.log.info({ ...rec, importsResumed: resumed, convertsResumed: converts.resumed, convertLocksFreed: converts.unlocked }, 'recovered from an unclean stop');
+    const resumed = await app.jobs.start();
+    const unlocked = await app.converts.freeStrandedLocks();
+    const importsResumed = resumed.import ?? 0;
+    const convertsResumed = resumed.convert ?? 0;
+    if (rec.interrupted || rec.deleted || rec.swept || importsResumed || convertsResumed || unlocked) {
+      app.api.log.info({ ...rec, importsResumed, convertsResumed, convertLocksFreed: unlocked }, 'recovered from an unclean stop');
     }
     const address = await app.api.listen({ host: config.listen.host, port: config.listen.port });
     app.url = address.replace('[::1]', '127.0.0.1');
@@ -172,8 +185,9 @@ export async function bootstrapAdmin(repo: AccessRepository, dataDir: string): P
 
 /** `imago admin-token`: a new server-admin token for `admin`, replacing <data>/admin.token. */
 export async function writeAdminToken(app: App, name: string): Promise<{ id: string; path: string }> {
-  const r = await mintAdminToken(new AccessRepository(app.db), app.config.dataDir, name, 'imago admin-token (local)');
-  await new AccessRepository(app.db).audit({ actor: 'local admin-token command', action: 'token.create', target: name, result: 'ok', detail: { id: r.id, role: 'server-admin' } });
+  const repo = new KyselyAccessRepository(app.db);
+  const r = await mintAdminToken(repo, app.config.dataDir, name, 'imago admin-token (local)');
+  await repo.audit({ actor: 'local admin-token command', action: 'token.create', target: name, result: 'ok', detail: { id: r.id, role: 'server-admin' } });
   return { id: r.id, path: r.path };
 }
 
@@ -195,6 +209,15 @@ async function mintAdminToken(repo: AccessRepository, dataDir: string, name: str
 }
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
+
+/**
+ * This node's identity as a job worker: the same after a restart on the same host and data
+ * directory (so it takes its own jobs back at once), different for every other node.
+ */
+function nodeId(dataDir: string): string {
+  const host = hostname();
+  return `${host.slice(0, 40)}-${createHash('sha256').update(`${host}\0${resolve(dataDir)}`).digest('hex').slice(0, 16)}`;
+}
 
 function redact(url: string): string {
   return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');

@@ -20,7 +20,7 @@ import { after, before, test } from 'node:test';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase, type Database } from '../src/db/database.js';
-import { KyselyImageRepository } from '../src/domain/image-repository.js';
+import { KyselyImageRepository } from '../src/db/image-repository.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
 import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 import { cached, qemuConvert } from './support/qemu.js';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Image } from '../domain/image.js';
-import { KyselyImageRepository } from '../domain/image-repository.js';
+import { KyselyImageRepository } from './image-repository.js';
 import { openDatabase } from './database.js';
 import { migrateToLatest } from './migrations.js';
 

@@ -1,13 +1,23 @@
-/** The catalog's tables as Kysely sees them (both dialects). Sizes are numbers (exact to 2^53). */
+/**
+ * The catalog's tables as Kysely sees them (both dialects). Sizes are numbers (exact to 2^53).
+ * Columns holding one of the domain's vocabularies are typed with its union: the database returns
+ * plain strings, and only the code writes these columns, so a row read back is already the union.
+ */
 import type { ColumnType, Generated } from 'kysely';
+import type { Role, MemberStatus, Visibility } from '../domain/access/policy.js';
+import type { Grant, TokenRecord } from '../domain/access-repository.js';
+import type { ContainerFormat, DiskFormat, Image, ImageType } from '../domain/image.js';
+import type { JobKind, JobState } from '../domain/jobs/job-queue.js';
+import type { ImageState } from '../domain/lifecycle.js';
+import type { Digest } from '../store/blob-store.js';
 
 export interface ImagesTable {
   id: string;
   name: string;
   description: string | null;
-  type: string;
-  disk_format: string | null;
-  container_format: string | null;
+  type: ImageType;
+  disk_format: DiskFormat | null;
+  container_format: ContainerFormat | null;
   architecture: string | null;
   os_distro: string | null;
   os_version: string | null;
@@ -17,14 +27,14 @@ export interface ImagesTable {
   persistent: number;
   properties: string;
   tags: string;
-  state: string;
+  state: ImageState;
   state_reason: string | null;
   progress: number | null;
-  ingest_kind: string | null;
+  ingest_kind: NonNullable<Image['ingestKind']> | null;
   ingest_id: string | null;
-  lock_reason: string | null;
+  lock_reason: NonNullable<Image['lockReason']> | null;
   used_by: number;
-  digest: string | null;
+  digest: Digest | null;
   stored_size: number | null;
   virtual_size: number | null;
   checksum_md5: string | null;
@@ -38,7 +48,7 @@ export interface ImagesTable {
   project: string | null;
   /** the user who created it (OpenNebula's owner) */
   owner: string | null;
-  visibility: string;
+  visibility: Visibility;
   /** OpenNebula-style bits owner/group/other × use/manage/admin, e.g. 0o660 */
   perms: number;
   /** bytes reserved against the project's quota by the ingest running now */
@@ -65,13 +75,18 @@ export interface IdempotencyKeysTable {
 
 export interface JobsTable {
   id: string;
-  kind: string;
+  kind: JobKind;
+  /** '' for a job on no image (GC) */
   image_id: string;
-  state: string;
+  state: JobState;
+  /** JSON, the handler's */
   payload: string;
+  /** the phase the next run starts in; '' = the handler's first (0006-job-queue; defaults to '') */
+  phase: ColumnType<string, string | undefined, string>;
   progress: number | null;
   attempts: number;
   error: string | null;
+  /** the worker holding the job and until when (ms since the epoch); null = claimable when running */
   lease_owner: string | null;
   lease_until: number | null;
   created_at: number;
@@ -110,10 +125,9 @@ export interface GroupMembersTable {
 
 export interface ProjectRolesTable {
   project: string;
-  /** 'user' | 'group' */
-  subject_kind: string;
+  subject_kind: Grant['subjectKind'];
   subject: string;
-  role: string;
+  role: Role;
 }
 
 export interface TokensTable {
@@ -122,8 +136,7 @@ export interface TokensTable {
   user_name: string;
   /** null only for server-admin tokens */
   project: string | null;
-  /** reader | writer | admin | server-admin */
-  role: string;
+  role: TokenRecord['role'];
   /** sha256 hex of the secret */
   secret_hash: string;
   created_at: number;
@@ -136,7 +149,7 @@ export interface TokensTable {
 export interface ImageMembersTable {
   image_id: string;
   project: string;
-  status: string;
+  status: MemberStatus;
   created_at: number;
   updated_at: number;
 }
@@ -158,7 +171,7 @@ export interface ClaimRulesTable {
   value: string;
   /** target project (null when the value has {project}) */
   project: string | null;
-  role: string | null;
+  role: Role | null;
   /** or: membership of this group */
   group_name: string | null;
   created_at: number;
@@ -183,7 +196,7 @@ export interface ImageVariantsTable {
   format: string;
   /** canonical writer options, "k=v,k=v" sorted by key; '' = the writer's defaults */
   options_key: string;
-  digest: string;
+  digest: Digest;
   size: number;
   created_at: number;
 }

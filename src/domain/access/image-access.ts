@@ -13,7 +13,7 @@ import { DomainError, forbidden, invalid } from '../errors.js';
 import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '../image.js';
 import type { CreateImageInput, OwnershipInput } from '../image-input.js';
 import type { ImageService, VariantRead } from '../image-service.js';
-import type { ImportRunner } from '../import-runner.js';
+import type { ImportJobs } from '../jobs/import-job.js';
 import type { ConvertTarget } from '../variants.js';
 import type { AuditLog } from './audit-log.js';
 import { needLogin, scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
@@ -35,7 +35,7 @@ export class ImageAccess {
     private readonly access: AccessRepository,
     private readonly authz: Authorizer,
     private readonly audit: AuditLog,
-    private readonly imports?: ImportRunner,
+    private readonly imports?: ImportJobs,
   ) {}
 
   listImages(ctx: RequestContext, query: ImageQuery): Promise<ImagePage> {

@@ -4,14 +4,14 @@
  * both are written in the same transaction. Lists use keyset pagination (never OFFSET): the
  * cursor carries the last row's sort value and id.
  */
-import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool, type Transaction } from 'kysely';
-import { isUniqueViolation, type Database } from '../db/database.js';
-import type { ImagesTable, Schema } from '../db/schema.js';
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type NotNull, type SqlBool, type Transaction } from 'kysely';
+import { isUniqueViolation, type Database } from './database.js';
+import type { ImageMembersTable, ImagesTable, ImageVariantsTable, Schema } from './schema.js';
 import type { Digest } from '../store/blob-store.js';
-import { DomainError, invalid } from './errors.js';
-import type { MemberStatus } from './access/policy.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from './image.js';
-import type { ImageState } from './lifecycle.js';
+import { DomainError, invalid } from '../domain/errors.js';
+import type { MemberStatus } from '../domain/access/policy.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from '../domain/image.js';
+import type { ImageState } from '../domain/lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
 
@@ -180,9 +180,9 @@ export class KyselyImageRepository implements ImageRepository {
   }
 
   async referencedDigests(): Promise<Set<Digest>> {
-    const rows = await this.db.selectFrom('images').select('digest').distinct().where('digest', 'is not', null).execute();
+    const rows = await this.db.selectFrom('images').select('digest').distinct().where('digest', 'is not', null).$narrowType<{ digest: NotNull }>().execute();
     const variants = await this.db.selectFrom('image_variants').select('digest').distinct().execute();
-    return new Set([...rows.map((r) => r.digest as Digest), ...variants.map((r) => r.digest as Digest)]);
+    return new Set([...rows.map((r) => r.digest), ...variants.map((r) => r.digest)]);
   }
 
   async variant(imageId: string, format: string, optionsKey: string): Promise<ImageVariant | undefined> {
@@ -274,8 +274,8 @@ async function putVariantIn(trx: Transaction<Schema>, v: ImageVariant): Promise<
   return true;
 }
 
-function variantFromRow(r: { image_id: string; format: string; options_key: string; digest: string; size: number; created_at: number }): ImageVariant {
-  return { imageId: r.image_id, format: r.format, optionsKey: r.options_key, digest: r.digest as Digest, sizeBytes: Number(r.size), createdAt: new Date(Number(r.created_at)) };
+function variantFromRow(r: ImageVariantsTable): ImageVariant {
+  return { imageId: r.image_id, format: r.format, optionsKey: r.options_key, digest: r.digest, sizeBytes: Number(r.size), createdAt: new Date(Number(r.created_at)) };
 }
 
 /**
@@ -339,8 +339,8 @@ async function updateIn(trx: Transaction<Schema>, id: string, patch: ImagePatch,
   }
 }
 
-function memberFromRow(r: { image_id: string; project: string; status: string; created_at: number; updated_at: number }): ImageMember {
-  return { imageId: r.image_id, project: r.project, status: r.status as MemberStatus, createdAt: new Date(Number(r.created_at)), updatedAt: new Date(Number(r.updated_at)) };
+function memberFromRow(r: ImageMembersTable): ImageMember {
+  return { imageId: r.image_id, project: r.project, status: r.status, createdAt: new Date(Number(r.created_at)), updatedAt: new Date(Number(r.updated_at)) };
 }
 
 const OWNER_USE = 0o400;
@@ -518,37 +518,37 @@ function fromRow(r: ImagesTable): Image {
   const img: Image = {
     id: r.id,
     name: r.name,
-    type: r.type as Image['type'],
+    type: r.type,
     minDisk: Number(r.min_disk),
     minRam: Number(r.min_ram),
     persistent: Number(r.persistent) === 1,
     properties: JSON.parse(r.properties) as Record<string, string>,
     tags: JSON.parse(r.tags) as string[],
-    state: r.state as ImageState,
+    state: r.state,
     usedBy: Number(r.used_by),
     checksums: {},
     createdAt: new Date(Number(r.created_at)),
     updatedAt: new Date(Number(r.updated_at)),
     version: Number(r.version),
-    visibility: r.visibility as Image['visibility'],
+    visibility: r.visibility,
     perms: Number(r.perms),
     reservedBytes: Number(r.reserved_bytes),
   };
   if (r.project !== null) img.project = r.project;
   if (r.owner !== null) img.owner = r.owner;
   if (r.description !== null) img.description = r.description;
-  if (r.disk_format !== null) img.diskFormat = r.disk_format as Image['diskFormat'];
-  if (r.container_format !== null) img.containerFormat = r.container_format as Image['containerFormat'];
+  if (r.disk_format !== null) img.diskFormat = r.disk_format;
+  if (r.container_format !== null) img.containerFormat = r.container_format;
   if (r.architecture !== null) img.architecture = r.architecture;
   if (r.os_distro !== null) img.osDistro = r.os_distro;
   if (r.os_version !== null) img.osVersion = r.os_version;
   if (r.os_type !== null) img.osType = r.os_type;
   if (r.state_reason !== null) img.stateReason = r.state_reason;
   if (r.progress !== null) img.progress = Number(r.progress);
-  if (r.ingest_kind !== null) img.ingestKind = r.ingest_kind as Image['ingestKind'];
+  if (r.ingest_kind !== null) img.ingestKind = r.ingest_kind;
   if (r.ingest_id !== null) img.ingestId = r.ingest_id;
-  if (r.lock_reason !== null) img.lockReason = r.lock_reason as Image['lockReason'];
-  if (r.digest !== null) img.digest = r.digest as Digest;
+  if (r.lock_reason !== null) img.lockReason = r.lock_reason;
+  if (r.digest !== null) img.digest = r.digest;
   if (r.stored_size !== null) img.storedSize = Number(r.stored_size);
   if (r.virtual_size !== null) img.virtualSize = Number(r.virtual_size);
   if (r.checksum_md5 !== null) img.checksums.md5 = r.checksum_md5;

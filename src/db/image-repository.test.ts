@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { freshPgDatabase } from '../../test/support/server.js';
-import { openDatabase, type Database } from '../db/database.js';
-import { migrateToLatest } from '../db/migrations.js';
-import type { Image } from './image.js';
+import { openDatabase, type Database } from './database.js';
+import { migrateToLatest } from './migrations.js';
+import type { Image } from '../domain/image.js';
 import { KyselyImageRepository } from './image-repository.js';
 
 function image(over: Partial<Image> = {}): Image {
