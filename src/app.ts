@@ -15,7 +15,7 @@ import { migrateToLatest } from './db/migrations.js';
 import { KyselyAccessRepository } from './db/access-repository.js';
 import { KyselyImageRepository } from './db/image-repository.js';
 import { KyselyJobQueue } from './db/job-queue.js';
-import type { AccessRepository } from './domain/access-repository.js';
+import type { AccessRepository } from './domain/access/access-repository.js';
 import { AuditLog } from './domain/access/audit-log.js';
 import { Authenticator, mintToken } from './domain/access/authenticator.js';
 import { Authorizer } from './domain/access/authorizer.js';

@@ -19,7 +19,7 @@ import {
   type Project,
   type QuotaLimits,
   type TokenRecord,
-} from '../domain/access-repository.js';
+} from '../domain/access/access-repository.js';
 import { DomainError } from '../domain/errors.js';
 
 export class KyselyAccessRepository implements AccessRepository {

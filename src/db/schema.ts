@@ -5,7 +5,7 @@
  */
 import type { ColumnType, Generated } from 'kysely';
 import type { Role, MemberStatus, Visibility } from '../domain/access/policy.js';
-import type { Grant, TokenRecord } from '../domain/access-repository.js';
+import type { Grant, TokenRecord } from '../domain/access/access-repository.js';
 import type { ContainerFormat, DiskFormat, Image, ImageType } from '../domain/image.js';
 import type { JobKind, JobState } from '../domain/jobs/job-queue.js';
 import type { ImageState } from '../domain/lifecycle.js';

@@ -11,7 +11,7 @@ import type { IdentityAdmin } from '../../domain/access/identity-admin.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import type { ProjectAdmin } from '../../domain/access/project-admin.js';
-import type { AuditEntry, Project, TokenRecord } from '../../domain/access-repository.js';
+import type { AuditEntry, Project, TokenRecord } from '../../domain/access/access-repository.js';
 import { DomainError, invalid } from '../../domain/errors.js';
 import type { ImageMember } from '../../domain/image.js';
 import { ctxOf } from '../http/principal.js';

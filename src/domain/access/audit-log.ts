@@ -2,7 +2,7 @@
  * The audit log: one entry for every mutating action, allowed or refused (`record`), and the
  * reading of it (`query`): server admins read everything, project admins their projects' entries.
  */
-import type { AccessRepository, AuditEntry, AuditQuery } from '../access-repository.js';
+import type { AccessRepository, AuditEntry, AuditQuery } from './access-repository.js';
 import { DomainError, forbidden } from '../errors.js';
 import type { Image } from '../image.js';
 import type { Authorizer, RequestContext } from './authorizer.js';

@@ -15,7 +15,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createRemoteJWKSet, decodeJwt, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { ANONYMOUS, maxRole, type Principal, type Role } from './policy.js';
-import type { AccessRepository, ClaimRule, OidcIssuer, TokenRecord } from '../access-repository.js';
+import type { AccessRepository, ClaimRule, OidcIssuer, TokenRecord } from './access-repository.js';
 import { DomainError } from '../errors.js';
 
 export const TOKEN_PREFIX = 'imago_';

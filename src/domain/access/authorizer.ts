@@ -6,7 +6,7 @@
  * do. It records nothing: the services that act (`image-access.ts`, `project-admin.ts`, ...)
  * audit their mutations through `audit-log.ts`.
  */
-import type { AccessRepository, Project } from '../access-repository.js';
+import type { AccessRepository, Project } from './access-repository.js';
 import { DomainError, forbidden, notFound } from '../errors.js';
 import type { AccessScope, Image } from '../image.js';
 import type { ImageService } from '../image-service.js';

@@ -3,7 +3,7 @@
  * (nobody mints more than they have), and the OIDC issuers and claim rules that turn a foreign
  * identity into roles. Every mutation is audited.
  */
-import type { AccessRepository, ClaimRule, Grant, OidcIssuer, TokenRecord } from '../access-repository.js';
+import type { AccessRepository, ClaimRule, Grant, OidcIssuer, TokenRecord } from './access-repository.js';
 import { DomainError, forbidden, invalid } from '../errors.js';
 import type { AuditLog } from './audit-log.js';
 import { mintToken, type Authenticator } from './authenticator.js';

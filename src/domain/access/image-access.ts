@@ -8,7 +8,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../../store/blob-store.js';
-import type { AccessRepository } from '../access-repository.js';
+import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid } from '../errors.js';
 import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '../image.js';
 import type { CreateImageInput, OwnershipInput } from '../image-input.js';

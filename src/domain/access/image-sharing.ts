@@ -3,7 +3,7 @@
  * projects, which accept or reject the offer. The owning project's admins add and remove
  * members; the member project's writers answer. Every mutation is audited.
  */
-import type { AccessRepository } from '../access-repository.js';
+import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid, notFound } from '../errors.js';
 import type { ImageMember } from '../image.js';
 import type { ImageService } from '../image-service.js';

@@ -2,7 +2,7 @@
  * Project administration: projects, the roles users and groups hold in them (grants), their
  * quotas and their convert-on-import policy. Every mutation is audited.
  */
-import type { AccessRepository, Grant, Project, QuotaLimits } from '../access-repository.js';
+import type { AccessRepository, Grant, Project, QuotaLimits } from './access-repository.js';
 import { DomainError, invalid } from '../errors.js';
 import { CONVERT_FORMATS, type ProjectUsage } from '../image.js';
 import type { ImageService } from '../image-service.js';

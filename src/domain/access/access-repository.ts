@@ -4,7 +4,7 @@
  * methods; the adapter (db/access-repository.ts) stores them. No policy here — `access/policy.ts` decides,
  * `access/authorizer.ts` enforces.
  */
-import type { Role } from './access/policy.js';
+import type { Role } from './policy.js';
 
 export interface Project {
   name: string;
