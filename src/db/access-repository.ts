@@ -1,7 +1,7 @@
 /**
  * Persistence of the access model on Kysely (SQLite and PostgreSQL alike): the adapter behind the
- * domain's `AccessRepository` port (domain/access-repository.ts). No policy here — `access.ts`
- * decides, `access-service.ts` enforces.
+ * domain's `AccessRepository` port (domain/access/access-repository.ts). No policy here — `domain/access/policy.ts`
+ * decides, `domain/access/authorizer.ts` enforces.
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
