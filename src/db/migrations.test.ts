@@ -13,7 +13,8 @@ test('0005-cluster-scope: cluster-scope images created as project/660 become pri
   const dir = mkdtempSync(join(tmpdir(), 'imago-migrate-'));
   const db = await openDatabase(`sqlite:${join(dir, 'imago.db')}`);
   try {
-    await migrateToLatest(db);
+    // as a server from before issue 18 left them: the schema up to 0004, images made then
+    await migrateToLatest(db, { upTo: '0004-variants' });
     const repo = new KyselyImageRepository(db);
     const now = new Date();
     const base = { name: 'old', type: 'OS', minDisk: 0, minRam: 0, persistent: false, properties: {}, tags: [], state: 'pending', usedBy: 0, reservedBytes: 0, checksums: {}, createdAt: now, updatedAt: now, version: 1 } as const;
@@ -21,8 +22,6 @@ test('0005-cluster-scope: cluster-scope images created as project/660 become pri
     const cluster = await made({});
     const clusterPublic = await made({ visibility: 'public', perms: 0o664 });
     const inProject = await made({ project: 'p' });
-    // as a server from before issue 18 left them: run the migration again
-    await db.kysely.deleteFrom('imago_migrations' as never).where('name' as never, '=', '0005-cluster-scope' as never).execute();
     await migrateToLatest(db);
     const get = async (id: string) => {
       const i = (await repo.get(id))!;

@@ -248,17 +248,19 @@ class InCodeProvider implements MigrationProvider {
   }
 }
 
-export async function migrateToLatest(db: Database): Promise<void> {
-  // allowUnorderedMigrations: a migration missing from the record runs even when later ones ran
-  // (its record removed to apply it again, as migrations.test.ts does; one merged from a branch)
+/**
+ * Brings the schema to the latest migration, or (`upTo`, for tests of one migration's data
+ * changes) to the named one. Migrations run in order; one missing below the last applied is an
+ * error (a schema must not be assembled out of order).
+ */
+export async function migrateToLatest(db: Database, opts: { upTo?: string } = {}): Promise<void> {
   const migrator = new Migrator({
     db: db.kysely,
     provider: new InCodeProvider(),
     migrationTableName: 'imago_migrations',
     migrationLockTableName: 'imago_migrations_lock',
-    allowUnorderedMigrations: true,
   });
-  const { error, results } = await migrator.migrateToLatest();
+  const { error, results } = opts.upTo === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(opts.upTo);
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
     throw new Error(`migration ${failed?.migrationName ?? ''} failed: ${(error as Error).message ?? String(error)}`);
