@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { openDatabase, type Database } from '../../db/database.js';
-import { KyselyJobQueue } from '../../db/job-queue.js';
-import { migrateToLatest } from '../../db/migrations.js';
-import type { JobHandler } from './job-handler.js';
-import type { JobQueue } from './job-queue.js';
-import { JobRunner } from './job-runner.js';
+import { openDatabase, type Database } from '../src/db/database.js';
+import { KyselyJobQueue } from '../src/db/job-queue.js';
+import { migrateToLatest } from '../src/db/migrations.js';
+import type { JobHandler } from '../src/domain/jobs/job-handler.js';
+import type { JobQueue } from '../src/domain/jobs/job-queue.js';
+import { JobRunner } from '../src/domain/jobs/job-runner.js';
 
 type Phase = 'a' | 'b' | 'c';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
