@@ -11,6 +11,7 @@ function magicFormat(name: 'qcow2' | 'vmdk', magic: string, extra: Partial<Forma
   return describeFormat({
     name,
     description: `synthetic ${name}`,
+    claimedAs: [],
     async probe(src) {
       const b = await src.read(0, magic.length);
       return Buffer.from(b).toString('latin1') === magic;

@@ -11,7 +11,7 @@ import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
 import { DiskError } from '../disk.js';
 import { ovaWriter } from './ova.js';
-import { writerFor } from './registry.js';
+import { writerFor } from '../disk-formats.js';
 
 let dir: string;
 let expected: string;
