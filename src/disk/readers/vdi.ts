@@ -19,6 +19,7 @@ import { vdiFormat, type VdiDetails } from '../../formats/vdi.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
 import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { enforceChecks } from '../format-checks.js';
 import { DISK_LIMITS } from '../limits.js';
 
 export async function openVdi(file: DiskFile): Promise<DiskReader> {
@@ -28,9 +29,7 @@ export async function openVdi(file: DiskFile): Promise<DiskReader> {
 async function open(file: DiskFile): Promise<DiskReader> {
   const ins = await parsing(() => vdiFormat.inspect(file, { limits: DEFAULT_LIMITS }));
   const d = ins.details as unknown as VdiDetails;
-  if (d.parentUuid !== undefined || d.linkUuid !== undefined || d.imageType === 'diff' || d.imageType === 'undo') {
-    throw new DiskError(`VDI is a ${d.imageType} image linked to a parent; images must be self-contained — clone it to a normal image first`, 'UNSAFE_IMAGE');
-  }
+  enforceChecks(vdiFormat, ins, ['DIFFERENCING_DISK']);
   if (d.blockExtra !== 0) throw new DiskError(`VDI blocks carry ${d.blockExtra} bytes of extra data, which qemu does not support either`, 'UNSUPPORTED');
   const virtualSize = fieldNumber(ins.virtualSize ?? 0n, 'VDI virtual size');
   const blockSize = d.blockSize;

@@ -22,6 +22,7 @@ import { vhdFormat, type VhdDetails } from '../../formats/vhd.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
 import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { enforceChecks } from '../format-checks.js';
 import { DISK_LIMITS } from '../limits.js';
 import { openRawWindow } from './raw.js';
 
@@ -37,7 +38,7 @@ async function open(file: DiskFile): Promise<DiskReader> {
   const d = ins.details as unknown as VhdDetails;
   if (ins.virtualSize === undefined) throw new DiskError('VHD has no virtual size');
   const virtualSize = fieldNumber(ins.virtualSize, 'VHD virtual size');
-  if (d.diskType === 'differencing') throw new DiskError('VHD is a differencing disk with a parent; images must be self-contained — merge it first', 'UNSAFE_IMAGE');
+  enforceChecks(vhdFormat, ins, ['DIFFERENCING_DISK']);
   if (d.diskType === 'fixed') {
     if (virtualSize > file.size - Math.min(file.size, FOOTER_BYTES - 1)) {
       throw new DiskError(`fixed VHD declares ${virtualSize} bytes but the file holds only ${file.size} bytes with its footer; the image is truncated`);

@@ -23,6 +23,7 @@ import { vhdxFormat, type VhdxDetails } from '../../formats/vhdx.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
 import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { enforceChecks } from '../format-checks.js';
 import { DISK_LIMITS } from '../limits.js';
 
 const MiB = 1024 * 1024;
@@ -42,14 +43,14 @@ export async function openVhdx(file: DiskFile): Promise<DiskReader> {
 async function open(file: DiskFile): Promise<DiskReader> {
   const ins = await parsing(() => vhdxFormat.inspect(file, { limits: DEFAULT_LIMITS }));
   const d = ins.details as unknown as VhdxDetails;
-  if (d.hasParent) throw new DiskError('VHDX is a differencing disk with a parent; images must be self-contained — merge it first', 'UNSAFE_IMAGE');
+  enforceChecks(vhdxFormat, ins, ['DIFFERENCING_DISK']);
   if (d.logDirty) {
     throw new DiskError(
       'VHDX has a non-empty log that must be replayed (the image was not closed cleanly); open it once read-write in Hyper-V or qemu (e.g. "qemu-img check -r all") and try again',
       'UNSUPPORTED',
     );
   }
-  if (d.unknownRequired.length) throw new DiskError(`VHDX requires features we do not know (${d.unknownRequired.join(', ')})`, 'UNSUPPORTED');
+  enforceChecks(vhdxFormat, ins, ['UNKNOWN_FEATURES']);
   const virtualSize = fieldNumber(ins.virtualSize ?? 0n, 'VHDX virtual size');
   const blockSize = d.blockSize ?? 0;
   const sector = d.logicalSectorSize ?? 0;

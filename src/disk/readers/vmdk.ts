@@ -29,6 +29,7 @@ import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { ConcatReader, type DiskPart } from '../concat-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
 import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { enforceChecks } from '../format-checks.js';
 import { DISK_LIMITS } from '../limits.js';
 import { LruCache } from '../lru-cache.js';
 import { inflateZlibUnit } from '../unit-decoder.js';
@@ -39,7 +40,6 @@ const GTE_ZEROED = 1;
 const MARKER_O_LBA = 0;
 const MARKER_O_SIZE = 8;
 const MARKER_HEADER_BYTES = 12;
-const NO_PARENT_CID = 'ffffffff';
 
 export interface VmdkReaderOptions {
   /**
@@ -56,9 +56,7 @@ export async function openVmdk(file: DiskFile, opts: VmdkReaderOptions = {}): Pr
 async function open(file: DiskFile, opts: VmdkReaderOptions): Promise<DiskReader> {
   const ins = await parsing(() => vmdkFormat.inspect(file, { limits: DEFAULT_LIMITS }));
   const d = ins.details as unknown as VmdkDetails;
-  if (d.parentFileNameHint !== undefined || (d.parentCid !== undefined && d.parentCid.toLowerCase() !== NO_PARENT_CID)) {
-    throw new DiskError(`VMDK is a delta disk with a parent (${JSON.stringify(d.parentFileNameHint ?? d.parentCid)}); images must be self-contained — flatten it first`, 'UNSAFE_IMAGE');
-  }
+  enforceChecks(vmdkFormat, ins, ['BACKING_FILE']);
   if (d.container === 'sparse') return new BlockMapReader(await sparseMap(file, d), file);
   if (d.container === 'descriptor') {
     if (opts.allowExtentDir === undefined) {
