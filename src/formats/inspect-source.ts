@@ -45,15 +45,15 @@ export interface InspectionReport {
 
 /**
  * Claimed (Glance / OpenNebula / qemu) names → the detected formats they are compatible with,
- * from each descriptor's `claimedAs`. `raw` and its Glance aliases accept an ISO (guests read it
- * as raw bytes); nothing accepts a format that a hypervisor would interpret (CVE-2024-40767).
+ * from each descriptor's name and `claimAliases`. A `raw` claim accepts an ISO too (guests read
+ * it as raw bytes); nothing accepts a format that a hypervisor would interpret (CVE-2024-40767).
  */
 const CLAIM_COMPATIBLE: ReadonlyMap<string, readonly FormatName[]> = claimTable(FORMATS);
 
 function claimTable(formats: readonly FormatDescriptor[]): Map<string, FormatName[]> {
   const table = new Map<string, FormatName[]>();
   for (const f of formats) {
-    for (const claim of f.claimedAs) table.set(claim, [...(table.get(claim) ?? []), f.name]);
+    for (const claim of [f.name, ...(f.claimAliases ?? [])]) table.set(claim, [...(table.get(claim) ?? []), f.name]);
   }
   return table;
 }

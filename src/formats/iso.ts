@@ -159,7 +159,7 @@ async function readBootCatalog(b: Uint8Array, findings: Finding[]): Promise<Boot
 export const isoFormat = describeFormat<IsoDetails>({
   name: 'iso',
   // guests read an ISO as raw bytes, so a raw claim accepts it; nothing else does
-  claimedAs: ['iso', 'raw'],
+  claimAliases: ['raw'],
   description: 'ISO 9660 / UDF optical image, El Torito boot, isohybrid MBR/GPT',
   async probe(src) {
     const d = await src.read(VDS_START, 6);

@@ -90,7 +90,6 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
 
 export const luksFormat = describeFormat<LuksDetails>({
   name: 'luks',
-  claimedAs: ['luks'],
   description: 'LUKS v1/v2 encrypted volume',
   async probe(src) {
     const b = await src.read(0, 8);

@@ -352,7 +352,6 @@ const checks: SafetyRule<OvaDetails>[] = [
 
 export const ovaFormat = describeFormat<OvaDetails>({
   name: 'ova',
-  claimedAs: ['ova'],
   description: 'OVA: OVF descriptor + disks + manifest in a tar archive',
   async probe(src) {
     const h = await src.read(0, BLOCK);

@@ -122,7 +122,7 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 export const parallelsFormat = describeFormat<ParallelsDetails>({
   name: 'parallels',
   // ploop: Glance's and OpenNebula's name
-  claimedAs: ['parallels', 'ploop'],
+  claimAliases: ['ploop'],
   description: 'Parallels / Virtuozzo ploop (detected and described)',
   async probe(src) {
     // exactly qemu's probe: either magic and version 2

@@ -44,7 +44,6 @@ const checks: SafetyRule<QcowDetails>[] = [
 
 export const qcowFormat = describeFormat<QcowDetails>({
   name: 'qcow',
-  claimedAs: ['qcow'],
   description: 'QEMU copy-on-write version 1 (legacy)',
   async probe(src) {
     const b = await src.read(0, 8);

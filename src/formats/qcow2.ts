@@ -387,7 +387,6 @@ const checks: SafetyRule<Qcow2Details>[] = [
 
 export const qcow2Format = describeFormat<Qcow2Details>({
   name: 'qcow2',
-  claimedAs: ['qcow2'],
   description: 'QEMU copy-on-write v2/v3',
   async probe(src) {
     const b = await src.read(0, 8);

@@ -45,7 +45,6 @@ const checks: SafetyRule<QedDetails>[] = [
 
 export const qedFormat = describeFormat<QedDetails>({
   name: 'qed',
-  claimedAs: ['qed'],
   description: 'QEMU Enhanced Disk (detected, refused)',
   async probe(src) {
     const b = await src.read(0, 8);

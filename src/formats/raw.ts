@@ -14,7 +14,7 @@ export interface RawDetails {
 export const rawFormat: FormatDescriptor = describeFormat<RawDetails>({
   name: 'raw',
   // Glance's raw-bytes disk formats (gpt, aki/ari/ami kernels and ramdisks) and img are raw as well
-  claimedAs: ['raw', 'gpt', 'aki', 'ari', 'ami', 'img'],
+  claimAliases: ['gpt', 'aki', 'ari', 'ami', 'img'],
   description: 'raw disk image (fallback when no other format matches), with MBR/GPT summary',
   async probe() {
     return true;

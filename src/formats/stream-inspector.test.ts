@@ -11,7 +11,6 @@ function syntheticFormat(magic: string, description: string, inspect: FormatDesc
   return describeFormat({
     name: 'qcow2',
     description: `synthetic: ${description}`,
-    claimedAs: [],
     async probe(src) {
       return Buffer.from(await src.read(0, magic.length)).toString('latin1') === magic;
     },

@@ -216,7 +216,6 @@ const checks: SafetyRule<VdiDetails>[] = [
 
 export const vdiFormat = describeFormat<VdiDetails>({
   name: 'vdi',
-  claimedAs: ['vdi'],
   description: 'VirtualBox VDI: dynamic, static',
   async probe(src) {
     const b = await src.read(O_SIGNATURE, 4);

@@ -378,7 +378,7 @@ const checks: SafetyRule<VhdDetails>[] = [
 export const vhdFormat = describeFormat<VhdDetails>({
   name: 'vhd',
   // vpc: qemu's name
-  claimedAs: ['vhd', 'vpc'],
+  claimAliases: ['vpc'],
   description: 'Microsoft VHD (Virtual PC): fixed, dynamic, differencing',
   async probe(src) {
     // qemu's own probe: the cookie at 0 (dynamic, differencing); nothing narrower, or qemu would

@@ -428,7 +428,6 @@ const checks: SafetyRule<VhdxDetails>[] = [
 
 export const vhdxFormat = describeFormat<VhdxDetails>({
   name: 'vhdx',
-  claimedAs: ['vhdx'],
   description: 'Microsoft VHDX: dynamic, fixed, differencing',
   async probe(src) {
     // qemu's probe is exactly the 8-byte identifier; a narrower one would let qemu see a VHDX in what we call raw

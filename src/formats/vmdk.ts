@@ -452,7 +452,6 @@ function qemuSeesDescriptor(b: Uint8Array): boolean {
 
 export const vmdkFormat = describeFormat<VmdkDetails>({
   name: 'vmdk',
-  claimedAs: ['vmdk'],
   description: 'VMware VMDK: monolithicSparse, streamOptimized (descriptors and split disks detected and refused)',
   async probe(src) {
     const b = await src.read(0, TEXT_PROBE);
