@@ -158,8 +158,6 @@ async function readBootCatalog(b: Uint8Array, findings: Finding[]): Promise<Boot
 
 export const isoFormat = describeFormat<IsoDetails>({
   name: 'iso',
-  // guests read an ISO as raw bytes, so a raw claim accepts it; nothing else does
-  claimAliases: ['raw'],
   description: 'ISO 9660 / UDF optical image, El Torito boot, isohybrid MBR/GPT',
   async probe(src) {
     const d = await src.read(VDS_START, 6);
@@ -170,4 +168,6 @@ export const isoFormat = describeFormat<IsoDetails>({
   inspect,
   // ISO has no references outside itself; structural findings come from inspect
   checks: [],
+  // guests read an ISO as raw bytes, so a raw claim accepts it; nothing else does
+  claimAliases: ['raw'],
 });

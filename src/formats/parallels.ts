@@ -121,8 +121,6 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 
 export const parallelsFormat = describeFormat<ParallelsDetails>({
   name: 'parallels',
-  // ploop: Glance's and OpenNebula's name
-  claimAliases: ['ploop'],
   description: 'Parallels / Virtuozzo ploop (detected and described)',
   async probe(src) {
     // exactly qemu's probe: either magic and version 2
@@ -132,4 +130,6 @@ export const parallelsFormat = describeFormat<ParallelsDetails>({
   inspect,
   // ploop references nothing outside itself; its structural findings come from inspect
   checks: [],
+  // ploop: Glance's and OpenNebula's name
+  claimAliases: ['ploop'],
 });

@@ -377,8 +377,6 @@ const checks: SafetyRule<VhdDetails>[] = [
 
 export const vhdFormat = describeFormat<VhdDetails>({
   name: 'vhd',
-  // vpc: qemu's name
-  claimAliases: ['vpc'],
   description: 'Microsoft VHD (Virtual PC): fixed, dynamic, differencing',
   async probe(src) {
     // qemu's own probe: the cookie at 0 (dynamic, differencing); nothing narrower, or qemu would
@@ -388,4 +386,6 @@ export const vhdFormat = describeFormat<VhdDetails>({
   },
   inspect,
   checks,
+  // vpc: qemu's name
+  claimAliases: ['vpc'],
 });

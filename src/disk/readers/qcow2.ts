@@ -26,12 +26,12 @@ import { entryError, qcow2L1Rule, qcow2L2Rule, type Qcow2Geometry, type TableRul
 import { view } from '../../formats/byte-source.js';
 import { qcow2Format, type Qcow2Details } from '../../formats/qcow2.js';
 import { compressedSizeShift, QCOW2 } from '../../formats/qcow2-layout.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
+import type { Inspection } from '../../formats/format.js';
 import { DiskError } from '../disk.js';
 import type { DiskReader } from '../disk.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
-import { enforceChecks } from '../format-checks.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 import { LruCache } from '../lru-cache.js';
 import { inflateRawUnit, zstdUnit } from '../unit-decoder.js';
@@ -47,14 +47,12 @@ export interface Qcow2ReaderOptions {
 }
 
 export async function openQcow2(file: DiskFile, opts: Qcow2ReaderOptions = {}): Promise<DiskReader> {
-  return owning(file, () => open(file, opts));
+  return openInspected<Qcow2Details>(file, qcow2Format, ['BACKING_FILE', 'DATA_FILE', 'UNKNOWN_FEATURES'], (ins) => open(file, ins, opts));
 }
 
-async function open(file: DiskFile, opts: Qcow2ReaderOptions): Promise<DiskReader> {
-  const ins = await parsing(() => qcow2Format.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as Qcow2Details;
+async function open(file: DiskFile, ins: Inspection<Qcow2Details>, opts: Qcow2ReaderOptions): Promise<DiskReader> {
+  const d = ins.details;
   if (d.encryption !== 'none') throw new DiskError(`qcow2 image is encrypted (${d.encryption}); decrypt it with qemu-img convert --object secret,... first`, 'UNSUPPORTED');
-  enforceChecks(qcow2Format, ins, ['BACKING_FILE', 'DATA_FILE', 'UNKNOWN_FEATURES']);
   if (ins.virtualSize === undefined) throw new DiskError('qcow2 image has no virtual size');
   let virtualSize = fieldNumber(ins.virtualSize, 'qcow2 virtual size');
   let l1Offset = d.l1TableOffset;

@@ -14,22 +14,20 @@
  */
 import { entryError, vdiMapRule, VDI_BLOCK_DISCARDED, VDI_BLOCK_FREE } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vdiFormat, type VdiDetails } from '../../formats/vdi.js';
+import type { Inspection } from '../../formats/format.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
-import { enforceChecks } from '../format-checks.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 
 export async function openVdi(file: DiskFile): Promise<DiskReader> {
-  return owning(file, () => open(file));
+  return openInspected<VdiDetails>(file, vdiFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 }
 
-async function open(file: DiskFile): Promise<DiskReader> {
-  const ins = await parsing(() => vdiFormat.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as VdiDetails;
-  enforceChecks(vdiFormat, ins, ['DIFFERENCING_DISK']);
+async function open(file: DiskFile, ins: Inspection<VdiDetails>): Promise<DiskReader> {
+  const d = ins.details;
   if (d.blockExtra !== 0) throw new DiskError(`VDI blocks carry ${d.blockExtra} bytes of extra data, which qemu does not support either`, 'UNSUPPORTED');
   const virtualSize = fieldNumber(ins.virtualSize ?? 0n, 'VDI virtual size');
   const blockSize = d.blockSize;
