@@ -148,76 +148,68 @@ function differencing(b: Buffer): Buffer {
   return b;
 }
 
+/** A hostile case's bytes: the qemu-img image (`base`) with `change` applied. */
+const patched = (change: (b: Buffer) => void) => async () => {
+  const b = await base();
+  change(b);
+  return b;
+};
+
 const HOSTILE: HostileCase[] = [
   { name: 'HasParent with a parent locator', code: 'DIFFERENCING_DISK', bytes: async () => differencing(await base()) },
   {
     name: 'HasParent alone',
     code: 'DIFFERENCING_DISK',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       const fp = metadataItem(b, 0xcaa16737);
       b.writeUInt32LE(2, fp.data + 4);
-      return b;
-    },
+    }),
   },
   {
     name: 'current header with a bad CRC-32C (the other one is used)',
     code: 'CHECKSUM_MISMATCH',
     severity: 'warning',
-    verdict: 'safe',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, currentHeader(b) + 100);
-      return b;
-    },
+    }),
   },
   {
     name: 'both headers with a bad CRC-32C',
     code: 'CHECKSUM_MISMATCH',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, 64 * KiB + 100);
       flip(b, 128 * KiB + 100);
-      return b;
-    },
+    }),
   },
   {
     name: 'region table with a bad CRC-32C',
     code: 'CHECKSUM_MISMATCH',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, RT + 1000);
-      return b;
-    },
+    }),
   },
   {
     name: 'BAT region past the end',
     code: 'OFFSET_PAST_END',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeBigUInt64LE(1n << 40n, regionEntry(b, 0x2dc27766) + 16);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   {
     name: 'metadata item outside its region',
     code: 'OFFSET_PAST_END',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(0x7fff0000, metadataItem(b, 0x8141bf1d).entry + 16);
-      return b;
-    },
+    }),
   },
   {
     name: 'region table of 3000 entries',
     code: 'OVER_LIMIT',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(3000, RT + 8);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   { name: 'BAT over a lowered table limit', code: 'OVER_LIMIT', bytes: base, opts: { limits: { maxTableEntries: 100 } } },
   {
@@ -239,52 +231,41 @@ const HOSTILE: HostileCase[] = [
   {
     name: 'unknown required metadata item',
     code: 'UNKNOWN_FEATURES',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       addMetadataItem(b, guidBytes('66666666-7777-8888-9999-aaaaaaaaaaaa'), 64 * KiB + 8 * KiB, Buffer.alloc(8, 1), REQUIRED);
-      return b;
-    },
+    }),
   },
   {
     name: 'block size 3 MiB',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(3 << 20, metadataItem(b, 0xcaa16737).data);
-      return b;
-    },
+    }),
   },
   {
     name: 'logical sector size 1000',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(1000, metadataItem(b, 0x8141bf1d).data);
-      return b;
-    },
+    }),
   },
   {
     name: 'BAT region overlapping the metadata region',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeBigUInt64LE(BigInt(metaOffset(b)), regionEntry(b, 0x2dc27766) + 16);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   {
     name: 'log holding entries to replay (log GUID set)',
     code: 'CORRUPT_IMAGE',
     severity: 'warning',
-    verdict: 'safe',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       const at = currentHeader(b);
       b.fill(0x5a, at + 48, at + 64);
       fixHeader(b, at);
-      return b;
-    },
+    }),
   },
 ];
 
