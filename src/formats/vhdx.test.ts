@@ -29,8 +29,11 @@ const QEMU: QemuCase[] = [
 
 qemuCases(CASES, QEMU);
 
+/** the image the details test reads and every hostile case starts from */
+const base = async () => Buffer.from(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
+
 test('details: headers, regions, metadata items', async () => {
-  const r = await inspectBytes(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
+  const r = await inspectBytes(await base());
   const d = r.details as Record<string, unknown>;
   assert.match(String(d.creator), /^QEMU/);
   assert.equal(d.version, 1);
@@ -47,7 +50,6 @@ test('details: headers, regions, metadata items', async () => {
 });
 
 // ---- crafting helpers ----
-const base = async () => Buffer.from(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
 const RT = 192 * KiB;
 
 function fixRegionTable(b: Buffer): void {

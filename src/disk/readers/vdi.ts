@@ -22,9 +22,7 @@ import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
 import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 
-export async function openVdi(file: DiskFile): Promise<DiskReader> {
-  return openInspected<VdiDetails>(file, vdiFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
-}
+export const openVdi = (file: DiskFile): Promise<DiskReader> => openInspected<VdiDetails>(file, vdiFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
 async function open(file: DiskFile, ins: Inspection<VdiDetails>): Promise<DiskReader> {
   const d = ins.details;

@@ -29,9 +29,7 @@ import { openRawWindow } from './raw.js';
 const SECTOR = 512;
 const FOOTER_BYTES = 512;
 
-export async function openVhd(file: DiskFile): Promise<DiskReader> {
-  return openInspected<VhdDetails>(file, vhdFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
-}
+export const openVhd = (file: DiskFile): Promise<DiskReader> => openInspected<VhdDetails>(file, vhdFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
 async function open(file: DiskFile, ins: Inspection<VhdDetails>): Promise<DiskReader> {
   const d = ins.details;

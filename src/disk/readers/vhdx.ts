@@ -36,9 +36,7 @@ const UNMAPPED = 3;
 const FULLY_PRESENT = 6;
 const PARTIALLY_PRESENT = 7;
 
-export async function openVhdx(file: DiskFile): Promise<DiskReader> {
-  return openInspected<VhdxDetails>(file, vhdxFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
-}
+export const openVhdx = (file: DiskFile): Promise<DiskReader> => openInspected<VhdxDetails>(file, vhdxFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
 async function open(file: DiskFile, ins: Inspection<VhdxDetails>): Promise<DiskReader> {
   const d = ins.details;
