@@ -226,8 +226,7 @@ export class ImageService {
         progress: 100,
         stateReason: null,
       };
-      const glanceFormat: DiskFormat | undefined = GLANCE_DISK_FORMAT[r.format];
-      if (!started.diskFormat && glanceFormat) patch.diskFormat = glanceFormat;
+      if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
       if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
       if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
       const stored = await this.finishIngest(id, ingestId, 'succeed', patch);
