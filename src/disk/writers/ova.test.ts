@@ -11,7 +11,7 @@ import { inspectSource } from '../../formats/inspect-source.js';
 import { DiskError } from '../disk.js';
 import { ovaWriter } from './ova.js';
 import { writerFor } from '../disk-formats.js';
-import { writerFixture } from './writer-fixture.js';
+import { writerFixture } from './writer-cases.js';
 
 const fx = writerFixture('ova');
 const { disk } = fx;

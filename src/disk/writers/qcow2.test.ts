@@ -7,7 +7,7 @@ import { MemoryDisk, qemuCheck, qemuCompare, qemuSpotCheck, sampleDisk } from '.
 import { qemuInfo } from '../../../test/support/qemu.js';
 import { DiskError } from '../disk.js';
 import { qcow2Writer } from './qcow2.js';
-import { sparseBigDisk, writerFixture } from './writer-fixture.js';
+import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
 const fx = writerFixture('qcow2');
 const { disk } = fx;

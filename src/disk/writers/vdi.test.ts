@@ -9,7 +9,7 @@ import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
 import { DiskError } from '../disk.js';
 import { vdiWriter } from './vdi.js';
-import { sparseBigDisk, writerFixture } from './writer-fixture.js';
+import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
 const fx = writerFixture('vdi');
 const { disk } = fx;

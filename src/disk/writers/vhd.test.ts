@@ -9,7 +9,7 @@ import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
 import { DiskError } from '../disk.js';
 import { vhdSizing, vhdWriter } from './vhd.js';
-import { sparseBigDisk, writerFixture } from './writer-fixture.js';
+import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
 const fx = writerFixture('vhd');
 const { disk } = fx;

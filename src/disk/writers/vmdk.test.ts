@@ -8,7 +8,7 @@ import { qemuInfo, sh } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
 import { vmdkWriter } from './vmdk.js';
-import { writerFixture } from './writer-fixture.js';
+import { writerFixture } from './writer-cases.js';
 
 const fx = writerFixture('vmdk');
 const { disk } = fx;

@@ -2,6 +2,7 @@
  * The writer tests' shared setup: the sample disk, a scratch directory, and the disk written out
  * as raw (`expected`, what every output must compare equal to). Registers its own before/after
  * hooks in the calling test file; read `dir` and `expected` inside tests (they are set by then).
+ * A test helper: `*-cases.ts` files are left out of the build (tsconfig.build.json).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
