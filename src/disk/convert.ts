@@ -11,9 +11,9 @@
  */
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { DISK_FORMATS, DiskError, type DiskFormat, type WriteProgress } from './disk.js';
+import { DiskError, type DiskFormat, type WriteProgress } from './disk.js';
+import { DISK_FORMAT_NAMES, DISK_FORMAT_TABLE, isDiskFormat, writerFor } from './disk-formats.js';
 import { openDisk } from './open-disk.js';
-import { writerFor } from './writers/registry.js';
 
 export interface ConvertOptions {
   /** the format the source is declared as; must match what its bytes are (default: detected) */
@@ -47,11 +47,11 @@ const OUTPUT_ALIASES: Readonly<Record<string, DiskFormat>> = { vpc: 'vhd' };
 export function outputFormat(name: string): DiskFormat {
   const k = name.toLowerCase();
   const f = OUTPUT_ALIASES[k] ?? k;
-  if (!(DISK_FORMATS as readonly string[]).includes(f)) {
-    throw new DiskError(`unknown output format "${name}"; use one of ${DISK_FORMATS.filter((x) => x !== 'qed').join(', ')} (or vpc for vhd)`, 'BAD_OPTION');
+  if (!isDiskFormat(f)) {
+    throw new DiskError(`unknown output format "${name}"; use one of ${DISK_FORMAT_NAMES.filter((x) => DISK_FORMAT_TABLE[x].writer !== null).join(', ')} (or vpc for vhd)`, 'BAD_OPTION');
   }
-  writerFor(f as DiskFormat); // qed: UNSUPPORTED, with what to use instead
-  return f as DiskFormat;
+  writerFor(f); // qed: UNSUPPORTED, with what to use instead
+  return f;
 }
 
 export async function convertFile(inPath: string, outPath: string, opts: ConvertOptions): Promise<ConvertResult> {

@@ -7,9 +7,15 @@
  * a conversion.
  */
 import type { Writable } from 'node:stream';
+import type { FormatName } from '../formats/format.js';
 
-export const DISK_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'qed', 'ova'] as const;
-export type DiskFormat = (typeof DISK_FORMATS)[number];
+/**
+ * The formats the disk engine reads: every format the format engine knows but these, so a new
+ * format name is a disk format (and needs its entry in disk-formats.ts) unless it is listed here.
+ * qcow, luks, parallels: no reader (convert them with qemu-img first); iso: read as raw.
+ */
+type NoDiskReader = 'qcow' | 'luks' | 'parallels' | 'iso';
+export type DiskFormat = Exclude<FormatName, NoDiskReader>;
 
 /**
  * `data`: bytes stored in the image (may still be zeros); `zero`: the image records the range as

@@ -12,15 +12,8 @@ import { COMPRESSION_PROBE_BYTES, detectCompression } from '../formats/compressi
 import type { Finding, FindingCode } from '../formats/findings.js';
 import { FileSource } from '../io/file-source.js';
 import { inspectFile } from '../inspect/inspect-file.js';
-import { DISK_FORMATS, DiskError, type DiskFormat, type DiskReader } from './disk.js';
-import { openOva } from './readers/ova.js';
-import { openQcow2 } from './readers/qcow2.js';
-import { openQed } from './readers/qed.js';
-import { openRaw } from './readers/raw.js';
-import { openVdi } from './readers/vdi.js';
-import { openVhd } from './readers/vhd.js';
-import { openVhdx } from './readers/vhdx.js';
-import { openVmdk } from './readers/vmdk.js';
+import { DiskError, type DiskFormat, type DiskReader } from './disk.js';
+import { DISK_FORMAT_NAMES, DISK_FORMAT_TABLE, isDiskFormat, readerFormatOf } from './disk-formats.js';
 
 export interface OpenDiskOptions {
   /** the format the caller says this is (qemu's `vpc` is accepted for vhd); must match the detected one */
@@ -57,7 +50,7 @@ export async function openDisk(path: string, opts: OpenDiskOptions = {}): Promis
   if (blocking.length > 0) {
     throw new DiskError(`${path} is refused by the safety checks: ${describe(blocking)}`, 'UNSAFE_IMAGE');
   }
-  const detected: DiskFormat | undefined = report.format === 'iso' ? 'raw' : (DISK_FORMATS as readonly string[]).includes(report.format) ? (report.format as DiskFormat) : undefined;
+  const detected = readerFormatOf(report.format);
   if (detected === undefined) throw new DiskError(`${path} is ${report.format}, which has no disk reader; convert it with qemu-img first`, 'UNSUPPORTED');
   if (declared !== undefined && declared !== detected) {
     throw new DiskError(
@@ -67,31 +60,14 @@ export async function openDisk(path: string, opts: OpenDiskOptions = {}): Promis
   }
   if (opts.snapshot !== undefined && detected !== 'qcow2') throw new DiskError(`snapshots can only be read from qcow2 images, not ${detected}`, 'BAD_OPTION');
   const file = await FileSource.open(path);
-  switch (detected) {
-    case 'raw':
-      return openRaw(file);
-    case 'qcow2':
-      return openQcow2(file, opts.snapshot === undefined ? {} : { snapshot: opts.snapshot });
-    case 'vmdk':
-      return openVmdk(file, opts.allowExtentDir === undefined ? {} : { allowExtentDir: opts.allowExtentDir });
-    case 'vdi':
-      return openVdi(file);
-    case 'vhd':
-      return openVhd(file);
-    case 'vhdx':
-      return openVhdx(file);
-    case 'qed':
-      return openQed(file);
-    case 'ova':
-      return openOva(file);
-  }
+  return DISK_FORMAT_TABLE[detected].open(file, opts);
 }
 
 function normalFormat(f: string): DiskFormat {
   const k = f.toLowerCase();
   const n = ALIASES[k] ?? k;
-  if (!(DISK_FORMATS as readonly string[]).includes(n)) throw new DiskError(`unknown disk format "${f}" (known: ${DISK_FORMATS.join(', ')}, vpc)`, 'BAD_OPTION');
-  return n as DiskFormat;
+  if (!isDiskFormat(n)) throw new DiskError(`unknown disk format "${f}" (known: ${DISK_FORMAT_NAMES.join(', ')}, vpc)`, 'BAD_OPTION');
+  return n;
 }
 
 function describe(findings: readonly Finding[]): string {

@@ -5,6 +5,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
+import type { FormatName } from '../formats/format.js';
 import type { InspectLimits } from '../formats/limits.js';
 import type { ImageReport } from '../inspect/inspect-stream.js';
 import { exactLength } from '../io/exact-length.js';
@@ -38,8 +39,8 @@ export type VariantRead =
 /** What runs once an ingest stored an image (convert-on-import): returns the image as it is then; never throws. */
 export type StoredHook = (image: Image) => Promise<Image>;
 
-/** Detected format (format engine names) → Glance disk_format. */
-const GLANCE_DISK_FORMAT: Partial<Record<string, DiskFormat>> = {
+/** Detected format (format engine names) → Glance disk_format; undefined: none (left unset). */
+const GLANCE_DISK_FORMAT = {
   raw: 'raw',
   qcow2: 'qcow2',
   vmdk: 'vmdk',
@@ -48,7 +49,11 @@ const GLANCE_DISK_FORMAT: Partial<Record<string, DiskFormat>> = {
   vhdx: 'vhdx',
   iso: 'iso',
   parallels: 'ploop',
-};
+  qcow: undefined,
+  qed: undefined,
+  luks: undefined,
+  ova: undefined,
+} as const satisfies Record<FormatName, DiskFormat | undefined>;
 
 export class ImageService {
   /** ingests running in this process, by image id: delete cancels them */

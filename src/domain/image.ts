@@ -2,6 +2,7 @@
  * The image aggregate and its repository port. Vocabularies follow the anchors: OpenNebula's
  * image types, Glance's disk and container formats, Deckhouse's unpacked size (`virtualSize`).
  */
+import type { WritableDiskFormat } from '../disk/disk-formats.js';
 import type { Digest } from '../store/blob-store.js';
 import type { MemberStatus, Visibility } from './access/policy.js';
 import type { ImageState } from './lifecycle.js';
@@ -12,8 +13,8 @@ export type ImageType = (typeof IMAGE_TYPES)[number];
 export const DISK_FORMATS = ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'iso', 'ploop', 'aki', 'ari', 'ami', 'gpt'] as const;
 export type DiskFormat = (typeof DISK_FORMATS)[number];
 
-/** Formats Imago can convert an image to (download as, or store as on import): the disk writers'. */
-export const CONVERT_FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi'] as const;
+/** Formats Imago can convert an image to (download as, or store as on import): disk writers' formats (ova, a container, is not offered). */
+export const CONVERT_FORMATS = ['raw', 'qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi'] as const satisfies readonly WritableDiskFormat[];
 export type ConvertFormat = (typeof CONVERT_FORMATS)[number];
 
 export const CONTAINER_FORMATS = ['bare', 'ova', 'ovf', 'docker', 'aki', 'ari', 'ami', 'compressed'] as const;

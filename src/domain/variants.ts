@@ -20,7 +20,8 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { DiskError, type DiskFormat, type DiskReader, type WriteProgress } from '../disk/disk.js';
 import { openDisk } from '../disk/open-disk.js';
-import { writerFor } from '../disk/writers/registry.js';
+import { writerFor } from '../disk/disk-formats.js';
+import type { FormatName } from '../formats/format.js';
 import { inspectFile } from '../inspect/inspect-file.js';
 import { inspectStream, type ImageReport } from '../inspect/inspect-stream.js';
 import type { BlobInfo, BlobStore, Digest, UploadSession } from '../store/blob-store.js';
@@ -28,8 +29,25 @@ import { DomainError, invalid } from './errors.js';
 import { CONVERT_FORMATS, type ConvertFormat } from './image.js';
 
 
-/** Detected formats (format engine names) the disk engine can read for a conversion. `iso` reads as raw. */
-const READABLE: Readonly<Record<string, DiskFormat>> = { raw: 'raw', iso: 'raw', qcow2: 'qcow2', vmdk: 'vmdk', vhd: 'vhd', vhdx: 'vhdx', vdi: 'vdi' };
+/** Detected formats (format engine names) the disk engine reads for a conversion, as which disk format; undefined: not converted. `iso` reads as raw. */
+const READABLE = {
+  raw: 'raw',
+  iso: 'raw',
+  qcow2: 'qcow2',
+  vmdk: 'vmdk',
+  vhd: 'vhd',
+  vhdx: 'vhdx',
+  vdi: 'vdi',
+  qcow: undefined,
+  qed: undefined,
+  luks: undefined,
+  ova: undefined,
+  parallels: undefined,
+} as const satisfies Record<FormatName, DiskFormat | undefined>;
+
+function readableAs(detected: string | undefined): DiskFormat | undefined {
+  return detected !== undefined && Object.hasOwn(READABLE, detected) ? READABLE[detected as FormatName] : undefined;
+}
 
 /** One conversion target: a writer format, its `-o` options and the canonical key of both. */
 export interface ConvertTarget {
@@ -117,7 +135,7 @@ export function isSameFormat(detected: string | undefined, t: ConvertTarget): bo
 
 /** Whether the disk engine can read a stored image of this detected format. */
 export function canConvertFrom(detected: string | undefined): boolean {
-  return detected !== undefined && detected in READABLE;
+  return readableAs(detected) !== undefined;
 }
 
 export interface ConvertResult {
@@ -158,7 +176,7 @@ export class Converter {
     let session: UploadSession | undefined;
     try {
       const path = await this.sourcePath(source, scratch);
-      reader = await openDisk(path, { format: READABLE[sourceFormat!] }).catch((e: unknown) => {
+      reader = await openDisk(path, { format: readableAs(sourceFormat) }).catch((e: unknown) => {
         throw conversionError(e);
       });
       session = await this.store.startUpload();

@@ -187,10 +187,7 @@ export function entryError(c: EntryCheck, rule: TableRule, size: number, span = 
 // ---------------------------------------------------------------------------------------------
 // qcow2 (qemu docs/interop/qcow2.rst; qemu block/qcow2-refcount.c check_refcounts_l1/l2)
 
-/** bits 9..55 of L1, L2 and refcount table entries */
-export const QCOW2_OFFSET_MASK = 0x00fffffffffffe00n;
-
-/** Bits 9..55 of a big-endian u64 entry, read as two u32 (no bigint in the hot loop). */
+/** Bits 9..55 of a big-endian u64 entry (QCOW2.entry.offsetMask, qcow2-layout.ts), read as two u32 (no bigint in the hot loop). */
 function qcow2Offset(v: DataView, at: number): number {
   return (v.getUint32(at) & 0x00ffffff) * 0x100000000 + ((v.getUint32(at + 4) & 0xfffffe00) >>> 0);
 }

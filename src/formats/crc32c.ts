@@ -1,20 +1,5 @@
 /** CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) — VHDX header, region and log checksums (MS-VHDX §2.2.2). */
-const TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
+import { reflectedCrc32 } from './crc32.js';
 
 /** CRC-32C of `b`, treating bytes [skipAt, skipAt + skipLength) as zeros (the stored checksum field). */
-export function crc32c(b: Uint8Array, skipAt = -1, skipLength = 0): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < b.length; i++) {
-    const byte = i >= skipAt && i < skipAt + skipLength ? 0 : b[i]!;
-    c = TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8);
-  }
-  return (c ^ 0xffffffff) >>> 0;
-}
+export const crc32c = reflectedCrc32(0x82f63b78);

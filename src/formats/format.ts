@@ -11,6 +11,12 @@
  *   `FormatError` whose code becomes one.
  * - `checks` are named safety rules over the facts. A format with nothing to check says so with
  *   an empty list and a comment; a check that throws counts as a violation (fail closed).
+ * - A claim (the format an uploader declares: Glance `disk_format`, qemu, OpenNebula names) is
+ *   checked against the detected format: a format is claimed by its name and its `claimAliases`.
+ *
+ * `FORMAT_NAMES` is the one list of names; every per-format table in every layer is keyed by it
+ * (`satisfies Record<FormatName, …>`, or by a subset derived from it), so a new name without its
+ * entries does not compile.
  */
 import type { ByteSource } from './byte-source.js';
 import type { Finding, FindingCode } from './findings.js';
@@ -57,6 +63,8 @@ export interface FormatDescriptor<D extends object = Record<string, unknown>> {
   name: FormatName;
   /** one line for docs and `imago inspect --help` */
   description: string;
+  /** other names a claim may use for this format, lower case; a name claims one format, except `raw` (an ISO too: guests read it as raw bytes) */
+  claimAliases?: readonly string[];
   probe(src: ByteSource): Promise<boolean>;
   inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection<D>>;
   checks: readonly SafetyRule<D>[];

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { BufferSource, FormatError, readExact } from './byte-source.js';
 import { FINDING_CODES } from './findings.js';
 import { describeFormat, type FormatDescriptor } from './format.js';
-import { inspectSource } from './inspect-source.js';
+import { inspectSource, knownClaimedFormats } from './inspect-source.js';
 import { rawFormat } from './raw.js';
 
 // Synthetic descriptors: they let the engine's own rules be tested apart from any real format.
@@ -132,4 +132,9 @@ test('virtual size over the configured limit is refused; at the limit is not', a
 
 test('finding codes are unique', () => {
   assert.equal(new Set(FINDING_CODES).size, FINDING_CODES.length);
+});
+
+test('claimable names: every format by its name, plus the Glance, qemu and OpenNebula aliases', () => {
+  const expected = ['raw', 'gpt', 'aki', 'ari', 'ami', 'img', 'iso', 'qcow2', 'qcow', 'qed', 'vmdk', 'vdi', 'vhd', 'vpc', 'vhdx', 'luks', 'ova', 'ploop', 'parallels'];
+  assert.deepEqual([...knownClaimedFormats()].sort(), expected.sort());
 });

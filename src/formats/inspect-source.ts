@@ -44,34 +44,22 @@ export interface InspectionReport {
 }
 
 /**
- * Claimed (Glance / OpenNebula / qemu) names → the detected formats they are compatible with.
- * `raw` and its Glance aliases accept an ISO (guests read it as raw bytes); nothing accepts a
- * format that a hypervisor would interpret (CVE-2024-40767).
+ * Claimed (Glance / OpenNebula / qemu) names → the detected formats they are compatible with,
+ * from each descriptor's name and `claimAliases`. A `raw` claim accepts an ISO too (guests read
+ * it as raw bytes); nothing accepts a format that a hypervisor would interpret (CVE-2024-40767).
  */
-const CLAIM_COMPATIBLE: Record<string, readonly FormatName[]> = {
-  raw: ['raw', 'iso'],
-  gpt: ['raw'],
-  aki: ['raw'],
-  ari: ['raw'],
-  ami: ['raw'],
-  img: ['raw'],
-  iso: ['iso'],
-  qcow2: ['qcow2'],
-  qcow: ['qcow'],
-  qed: ['qed'],
-  vmdk: ['vmdk'],
-  vdi: ['vdi'],
-  vhd: ['vhd'],
-  vpc: ['vhd'],
-  vhdx: ['vhdx'],
-  luks: ['luks'],
-  ova: ['ova'],
-  ploop: ['parallels'],
-  parallels: ['parallels'],
-};
+const CLAIM_COMPATIBLE: ReadonlyMap<string, readonly FormatName[]> = claimTable(FORMATS);
+
+function claimTable(formats: readonly FormatDescriptor[]): Map<string, FormatName[]> {
+  const table = new Map<string, FormatName[]>();
+  for (const f of formats) {
+    for (const claim of [f.name, ...(f.claimAliases ?? [])]) table.set(claim, [...(table.get(claim) ?? []), f.name]);
+  }
+  return table;
+}
 
 export function knownClaimedFormats(): string[] {
-  return Object.keys(CLAIM_COMPATIBLE);
+  return [...CLAIM_COMPATIBLE.keys()];
 }
 
 export interface DetectResult {
@@ -185,7 +173,7 @@ async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectCon
 
 function claimFindings(claimed: string, detected: FormatName): Finding[] {
   const key = claimed.toLowerCase();
-  const ok = CLAIM_COMPATIBLE[key];
+  const ok = CLAIM_COMPATIBLE.get(key);
   if (!ok) {
     return [finding('FORMAT_MISMATCH', `claimed format "${claimed}" is not one we know (${knownClaimedFormats().join(', ')})`)];
   }
@@ -214,7 +202,7 @@ function ovaClaimFindings(claimed: string | undefined, detected: FormatName, det
     ];
   }
   if (claimed === undefined || claimed.toLowerCase() === 'ova') return [];
-  const ok = CLAIM_COMPATIBLE[claimed.toLowerCase()];
+  const ok = CLAIM_COMPATIBLE.get(claimed.toLowerCase());
   if (!ok) return [finding('FORMAT_MISMATCH', `claimed format "${claimed}" is not one we know (${knownClaimedFormats().join(', ')})`)];
   const disks = Array.isArray(details.disks) ? (details.disks as { file?: string; inner?: { format: string } }[]) : [];
   const inner = disks.filter((d) => d.inner !== undefined);

@@ -168,4 +168,6 @@ export const isoFormat = describeFormat<IsoDetails>({
   inspect,
   // ISO has no references outside itself; structural findings come from inspect
   checks: [],
+  // guests read an ISO as raw bytes, so a raw claim accepts it; nothing else does
+  claimAliases: ['raw'],
 });

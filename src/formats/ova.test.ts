@@ -15,13 +15,12 @@ import { test } from 'node:test';
 import { cached, fixturePath, patternedRaw, qemuConvert, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
 import { CHUNK_SIZES, inspectInChunks } from '../../test/support/stream.js';
 import { BufferSource } from './byte-source.js';
-import type { FindingCode } from './findings.js';
 import { inspectSource, type InspectionReport, type InspectOptions } from './inspect-source.js';
 import { limitsWith } from './limits.js';
 import type { OvaDetails } from './ova.js';
+import { errorCodes, refusalCases, type RefusalCase } from './format-cases.js';
 
 const codes = (r: InspectionReport) => [...new Set(r.findings.map((f) => f.code))].sort();
-const errorCodes = (r: InspectionReport) => [...new Set(r.findings.filter((f) => f.severity === 'error').map((f) => f.code))].sort();
 const inspectBytes = (b: Uint8Array, opts: InspectOptions = {}) => inspectSource(new BufferSource(b), opts);
 
 /**
@@ -170,12 +169,9 @@ test('SHA512 manifest after the disks: verified at random access; streamed past 
   assert.deepEqual((await inspectInChunks(first, 512)).findings, []);
 });
 
-interface Hostile {
-  name: string;
+interface Hostile extends Omit<RefusalCase, 'bytes'> {
+  /** builds the OVA file */
   make: () => Promise<string>;
-  errors: FindingCode[];
-  mentions?: string;
-  opts?: InspectOptions;
 }
 
 const HOSTILE: Hostile[] = [
@@ -241,17 +237,7 @@ const HOSTILE: Hostile[] = [
   },
 ];
 
-for (const h of HOSTILE) {
-  test(`hostile OVA: ${h.name} → ${h.errors.join(', ')}`, async () => {
-    const bytes = readFileSync(await h.make());
-    const r = await inspectBytes(bytes, h.opts);
-    assert.equal(r.format, 'ova');
-    assert.deepEqual(errorCodes(r), [...h.errors].sort(), JSON.stringify(r.findings, null, 1));
-    assert.equal(r.verdict, 'refused');
-    if (h.mentions) assert.ok(r.findings.some((f) => f.message.includes(h.mentions!)), JSON.stringify(r.findings));
-    await assertStreams(bytes, h.opts);
-  });
-}
+refusalCases('ova', 'OVA', HOSTILE.map((h) => ({ ...h, bytes: async () => readFileSync(await h.make()) })), assertStreams);
 
 test('a tar without the OVF first is not an OVA (raw, as qemu sees it); claimed as ova it is refused', async () => {
   const bytes = readFileSync(await pkg('ova-no-ovf.ova', { manifest: 'SHA256', noOvf: true }));

@@ -8,32 +8,18 @@ import { test } from 'node:test';
 import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
 import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import type { FindingCode } from './findings.js';
-import { type InspectOptions } from './inspect-source.js';
+import { hostileCases, qemuCases, type HostileCase, type QemuCase } from './format-cases.js';
 
+const CASES = { format: 'parallels', byteWiseUntil: 64 << 10 } as const;
 
-
-
-const QEMU: { name: string; size: string; options?: string[] }[] = [
+const QEMU: QemuCase[] = [
   { name: 'parallels-1g.hdd', size: '1G' },
   { name: 'parallels-127m.hdd', size: '127M' },
   { name: 'parallels-c64k-256m.hdd', size: '256M', options: ['cluster_size=64K'] },
   { name: 'parallels-1t.hdd', size: '1T' },
 ];
 
-for (const q of QEMU) {
-  test(`qemu-img ${q.name}: format and virtual size as qemu-img info`, async () => {
-    const file = await qemuCreate(q.name, 'parallels', q.size, q.options);
-    const bytes = readFileSync(file);
-    const r = await inspectBytes(bytes);
-    const info = await qemuInfo(file);
-    assert.equal(info.format, 'parallels');
-    assert.equal(r.format, 'parallels');
-    assert.equal(r.virtualSize, BigInt(info['virtual-size']));
-    assert.deepEqual(r.findings, []);
-    assert.equal(r.verdict, 'safe');
-    await streamMatchesHere(bytes, r);
-  });
-}
+qemuCases(CASES, QEMU);
 
 const base = async () => Buffer.from(readFileSync(await qemuCreate('parallels-127m.hdd', 'parallels', '127M')));
 
@@ -65,17 +51,9 @@ test('legacy "WithoutFreeSpace" magic: only the low 32 bits of nb_sectors count,
   await streamMatchesHere(bytes, r);
 });
 
-interface Hostile {
-  name: string;
-  code: FindingCode;
-  bytes: () => Promise<Buffer>;
-  opts?: InspectOptions;
-  severity?: 'error' | 'warning';
-}
-
 const set32 = (at: number, v: number) => async () => ((b: Buffer) => (b.writeUInt32LE(v >>> 0, at), b))(await base());
 
-const HOSTILE: Hostile[] = [
+const HOSTILE: HostileCase[] = [
   { name: 'BAT of 2^30 entries', code: 'OVER_LIMIT', bytes: set32(32, 1 << 30) },
   { name: 'BAT over a lowered table limit', code: 'OVER_LIMIT', bytes: base, opts: { limits: { maxTableEntries: 10 } } },
   { name: 'BAT of 2^22 entries past the end', code: 'OFFSET_PAST_END', bytes: set32(32, 1 << 22) },
@@ -88,19 +66,7 @@ const HOSTILE: Hostile[] = [
   { name: 'copied while in use', code: 'CORRUPT_IMAGE', severity: 'warning', bytes: set32(44, 0x746f6e59) },
 ];
 
-for (const h of HOSTILE) {
-  test(`hostile: ${h.name} → ${h.code}`, async () => {
-    const bytes = await h.bytes();
-    const r = await inspectBytes(bytes, h.opts);
-    assert.equal(r.format, 'parallels');
-    const f = r.findings.find((x) => x.code === h.code);
-    assert.ok(f, `expected ${h.code}, got ${JSON.stringify(r.findings)}`);
-    assert.equal(f.severity, h.severity ?? 'error');
-    assert.equal(r.verdict, h.severity === 'warning' ? 'safe' : 'refused', JSON.stringify(r.findings));
-    assert.ok(f.message.length > 30, 'the message says what to do');
-    await streamMatchesHere(bytes, r, h.opts);
-  });
-}
+hostileCases(CASES, HOSTILE);
 
 test('clean images raise none of the codes parallels can raise', async () => {
   const all: FindingCode[] = ['OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'CORRUPT_IMAGE'];

@@ -130,4 +130,6 @@ export const parallelsFormat = describeFormat<ParallelsDetails>({
   inspect,
   // ploop references nothing outside itself; its structural findings come from inspect
   checks: [],
+  // ploop: Glance's and OpenNebula's name
+  claimAliases: ['ploop'],
 });

@@ -35,26 +35,18 @@
  * the uploader (CVE-2024-32498); unknown incompatible bits mean qemu itself would refuse the image.
  * Tables are never read here (O(header)); their extents are checked against the file size.
  */
-import { checkTables, scanTable, sweepTables, qcow2L1Rule, qcow2L2Rule, qcow2RefcountRule, QCOW2_OFFSET_MASK, type TableToScan } from './block-map-rules.js';
-import { FormatError, bytesEqual, readExact, type ByteSource, view } from './byte-source.js';
+import { checkTables, scanTable, sweepTables, qcow2L1Rule, qcow2L2Rule, qcow2RefcountRule, type TableToScan } from './block-map-rules.js';
+import { FormatError, readExact, type ByteSource, view } from './byte-source.js';
 import { finding, type Finding } from './findings.js';
 import { describeFormat, type InspectContext, type SafetyRule } from './format.js';
+import { QCOW2 } from './qcow2-layout.js';
 
-const MAGIC = 'QFI\xfb';
-const V2_HEADER_LENGTH = 72;
-const V3_MIN_HEADER_LENGTH = 104;
-const MIN_CLUSTER_BITS = 9;
-const MAX_CLUSTER_BITS = 21;
+const H = QCOW2.header;
+const EXT = QCOW2.extension;
 const MAX_BACKING_NAME = 1023;
 const MAX_EXTENSIONS = 64;
 
-const EXT_END = 0x00000000;
-const EXT_BACKING_FORMAT = 0xe2792aca;
-const EXT_FEATURE_TABLE = 0x6803f857;
-const EXT_BITMAPS = 0x23852875;
-const EXT_FDE_HEADER = 0x0537be77;
-const EXT_DATA_FILE = 0x44415441;
-
+/** feature names by bit number (QCOW2.incompatible, .compatible, .autoclear) */
 const INCOMPATIBLE = ['dirty', 'corrupt', 'external data file', 'compression type', 'extended L2'] as const;
 const COMPATIBLE = ['lazy refcounts'] as const;
 const AUTOCLEAR = ['bitmaps', 'raw external data'] as const;
@@ -85,6 +77,10 @@ export interface Qcow2Details {
   unknownIncompatibleBits: bigint;
 }
 
+function bit(bits: bigint, n: number): boolean {
+  return ((bits >> BigInt(n)) & 1n) === 1n;
+}
+
 function featureNames(bits: bigint, names: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0n; i < 64n; i++) {
@@ -95,52 +91,52 @@ function featureNames(bits: bigint, names: readonly string[]): string[] {
 
 async function inspect(src: ByteSource, ctx: InspectContext) {
   const findings: Finding[] = [];
-  const head = await readExact(src, 0, V2_HEADER_LENGTH, 'qcow2 header');
+  const head = await readExact(src, 0, QCOW2.v2HeaderLength, 'qcow2 header');
   const h = view(head);
-  const version = h.getUint32(4);
-  const backingOffset = h.getBigUint64(8);
-  const backingSize = h.getUint32(16);
-  const clusterBits = h.getUint32(20);
-  const size = h.getBigUint64(24);
-  const cryptMethod = h.getUint32(32);
-  const l1Size = h.getUint32(36);
-  const l1Offset = h.getBigUint64(40);
-  const refcountOffset = h.getBigUint64(48);
-  const refcountClusters = h.getUint32(56);
-  const nbSnapshots = h.getUint32(60);
-  const snapshotsOffset = h.getBigUint64(64);
+  const version = h.getUint32(H.version);
+  const backingOffset = h.getBigUint64(H.backingFileOffset);
+  const backingSize = h.getUint32(H.backingFileSize);
+  const clusterBits = h.getUint32(H.clusterBits);
+  const size = h.getBigUint64(H.size);
+  const cryptMethod = h.getUint32(H.cryptMethod);
+  const l1Size = h.getUint32(H.l1Size);
+  const l1Offset = h.getBigUint64(H.l1TableOffset);
+  const refcountOffset = h.getBigUint64(H.refcountTableOffset);
+  const refcountClusters = h.getUint32(H.refcountTableClusters);
+  const nbSnapshots = h.getUint32(H.nbSnapshots);
+  const snapshotsOffset = h.getBigUint64(H.snapshotsOffset);
 
-  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
-    throw new FormatError(`cluster_bits ${clusterBits} is outside ${MIN_CLUSTER_BITS}..${MAX_CLUSTER_BITS}`, 'MALFORMED_HEADER');
+  if (clusterBits < QCOW2.minClusterBits || clusterBits > QCOW2.maxClusterBits) {
+    throw new FormatError(`cluster_bits ${clusterBits} is outside ${QCOW2.minClusterBits}..${QCOW2.maxClusterBits}`, 'MALFORMED_HEADER');
   }
   const clusterSize = 1 << clusterBits;
   let incompatible = 0n;
   let compatible = 0n;
   let autoclear = 0n;
   let refcountBits: number | undefined = 16;
-  let headerLength = V2_HEADER_LENGTH;
+  let headerLength: number = QCOW2.v2HeaderLength;
   let compressionType: 'zlib' | 'zstd' | undefined;
   if (version === 3) {
-    const v3 = view(await readExact(src, 0, V3_MIN_HEADER_LENGTH, 'qcow2 v3 header'));
-    incompatible = v3.getBigUint64(72);
-    compatible = v3.getBigUint64(80);
-    autoclear = v3.getBigUint64(88);
-    const refcountOrder = v3.getUint32(96);
-    if (refcountOrder > 6) throw new FormatError(`refcount_order ${refcountOrder} is over 6`, 'MALFORMED_HEADER');
+    const v3 = view(await readExact(src, 0, QCOW2.v3MinHeaderLength, 'qcow2 v3 header'));
+    incompatible = v3.getBigUint64(H.incompatibleFeatures);
+    compatible = v3.getBigUint64(H.compatibleFeatures);
+    autoclear = v3.getBigUint64(H.autoclearFeatures);
+    const refcountOrder = v3.getUint32(H.refcountOrder);
+    if (refcountOrder > QCOW2.maxRefcountOrder) throw new FormatError(`refcount_order ${refcountOrder} is over ${QCOW2.maxRefcountOrder}`, 'MALFORMED_HEADER');
     refcountBits = 1 << refcountOrder;
-    headerLength = v3.getUint32(100);
-    if (headerLength < V3_MIN_HEADER_LENGTH || headerLength % 8 !== 0 || headerLength > clusterSize) {
-      throw new FormatError(`header_length ${headerLength} must be a multiple of 8 between ${V3_MIN_HEADER_LENGTH} and the cluster size`, 'MALFORMED_HEADER');
+    headerLength = v3.getUint32(H.headerLength);
+    if (headerLength < QCOW2.v3MinHeaderLength || headerLength % 8 !== 0 || headerLength > clusterSize) {
+      throw new FormatError(`header_length ${headerLength} must be a multiple of 8 between ${QCOW2.v3MinHeaderLength} and the cluster size`, 'MALFORMED_HEADER');
     }
-    if (headerLength > V3_MIN_HEADER_LENGTH) {
-      const b = await readExact(src, V3_MIN_HEADER_LENGTH, 1, 'qcow2 compression type');
+    if (headerLength > H.compressionType) {
+      const b = await readExact(src, H.compressionType, 1, 'qcow2 compression type');
       const ct = b[0]!;
-      if (ct > 1) throw new FormatError(`compression_type ${ct} is unknown (0 zlib, 1 zstd)`, 'MALFORMED_HEADER');
-      compressionType = ct === 1 ? 'zstd' : 'zlib';
+      if (ct > QCOW2.compression.zstd) throw new FormatError(`compression_type ${ct} is unknown (0 zlib, 1 zstd)`, 'MALFORMED_HEADER');
+      compressionType = ct === QCOW2.compression.zstd ? 'zstd' : 'zlib';
     } else {
       compressionType = 'zlib';
     }
-    if (((incompatible >> 3n) & 1n) === 0n && compressionType !== 'zlib') {
+    if (!bit(incompatible, QCOW2.incompatible.compressionType) && compressionType !== 'zlib') {
       throw new FormatError('compression_type is zstd but the compression type incompatible bit is clear', 'MALFORMED_HEADER');
     }
   } else if (version !== 2) {
@@ -161,27 +157,27 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     const eh = view(await readExact(src, at, 8, 'qcow2 header extension'));
     const type = eh.getUint32(0);
     const len = eh.getUint32(4);
-    if (type === EXT_END) break;
+    if (type === EXT.end) break;
     if (at + 8 + len > clusterSize) {
       throw new FormatError(`header extension 0x${type.toString(16)} (${len} bytes at ${at}) runs past the first cluster`, 'MALFORMED_HEADER');
     }
     const data = len > 0 ? await readExact(src, at + 8, len, 'qcow2 header extension data') : new Uint8Array(0);
     switch (type) {
-      case EXT_BACKING_FORMAT:
+      case EXT.backingFormat:
         backingFormat = text(data);
         extensions.push('backing format');
         break;
-      case EXT_DATA_FILE:
+      case EXT.externalDataFile:
         dataFile = text(data);
         extensions.push('external data file');
         break;
-      case EXT_FEATURE_TABLE:
+      case EXT.featureNameTable:
         extensions.push('feature names');
         break;
-      case EXT_BITMAPS:
+      case EXT.bitmaps:
         extensions.push('bitmaps');
         break;
-      case EXT_FDE_HEADER:
+      case EXT.fullDiskEncryptionHeader:
         extensions.push('full disk encryption header');
         break;
       default:
@@ -231,8 +227,8 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     }
   }
 
-  const extendedL2 = ((incompatible >> 4n) & 1n) === 1n;
-  const externalData = dataFile !== undefined || ((incompatible >> 2n) & 1n) === 1n;
+  const extendedL2 = bit(incompatible, QCOW2.incompatible.extendedL2);
+  const externalData = dataFile !== undefined || bit(incompatible, QCOW2.incompatible.externalDataFile);
   if (tablesInside && l1Size <= ctx.limits.maxTableEntries && refcountClusters * clusterSize <= ctx.limits.maxTableScanBytes) {
     findings.push(
       ...(await qcow2TableFindings(src, ctx, { clusterSize, extendedL2, l1Offset: Number(l1Offset), l1Size, refcountOffset: Number(refcountOffset), refcountClusters, size, externalData })),
@@ -249,7 +245,7 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     autoclearFeatures: featureNames(autoclear, AUTOCLEAR),
     extendedL2,
     encryption: cryptMethod === 0 ? 'none' : cryptMethod === 1 ? 'aes' : cryptMethod === 2 ? 'luks' : 'none',
-    dataFileRaw: ((autoclear >> 1n) & 1n) === 1n,
+    dataFileRaw: bit(autoclear, QCOW2.autoclear.rawExternalData),
     l1Size,
     l1TableOffset: Number(l1Offset),
     refcountTableOffset: Number(refcountOffset),
@@ -286,7 +282,7 @@ interface Qcow2Tables {
  * reader). Reads the L1 table (the entries the virtual size needs); scans the others.
  */
 async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2Tables): Promise<Finding[]> {
-  const l2Entries = t.clusterSize / (t.extendedL2 ? 16 : 8);
+  const l2Entries = t.clusterSize / (t.extendedL2 ? QCOW2.entry.extendedL2Bytes : QCOW2.entry.bytes);
   const perL1 = BigInt(t.clusterSize) * BigInt(l2Entries);
   const needed = Number((t.size + perL1 - 1n) / perL1);
   const out: Finding[] = [];
@@ -310,7 +306,7 @@ async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2
     scans.push({ offset: t.l1Offset, length: l1Entries * 8, rule: qcow2L1Rule(g) });
     const l2Tables = new Set<number>();
     for (let i = 0; i < l1Entries; i++) {
-      const l2 = Number(l1.getBigUint64(i * 8) & QCOW2_OFFSET_MASK);
+      const l2 = Number(l1.getBigUint64(i * 8) & QCOW2.entry.offsetMask);
       // invalid L2 offsets are the L1 rule's finding; following them would only repeat it
       if (l2 !== 0 && l2 % t.clusterSize === 0 && l2 >= t.clusterSize) l2Tables.add(l2);
       // one past the budget is enough for checkTables to refuse; the list stays bounded
@@ -394,8 +390,8 @@ export const qcow2Format = describeFormat<Qcow2Details>({
   description: 'QEMU copy-on-write v2/v3',
   async probe(src) {
     const b = await src.read(0, 8);
-    if (b.length < 8 || !bytesEqual(b, 0, MAGIC)) return false;
-    const version = view(b).getUint32(4);
+    if (b.length < 8 || view(b).getUint32(H.magic) !== QCOW2.magic) return false;
+    const version = view(b).getUint32(H.version);
     return version === 2 || version === 3;
   },
   inspect,

@@ -25,4 +25,6 @@ export const rawFormat: FormatDescriptor = describeFormat<RawDetails>({
   },
   // raw has nothing of its own to check: its partition-table findings come from inspect
   checks: [],
+  // Glance's raw-bytes disk formats (gpt, aki/ari/ami kernels and ramdisks) and img are raw as well
+  claimAliases: ['gpt', 'aki', 'ari', 'ami', 'img'],
 });

@@ -1,6 +1,7 @@
 /**
- * The one table of formats the engine knows. Order is only the order of reporting; detection
- * runs every probe (raw is the fallback and is never probed).
+ * The one table of formats the engine knows, keyed by format name: a name in FORMAT_NAMES without
+ * its descriptor does not compile. Key order is only the order of reporting; detection runs every
+ * probe (raw is the fallback and is never probed).
  */
 import type { FormatDescriptor, FormatName } from './format.js';
 import { isoFormat } from './iso.js';
@@ -16,23 +17,23 @@ import { vhdFormat } from './vhd.js';
 import { vhdxFormat } from './vhdx.js';
 import { vmdkFormat } from './vmdk.js';
 
-export const FORMATS: readonly FormatDescriptor[] = [
-  qcow2Format,
-  qcowFormat,
-  qedFormat,
-  vmdkFormat,
-  vdiFormat,
-  vhdFormat,
-  vhdxFormat,
-  luksFormat,
-  isoFormat,
-  ovaFormat,
-  parallelsFormat,
-  rawFormat,
-];
+const FORMAT_TABLE = {
+  qcow2: qcow2Format,
+  qcow: qcowFormat,
+  qed: qedFormat,
+  vmdk: vmdkFormat,
+  vdi: vdiFormat,
+  vhd: vhdFormat,
+  vhdx: vhdxFormat,
+  luks: luksFormat,
+  iso: isoFormat,
+  ova: ovaFormat,
+  parallels: parallelsFormat,
+  raw: rawFormat,
+} as const satisfies Record<FormatName, FormatDescriptor>;
+
+export const FORMATS: readonly FormatDescriptor[] = Object.values(FORMAT_TABLE);
 
 export function formatByName(name: FormatName): FormatDescriptor {
-  const f = FORMATS.find((d) => d.name === name);
-  if (!f) throw new Error(`unknown format ${name}`);
-  return f;
+  return FORMAT_TABLE[name];
 }

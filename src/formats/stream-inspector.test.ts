@@ -6,21 +6,26 @@ import { inspectSource } from './inspect-source.js';
 import { rawFormat } from './raw.js';
 import { StreamInspector } from './stream-inspector.js';
 
-/** A synthetic format whose header at 0 names two more regions to read, in the order given. */
-function pointerFormat(): FormatDescriptor {
+/** A synthetic format: `magic` at 0, then `inspect` (named qcow2: the engine only runs known names). */
+function syntheticFormat(magic: string, description: string, inspect: FormatDescriptor['inspect']): FormatDescriptor {
   return describeFormat({
     name: 'qcow2',
-    description: 'synthetic: "PTR" magic, then two u32 offsets it reads 8 bytes at, in order',
+    description: `synthetic: ${description}`,
     async probe(src) {
-      return Buffer.from(await src.read(0, 3)).toString('latin1') === 'PTR';
+      return Buffer.from(await src.read(0, magic.length)).toString('latin1') === magic;
     },
-    async inspect(src) {
-      const h = Buffer.from(await readExact(src, 0, 11, 'header'));
-      const a = await readExact(src, h.readUInt32LE(3), 8, 'first region');
-      const b = await readExact(src, h.readUInt32LE(7), 8, 'second region');
-      return { virtualSize: BigInt(Buffer.from(a).readUInt32LE(0) + Buffer.from(b).readUInt32LE(0)), details: {}, findings: [] };
-    },
+    inspect,
     checks: [],
+  });
+}
+
+/** A synthetic format whose header at 0 names two more regions to read, in the order given. */
+function pointerFormat(): FormatDescriptor {
+  return syntheticFormat('PTR', '"PTR" magic, then two u32 offsets it reads 8 bytes at, in order', async (src) => {
+    const h = Buffer.from(await readExact(src, 0, 11, 'header'));
+    const a = await readExact(src, h.readUInt32LE(3), 8, 'first region');
+    const b = await readExact(src, h.readUInt32LE(7), 8, 'second region');
+    return { virtualSize: BigInt(Buffer.from(a).readUInt32LE(0) + Buffer.from(b).readUInt32LE(0)), details: {}, findings: [] };
   });
 }
 
@@ -67,17 +72,9 @@ test('a region asked for after its bytes went by is INSPECTION_INCOMPLETE (fail 
 });
 
 test('declared regions over maxCaptureBytes are refused (OVER_LIMIT), memory stays bounded', async () => {
-  const fmt = describeFormat({
-    name: 'qcow2',
-    description: 'synthetic: asks for a 1 MiB table at 512 KiB',
-    async probe(src) {
-      return Buffer.from(await src.read(0, 3)).toString('latin1') === 'BIG';
-    },
-    async inspect(src) {
-      await readExact(src, 512 * 1024, 1 << 20, 'table');
-      return { details: {}, findings: [] };
-    },
-    checks: [],
+  const fmt = syntheticFormat('BIG', 'asks for a 1 MiB table at 512 KiB', async (src) => {
+    await readExact(src, 512 * 1024, 1 << 20, 'table');
+    return { details: {}, findings: [] };
   });
   const bytes = Buffer.alloc(4 << 20);
   bytes.write('BIG', 0, 'latin1');
@@ -94,18 +91,10 @@ test('declared regions over maxCaptureBytes are refused (OVER_LIMIT), memory sta
 });
 
 test('the tail is available at the end whatever the chunking', async () => {
-  const fmt = describeFormat({
-    name: 'qcow2',
-    description: 'synthetic: reads a trailer in the last 8 bytes',
-    async probe(src) {
-      return Buffer.from(await src.read(0, 4)).toString('latin1') === 'TAIL';
-    },
-    async inspect(src) {
-      if (src.size === undefined) throw new (await import('./byte-source.js')).NeedBytes(0, 8, true);
-      const t = await readExact(src, src.size - 8, 8, 'trailer');
-      return { virtualSize: Buffer.from(t).readBigUInt64LE(0), details: {}, findings: [] };
-    },
-    checks: [],
+  const fmt = syntheticFormat('TAIL', 'reads a trailer in the last 8 bytes', async (src) => {
+    if (src.size === undefined) throw new (await import('./byte-source.js')).NeedBytes(0, 8, true);
+    const t = await readExact(src, src.size - 8, 8, 'trailer');
+    return { virtualSize: Buffer.from(t).readBigUInt64LE(0), details: {}, findings: [] };
   });
   const bytes = Buffer.alloc(300_001);
   bytes.write('TAIL', 0, 'latin1');

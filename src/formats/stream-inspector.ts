@@ -154,13 +154,7 @@ export class StreamInspector {
     }
     for (const d of this.digests) {
       if (d.hex !== undefined) continue;
-      const from = Math.max(d.offset + d.done, start);
-      const to = Math.min(d.offset + d.length, end);
-      if (from < to && from === d.offset + d.done) {
-        d.hash.update(piece.subarray(from - start, to - start));
-        d.done = to - d.offset;
-      }
-      if (d.done === d.length) {
+      if (feedInOrder(d, piece, start, end, (bytes) => d.hash.update(bytes))) {
         d.hex = d.hash.digest('hex');
         completed = true;
       }
@@ -177,13 +171,7 @@ export class StreamInspector {
     let closed = 0;
     for (const sc of this.openScans) {
       if (sc.offset >= end) break;
-      const from = Math.max(sc.offset + sc.done, start);
-      const to = Math.min(sc.offset + sc.length, end);
-      if (from < to && from === sc.offset + sc.done) {
-        sc.scanner.update(piece.subarray(from - start, to - start));
-        sc.done = to - sc.offset;
-      }
-      if (sc.done === sc.length) {
+      if (feedInOrder(sc, piece, start, end, (bytes) => sc.scanner.update(bytes))) {
         sc.complete = true;
         closed++;
       }
@@ -506,4 +494,18 @@ class CaptureSource implements ByteSource {
       'INSPECTION_INCOMPLETE',
     );
   }
+}
+
+/**
+ * Feeds the part of `piece` (stream bytes [start, end)) that a consumer of [offset, offset + length)
+ * takes next: a consumer takes its bytes in order, from `offset + done`. True once it has them all.
+ */
+function feedInOrder(c: { readonly offset: number; readonly length: number; done: number }, piece: Uint8Array, start: number, end: number, update: (bytes: Uint8Array) => void): boolean {
+  const from = Math.max(c.offset + c.done, start);
+  const to = Math.min(c.offset + c.length, end);
+  if (from < to && from === c.offset + c.done) {
+    update(piece.subarray(from - start, to - start));
+    c.done = to - c.offset;
+  }
+  return c.done === c.length;
 }

@@ -8,12 +8,11 @@ import { test } from 'node:test';
 import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
 import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import type { FindingCode } from './findings.js';
-import { type InspectOptions } from './inspect-source.js';
+import { hostileCases, qemuCases, type HostileCase, type QemuCase } from './format-cases.js';
 
+const CASES = { format: 'vdi', byteWiseUntil: 64 << 10 } as const;
 
-
-
-const QEMU: { name: string; size: string; options?: string[]; subformat: string }[] = [
+const QEMU: QemuCase[] = [
   { name: 'vdi-dyn-1g.vdi', size: '1G', subformat: 'dynamic' },
   { name: 'vdi-dyn-127m.vdi', size: '127M', subformat: 'dynamic' },
   { name: 'vdi-dyn-odd.vdi', size: '1000001K', subformat: 'dynamic' },
@@ -22,21 +21,7 @@ const QEMU: { name: string; size: string; options?: string[]; subformat: string 
   { name: 'vdi-dyn-1t.vdi', size: '1T', subformat: 'dynamic' },
 ];
 
-for (const q of QEMU) {
-  test(`qemu-img ${q.name}: format, subformat and virtual size as qemu-img info`, async () => {
-    const file = await qemuCreate(q.name, 'vdi', q.size, q.options);
-    const bytes = readFileSync(file);
-    const r = await inspectBytes(bytes);
-    const info = await qemuInfo(file);
-    assert.equal(info.format, 'vdi');
-    assert.equal(r.format, 'vdi');
-    assert.equal(r.subformat, q.subformat);
-    assert.equal(r.virtualSize, BigInt(info['virtual-size']));
-    assert.deepEqual(r.findings, []);
-    assert.equal(r.verdict, 'safe');
-    await streamMatchesHere(bytes, r);
-  });
-}
+qemuCases(CASES, QEMU);
 
 test('details: header fields', async () => {
   const r = await inspectBytes(readFileSync(await qemuCreate('vdi-static-16m.vdi', 'vdi', '16M', ['static=on'])));
@@ -66,14 +51,7 @@ test('an odd disk size (VBoxManage convertfromraw makes them) is rounded up to w
   assert.equal(r.virtualSize, 127n * 1024n * 1024n);
 });
 
-interface Hostile {
-  name: string;
-  code: FindingCode;
-  bytes: () => Promise<Buffer>;
-  opts?: InspectOptions;
-}
-
-const HOSTILE: Hostile[] = [
+const HOSTILE: HostileCase[] = [
   {
     name: 'diff image with a parent UUID',
     code: 'DIFFERENCING_DISK',
@@ -104,19 +82,7 @@ const HOSTILE: Hostile[] = [
   { name: 'static image cut short', code: 'TRUNCATED', bytes: async () => (await stat()).subarray(0, 2 << 20) },
 ];
 
-for (const h of HOSTILE) {
-  test(`hostile: ${h.name} → ${h.code}`, async () => {
-    const bytes = await h.bytes();
-    const r = await inspectBytes(bytes, h.opts);
-    assert.equal(r.format, 'vdi');
-    const f = r.findings.find((x) => x.code === h.code);
-    assert.ok(f, `expected ${h.code}, got ${JSON.stringify(r.findings)}`);
-    assert.equal(f.severity, 'error');
-    assert.equal(r.verdict, 'refused');
-    assert.ok(f.message.length > 30, 'the message says what to do');
-    await streamMatchesHere(bytes, r, h.opts);
-  });
-}
+hostileCases(CASES, HOSTILE);
 
 test('the differencing VDI names its parent UUID', async () => {
   const r = await inspectBytes(await HOSTILE[0]!.bytes());

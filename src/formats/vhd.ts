@@ -386,4 +386,6 @@ export const vhdFormat = describeFormat<VhdDetails>({
   },
   inspect,
   checks,
+  // vpc: qemu's name
+  claimAliases: ['vpc'],
 });

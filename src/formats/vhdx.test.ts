@@ -6,18 +6,18 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { qemuCreate, qemuInfo } from '../../test/support/qemu.js';
+import { qemuCreate } from '../../test/support/qemu.js';
 import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
 import { crc32c } from './crc32c.js';
 import type { FindingCode } from './findings.js';
-import { type InspectOptions } from './inspect-source.js';
+import { hostileCases, qemuCases, type HostileCase, type QemuCase } from './format-cases.js';
+
+const CASES = { format: 'vhdx', byteWiseUntil: 320 << 10 } as const;
 
 const KiB = 1024;
 
-
-
 // ---- qemu-img fixtures ----
-const QEMU: { name: string; size: string; options?: string[]; subformat: string }[] = [
+const QEMU: QemuCase[] = [
   { name: 'vhdx-dyn-1g.vhdx', size: '1G', subformat: 'dynamic' },
   { name: 'vhdx-dyn-127m.vhdx', size: '127M', subformat: 'dynamic' },
   { name: 'vhdx-fixed-16m.vhdx', size: '16M', options: ['subformat=fixed'], subformat: 'fixed' },
@@ -27,24 +27,13 @@ const QEMU: { name: string; size: string; options?: string[]; subformat: string 
   { name: 'vhdx-1t.vhdx', size: '1T', subformat: 'dynamic' },
 ];
 
-for (const q of QEMU) {
-  test(`qemu-img ${q.name}: format, subformat and virtual size as qemu-img info`, async () => {
-    const file = await qemuCreate(q.name, 'vhdx', q.size, q.options);
-    const bytes = readFileSync(file);
-    const r = await inspectBytes(bytes);
-    const info = await qemuInfo(file);
-    assert.equal(info.format, 'vhdx');
-    assert.equal(r.format, 'vhdx');
-    assert.equal(r.subformat, q.subformat);
-    assert.equal(r.virtualSize, BigInt(info['virtual-size']));
-    assert.deepEqual(r.findings, []);
-    assert.equal(r.verdict, 'safe');
-    await streamMatchesHere(bytes, r);
-  });
-}
+qemuCases(CASES, QEMU);
+
+/** the image the details test reads and every hostile case starts from */
+const base = async () => Buffer.from(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
 
 test('details: headers, regions, metadata items', async () => {
-  const r = await inspectBytes(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
+  const r = await inspectBytes(await base());
   const d = r.details as Record<string, unknown>;
   assert.match(String(d.creator), /^QEMU/);
   assert.equal(d.version, 1);
@@ -61,7 +50,6 @@ test('details: headers, regions, metadata items', async () => {
 });
 
 // ---- crafting helpers ----
-const base = async () => Buffer.from(readFileSync(await qemuCreate('vhdx-bs1m-log1m-1g.vhdx', 'vhdx', '1G', ['block_size=1M,log_size=1M'])));
 const RT = 192 * KiB;
 
 function fixRegionTable(b: Buffer): void {
@@ -162,86 +150,68 @@ function differencing(b: Buffer): Buffer {
   return b;
 }
 
-interface Hostile {
-  name: string;
-  code: FindingCode;
-  bytes: () => Promise<Buffer>;
-  opts?: InspectOptions;
-  severity?: 'error' | 'warning';
-  /** the verdict when the finding is only a warning */
-  verdict?: 'safe' | 'refused';
-}
+/** A hostile case's bytes: the qemu-img image (`base`) with `change` applied. */
+const patched = (change: (b: Buffer) => void) => async () => {
+  const b = await base();
+  change(b);
+  return b;
+};
 
-const HOSTILE: Hostile[] = [
+const HOSTILE: HostileCase[] = [
   { name: 'HasParent with a parent locator', code: 'DIFFERENCING_DISK', bytes: async () => differencing(await base()) },
   {
     name: 'HasParent alone',
     code: 'DIFFERENCING_DISK',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       const fp = metadataItem(b, 0xcaa16737);
       b.writeUInt32LE(2, fp.data + 4);
-      return b;
-    },
+    }),
   },
   {
     name: 'current header with a bad CRC-32C (the other one is used)',
     code: 'CHECKSUM_MISMATCH',
     severity: 'warning',
-    verdict: 'safe',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, currentHeader(b) + 100);
-      return b;
-    },
+    }),
   },
   {
     name: 'both headers with a bad CRC-32C',
     code: 'CHECKSUM_MISMATCH',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, 64 * KiB + 100);
       flip(b, 128 * KiB + 100);
-      return b;
-    },
+    }),
   },
   {
     name: 'region table with a bad CRC-32C',
     code: 'CHECKSUM_MISMATCH',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       flip(b, RT + 1000);
-      return b;
-    },
+    }),
   },
   {
     name: 'BAT region past the end',
     code: 'OFFSET_PAST_END',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeBigUInt64LE(1n << 40n, regionEntry(b, 0x2dc27766) + 16);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   {
     name: 'metadata item outside its region',
     code: 'OFFSET_PAST_END',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(0x7fff0000, metadataItem(b, 0x8141bf1d).entry + 16);
-      return b;
-    },
+    }),
   },
   {
     name: 'region table of 3000 entries',
     code: 'OVER_LIMIT',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(3000, RT + 8);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   { name: 'BAT over a lowered table limit', code: 'OVER_LIMIT', bytes: base, opts: { limits: { maxTableEntries: 100 } } },
   {
@@ -263,68 +233,45 @@ const HOSTILE: Hostile[] = [
   {
     name: 'unknown required metadata item',
     code: 'UNKNOWN_FEATURES',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       addMetadataItem(b, guidBytes('66666666-7777-8888-9999-aaaaaaaaaaaa'), 64 * KiB + 8 * KiB, Buffer.alloc(8, 1), REQUIRED);
-      return b;
-    },
+    }),
   },
   {
     name: 'block size 3 MiB',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(3 << 20, metadataItem(b, 0xcaa16737).data);
-      return b;
-    },
+    }),
   },
   {
     name: 'logical sector size 1000',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeUInt32LE(1000, metadataItem(b, 0x8141bf1d).data);
-      return b;
-    },
+    }),
   },
   {
     name: 'BAT region overlapping the metadata region',
     code: 'MALFORMED_HEADER',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       b.writeBigUInt64LE(BigInt(metaOffset(b)), regionEntry(b, 0x2dc27766) + 16);
       fixRegionTable(b);
-      return b;
-    },
+    }),
   },
   {
     name: 'log holding entries to replay (log GUID set)',
     code: 'CORRUPT_IMAGE',
     severity: 'warning',
-    verdict: 'safe',
-    bytes: async () => {
-      const b = await base();
+    bytes: patched((b) => {
       const at = currentHeader(b);
       b.fill(0x5a, at + 48, at + 64);
       fixHeader(b, at);
-      return b;
-    },
+    }),
   },
 ];
 
-for (const h of HOSTILE) {
-  test(`hostile: ${h.name} → ${h.code}`, async () => {
-    const bytes = await h.bytes();
-    const r = await inspectBytes(bytes, h.opts);
-    assert.equal(r.format, 'vhdx');
-    const f = r.findings.find((x) => x.code === h.code);
-    assert.ok(f, `expected ${h.code}, got ${JSON.stringify(r.findings)}`);
-    assert.equal(f.severity, h.severity ?? 'error');
-    assert.equal(r.verdict, h.verdict ?? 'refused', JSON.stringify(r.findings));
-    assert.ok(f.message.length > 30, 'the message says what to do');
-    await streamMatchesHere(bytes, r, h.opts);
-  });
-}
+hostileCases(CASES, HOSTILE);
 
 test('the differencing disk names its parent', async () => {
   const r = await inspectBytes(differencing(await base()));

@@ -13,8 +13,9 @@
  * | compressed L2 entry | u64 | bits 0..x-1 host offset, bits x..61 additional 512-byte sectors, x = 62 − (cluster_bits − 8) |
  * | snapshot header (snapshots_offset) | 40 B + extra + id + name, padded to 8 | 0 L1 offset u64, 8 L1 size u32, 12 id size u16, 14 name size u16, 36 extra size u32; extra 8 disk size u64 |
  *
- * Invariants (each a DiskError, fail closed): no encryption, backing file or external data file
- * (the verdict refuses them upstream as well); the L1 table covers the disk; every L2 table and
+ * Invariants (each a DiskError, fail closed): no encryption; no backing file, external data file
+ * or unknown incompatible feature (the format's own rules, src/formats/qcow2.ts, run here as in
+ * the verdict upstream); the L1 table covers the disk; every L2 table and
  * data cluster is cluster aligned, after the header cluster, outside the L1 table and inside the
  * file; a compressed cluster starts inside the file and decodes to exactly one cluster; a
  * subcluster is never both allocated and zero. The L1 and L2 entry rules are the ones inspection
@@ -24,32 +25,21 @@
 import { entryError, qcow2L1Rule, qcow2L2Rule, type Qcow2Geometry, type TableRule } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
 import { qcow2Format, type Qcow2Details } from '../../formats/qcow2.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
+import { compressedSizeShift, QCOW2 } from '../../formats/qcow2-layout.js';
+import type { Inspection } from '../../formats/format.js';
 import { DiskError } from '../disk.js';
 import type { DiskReader } from '../disk.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 import { LruCache } from '../lru-cache.js';
 import { inflateRawUnit, zstdUnit } from '../unit-decoder.js';
 
-const O_NB_SNAPSHOTS = 60;
-const O_SNAPSHOTS_OFFSET = 64;
-const HEADER_FIELDS_BYTES = 72;
-
-const OFFSET_MASK = 0x00fffffffffffe00n;
-const FLAG_COMPRESSED = 1n << 62n;
-const FLAG_ZERO = 1n;
-const SUBCLUSTERS = 32;
-const SECTOR = 512;
-
-const SNAP_HEADER_BYTES = 40;
-const SNAP_O_L1_OFFSET = 0;
-const SNAP_O_L1_SIZE = 8;
-const SNAP_O_ID_SIZE = 12;
-const SNAP_O_NAME_SIZE = 14;
-const SNAP_O_EXTRA_SIZE = 36;
-const SNAP_EXTRA_O_DISK_SIZE = 8;
+const E = QCOW2.entry;
+const SNAP = QCOW2.snapshot;
+const SUBCLUSTERS = QCOW2.subclusters;
+const SECTOR = QCOW2.sectorBytes;
 
 export interface Qcow2ReaderOptions {
   /** read an internal snapshot (its id or name) instead of the active image */
@@ -57,18 +47,12 @@ export interface Qcow2ReaderOptions {
 }
 
 export async function openQcow2(file: DiskFile, opts: Qcow2ReaderOptions = {}): Promise<DiskReader> {
-  return owning(file, () => open(file, opts));
+  return openInspected<Qcow2Details>(file, qcow2Format, ['BACKING_FILE', 'DATA_FILE', 'UNKNOWN_FEATURES'], (ins) => open(file, ins, opts));
 }
 
-async function open(file: DiskFile, opts: Qcow2ReaderOptions): Promise<DiskReader> {
-  const ins = await parsing(() => qcow2Format.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as Qcow2Details;
+async function open(file: DiskFile, ins: Inspection<Qcow2Details>, opts: Qcow2ReaderOptions): Promise<DiskReader> {
+  const d = ins.details;
   if (d.encryption !== 'none') throw new DiskError(`qcow2 image is encrypted (${d.encryption}); decrypt it with qemu-img convert --object secret,... first`, 'UNSUPPORTED');
-  if (d.backingFile !== undefined) throw new DiskError(`qcow2 image has a backing file (${JSON.stringify(d.backingFile)}); images must be self-contained — flatten it first`, 'UNSAFE_IMAGE');
-  if (d.dataFile !== undefined || d.incompatibleFeatures.includes('external data file')) {
-    throw new DiskError('qcow2 image references an external data file; images must be self-contained', 'UNSAFE_IMAGE');
-  }
-  if (d.unknownIncompatibleBits !== 0n) throw new DiskError(`qcow2 image sets unknown incompatible feature bits (0x${d.unknownIncompatibleBits.toString(16)})`, 'UNSUPPORTED');
   if (ins.virtualSize === undefined) throw new DiskError('qcow2 image has no virtual size');
   let virtualSize = fieldNumber(ins.virtualSize, 'qcow2 virtual size');
   let l1Offset = d.l1TableOffset;
@@ -106,11 +90,11 @@ class Qcow2Map {
   ) {
     this.clusterSize = d.clusterSize;
     this.clusterBits = Math.log2(d.clusterSize);
-    this.entryBytes = d.extendedL2 ? 16 : 8;
+    this.entryBytes = d.extendedL2 ? E.extendedL2Bytes : E.bytes;
     this.l2Entries = d.clusterSize / this.entryBytes;
     this.blockSize = d.extendedL2 ? d.clusterSize / SUBCLUSTERS : d.clusterSize;
     this.subclusterBits = d.extendedL2 ? this.clusterBits - 5 : this.clusterBits;
-    this.csizeShift = BigInt(62 - (this.clusterBits - 8));
+    this.csizeShift = compressedSizeShift(this.clusterBits);
     this.csizeMask = (1n << BigInt(this.clusterBits - 8)) - 1n;
   }
 
@@ -149,17 +133,17 @@ class Qcow2Map {
     const l2Index = cluster - l1Index * this.l2Entries;
     const l1Entry = this.l1[l1Index];
     if (l1Entry === undefined) throw new DiskError(`qcow2 cluster ${cluster} is outside the L1 table`);
-    const l2Offset = fieldNumber(l1Entry & OFFSET_MASK, 'qcow2 L1 entry');
+    const l2Offset = fieldNumber(l1Entry & E.offsetMask, 'qcow2 L1 entry');
     const blocksPerCluster = this.clusterSize / this.blockSize;
     if (l2Offset === 0) return { kind: 'hole', blocks: (this.l2Entries - l2Index) * blocksPerCluster - sub };
     this.follow(this.l1Rule!, this.l1View, l1Index, `L2 table of cluster ${cluster}`);
     const t = await this.l2(l2Offset);
     this.follow(qcow2L2Rule(this.g!, l2Offset), t, l2Index, `data cluster ${cluster}`);
     const entry = t.getBigUint64(l2Index * this.entryBytes);
-    if (entry & FLAG_COMPRESSED) return this.compressed(entry, cluster, sub);
-    const host = fieldNumber(entry & OFFSET_MASK, 'qcow2 L2 entry');
+    if (entry & E.compressed) return this.compressed(entry, cluster, sub);
+    const host = fieldNumber(entry & E.offsetMask, 'qcow2 L2 entry');
     if (!this.d.extendedL2) {
-      if (entry & FLAG_ZERO) return { kind: 'zero' };
+      if (entry & E.zero) return { kind: 'zero' };
       if (host === 0) return { kind: 'hole' };
       return { kind: 'data', fileOffset: host };
     }
@@ -204,28 +188,28 @@ interface SnapshotTable {
 }
 
 async function findSnapshot(file: DiskFile, want: string, currentSize: number): Promise<SnapshotTable> {
-  const h = view(await readStructure(file, 0, HEADER_FIELDS_BYTES, 'qcow2 header'));
-  const count = h.getUint32(O_NB_SNAPSHOTS);
+  const h = view(await readStructure(file, 0, QCOW2.v2HeaderLength, 'qcow2 header'));
+  const count = h.getUint32(QCOW2.header.nbSnapshots);
   if (count > DISK_LIMITS.maxSnapshots) throw new DiskError(`qcow2 image declares ${count} snapshots, over the limit of ${DISK_LIMITS.maxSnapshots}`);
-  let at = fieldNumber(h.getBigUint64(O_SNAPSHOTS_OFFSET), 'qcow2 snapshots offset');
+  let at = fieldNumber(h.getBigUint64(QCOW2.header.snapshotsOffset), 'qcow2 snapshots offset');
   const names: string[] = [];
   for (let i = 0; i < count; i++) {
-    const s = view(await readStructure(file, at, SNAP_HEADER_BYTES, `qcow2 snapshot ${i} header`));
-    const idSize = s.getUint16(SNAP_O_ID_SIZE);
-    const nameSize = s.getUint16(SNAP_O_NAME_SIZE);
-    const extraSize = s.getUint32(SNAP_O_EXTRA_SIZE);
-    if (extraSize > 1024) throw new DiskError(`qcow2 snapshot ${i} has ${extraSize} bytes of extra data (qemu allows 1024)`);
-    const rest = await readStructure(file, at + SNAP_HEADER_BYTES, extraSize + idSize + nameSize, `qcow2 snapshot ${i}`);
+    const s = view(await readStructure(file, at, SNAP.headerBytes, `qcow2 snapshot ${i} header`));
+    const idSize = s.getUint16(SNAP.idSize);
+    const nameSize = s.getUint16(SNAP.nameSize);
+    const extraSize = s.getUint32(SNAP.extraDataSize);
+    if (extraSize > SNAP.maxExtraDataSize) throw new DiskError(`qcow2 snapshot ${i} has ${extraSize} bytes of extra data (qemu allows ${SNAP.maxExtraDataSize})`);
+    const rest = await readStructure(file, at + SNAP.headerBytes, extraSize + idSize + nameSize, `qcow2 snapshot ${i}`);
     const dec = new TextDecoder();
     const id = dec.decode(rest.subarray(extraSize, extraSize + idSize));
     const name = dec.decode(rest.subarray(extraSize + idSize));
     names.push(`${id} (${name})`);
     if (id === want || name === want) {
       const extra = view(rest.subarray(0, extraSize));
-      const virtualSize = extraSize >= SNAP_EXTRA_O_DISK_SIZE + 8 ? fieldNumber(extra.getBigUint64(SNAP_EXTRA_O_DISK_SIZE), 'qcow2 snapshot disk size') : currentSize;
-      return { l1Offset: fieldNumber(s.getBigUint64(SNAP_O_L1_OFFSET), 'qcow2 snapshot L1 offset'), l1Size: s.getUint32(SNAP_O_L1_SIZE), virtualSize };
+      const virtualSize = extraSize >= SNAP.extraDiskSize + 8 ? fieldNumber(extra.getBigUint64(SNAP.extraDiskSize), 'qcow2 snapshot disk size') : currentSize;
+      return { l1Offset: fieldNumber(s.getBigUint64(SNAP.l1TableOffset), 'qcow2 snapshot L1 offset'), l1Size: s.getUint32(SNAP.l1Size), virtualSize };
     }
-    at += Math.ceil((SNAP_HEADER_BYTES + extraSize + idSize + nameSize) / 8) * 8;
+    at += Math.ceil((SNAP.headerBytes + extraSize + idSize + nameSize) / 8) * 8;
   }
   throw new DiskError(`qcow2 image has no snapshot ${JSON.stringify(want)} (it has: ${names.join(', ') || 'none'})`, 'BAD_OPTION');
 }

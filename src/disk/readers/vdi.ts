@@ -14,23 +14,18 @@
  */
 import { entryError, vdiMapRule, VDI_BLOCK_DISCARDED, VDI_BLOCK_FREE } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vdiFormat, type VdiDetails } from '../../formats/vdi.js';
+import type { Inspection } from '../../formats/format.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 
-export async function openVdi(file: DiskFile): Promise<DiskReader> {
-  return owning(file, () => open(file));
-}
+export const openVdi = (file: DiskFile): Promise<DiskReader> => openInspected<VdiDetails>(file, vdiFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
-async function open(file: DiskFile): Promise<DiskReader> {
-  const ins = await parsing(() => vdiFormat.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as VdiDetails;
-  if (d.parentUuid !== undefined || d.linkUuid !== undefined || d.imageType === 'diff' || d.imageType === 'undo') {
-    throw new DiskError(`VDI is a ${d.imageType} image linked to a parent; images must be self-contained — clone it to a normal image first`, 'UNSAFE_IMAGE');
-  }
+async function open(file: DiskFile, ins: Inspection<VdiDetails>): Promise<DiskReader> {
+  const d = ins.details;
   if (d.blockExtra !== 0) throw new DiskError(`VDI blocks carry ${d.blockExtra} bytes of extra data, which qemu does not support either`, 'UNSUPPORTED');
   const virtualSize = fieldNumber(ins.virtualSize ?? 0n, 'VDI virtual size');
   const blockSize = d.blockSize;

@@ -17,27 +17,24 @@
  */
 import { entryError, vhdBatRule, vhdBitmapBytes, VHD_BAT_UNUSED } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vhdFormat, type VhdDetails } from '../../formats/vhd.js';
+import type { Inspection } from '../../formats/format.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 import { openRawWindow } from './raw.js';
 
 const SECTOR = 512;
 const FOOTER_BYTES = 512;
 
-export async function openVhd(file: DiskFile): Promise<DiskReader> {
-  return owning(file, () => open(file));
-}
+export const openVhd = (file: DiskFile): Promise<DiskReader> => openInspected<VhdDetails>(file, vhdFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
-async function open(file: DiskFile): Promise<DiskReader> {
-  const ins = await parsing(() => vhdFormat.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as VhdDetails;
+async function open(file: DiskFile, ins: Inspection<VhdDetails>): Promise<DiskReader> {
+  const d = ins.details;
   if (ins.virtualSize === undefined) throw new DiskError('VHD has no virtual size');
   const virtualSize = fieldNumber(ins.virtualSize, 'VHD virtual size');
-  if (d.diskType === 'differencing') throw new DiskError('VHD is a differencing disk with a parent; images must be self-contained — merge it first', 'UNSAFE_IMAGE');
   if (d.diskType === 'fixed') {
     if (virtualSize > file.size - Math.min(file.size, FOOTER_BYTES - 1)) {
       throw new DiskError(`fixed VHD declares ${virtualSize} bytes but the file holds only ${file.size} bytes with its footer; the image is truncated`);

@@ -18,11 +18,12 @@
  */
 import { entryError, vhdxBatRule, vhdxWholeBlock } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vhdxFormat, type VhdxDetails } from '../../formats/vhdx.js';
+import type { Inspection } from '../../formats/format.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { enforceChecks, openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 
 const MiB = 1024 * 1024;
@@ -35,21 +36,17 @@ const UNMAPPED = 3;
 const FULLY_PRESENT = 6;
 const PARTIALLY_PRESENT = 7;
 
-export async function openVhdx(file: DiskFile): Promise<DiskReader> {
-  return owning(file, () => open(file));
-}
+export const openVhdx = (file: DiskFile): Promise<DiskReader> => openInspected<VhdxDetails>(file, vhdxFormat, ['DIFFERENCING_DISK'], (ins) => open(file, ins));
 
-async function open(file: DiskFile): Promise<DiskReader> {
-  const ins = await parsing(() => vhdxFormat.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as VhdxDetails;
-  if (d.hasParent) throw new DiskError('VHDX is a differencing disk with a parent; images must be self-contained — merge it first', 'UNSAFE_IMAGE');
+async function open(file: DiskFile, ins: Inspection<VhdxDetails>): Promise<DiskReader> {
+  const d = ins.details;
   if (d.logDirty) {
     throw new DiskError(
       'VHDX has a non-empty log that must be replayed (the image was not closed cleanly); open it once read-write in Hyper-V or qemu (e.g. "qemu-img check -r all") and try again',
       'UNSUPPORTED',
     );
   }
-  if (d.unknownRequired.length) throw new DiskError(`VHDX requires features we do not know (${d.unknownRequired.join(', ')})`, 'UNSUPPORTED');
+  enforceChecks(vhdxFormat, ins, ['UNKNOWN_FEATURES']);
   const virtualSize = fieldNumber(ins.virtualSize ?? 0n, 'VHDX virtual size');
   const blockSize = d.blockSize ?? 0;
   const sector = d.logicalSectorSize ?? 0;

@@ -22,13 +22,14 @@
 import { basename, join } from 'node:path';
 import { entryError, vmdkGdRule, vmdkGtRule } from '../../formats/block-map-rules.js';
 import { view } from '../../formats/byte-source.js';
-import { DEFAULT_LIMITS } from '../../formats/limits.js';
 import { vmdkFormat, type VmdkDetails } from '../../formats/vmdk.js';
+import type { Inspection } from '../../formats/format.js';
 import { FileSource } from '../../io/file-source.js';
 import { BlockMapReader, type BlockMapping } from '../block-map-reader.js';
 import { ConcatReader, type DiskPart } from '../concat-reader.js';
 import { DiskError, type DiskReader } from '../disk.js';
-import { fieldNumber, owning, parsing, readStructure, type DiskFile } from '../disk-file.js';
+import { fieldNumber, readStructure, type DiskFile } from '../disk-file.js';
+import { openInspected } from '../reader-inspection.js';
 import { DISK_LIMITS } from '../limits.js';
 import { LruCache } from '../lru-cache.js';
 import { inflateZlibUnit } from '../unit-decoder.js';
@@ -39,7 +40,6 @@ const GTE_ZEROED = 1;
 const MARKER_O_LBA = 0;
 const MARKER_O_SIZE = 8;
 const MARKER_HEADER_BYTES = 12;
-const NO_PARENT_CID = 'ffffffff';
 
 export interface VmdkReaderOptions {
   /**
@@ -50,15 +50,11 @@ export interface VmdkReaderOptions {
 }
 
 export async function openVmdk(file: DiskFile, opts: VmdkReaderOptions = {}): Promise<DiskReader> {
-  return owning(file, () => open(file, opts));
+  return openInspected<VmdkDetails>(file, vmdkFormat, ['BACKING_FILE'], (ins) => open(file, ins, opts));
 }
 
-async function open(file: DiskFile, opts: VmdkReaderOptions): Promise<DiskReader> {
-  const ins = await parsing(() => vmdkFormat.inspect(file, { limits: DEFAULT_LIMITS }));
-  const d = ins.details as unknown as VmdkDetails;
-  if (d.parentFileNameHint !== undefined || (d.parentCid !== undefined && d.parentCid.toLowerCase() !== NO_PARENT_CID)) {
-    throw new DiskError(`VMDK is a delta disk with a parent (${JSON.stringify(d.parentFileNameHint ?? d.parentCid)}); images must be self-contained — flatten it first`, 'UNSAFE_IMAGE');
-  }
+async function open(file: DiskFile, ins: Inspection<VmdkDetails>, opts: VmdkReaderOptions): Promise<DiskReader> {
+  const d = ins.details;
   if (d.container === 'sparse') return new BlockMapReader(await sparseMap(file, d), file);
   if (d.container === 'descriptor') {
     if (opts.allowExtentDir === undefined) {

@@ -116,6 +116,32 @@ export async function* dataBlocks(src: DiskReader, blockSize: number, opts: Data
   }
 }
 
+/**
+ * Writes `src`'s data blocks (`unit` bytes each) into the format's blocks of `blockSize` bytes, the
+ * layout VDI, VHD and VHDX dynamic images share: a block gets its place in the file when data first
+ * touches it (`allocate(block)`, once per block, ascending, returns where the block's data starts),
+ * and each unit is written at its offset inside that block.
+ */
+export async function writeIntoBlocks(
+  src: DiskReader,
+  unit: number,
+  blockSize: number,
+  opts: DataBlockOptions,
+  file: { pwrite(bytes: Uint8Array, position: number): Promise<void> },
+  allocate: (block: number) => number | Promise<number>,
+): Promise<void> {
+  let block = -1;
+  let dataAt = 0;
+  for await (const u of dataBlocks(src, unit, opts)) {
+    const i = Math.floor(u.offset / blockSize);
+    if (i !== block) {
+      block = i;
+      dataAt = await allocate(i);
+    }
+    await file.pwrite(u.data, dataAt + (u.offset % blockSize));
+  }
+}
+
 /** Rounds `n` up to a multiple of `to`. */
 export function alignUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;

@@ -46,39 +46,27 @@
  * the worker threads by @bokuweb/zstd-wasm (Node 20's zlib has no zstd); sets incompatible bit 3
  * and header byte 104 = 1, so the image needs qemu ≥ 5.1.
  */
+import { compressedSizeShift, QCOW2 } from '../../formats/qcow2-layout.js';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { CompressPool, mapOrdered, ZSTD_ENCODER_PATH, type Codec } from './compress-pool.js';
 import { alignUp, dataBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
 
-const MAGIC = 0x514649fb;
+const H = QCOW2.header;
 const VERSION = 3;
 const HEADER_LENGTH = 112;
 const REFCOUNT_ORDER = 4;
 const REFCOUNT_BYTES = 2;
-const SECTOR = 512;
+const SECTOR = QCOW2.sectorBytes;
 const DEFAULT_CLUSTER = 64 * 1024;
-const MIN_CLUSTER = 512;
-const MAX_CLUSTER = 2 * 1024 * 1024;
+const MIN_CLUSTER = 1 << QCOW2.minClusterBits;
+const MAX_CLUSTER = 1 << QCOW2.maxClusterBits;
 const L1_OFFSET_CLUSTER = 1;
 
-const O_MAGIC = 0;
-const O_VERSION = 4;
-const O_CLUSTER_BITS = 20;
-const O_SIZE = 24;
-const O_L1_SIZE = 36;
-const O_L1_TABLE_OFFSET = 40;
-const O_REFCOUNT_TABLE_OFFSET = 48;
-const O_REFCOUNT_TABLE_CLUSTERS = 56;
-const O_INCOMPATIBLE = 72;
-const O_REFCOUNT_ORDER = 96;
-const O_HEADER_LENGTH = 100;
-const O_COMPRESSION_TYPE = 104;
-
-const INCOMPAT_COMPRESSION_TYPE = 1n << 3n;
-const OFLAG_COPIED = 1n << 63n;
-const OFLAG_COMPRESSED = 1n << 62n;
+const INCOMPAT_COMPRESSION_TYPE = 1n << BigInt(QCOW2.incompatible.compressionType);
+const OFLAG_COPIED = QCOW2.entry.copied;
+const OFLAG_COMPRESSED = QCOW2.entry.compressed;
 const COMPRESSION_TYPES = ['zlib', 'zstd'] as const;
 /** qcow2 zlib clusters: raw deflate with a 4 KiB window (qemu `qcow2_co_compress`: windowBits −12) */
 const ZLIB_WINDOW_BITS = 12;
@@ -133,18 +121,18 @@ export function refcountLayout(used: number, clusterSize: number): { tableCluste
 function header(g: Geometry, refcountTableOffset: number, refcountTableClusters: number, compressionType: 0 | 1): Uint8Array {
   const h = new Uint8Array(g.clusterSize);
   const v = new DataView(h.buffer);
-  v.setUint32(O_MAGIC, MAGIC);
-  v.setUint32(O_VERSION, VERSION);
-  v.setUint32(O_CLUSTER_BITS, g.clusterBits);
-  v.setBigUint64(O_SIZE, BigInt(g.headerSize));
-  v.setUint32(O_L1_SIZE, g.l1Size);
-  v.setBigUint64(O_L1_TABLE_OFFSET, BigInt(L1_OFFSET_CLUSTER * g.clusterSize));
-  v.setBigUint64(O_REFCOUNT_TABLE_OFFSET, BigInt(refcountTableOffset));
-  v.setUint32(O_REFCOUNT_TABLE_CLUSTERS, refcountTableClusters);
-  v.setBigUint64(O_INCOMPATIBLE, compressionType === 1 ? INCOMPAT_COMPRESSION_TYPE : 0n);
-  v.setUint32(O_REFCOUNT_ORDER, REFCOUNT_ORDER);
-  v.setUint32(O_HEADER_LENGTH, HEADER_LENGTH);
-  h[O_COMPRESSION_TYPE] = compressionType;
+  v.setUint32(H.magic, QCOW2.magic);
+  v.setUint32(H.version, VERSION);
+  v.setUint32(H.clusterBits, g.clusterBits);
+  v.setBigUint64(H.size, BigInt(g.headerSize));
+  v.setUint32(H.l1Size, g.l1Size);
+  v.setBigUint64(H.l1TableOffset, BigInt(L1_OFFSET_CLUSTER * g.clusterSize));
+  v.setBigUint64(H.refcountTableOffset, BigInt(refcountTableOffset));
+  v.setUint32(H.refcountTableClusters, refcountTableClusters);
+  v.setBigUint64(H.incompatibleFeatures, compressionType === QCOW2.compression.zstd ? INCOMPAT_COMPRESSION_TYPE : 0n);
+  v.setUint32(H.refcountOrder, REFCOUNT_ORDER);
+  v.setUint32(H.headerLength, HEADER_LENGTH);
+  h[H.compressionType] = compressionType;
   // Header extensions start at HEADER_LENGTH: the end marker (type 0, length 0) is already zeros.
   return h;
 }
@@ -274,7 +262,7 @@ async function writeFile(src: DiskReader, g: Geometry, p: Parsed, file: FileSink
   } else {
     const pool = new CompressPool();
     const codec: Codec = p.compressionType === 1 ? { kind: 'zstd', level: ZSTD_LEVEL } : { kind: 'deflate-raw', windowBits: ZLIB_WINDOW_BITS, level: ZLIB_LEVEL };
-    const csizeShift = BigInt(62 - (g.clusterBits - 8));
+    const csizeShift = compressedSizeShift(g.clusterBits);
     try {
       for await (const [b, z] of mapOrdered(blocks, (blk) => pool.compress(blk.data, codec), MAX_IN_FLIGHT)) {
         const entry = await enterSlot(b.offset);

@@ -29,7 +29,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
-import { alignUp, dataBlocks } from './data-blocks.js';
+import { alignUp, dataBlocks, writeIntoBlocks } from './data-blocks.js';
 import { withOutput } from './output-sink.js';
 import { WriterOptions } from './write-options.js';
 
@@ -124,18 +124,10 @@ export const vdiWriter: DiskWriter = {
       if (out.kind !== 'file') return;
       for (let i = 0; i < blocks; i++) bv.setUint32(i * 4, UNALLOCATED, true);
       let allocated = 0;
-      let block = -1;
-      let blockAt = 0;
-      for await (const u of dataBlocks(src, UNIT, opts)) {
-        const i = Math.floor(u.offset / BLOCK_SIZE);
-        if (i !== block) {
-          block = i;
-          bv.setUint32(i * 4, allocated, true);
-          blockAt = dataOffset + allocated * BLOCK_SIZE;
-          allocated++;
-        }
-        await out.file.pwrite(u.data, blockAt + (u.offset % BLOCK_SIZE));
-      }
+      await writeIntoBlocks(src, UNIT, BLOCK_SIZE, opts, out.file, (i) => {
+        bv.setUint32(i * 4, allocated, true);
+        return dataOffset + allocated++ * BLOCK_SIZE;
+      });
       await out.file.pwrite(bmap, BMAP_OFFSET);
       await out.file.pwrite(header(TYPE_NORMAL, diskSize, blocks, allocated, dataOffset), 0);
       await out.file.truncate(dataOffset + allocated * BLOCK_SIZE);

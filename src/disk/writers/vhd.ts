@@ -41,7 +41,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
-import { alignUp, dataBlocks } from './data-blocks.js';
+import { alignUp, dataBlocks, writeIntoBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { WriterOptions } from './write-options.js';
 import { F_FEATURES, F_VERSION, F_DATA_OFFSET, F_TIMESTAMP, F_CREATOR_APP, F_CREATOR_VERSION, F_CREATOR_OS, F_ORIGINAL_SIZE, F_CURRENT_SIZE, F_CYLINDERS, F_HEADS, F_SECTORS, F_DISK_TYPE, F_CHECKSUM, F_UNIQUE_ID } from '../../formats/vhd.js';
@@ -242,20 +242,15 @@ async function writeDynamic(src: DiskReader, sizing: VhdSizing, file: FileSink, 
   const batView = new DataView(bat.buffer);
   const bitmap = new Uint8Array(SECTOR).fill(0xff);
   let next = BAT_OFFSET + batBytes;
-  let block = -1;
-  let blockAt = 0;
-  for await (const b of dataBlocks(src, UNIT, opts)) {
-    const i = Math.floor(b.offset / BLOCK_SIZE);
-    if (i !== block) {
-      block = i;
-      blockAt = next;
-      if (batView.getUint32(i * 4) !== BAT_UNALLOCATED) throw new DiskError('vhd: source extents out of order', 'IO');
-      batView.setUint32(i * 4, blockAt / SECTOR);
-      await file.pwrite(bitmap, blockAt);
-      next += SECTOR + BLOCK_SIZE;
-    }
-    await file.pwrite(b.data, blockAt + SECTOR + (b.offset % BLOCK_SIZE));
-  }
+  // each block: its sector bitmap (all set), then its data
+  await writeIntoBlocks(src, UNIT, BLOCK_SIZE, opts, file, async (i) => {
+    const blockAt = next;
+    if (batView.getUint32(i * 4) !== BAT_UNALLOCATED) throw new DiskError('vhd: source extents out of order', 'IO');
+    batView.setUint32(i * 4, blockAt / SECTOR);
+    await file.pwrite(bitmap, blockAt);
+    next += SECTOR + BLOCK_SIZE;
+    return blockAt + SECTOR;
+  });
   const footer = vhdFooter(sizing, TYPE_DYNAMIC);
   await file.pwrite(footer, 0);
   await file.pwrite(dynamicHeader(entries), DYN_HEADER_OFFSET);

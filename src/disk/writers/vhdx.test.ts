@@ -1,33 +1,24 @@
 import assert from 'node:assert/strict';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { MemoryDisk, qemuCheck, qemuCompare, qemuSpotCheck, sampleDisk } from '../../../test/support/memory-disk.js';
+import { test } from 'node:test';
+import { qemuCheck, qemuCompare, qemuSpotCheck } from '../../../test/support/memory-disk.js';
 import { qemuInfo } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
 import { DiskError } from '../disk.js';
 import { vhdxWriter } from './vhdx.js';
+import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
-let dir: string;
-let expected: string;
-const disk = sampleDisk();
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'imago-vhdx-'));
-  expected = join(dir, 'expected.raw');
-  await disk.toRawFile(expected);
-});
-after(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = writerFixture('vhdx');
+const { disk } = fx;
 
 for (const block_size of [undefined, '1M', '32M']) {
   test(`vhdx block_size ${block_size ?? 'default'}: identical, check clean, our inspector accepts it`, async () => {
-    const out = join(dir, `d-${block_size}.vhdx`);
+    const out = join(fx.dir, `d-${block_size}.vhdx`);
     await vhdxWriter.write(disk, { kind: 'file', path: out }, { options: block_size ? { block_size } : {} });
-    await qemuCompare(expected, out, 'vhdx');
+    await qemuCompare(fx.expected, out, 'vhdx');
     await qemuCheck(out, 'vhdx');
     assert.equal((await qemuInfo(out, 'vhdx'))['virtual-size'], disk.virtualSize);
     const r = await inspectSource(new BufferSource(await readFile(out)));
@@ -36,17 +27,13 @@ for (const block_size of [undefined, '1M', '32M']) {
 }
 
 test('vhdx: a stream target is refused; bad block size refused', async () => {
-  await assert.rejects(vhdxWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(dir, 'x')) }), (e: DiskError) => e.code === 'UNSUPPORTED');
-  await assert.rejects(vhdxWriter.write(disk, { kind: 'file', path: join(dir, 'y') }, { options: { block_size: '3M' } }), (e: DiskError) => e.code === 'BAD_OPTION');
+  await assert.rejects(vhdxWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }), (e: DiskError) => e.code === 'UNSUPPORTED');
+  await assert.rejects(vhdxWriter.write(disk, { kind: 'file', path: join(fx.dir, 'y') }, { options: { block_size: '3M' } }), (e: DiskError) => e.code === 'BAD_OPTION');
 });
 
 test('vhdx: 64 GiB sparse with 10 MiB data (1 MiB blocks) stays small; several chunk-ratio groups', async () => {
-  const big = new MemoryDisk(64 * 1024 ** 3);
-  for (let i = 0; i < 10; i++) big.put(i * 6 * 1024 ** 3, MemoryDisk.random(1024 * 1024, 60 + i));
-  const out = join(dir, 'big.vhdx');
-  await vhdxWriter.write(big, { kind: 'file', path: out }, { options: { block_size: '1M' } });
-  const st = await stat(out);
-  assert.ok(st.blocks * 512 < 12 * 1024 * 1024, `allocated ${st.blocks * 512}`);
+  const big = sparseBigDisk(60);
+  const out = await fx.writeSparse(vhdxWriter, big, 'big.vhdx', { options: { block_size: '1M' } });
   await qemuCheck(out, 'vhdx');
   await qemuSpotCheck(big, out, 'vhdx');
 });

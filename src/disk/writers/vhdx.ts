@@ -32,7 +32,7 @@
 import { randomBytes } from 'node:crypto';
 import { crc32c } from '../../formats/crc32c.js';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
-import { alignUp, dataBlocks } from './data-blocks.js';
+import { alignUp, writeIntoBlocks } from './data-blocks.js';
 import { type FileSink, withOutput } from './output-sink.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
 import { BAT_GUID, ITEM, METADATA_GUID } from '../../formats/vhdx.js';
@@ -189,19 +189,13 @@ async function writeFile(src: DiskReader, virtualSize: number, blockSize: number
   const batView = new DataView(bat.buffer);
 
   let next = BAT_OFFSET + batLength;
-  let block = -1;
-  let blockAt = 0;
-  for await (const u of dataBlocks(src, UNIT, opts)) {
-    const i = Math.floor(u.offset / blockSize);
-    if (i !== block) {
-      block = i;
-      blockAt = next;
-      next += blockSize;
-      const entry = i + Math.floor(i / chunkRatio);
-      batView.setBigUint64(entry * 8, (BigInt(blockAt / MiB) << BAT_FILE_OFFSET_SHIFT) | PAYLOAD_BLOCK_FULLY_PRESENT, true);
-    }
-    await file.pwrite(u.data, blockAt + (u.offset % blockSize));
-  }
+  await writeIntoBlocks(src, UNIT, blockSize, opts, file, (i) => {
+    const blockAt = next;
+    next += blockSize;
+    const entry = i + Math.floor(i / chunkRatio);
+    batView.setBigUint64(entry * 8, (BigInt(blockAt / MiB) << BAT_FILE_OFFSET_SHIFT) | PAYLOAD_BLOCK_FULLY_PRESENT, true);
+    return blockAt;
+  });
 
   const ident = new Uint8Array(8 + 512);
   ident.set(new TextEncoder().encode('vhdxfile'), 0);
