@@ -18,7 +18,7 @@ module.exports = {
       name: 'formats-no-node-io',
       severity: 'error',
       comment: 'src/formats knows nothing of files, sockets, clocks or child processes',
-      from: { path: '^src/formats/', pathNot: '\\.test\\.ts$' },
+      from: { path: '^src/formats/', pathNot: '(\\.test|-cases)\\.ts$' },
       to: { dependencyTypes: ['core'], path: '^(node:)?(fs|fs/promises|net|http|https|child_process|worker_threads|dgram|tls)$' },
     },
     {
@@ -28,10 +28,11 @@ module.exports = {
       to: { path: ours, pathNot: '^src/io/' },
     },
     {
-      name: 'disk-imports-formats-io',
+      name: 'disk-imports-formats-inspect-io',
       severity: 'error',
+      comment: 'opening a disk file runs the inspection engine on it first (open-disk.ts), so disk sits above inspect',
       from: { path: '^src/disk/' },
-      to: { path: ours, pathNot: '^src/(disk|formats|io)/' },
+      to: { path: ours, pathNot: '^src/(disk|formats|inspect|io)/' },
     },
     {
       name: 'inspect-imports-formats-io',
