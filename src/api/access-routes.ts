@@ -8,7 +8,7 @@ import { MEMBER_STATUSES, ROLES, type MemberStatus, type Role } from '../domain/
 import type { AccessService, RequestContext } from '../domain/access-service.js';
 import type { AuditEntry, ClaimRule, Project, TokenRecord } from '../domain/access-repository.js';
 import { DomainError, invalid } from '../domain/errors.js';
-import type { ImageMember } from '../domain/image.js';
+import type { ImageMember } from '../domain/images/image.js';
 import { imageJson } from './image-json.js';
 
 /** The request's principal and address, as the domain wants them. */

@@ -1,7 +1,7 @@
 /** The REST representation of an image: the stored record plus the derived lifecycle views. */
 import { formatMode, modeTriplets } from '../domain/access.js';
-import type { Image } from '../domain/image.js';
-import { deckhousePhase, glanceStatus, openNebulaState } from '../domain/lifecycle.js';
+import type { Image } from '../domain/images/image.js';
+import { deckhousePhase, glanceStatus, openNebulaState } from '../domain/images/lifecycle.js';
 
 export function imageJson(img: Image): Record<string, unknown> {
   const facts = {

@@ -7,10 +7,10 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { DomainError } from '../domain/errors.js';
 import { ANONYMOUS, MEMBER_STATUSES, VISIBILITIES, type Principal } from '../domain/access.js';
 import type { AccessService } from '../domain/access-service.js';
-import type { ImageChange, ImageEvents } from '../domain/events.js';
-import { parseCreateInput, parseUpdateInput, takeOwnership } from '../domain/image-input.js';
-import { parseConvertTarget } from '../domain/variants.js';
-import type { ImageQuery, ImageSortKey } from '../domain/image.js';
+import type { ImageChange, ImageEvents } from '../domain/images/events.js';
+import { parseCreateInput, parseUpdateInput, takeOwnership } from '../domain/images/image-input.js';
+import { parseConvertTarget } from '../domain/images/variants.js';
+import type { ImageQuery, ImageSortKey } from '../domain/images/image.js';
 import type { ByteRange } from '../store/blob-store.js';
 import { ctxOf, registerAccessRoutes } from './access-routes.js';
 import { IMAGE_SCHEMA, imageJson } from './image-json.js';

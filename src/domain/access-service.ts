@@ -26,11 +26,11 @@ import {
 import type { AccessRepository, AuditEntry, AuditQuery, ClaimRule, Grant, OidcIssuer, Project, QuotaLimits, TokenRecord } from './access-repository.js';
 import { mintToken, type Authenticator } from './authenticator.js';
 import { DomainError, forbidden, invalid, notFound } from './errors.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageAttributes, ProjectUsage } from './image.js';
-import { CONVERT_FORMATS } from './image.js';
-import type { CreateImageInput, OwnershipInput } from './image-input.js';
-import type { ImageService, VariantRead } from './image-service.js';
-import type { ConvertTarget } from './variants.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageAttributes, ProjectUsage } from './images/image.js';
+import { CONVERT_FORMATS } from './images/image.js';
+import type { CreateImageInput, OwnershipInput } from './images/image-input.js';
+import type { ImageService, VariantRead } from './images/image-service.js';
+import type { ConvertTarget } from './images/variants.js';
 import type { ImportRunner } from './import-runner.js';
 
 export interface RequestContext {

@@ -22,10 +22,10 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
 import type { Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
-import type { ConvertFormat, Image, ImagePatch } from './image.js';
-import { inspectionSummary, type ImageService } from './image-service.js';
-import { transition } from './lifecycle.js';
-import { canConvertFrom, parseConvertTarget, type Converter, type ConvertResult } from './variants.js';
+import type { ConvertFormat, Image, ImagePatch } from './images/image.js';
+import { inspectionSummary, type ImageService } from './images/image-service.js';
+import { transition } from './images/lifecycle.js';
+import { canConvertFrom, parseConvertTarget, type Converter, type ConvertResult } from './images/variants.js';
 
 export interface ConvertPolicy {
   /** the server-wide target; absent = keep images as uploaded */

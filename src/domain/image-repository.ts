@@ -10,8 +10,8 @@ import type { ImagesTable, Schema } from '../db/schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from './errors.js';
 import type { MemberStatus } from './access.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from './image.js';
-import type { ImageState } from './lifecycle.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from './images/image.js';
+import type { ImageState } from './images/lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
 

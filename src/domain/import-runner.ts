@@ -12,8 +12,8 @@ import type { Schema } from '../db/schema.js';
 import { HttpSourceError, openUrl } from '../io/http-source.js';
 import { UrlNotAllowed, type UrlPolicy } from '../io/url-policy.js';
 import { DomainError } from './errors.js';
-import type { Image } from './image.js';
-import type { ImageService } from './image-service.js';
+import type { Image } from './images/image.js';
+import type { ImageService } from './images/image-service.js';
 
 export interface ImportSettings {
   policy: UrlPolicy;

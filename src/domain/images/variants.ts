@@ -18,13 +18,13 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import { DiskError, type DiskFormat, type DiskReader, type WriteProgress } from '../disk/disk.js';
-import { openDisk } from '../disk/open-disk.js';
-import { writerFor } from '../disk/writers/registry.js';
-import { inspectFile } from '../inspect/inspect-file.js';
-import { inspectStream, type ImageReport } from '../inspect/inspect-stream.js';
-import type { BlobInfo, BlobStore, Digest, UploadSession } from '../store/blob-store.js';
-import { DomainError, invalid } from './errors.js';
+import { DiskError, type DiskFormat, type DiskReader, type WriteProgress } from '../../disk/disk.js';
+import { openDisk } from '../../disk/open-disk.js';
+import { writerFor } from '../../disk/writers/registry.js';
+import { inspectFile } from '../../inspect/inspect-file.js';
+import { inspectStream, type ImageReport } from '../../inspect/inspect-stream.js';
+import type { BlobInfo, BlobStore, Digest, UploadSession } from '../../store/blob-store.js';
+import { DomainError, invalid } from '../errors.js';
 import { CONVERT_FORMATS, type ConvertFormat } from './image.js';
 
 

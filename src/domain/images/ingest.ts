@@ -10,15 +10,15 @@
  *
  * The caller (image service) turns the outcome into catalog state.
  */
-import { type Finding } from '../formats/findings.js';
-import type { InspectLimits } from '../formats/limits.js';
-import { limitsWith } from '../formats/limits.js';
-import { StreamInspector } from '../formats/stream-inspector.js';
-import { finishReport, streamFinding, type ImageReport } from '../inspect/inspect-stream.js';
-import { peel, SourceError } from '../inspect/peel.js';
-import { ParallelHasher, type HashAlgorithm } from '../io/parallel-hasher.js';
-import type { BlobInfo, BlobStore, UploadSession } from '../store/blob-store.js';
-import { DomainError } from './errors.js';
+import { type Finding } from '../../formats/findings.js';
+import type { InspectLimits } from '../../formats/limits.js';
+import { limitsWith } from '../../formats/limits.js';
+import { StreamInspector } from '../../formats/stream-inspector.js';
+import { finishReport, streamFinding, type ImageReport } from '../../inspect/inspect-stream.js';
+import { peel, SourceError } from '../../inspect/peel.js';
+import { ParallelHasher, type HashAlgorithm } from '../../io/parallel-hasher.js';
+import type { BlobInfo, BlobStore, UploadSession } from '../../store/blob-store.js';
+import { DomainError } from '../errors.js';
 import type { Checksums } from './image.js';
 
 export interface IngestOptions {

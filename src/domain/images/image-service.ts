@@ -5,18 +5,18 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import type { InspectLimits } from '../formats/limits.js';
-import type { ImageReport } from '../inspect/inspect-stream.js';
-import { exactLength } from '../io/exact-length.js';
-import { BlobNotFound, type BlobStore, type ByteRange, type Digest } from '../store/blob-store.js';
-import { DEFAULT_PERMS } from './access.js';
-import { DomainError, conflict, notFound } from './errors.js';
+import type { InspectLimits } from '../../formats/limits.js';
+import type { ImageReport } from '../../inspect/inspect-stream.js';
+import { exactLength } from '../../io/exact-length.js';
+import { BlobNotFound, type BlobStore, type ByteRange, type Digest } from '../../store/blob-store.js';
+import { DEFAULT_PERMS } from '../access.js';
+import { DomainError, conflict, notFound } from '../errors.js';
 import type { ImageEvents } from './events.js';
 import type { DiskFormat, Image, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageVariant, InspectionSummary } from './image.js';
 import type { CreateImageInput } from './image-input.js';
 import { withoutExternalDetails, withoutExternalNames } from './external-names.js';
 import { ingest, refusalReason } from './ingest.js';
-import { LOST_RACE, updateWithRetry } from './images/update-with-retry.js';
+import { LOST_RACE, updateWithRetry } from './update-with-retry.js';
 import { canTransition, transition, type ImageEvent, type ImageState } from './lifecycle.js';
 import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type ConvertTarget } from './variants.js';
 
