@@ -16,7 +16,9 @@ import { Authenticator, mintToken } from './domain/authenticator.js';
 import { ImageEvents } from './domain/images/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
 import { KyselyImageRepository } from './domain/image-repository.js';
-import { ImageService } from './domain/images/image-service.js';
+import { ImageCatalog } from './domain/images/image-catalog.js';
+import { IngestCoordinator } from './domain/images/ingest-coordinator.js';
+import { VariantService } from './domain/images/variant-service.js';
 import { ImportRunner } from './domain/import-runner.js';
 import { ConvertRunner } from './domain/convert-runner.js';
 import { Converter } from './domain/images/variants.js';
@@ -28,7 +30,9 @@ export interface App {
   config: Config;
   db: Database;
   store: BlobStore;
-  images: ImageService;
+  images: ImageCatalog;
+  ingests: IngestCoordinator;
+  variants: VariantService;
   imports: ImportRunner;
   /** convert-on-import jobs */
   converts: ConvertRunner;
@@ -61,13 +65,16 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const repo = new KyselyImageRepository(db);
   const events = new ImageEvents();
   const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
-  const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits }, converter);
-  const converts = new ConvertRunner(db, images, converter, { serverTarget: config.convertTo });
-  images.whenStored((img) => converts.afterIngest(img));
-  const imports = new ImportRunner(db, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
+  const images = new ImageCatalog(repo, events);
+  const ingests = new IngestCoordinator(images, store, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
+  images.whenDeleting((id) => ingests.imageDeleted(id));
+  const variants = new VariantService(images, store, converter);
+  const converts = new ConvertRunner(db, images, store, converter, { serverTarget: config.convertTo });
+  ingests.whenStored((img) => converts.afterIngest(img));
+  const imports = new ImportRunner(db, images, ingests, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
   const accessRepo = new AccessRepository(db);
   const auth = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
-  const access = new AccessService(images, accessRepo, auth, imports);
+  const access = new AccessService(images, ingests, variants, accessRepo, auth, imports);
   let bootstrapToken: string | undefined;
   try {
     bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
@@ -82,6 +89,8 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     db,
     store,
     images,
+    ingests,
+    variants,
     imports,
     converts,
     events,
@@ -119,7 +128,11 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
 export async function startApp(config: Config, opts: { logger?: boolean } = {}): Promise<App> {
   const app = await createApp(config, opts);
   try {
-    const rec = await app.images.recover();
+    // what a crash left: uploads cut off, deletions half done, staging and conversion scratch
+    const { interrupted, swept } = await app.ingests.recover();
+    const deleted = await app.images.finishDeletions();
+    await app.variants.sweep();
+    const rec = { interrupted, deleted, swept };
     const resumed = await app.imports.resume();
     const converts = await app.converts.resume();
     if (rec.interrupted || rec.deleted || rec.swept || resumed || converts.resumed || converts.unlocked) {

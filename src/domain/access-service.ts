@@ -1,6 +1,6 @@
 /**
  * The policy enforcement point: every door (REST now; Glance, OCI and the console later) calls
- * these methods with the request's principal, never ImageService directly. Each method asks the
+ * these methods with the request's principal, never the image services directly. Each method asks the
  * policy (`access.ts`), refuses with the status the issue fixes — 401 for no or bad credentials,
  * 404 where the caller may not know the image exists, 403 where it may see but not do — and
  * writes one audit entry for every mutating action, allowed or refused.
@@ -29,7 +29,9 @@ import { DomainError, forbidden, invalid, notFound } from './errors.js';
 import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageAttributes, ProjectUsage } from './images/image.js';
 import { CONVERT_FORMATS } from './images/image.js';
 import type { CreateImageInput, OwnershipInput } from './images/image-input.js';
-import type { ImageService, VariantRead } from './images/image-service.js';
+import type { ImageCatalog } from './images/image-catalog.js';
+import type { IngestCoordinator } from './images/ingest-coordinator.js';
+import type { VariantRead, VariantService } from './images/variant-service.js';
 import type { ConvertTarget } from './images/variants.js';
 import type { ImportRunner } from './import-runner.js';
 
@@ -47,7 +49,9 @@ const NEEDS: Record<Right, string> = {
 
 export class AccessService {
   constructor(
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly ingests: IngestCoordinator,
+    private readonly variants: VariantService,
     private readonly access: AccessRepository,
     readonly auth: Authenticator,
     private readonly imports?: ImportRunner,
@@ -198,19 +202,19 @@ export class AccessService {
   upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
     return this.audited(ctx, 'image.upload', { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } }, async (note) => {
       note(await this.require(ctx, id, 'manage', 'upload to'));
-      return this.images.upload(id, body, opts);
+      return this.ingests.upload(id, body, opts);
     });
   }
 
   async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
     await this.see(ctx, id);
-    return this.images.openFile(id, range);
+    return this.variants.openFile(id, range);
   }
 
   /** The image's bytes in another format (a stored variant, or converted now): the same `use` right as openFile. */
   async openVariant(ctx: RequestContext, id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
     await this.see(ctx, id);
-    return this.images.openVariant(id, target, opts);
+    return this.variants.openVariant(id, target, opts);
   }
 
   startImport(ctx: RequestContext, id: string, url: string): Promise<Image> {

@@ -21,9 +21,10 @@ import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/database.js';
 import type { Schema } from '../db/schema.js';
-import type { Digest } from '../store/blob-store.js';
+import type { BlobStore, Digest } from '../store/blob-store.js';
 import type { ConvertFormat, Image, ImagePatch } from './images/image.js';
-import { inspectionSummary, type ImageService } from './images/image-service.js';
+import type { ImageCatalog } from './images/image-catalog.js';
+import { inspectionSummary } from './images/inspection-summary.js';
 import { transition } from './images/lifecycle.js';
 import { canConvertFrom, parseConvertTarget, type Converter, type ConvertResult } from './images/variants.js';
 
@@ -52,7 +53,8 @@ export class ConvertRunner {
 
   constructor(
     database: Database,
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly store: BlobStore,
     private readonly converter: Converter,
     private readonly policy: ConvertPolicy,
   ) {
@@ -73,7 +75,7 @@ export class ConvertRunner {
   }
 
   /**
-   * The ImageService hook after a stored ingest: records the job, locks the image and starts the
+   * The IngestCoordinator hook after a stored ingest: records the job, locks the image and starts the
    * conversion; returns the image as it is then (locked, or unchanged when there is nothing to do).
    */
   async afterIngest(img: Image): Promise<Image> {
@@ -173,7 +175,7 @@ export class ConvertRunner {
 
   private async execute(jobId: string, imageId: string, payload: ConvertPayload, signal: AbortSignal): Promise<void> {
     let result = payload.phase === 'swap' ? payload.result : undefined;
-    if (result && !(await this.images.store.stat(result.digest))) result = undefined; // collected meanwhile: convert again
+    if (result && !(await this.store.stat(result.digest))) result = undefined; // collected meanwhile: convert again
     if (!result) {
       let last = 0;
       let lastPct = -1;

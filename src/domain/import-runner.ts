@@ -1,7 +1,7 @@
 /**
  * URL imports as background jobs. A job row (kind `import`) records the URL and its phase so a
  * restarted server resumes it; the bytes go through the same ingest path as an upload
- * (ImageService.upload with kind `import`). Progress is the share of Content-Length received.
+ * (IngestCoordinator.upload with kind `import`). Progress is the share of Content-Length received.
  * Within one run a dropped connection resumes with Range (io/http-source.ts); across a restart
  * the download starts over (a hash state cannot be persisted mid-stream).
  */
@@ -13,7 +13,8 @@ import { HttpSourceError, openUrl } from '../io/http-source.js';
 import { UrlNotAllowed, type UrlPolicy } from '../io/url-policy.js';
 import { DomainError } from './errors.js';
 import type { Image } from './images/image.js';
-import type { ImageService } from './images/image-service.js';
+import type { ImageCatalog } from './images/image-catalog.js';
+import type { IngestCoordinator } from './images/ingest-coordinator.js';
 
 export interface ImportSettings {
   policy: UrlPolicy;
@@ -29,7 +30,8 @@ export class ImportRunner {
 
   constructor(
     database: Database,
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly ingests: IngestCoordinator,
     private readonly settings: ImportSettings,
   ) {
     this.db = database.kysely;
@@ -99,12 +101,12 @@ export class ImportRunner {
           connectTimeoutMs: this.settings.connectTimeoutMs,
           idleTimeoutMs: this.settings.idleTimeoutMs,
         });
-        await this.images.upload(imageId, src.body, { announcedSize: src.totalBytes, kind: 'import', signal: ac.signal });
+        await this.ingests.upload(imageId, src.body, { announcedSize: src.totalBytes, kind: 'import', signal: ac.signal });
       } catch (e) {
         error = e instanceof Error ? e.message : String(e);
         if (e instanceof HttpSourceError || e instanceof UrlNotAllowed || (e instanceof Error && e.name === 'AbortError') || ac.signal.aborted) {
           const reason = ac.signal.aborted ? `the import was cancelled` : `import from ${url.slice(0, 200)} failed: ${error}`;
-          await this.images.failIngest(imageId, reason).catch(() => undefined);
+          await this.ingests.failIngest(imageId, reason).catch(() => undefined);
         }
       } finally {
         if (this.running.get(imageId) === ac) this.running.delete(imageId);
