@@ -124,7 +124,7 @@ export class ImageCatalog {
     await this.move(id, 'delete');
     this.deletingHook?.(id);
     await this.repo.remove(id);
-    this.events.publish('deleted', { ...img, state: 'deleting' });
+    this.events.publish('deleted', { ...img, state: transition(img.state, 'delete') });
   }
 
   /** Start-up recovery: removes the records of deletions a stopped process left half done. Returns how many. */
