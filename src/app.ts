@@ -23,14 +23,16 @@ import { IdentityAdmin } from './domain/access/identity-admin.js';
 import { ImageAccess } from './domain/access/image-access.js';
 import { ImageSharing } from './domain/access/image-sharing.js';
 import { ProjectAdmin } from './domain/access/project-admin.js';
-import { ImageEvents } from './domain/events.js';
+import { ImageEvents } from './domain/images/events.js';
 import { planGc, runGc, type GcPlan } from './domain/gc.js';
-import { ImageService } from './domain/image-service.js';
+import { ImageCatalog } from './domain/images/image-catalog.js';
+import { IngestCoordinator } from './domain/images/ingest-coordinator.js';
+import { VariantService } from './domain/images/variant-service.js';
 import { ConvertJobs } from './domain/jobs/convert-job.js';
 import { GcJob } from './domain/jobs/gc-job.js';
 import { ImportJobs } from './domain/jobs/import-job.js';
 import { JobRunner } from './domain/jobs/job-runner.js';
-import { Converter } from './domain/variants.js';
+import { Converter } from './domain/images/variants.js';
 import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
 import { blobStoreFromUrl } from './store/blob-store-from-url.js';
@@ -39,7 +41,9 @@ export interface App {
   config: Config;
   db: Database;
   store: BlobStore;
-  images: ImageService;
+  images: ImageCatalog;
+  ingests: IngestCoordinator;
+  variants: VariantService;
   /** the one runner of background jobs (imports, conversions, scheduled GC) */
   jobs: JobRunner;
   imports: ImportJobs;
@@ -85,17 +89,20 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const repo = new KyselyImageRepository(db);
   const events = new ImageEvents();
   const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
-  const images = new ImageService(repo, store, events, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits }, converter);
+  const images = new ImageCatalog(repo, events);
+  const ingests = new IngestCoordinator(images, store, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
+  images.whenDeleting((id) => ingests.imageDeleted(id));
+  const variants = new VariantService(images, store, converter);
   const queue = new KyselyJobQueue(db);
   const jobs = new JobRunner(queue, { owner: nodeId(config.dataDir) });
-  const converts = new ConvertJobs(queue, jobs, images, converter, { serverTarget: config.convertTo });
-  images.whenStored((img) => converts.afterIngest(img));
-  const imports = new ImportJobs(queue, jobs, images, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
+  const converts = new ConvertJobs(queue, jobs, images, store, converter, { serverTarget: config.convertTo });
+  ingests.whenStored((img) => converts.afterIngest(img));
+  const imports = new ImportJobs(queue, jobs, images, ingests, { policy: new UrlPolicy(config.importAllow), maxImageBytes: config.maxImageBytes });
   const accessRepo = new KyselyAccessRepository(db);
   const authenticator = new Authenticator(accessRepo, { jwksCooldownMs: config.oidcJwksCooldownMs, clockSkewSec: config.oidcClockSkewSec });
   const authorizer = new Authorizer(images, accessRepo);
   const audit = new AuditLog(accessRepo, authorizer);
-  const imageAccess = new ImageAccess(images, accessRepo, authorizer, audit, imports);
+  const imageAccess = new ImageAccess(images, ingests, variants, accessRepo, authorizer, audit, imports);
   const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
   const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
   const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);
@@ -114,6 +121,8 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     db,
     store,
     images,
+    ingests,
+    variants,
     jobs,
     imports,
     converts,
@@ -157,7 +166,11 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
 export async function startApp(config: Config, opts: { logger?: boolean } = {}): Promise<App> {
   const app = await createApp(config, opts);
   try {
-    const rec = await app.images.recover();
+    // what a crash left: uploads cut off, deletions half done, staging and conversion scratch
+    const { interrupted, swept } = await app.ingests.recover();
+    const deleted = await app.images.finishDeletions();
+    await app.variants.sweep();
+    const rec = { interrupted, deleted, swept };
     const resumed = await app.jobs.start();
     const unlocked = await app.converts.freeStrandedLocks();
     const importsResumed = resumed.import ?? 0;

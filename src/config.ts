@@ -25,7 +25,7 @@
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
-import { CONVERT_FORMATS, type ConvertFormat } from './domain/image.js';
+import { CONVERT_FORMATS, type ConvertFormat } from './domain/images/image.js';
 import type { InspectLimits } from './formats/limits.js';
 
 export interface Config {

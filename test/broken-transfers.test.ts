@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
-import type { Image } from '../src/domain/image.js';
+import type { Image } from '../src/domain/images/image.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
 import { spawnServer, type SpawnedServer } from './support/spawned-server.js';
 import { adminFetch as fetch } from './support/server.js';

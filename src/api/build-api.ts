@@ -4,7 +4,7 @@
  * console come as siblings of it.
  */
 import type { FastifyInstance } from 'fastify';
-import type { ImageEvents } from '../domain/events.js';
+import type { ImageEvents } from '../domain/images/events.js';
 import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
 import { REST_PREFIX, restDoor, type RestServices } from './rest/rest-door.js';

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { freshPgDatabase } from '../../test/support/server.js';
 import { openDatabase, type Database } from './database.js';
 import { migrateToLatest } from './migrations.js';
-import type { Image } from '../domain/image.js';
+import type { Image } from '../domain/images/image.js';
 import { KyselyImageRepository } from './image-repository.js';
 
 function image(over: Partial<Image> = {}): Image {

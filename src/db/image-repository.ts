@@ -10,8 +10,8 @@ import type { ImageMembersTable, ImagesTable, ImageVariantsTable, Schema } from 
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from '../domain/errors.js';
 import type { MemberStatus } from '../domain/access/policy.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from '../domain/image.js';
-import type { ImageState } from '../domain/lifecycle.js';
+import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from '../domain/images/image.js';
+import type { ImageState } from '../domain/images/lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
 

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Image } from '../domain/image.js';
+import type { Image } from '../domain/images/image.js';
 import { KyselyImageRepository } from './image-repository.js';
 import { openDatabase } from './database.js';
 import { migrateToLatest } from './migrations.js';

@@ -6,9 +6,9 @@
 import type { ColumnType, Generated } from 'kysely';
 import type { Role, MemberStatus, Visibility } from '../domain/access/policy.js';
 import type { Grant, TokenRecord } from '../domain/access/access-repository.js';
-import type { ContainerFormat, DiskFormat, Image, ImageType } from '../domain/image.js';
+import type { ContainerFormat, DiskFormat, Image, ImageType } from '../domain/images/image.js';
 import type { JobKind, JobState } from '../domain/jobs/job-queue.js';
-import type { ImageState } from '../domain/lifecycle.js';
+import type { ImageState } from '../domain/images/lifecycle.js';
 import type { Digest } from '../store/blob-store.js';
 
 export interface ImagesTable {

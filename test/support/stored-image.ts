@@ -5,7 +5,7 @@
  * store and repository objects the running server uses (src/app.ts), not around them.
  */
 import type { App } from '../../src/app.js';
-import type { DiskFormat, Image } from '../../src/domain/image.js';
+import type { DiskFormat, Image } from '../../src/domain/images/image.js';
 
 /** `format`: the format engine's name, as ingest would have recorded it in `inspection.format`. */
 export async function storeReadyImage(app: App, bytes: Uint8Array, format: string, name = 'stored-directly'): Promise<Image> {

@@ -13,7 +13,7 @@ import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import type { ProjectAdmin } from '../../domain/access/project-admin.js';
 import type { AuditEntry, Project, TokenRecord } from '../../domain/access/access-repository.js';
 import { DomainError, invalid } from '../../domain/errors.js';
-import type { ImageMember } from '../../domain/image.js';
+import type { ImageMember } from '../../domain/images/image.js';
 import { ctxOf } from '../http/principal.js';
 import { imageJson } from './image-json.js';
 import { IdParams, nullableInteger, nullableString, stringEnum } from './request-schemas.js';

@@ -8,7 +8,7 @@ import { Type } from 'typebox';
 import type { Authenticator } from '../../domain/access/authenticator.js';
 import type { Authorizer } from '../../domain/access/authorizer.js';
 import { DomainError } from '../../domain/errors.js';
-import type { ImageChange, ImageEvents } from '../../domain/events.js';
+import type { ImageChange, ImageEvents } from '../../domain/images/events.js';
 import { problem } from '../http/problem.js';
 import { header } from '../http/request-header.js';
 import { STATUS_OF } from './error-table.js';

@@ -7,7 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import { DomainError } from '../../domain/errors.js';
-import { parseConvertTarget } from '../../domain/variants.js';
+import { parseConvertTarget } from '../../domain/images/variants.js';
 import { withBodyIdleTimeout } from '../http/body-idle-timeout.js';
 import { etagOf, isNotModified, sendStoredBytes } from '../http/blob-reply.js';
 import { parseRange } from '../http/byte-range.js';

@@ -4,8 +4,8 @@
  */
 import { Type } from 'typebox';
 import { formatMode, modeTriplets } from '../../domain/access/policy.js';
-import type { Image } from '../../domain/image.js';
-import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/lifecycle.js';
+import type { Image } from '../../domain/images/image.js';
+import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/images/lifecycle.js';
 
 /** An image as `GET /api/v1/images/{id}` returns it. */
 export interface ImageJson {

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { MEMBER_STATUSES, VISIBILITIES } from '../../domain/access/policy.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
-import { parseCreateInput, parseUpdateInput, takeOwnership } from '../../domain/image-input.js';
+import { parseCreateInput, parseUpdateInput, takeOwnership } from '../../domain/images/image-input.js';
 import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { imageJson, imageSchema } from './image-json.js';

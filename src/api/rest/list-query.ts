@@ -1,7 +1,7 @@
 /** `GET /api/v1/images` query parameters → the catalog's ImageQuery, with messages that say what to send. */
 import { VISIBILITIES } from '../../domain/access/policy.js';
 import { DomainError } from '../../domain/errors.js';
-import type { ImageQuery, ImageSortKey } from '../../domain/image.js';
+import type { ImageQuery, ImageSortKey } from '../../domain/images/image.js';
 
 const SORT_KEYS: readonly ImageSortKey[] = ['name', 'createdAt', 'updatedAt', 'storedSize', 'virtualSize'];
 

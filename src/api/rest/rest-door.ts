@@ -12,7 +12,7 @@ import type { IdentityAdmin } from '../../domain/access/identity-admin.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import type { ProjectAdmin } from '../../domain/access/project-admin.js';
-import type { ImageEvents } from '../../domain/events.js';
+import type { ImageEvents } from '../../domain/images/events.js';
 import { acceptJsonBodies } from '../http/json-bodies.js';
 import { authenticateRequests } from '../http/principal.js';
 import { accessRoutes } from './access-routes.js';

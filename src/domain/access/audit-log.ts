@@ -4,7 +4,7 @@
  */
 import type { AccessRepository, AuditEntry, AuditQuery } from './access-repository.js';
 import { DomainError, forbidden } from '../errors.js';
-import type { Image } from '../image.js';
+import type { Image } from '../images/image.js';
 import type { Authorizer, RequestContext } from './authorizer.js';
 
 export interface AuditTarget {

@@ -8,8 +8,8 @@
  */
 import type { AccessRepository, Project } from './access-repository.js';
 import { DomainError, forbidden, notFound } from '../errors.js';
-import type { AccessScope, Image } from '../image.js';
-import type { ImageService } from '../image-service.js';
+import type { AccessScope, Image } from '../images/image.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
 import { formatMode, rightsOn, type MemberStatus, type Principal, type Right } from './policy.js';
 
 export interface RequestContext {
@@ -26,7 +26,7 @@ const NEEDS: Record<Right, string> = {
 
 export class Authorizer {
   constructor(
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
     private readonly access: AccessRepository,
   ) {}
 

@@ -1,7 +1,7 @@
 /**
  * Image operations on behalf of a principal: the authorization-enforcing facade over the image
  * catalog. Every door (REST now; Glance, OCI and the console later) calls these methods with the
- * request's principal, never ImageService directly. Each one asks the `Authorizer`, then passes
+ * request's principal, never the image services directly. Each one asks the `Authorizer`, then passes
  * the call on to the catalog (or the import runner); every mutating one is audited, allowed or
  * refused. Ownership at creation (project, visibility, permission bits) and the concurrent-imports
  * quota are decided here, where the principal is known.
@@ -10,11 +10,13 @@ import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../../store/blob-store.js';
 import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid } from '../errors.js';
-import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '../image.js';
-import type { CreateImageInput, OwnershipInput } from '../image-input.js';
-import type { ImageService, VariantRead } from '../image-service.js';
+import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '../images/image.js';
+import type { CreateImageInput, OwnershipInput } from '../images/image-input.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
+import type { IngestCoordinator } from '../images/ingest-coordinator.js';
+import type { VariantRead, VariantService } from '../images/variant-service.js';
 import type { ImportJobs } from '../jobs/import-job.js';
-import type { ConvertTarget } from '../variants.js';
+import type { ConvertTarget } from '../images/variants.js';
 import type { AuditLog } from './audit-log.js';
 import { needLogin, scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
 import {
@@ -31,7 +33,9 @@ import {
 
 export class ImageAccess {
   constructor(
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly ingests: IngestCoordinator,
+    private readonly variants: VariantService,
     private readonly access: AccessRepository,
     private readonly authz: Authorizer,
     private readonly audit: AuditLog,
@@ -133,19 +137,19 @@ export class ImageAccess {
   upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
     return this.audit.record(ctx, 'image.upload', { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } }, async (note) => {
       note(await this.authz.require(ctx, id, 'manage', 'upload to'));
-      return this.images.upload(id, body, opts);
+      return this.ingests.upload(id, body, opts);
     });
   }
 
   async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
     await this.authz.see(ctx, id);
-    return this.images.openFile(id, range);
+    return this.variants.openFile(id, range);
   }
 
   /** The image's bytes in another format (a stored variant, or converted now): the same `use` right as openFile. */
   async openVariant(ctx: RequestContext, id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
     await this.authz.see(ctx, id);
-    return this.images.openVariant(id, target, opts);
+    return this.variants.openVariant(id, target, opts);
   }
 
   startImport(ctx: RequestContext, id: string, url: string): Promise<Image> {

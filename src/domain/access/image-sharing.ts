@@ -5,15 +5,15 @@
  */
 import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid, notFound } from '../errors.js';
-import type { ImageMember } from '../image.js';
-import type { ImageService } from '../image-service.js';
+import type { ImageMember } from '../images/image.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
 import type { AuditLog } from './audit-log.js';
 import { needLogin, type Authorizer, type RequestContext } from './authorizer.js';
 import { roleAtLeast, type MemberStatus } from './policy.js';
 
 export class ImageSharing {
   constructor(
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
     private readonly access: AccessRepository,
     private readonly authz: Authorizer,
     private readonly audit: AuditLog,

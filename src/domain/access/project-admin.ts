@@ -4,8 +4,8 @@
  */
 import type { AccessRepository, Grant, Project, QuotaLimits } from './access-repository.js';
 import { DomainError, invalid } from '../errors.js';
-import { CONVERT_FORMATS, type ProjectUsage } from '../image.js';
-import type { ImageService } from '../image-service.js';
+import { CONVERT_FORMATS, type ProjectUsage } from '../images/image.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
 import type { AuditLog } from './audit-log.js';
 import { scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
 import { ROLES, type Role } from './policy.js';
@@ -23,7 +23,7 @@ const QUOTA_RULES = [
 
 export class ProjectAdmin {
   constructor(
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
     private readonly access: AccessRepository,
     private readonly authz: Authorizer,
     private readonly audit: AuditLog,

@@ -16,11 +16,13 @@
  * unlocks any image left locked for a conversion that has no job: no image stays locked forever.
  */
 import type { Digest } from '../../store/blob-store.js';
-import type { ConvertFormat, Image, ImagePatch } from '../image.js';
-import { inspectionSummary, type ImageService } from '../image-service.js';
+import type { ConvertFormat, Image, ImagePatch } from '../images/image.js';
+import type { BlobStore } from '../../store/blob-store.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
+import { inspectionSummary } from '../images/inspection-summary.js';
 import { LOST_RACE, updateWithRetry } from '../images/update-with-retry.js';
-import { transition } from '../lifecycle.js';
-import { canConvertFrom, parseConvertTarget, type Converter, type ConvertResult } from '../variants.js';
+import { transition } from '../images/lifecycle.js';
+import { canConvertFrom, parseConvertTarget, type Converter, type ConvertResult } from '../images/variants.js';
 import type { JobContext, JobHandler, RunningJob, StepResult } from './job-handler.js';
 import type { JobQueue } from './job-queue.js';
 import type { JobRunner } from './job-runner.js';
@@ -51,7 +53,8 @@ export class ConvertJobs {
   constructor(
     private readonly queue: JobQueue,
     private readonly runner: JobRunner,
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly store: BlobStore,
     private readonly converter: Converter,
     private readonly policy: ConvertPolicy,
   ) {
@@ -86,7 +89,7 @@ export class ConvertJobs {
   }
 
   /**
-   * The ImageService hook after a stored ingest: locks the image, records the job and starts the
+   * The IngestCoordinator hook after a stored ingest: locks the image, records the job and starts the
    * conversion; returns the image as it is then (locked, or unchanged when there is nothing to do).
    */
   async afterIngest(img: Image): Promise<Image> {
@@ -172,7 +175,7 @@ export class ConvertJobs {
     const p = job.payload;
     const imageId = job.imageId!;
     const result = p.result;
-    if (!result || !(await this.images.store.stat(result.digest))) {
+    if (!result || !(await this.store.stat(result.digest))) {
       // collected meanwhile: convert again
       const again: ConvertPayload = { ...p };
       delete again.result;

@@ -1,7 +1,7 @@
 /**
  * URL imports as jobs (kind `import`, one phase: `download`). The job records the URL so a
  * restarted server resumes it; the bytes go through the same ingest path as an upload
- * (ImageService.upload with kind `import`). Progress is the share of Content-Length received.
+ * (IngestCoordinator.upload with kind `import`). Progress is the share of Content-Length received.
  * Within one run a dropped connection resumes with Range (io/http-source.ts); across a restart
  * the download starts over (a hash state cannot be persisted mid-stream). A cancelled import, or
  * one the stopping server interrupts, fails: the image goes to `error`.
@@ -9,8 +9,9 @@
 import { HttpSourceError, openUrl } from '../../io/http-source.js';
 import { UrlNotAllowed, type UrlPolicy } from '../../io/url-policy.js';
 import { DomainError } from '../errors.js';
-import type { Image } from '../image.js';
-import type { ImageService } from '../image-service.js';
+import type { Image } from '../images/image.js';
+import type { ImageCatalog } from '../images/image-catalog.js';
+import type { IngestCoordinator } from '../images/ingest-coordinator.js';
 import type { JobHandler, RunningJob } from './job-handler.js';
 import type { JobQueue } from './job-queue.js';
 import type { JobRunner } from './job-runner.js';
@@ -34,7 +35,8 @@ export class ImportJobs {
   constructor(
     private readonly queue: JobQueue,
     private readonly runner: JobRunner,
-    private readonly images: ImageService,
+    private readonly images: ImageCatalog,
+    private readonly ingests: IngestCoordinator,
     private readonly settings: ImportSettings,
   ) {
     this.handler = {
@@ -89,7 +91,7 @@ export class ImportJobs {
       connectTimeoutMs: this.settings.connectTimeoutMs,
       idleTimeoutMs: this.settings.idleTimeoutMs,
     });
-    await this.images.upload(job.imageId!, src.body, { announcedSize: src.totalBytes, kind: 'import', signal });
+    await this.ingests.upload(job.imageId!, src.body, { announcedSize: src.totalBytes, kind: 'import', signal });
     return { done: true };
   }
 
@@ -98,7 +100,7 @@ export class ImportJobs {
     if (e instanceof HttpSourceError || e instanceof UrlNotAllowed || (e instanceof Error && e.name === 'AbortError') || signal.aborted) {
       const error = e instanceof Error ? e.message : String(e);
       const reason = signal.aborted ? `the import was cancelled` : `import from ${job.payload.url.slice(0, 200)} failed: ${error}`;
-      await this.images.failIngest(job.imageId!, reason).catch(() => undefined);
+      await this.ingests.failIngest(job.imageId!, reason).catch(() => undefined);
     }
     return undefined;
   }

@@ -7,7 +7,7 @@
  * files, so its reasons do not name them. Names of things inside the uploaded bytes (OVA members)
  * stay.
  */
-import type { Finding } from '../formats/findings.js';
+import type { Finding } from '../../formats/findings.js';
 
 /** Findings whose quoted names are files outside the image. */
 const EXTERNAL_FILE_CODES = new Set(['BACKING_FILE', 'DATA_FILE', 'VMDK_EXTENT_OUTSIDE', 'DIFFERENCING_DISK']);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { finding } from '../formats/findings.js';
+import { finding } from '../../formats/findings.js';
 import { withoutExternalDetails, withoutExternalName } from './external-names.js';
 
 test('names of files outside the image are withheld; our advice and names inside the image stay', () => {

@@ -3,8 +3,8 @@
  * the same). Every refusal names the field and what would be accepted.
  */
 import { CONTAINER_FORMATS, DISK_FORMATS, IMAGE_TYPES, type ImageAttributes } from './image.js';
-import { invalid } from './errors.js';
-import { VISIBILITIES, type Visibility } from './access/policy.js';
+import { invalid } from '../errors.js';
+import { VISIBILITIES, type Visibility } from '../access/policy.js';
 
 /**
  * Properties with a known vocabulary (Glance's "useful image properties"); other keys are free-form.

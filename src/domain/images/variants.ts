@@ -3,30 +3,31 @@
  * linked to the image (`image_variants`). The `Converter` turns one stored blob into another
  * through the disk engine (openDisk → writer), never through a second copy of either:
  *
- *   blob (local path, or a scratch copy) ─► openDisk (safety verdict again) ─► writer ─┬─► upload session (sha256) ─► commit
- *                                                                                      ├─► sha512 [+ md5]
- *                                                                                      └─► tap (an HTTP response, optional)
+ *   blob (local path, or a scratch copy) ─► openDisk (safety verdict again) ─► writer ─► stageBlob ─┬─► staging, sha256, sha512 [+ md5] ─► commit
+ *                                                                                                  └─► tap (an HTTP response, optional)
  *
- * Writers that can produce their format in one forward pass (`streamableWith`) write through the
- * tee above, so a download can be served while the variant is being stored. The others write a
- * scratch file (they seek back to fill in tables), which is then streamed into the session.
+ * Writers that can produce their format in one forward pass (`streamableWith`) write straight into
+ * stageBlob (the same staging, hashing and commit as ingest), so a download can be served while
+ * the variant is being stored. The others write a scratch file (they seek back to fill in tables),
+ * which is then staged the same way.
  */
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
-import { DiskError, type DiskFormat, type DiskReader, type WriteProgress } from '../disk/disk.js';
-import { openDisk } from '../disk/open-disk.js';
-import { writerFor } from '../disk/disk-formats.js';
-import type { FormatName } from '../formats/format.js';
-import { inspectFile } from '../inspect/inspect-file.js';
-import { inspectStream, type ImageReport } from '../inspect/inspect-stream.js';
-import type { BlobInfo, BlobStore, Digest, UploadSession } from '../store/blob-store.js';
-import { DomainError, invalid } from './errors.js';
+import { PassThrough, type Writable } from 'node:stream';
+import { DiskError, type DiskFormat, type DiskReader, type WriteProgress } from '../../disk/disk.js';
+import { openDisk } from '../../disk/open-disk.js';
+import { writerFor } from '../../disk/disk-formats.js';
+import type { FormatName } from '../../formats/format.js';
+import { inspectFile } from '../../inspect/inspect-file.js';
+import { inspectStream, type ImageReport } from '../../inspect/inspect-stream.js';
+import type { BlobStore, Digest } from '../../store/blob-store.js';
+import { DomainError, invalid } from '../errors.js';
 import { CONVERT_FORMATS, type ConvertFormat } from './image.js';
+import { stageBlob, type StagedBlob } from './stage-blob.js';
 
 
 /** Detected formats (format engine names) the disk engine reads for a conversion, as which disk format; undefined: not converted. `iso` reads as raw. */
@@ -138,11 +139,8 @@ export function canConvertFrom(detected: string | undefined): boolean {
   return readableAs(detected) !== undefined;
 }
 
-export interface ConvertResult {
-  blob: BlobInfo;
-  sha512: string;
-  md5?: string;
-}
+/** What a conversion stored: its blob and checksums. */
+export type ConvertResult = StagedBlob;
 
 export interface ConvertOptions {
   /** also send the bytes here as they are made (streamable targets only); never ended by the converter */
@@ -173,14 +171,11 @@ export class Converter {
     if (opts.tap && !streamableWith(target)) throw new Error('a tap needs a streamable target');
     const scratch: string[] = [];
     let reader: DiskReader | undefined;
-    let session: UploadSession | undefined;
     try {
       const path = await this.sourcePath(source, scratch);
       reader = await openDisk(path, { format: readableAs(sourceFormat) }).catch((e: unknown) => {
         throw conversionError(e);
       });
-      session = await this.store.startUpload();
-      const hashes = new Hashes(this.md5);
       const writer = writerFor(target.format);
       const writeOpts = { options: target.options, compress: target.compress, onProgress: opts.onProgress, signal: opts.signal };
       if (opts.tap) {
@@ -191,29 +186,43 @@ export class Converter {
         });
       }
       if (streamableWith(target)) {
-        const tee = teeInto(session, hashes, opts.tap, opts.onStarted);
-        // the tee fails only when the session does (storage full, gone): that error is the one to
-        // report; the writer, meeting a closed stream, would only say "closed before complete"
-        let teeError: unknown;
-        tee.on('error', (e) => (teeError ??= e));
-        await writer.write(reader, { kind: 'stream', stream: tee }, writeOpts).catch((e: unknown) => {
-          throw conversionError(teeError ?? e);
+        // object mode on the reading side: the writer's chunks are staged (and tapped) as written,
+        // one by one — a byte-mode read would join them into one new buffer
+        const output = new PassThrough({ writableHighWaterMark: 1024 * 1024, readableObjectMode: true, readableHighWaterMark: 1 });
+        // the writer's waits on its output end with the staging error below; nobody else listens
+        output.on('error', () => undefined);
+        // staging stopping early must not close the output itself: it is closed below, with the reason
+        const chunks = { [Symbol.asyncIterator]: () => output.iterator({ destroyOnReturn: false }) };
+        const staging = stageBlob(this.store, chunks, { md5: this.md5, onChunk: tapInto(opts.tap, opts.onStarted) });
+        // staging fails on its own only when storage does (full, gone): that error is the one to
+        // report; the writer, meeting a closed output, would only say "closed before complete"
+        let storageError: unknown;
+        staging.catch((e: unknown) => {
+          if (output.destroyed) return; // the writer failed first and closed its output
+          storageError = e;
+          output.destroy(e instanceof Error ? e : new Error(String(e)));
         });
-      } else {
-        await mkdir(this.scratchDir, { recursive: true });
-        const out = join(this.scratchDir, `${randomUUID()}.${target.format}`);
-        scratch.push(out, `${out}.part`);
-        await writer.write(reader, { kind: 'file', path: out }, writeOpts).catch((e: unknown) => {
-          throw conversionError(e);
-        });
-        await pipeline(createReadStream(out, { highWaterMark: 1024 * 1024 }), teeInto(session, hashes, undefined, undefined), { signal: opts.signal });
-        opts.onStarted?.();
+        try {
+          await writer.write(reader, { kind: 'stream', stream: output }, writeOpts);
+        } catch (e) {
+          const first = storageError;
+          // a writer that refused before it began leaves its output open: staging ends (keeping
+          // nothing) before the error is told
+          output.destroy();
+          await staging.catch(() => undefined);
+          throw conversionError(first ?? e);
+        }
+        return await staging;
       }
-      const blob = await session.commit();
-      return { blob, ...hashes.digests() };
-    } catch (e) {
-      await session?.abort().catch(() => undefined);
-      throw e;
+      await mkdir(this.scratchDir, { recursive: true });
+      const out = join(this.scratchDir, `${randomUUID()}.${target.format}`);
+      scratch.push(out, `${out}.part`);
+      await writer.write(reader, { kind: 'file', path: out }, writeOpts).catch((e: unknown) => {
+        throw conversionError(e);
+      });
+      const staged = await stageBlob(this.store, createReadStream(out, { highWaterMark: 1024 * 1024 }), { md5: this.md5, onChunk: () => opts.signal?.throwIfAborted() });
+      opts.onStarted?.();
+      return staged;
     } finally {
       await reader?.close().catch(() => undefined);
       for (const f of scratch) await rm(f, { force: true }).catch(() => undefined);
@@ -241,44 +250,20 @@ export class Converter {
   }
 }
 
-class Hashes {
-  private readonly sha512: Hash = createHash('sha512');
-  private readonly md5: Hash | undefined;
-  constructor(md5: boolean) {
-    this.md5 = md5 ? createHash('md5') : undefined;
-  }
-  update(b: Uint8Array): void {
-    this.sha512.update(b);
-    this.md5?.update(b);
-  }
-  digests(): { sha512: string; md5?: string } {
-    const r: { sha512: string; md5?: string } = { sha512: this.sha512.digest('hex') };
-    if (this.md5) r.md5 = this.md5.digest('hex');
-    return r;
-  }
-}
-
 /**
- * A Writable that stores every byte in the session, hashes it and, while the tap is open, passes
- * it on there too (waiting for the tap to drain: a slow client slows the conversion). A tap that
- * closes early (the client went away) is dropped; the conversion still completes and is stored.
+ * What a streamed conversion's staging does with each chunk: while the tap is open, passes it on
+ * there too (waiting for the tap to drain: a slow client slows the conversion). A tap that closes
+ * early (the client went away) is dropped; the conversion still completes and is stored.
  */
-function teeInto(session: UploadSession, hashes: Hashes, tap: Writable | undefined, onStarted: (() => void) | undefined): Writable {
+function tapInto(tap: Writable | undefined, onStarted: (() => void) | undefined): (chunk: Uint8Array) => Promise<void> {
   let started = false;
-  return new Writable({
-    highWaterMark: 1024 * 1024,
-    write(chunk: Buffer, _enc, cb) {
-      (async () => {
-        hashes.update(chunk);
-        await session.write(chunk);
-        if (tap && !tap.destroyed && !tap.writableEnded && !tap.write(chunk)) await drainedOrClosed(tap);
-        if (!started) {
-          started = true;
-          onStarted?.();
-        }
-      })().then(() => cb(), cb);
-    },
-  });
+  return async (chunk) => {
+    if (tap && !tap.destroyed && !tap.writableEnded && !tap.write(chunk)) await drainedOrClosed(tap);
+    if (!started) {
+      started = true;
+      onStarted?.();
+    }
+  };
 }
 
 async function drainedOrClosed(w: Writable): Promise<void> {

@@ -2,25 +2,25 @@
  * The one ingest path. Every door (HTTP upload, URL import, later OCI push and clone) hands a
  * byte stream here:
  *
- *   source ─► unwrap (gz|xz|zstd|bz2, bounded) ─► tee ─┬─► hashers (sha512 [+ md5]) on worker threads
+ *   source ─► unwrap (gz|xz|zstd|bz2, bounded) ─► tee ─┬─► hashers (sha512 [+ md5]) on worker threads ┐
+ *                                                       ├─► staging blob (BlobStore session; sha256 = address) ┘ stageBlob
  *                                                       ├─► format inspector (head, tail, capture regions)
- *                                                       ├─► size / progress counter
- *                                                       └─► staging blob (BlobStore session; sha256 = address)
+ *                                                       └─► size / progress counter
  *   ─► verdict ─► commit (content-addressed) or abort (nothing kept)
  *
- * The caller (image service) turns the outcome into catalog state.
+ * The caller (the IngestCoordinator) turns the outcome into catalog state.
  */
-import { type Finding } from '../formats/findings.js';
-import type { InspectLimits } from '../formats/limits.js';
-import { limitsWith } from '../formats/limits.js';
-import { StreamInspector } from '../formats/stream-inspector.js';
-import { finishReport, streamFinding, type ImageReport } from '../inspect/inspect-stream.js';
-import { peel, SourceError } from '../inspect/peel.js';
-import { passedBytes } from '../io/memory-relief.js';
-import { ParallelHasher, type HashAlgorithm } from '../io/parallel-hasher.js';
-import type { BlobInfo, BlobStore, UploadSession } from '../store/blob-store.js';
-import { DomainError } from './errors.js';
+import { type Finding } from '../../formats/findings.js';
+import type { InspectLimits } from '../../formats/limits.js';
+import { limitsWith } from '../../formats/limits.js';
+import { StreamInspector } from '../../formats/stream-inspector.js';
+import { finishReport, streamFinding, type ImageReport } from '../../inspect/inspect-stream.js';
+import { peel, SourceError } from '../../inspect/peel.js';
+import { passedBytes } from '../../io/memory-relief.js';
+import type { BlobInfo, BlobStore } from '../../store/blob-store.js';
+import { DomainError } from '../errors.js';
 import type { Checksums } from './image.js';
+import { stageBlob } from './stage-blob.js';
 
 export interface IngestOptions {
   claimedFormat?: string;
@@ -68,68 +68,40 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
     }
   })();
 
-  // sha256 (the address) and sha512 on their own worker threads; md5 shares sha256's (both fast)
-  const algorithms: HashAlgorithm[][] = opts.md5 ? [['sha256', 'md5'], ['sha512']] : [['sha256'], ['sha512']];
-  const hasher = new ParallelHasher(algorithms);
-  let session: UploadSession | undefined;
-  try {
-    session = await store.startUpload({ callerHashes: true });
-    const peeled = await peel(counted, limits);
-    const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat, claimedContainerFormat: opts.claimedContainerFormat });
-    const streamErrors: Finding[] = [];
-    let stored = 0;
-    try {
-      // staging writes are pipelined (a few in flight) so reading, hashing and inspecting go on meanwhile
-      // the hasher and the inspector copy what they keep, so a chunk's buffer is free again once its
-      // staging write is done: regrouping reuses those few buffers instead of allocating 1 MiB per chunk
-      const spare = new ChunkBuffers(CHUNK_BYTES);
-      const writes: Promise<Uint8Array>[] = [];
-      let writeError: unknown;
-      for await (const chunk of rechunk(peeled.output, CHUNK_BYTES, spare)) {
-        stored += chunk.length;
-        if (stored > opts.maxImageBytes) throw sizeLimit(stored, opts.maxImageBytes, false);
-        if (writeError !== undefined) throw writeError;
-        writes.push(
-          session.write(chunk).then(
-            () => chunk,
-            (e: unknown) => {
-              writeError ??= e;
-              return chunk;
-            },
-          ),
-        );
-        await hasher.update(chunk);
-        await inspector.write(chunk);
-        passedBytes(chunk.length);
-        if (writes.length >= MAX_WRITES_IN_FLIGHT) {
-          const done = await writes.shift()!;
-          spare.release(done);
-        }
+  const peeled = await peel(counted, limits);
+  const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat, claimedContainerFormat: opts.claimedContainerFormat });
+  let stored = 0;
+  let report: ImageReport | undefined;
+  // the hasher and the inspector copy what they keep, so a chunk's buffer is free again once it is
+  // staged: regrouping reuses those few buffers instead of allocating one per chunk
+  const spare = new ChunkBuffers(CHUNK_BYTES);
+  const staged = await stageBlob(store, rechunk(peeled.output, CHUNK_BYTES, spare), {
+    md5: opts.md5,
+    onChunk: async (chunk) => {
+      stored += chunk.length;
+      if (stored > opts.maxImageBytes) throw sizeLimit(stored, opts.maxImageBytes, false);
+      await inspector.write(chunk);
+      passedBytes(chunk.length);
+    },
+    onStaged: (chunk) => spare.release(chunk),
+    keep: async (failure) => {
+      // the client's own errors (a dropped connection) and our refusals end the ingest; anything
+      // else in the stream (a corrupt compression layer) is a finding of the report
+      const streamErrors: Finding[] = [];
+      if (failure) {
+        if (failure.error instanceof SourceError) throw failure.error.cause;
+        if (failure.error instanceof DomainError) throw failure.error;
+        streamErrors.push(streamFinding(failure.error));
       }
-      await Promise.all(writes);
-      if (writeError !== undefined) throw writeError;
-    } catch (e) {
-      if (e instanceof SourceError) throw e.cause;
-      if (e instanceof DomainError) throw e;
-      streamErrors.push(streamFinding(e));
-    }
-    const report = finishReport(await inspector.end(), peeled.layers(), peeled.tooDeep, streamErrors, limits.maxWrapperDepth);
-    opts.onProgress?.(bytesReceived);
-    if (report.verdict === 'refused') {
-      await session.abort();
-      await hasher.close();
-      return { kind: 'refused', report, bytesReceived };
-    }
-    const digests = await hasher.digest();
-    const blob = await session.commit(`sha256:${digests.sha256!}`);
-    const checksums: Checksums = { sha512: digests.sha512 };
-    if (digests.md5) checksums.md5 = digests.md5;
-    return { kind: 'stored', report, blob, checksums, bytesReceived };
-  } catch (e) {
-    await session?.abort().catch(() => undefined);
-    await hasher.close().catch(() => undefined);
-    throw e;
-  }
+      report = finishReport(await inspector.end(), peeled.layers(), peeled.tooDeep, streamErrors, limits.maxWrapperDepth);
+      opts.onProgress?.(bytesReceived);
+      return report.verdict !== 'refused';
+    },
+  });
+  if (!staged) return { kind: 'refused', report: report!, bytesReceived };
+  const checksums: Checksums = { sha512: staged.sha512 };
+  if (staged.md5) checksums.md5 = staged.md5;
+  return { kind: 'stored', report: report!, blob: staged.blob, checksums, bytesReceived };
 }
 
 /**
@@ -138,8 +110,6 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
  * so ten concurrent uploads held 30 MiB at 1 MiB (issue 18: peak RSS through ten bombs).
  */
 const CHUNK_BYTES = 256 * 1024;
-/** Staging writes in flight at once (bounded memory: this many chunks). */
-const MAX_WRITES_IN_FLIGHT = 2;
 
 /** The buffers `rechunk` fills: the ones the consumer released are filled again. */
 export class ChunkBuffers {

@@ -2,9 +2,9 @@
  * The image aggregate and its repository port. Vocabularies follow the anchors: OpenNebula's
  * image types, Glance's disk and container formats, Deckhouse's unpacked size (`virtualSize`).
  */
-import type { WritableDiskFormat } from '../disk/disk-formats.js';
-import type { Digest } from '../store/blob-store.js';
-import type { MemberStatus, Visibility } from './access/policy.js';
+import type { WritableDiskFormat } from '../../disk/disk-formats.js';
+import type { Digest } from '../../store/blob-store.js';
+import type { MemberStatus, Visibility } from '../access/policy.js';
 import type { ImageState } from './lifecycle.js';
 
 export const IMAGE_TYPES = ['OS', 'CDROM', 'DATABLOCK', 'KERNEL', 'RAMDISK', 'CONTEXT'] as const;

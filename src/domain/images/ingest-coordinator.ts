@@ -1,0 +1,312 @@
+/**
+ * Ingest coordination: an image receives its bytes here, from every door (upload, URL import,
+ * later OCI push and clone). Starting moves the image to `importing` and reserves the project's
+ * quota; the bytes run through the one ingest path (ingest.ts); finishing records the outcome
+ * (`ready`, or `error` with the reason) and hands the stored image to the StoredHook
+ * (convert-on-import). Every state change is a lifecycle transition.
+ */
+import type { FormatName } from '../../formats/format.js';
+import { randomUUID } from 'node:crypto';
+import type { InspectLimits } from '../../formats/limits.js';
+import type { BlobStore } from '../../store/blob-store.js';
+import { DomainError, conflict, notFound } from '../errors.js';
+import type { ImageEvents } from './events.js';
+import { withoutExternalNames } from './external-names.js';
+import type { DiskFormat, Image, ImagePatch, ImageRepository } from './image.js';
+import type { ImageCatalog } from './image-catalog.js';
+import { ingest, refusalReason } from './ingest.js';
+import { inspectionSummary } from './inspection-summary.js';
+import { canTransition, transition, type ImageState } from './lifecycle.js';
+import { quotaExceeded } from './quota-exceeded.js';
+import { LOST_RACE, updateWithRetry } from './update-with-retry.js';
+
+export interface IngestSettings {
+  maxImageBytes: number;
+  md5: boolean;
+  inspectLimits: Partial<InspectLimits>;
+}
+
+/** What runs once an ingest stored an image (convert-on-import): returns the image as it is then; never throws. */
+export type StoredHook = (image: Image) => Promise<Image>;
+
+/** Detected format (format engine names) → Glance disk_format; undefined: none (left unset). */
+const GLANCE_DISK_FORMAT = {
+  raw: 'raw',
+  qcow2: 'qcow2',
+  vmdk: 'vmdk',
+  vdi: 'vdi',
+  vhd: 'vhd',
+  vhdx: 'vhdx',
+  iso: 'iso',
+  parallels: 'ploop',
+  qcow: undefined,
+  qed: undefined,
+  luks: undefined,
+  ova: undefined,
+} as const satisfies Record<FormatName, DiskFormat | undefined>;
+
+export class IngestCoordinator {
+  /** ingests running in this process, by image id: delete cancels them */
+  private readonly running = new Map<string, AbortController>();
+  private storedHook: StoredHook | undefined;
+  private readonly repo: ImageRepository;
+  private readonly events: ImageEvents;
+
+  constructor(
+    private readonly catalog: ImageCatalog,
+    private readonly store: BlobStore,
+    private readonly settings: IngestSettings,
+  ) {
+    this.repo = catalog.repo;
+    this.events = catalog.events;
+  }
+
+  /** Sets what runs after every successful ingest (the composition root wires convert-on-import). */
+  whenStored(hook: StoredHook): void {
+    this.storedHook = hook;
+  }
+
+  /** The image is being deleted: its ingest running in this process stops (and fails). */
+  imageDeleted(id: string): void {
+    this.running.get(id)?.abort(new DomainError('CONFLICT', 'the image was deleted during the upload'));
+  }
+
+  /**
+   * Streams `body` into the image through the one ingest path. One ingest per image at a time:
+   * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
+   * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
+   */
+  async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
+    const img = await this.catalog.get(id);
+    const what = opts.kind === 'import' ? 'import' : 'upload';
+    // an announced empty upload is refused before the image changes state (it stays as it was);
+    // an import runs in the background, so its refusal is recorded on the image (below)
+    if (opts.announcedSize === 0 && what === 'upload') throw emptyImage(id, what);
+    const ingestId = randomUUID();
+    const started = await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
+    const quotaRoom = started.quotaRoom;
+    const abort = new AbortController();
+    this.running.set(id, abort);
+    const onAbort = () => abort.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let lastProgress = -1;
+    try {
+      const source = abortable(body, abort.signal);
+      const outcome = await ingest(source, this.store, {
+        claimedFormat: started.diskFormat,
+        claimedContainerFormat: started.containerFormat,
+        announcedSize: opts.announcedSize,
+        maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
+        inspectLimits: this.settings.inspectLimits,
+        md5: this.settings.md5,
+        onProgress: (bytes) => {
+          if (!opts.announcedSize) return;
+          const pct = Math.min(99, Math.floor((bytes * 100) / opts.announcedSize));
+          if (pct === lastProgress) return;
+          lastProgress = pct;
+          // progress is advisory: a failed update must not become an unhandled rejection
+          this.progress(id, ingestId, pct).catch(() => undefined);
+        },
+      });
+      // what the server stores and answers never names files on the uploader's machine
+      outcome.report = { ...outcome.report, findings: withoutExternalNames(outcome.report.findings) };
+      if (outcome.kind === 'refused') {
+        await this.finish(id, ingestId, 'fail', { stateReason: refusalReason(outcome.report), inspection: inspectionSummary(outcome.report), progress: null });
+        throw new DomainError('UNSAFE_IMAGE', `image refused: ${refusalReason(outcome.report)}`, { findings: outcome.report.findings });
+      }
+      if (outcome.blob.sizeBytes === 0) {
+        const empty = emptyImage(id, what);
+        await this.finish(id, ingestId, 'fail', { stateReason: empty.message, inspection: inspectionSummary(outcome.report), progress: null });
+        throw empty;
+      }
+      const r = outcome.report;
+      const patch: ImagePatch = {
+        digest: outcome.blob.digest,
+        storedSize: outcome.blob.sizeBytes,
+        virtualSize: r.virtualSize === undefined ? null : Number(r.virtualSize),
+        checksums: outcome.checksums,
+        inspection: inspectionSummary(r),
+        progress: 100,
+        stateReason: null,
+      };
+      if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
+      if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
+      if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
+      const stored = await this.finish(id, ingestId, 'succeed', patch);
+      return this.storedHook ? await this.storedHook(stored) : stored;
+    } catch (e) {
+      if (e instanceof DomainError && (e.code === 'UNSAFE_IMAGE' || e.code === 'EMPTY_IMAGE')) throw e;
+      if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
+        // the cap that hit was the project's remaining quota, not the server's size limit
+        const q = await this.quotaError(started.project, id);
+        await this.finish(id, ingestId, 'fail', { stateReason: q.message, progress: null }).catch(() => undefined);
+        throw q;
+      }
+      const cause = abort.signal.aborted && abort.signal.reason !== undefined ? abort.signal.reason : e;
+      const reason =
+        cause instanceof DomainError
+          ? cause.message
+          : `the ${what} was interrupted (${cause instanceof Error ? cause.message : String(cause)}); ${what} the image again`;
+      await this.finish(id, ingestId, 'fail', { stateReason: reason, progress: null }).catch(() => undefined);
+      throw e instanceof DomainError ? e : new DomainError('CONFLICT', reason, { id });
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      if (this.running.get(id) === abort) this.running.delete(id);
+    }
+  }
+
+  /** Marks an ingest that failed before or outside `upload` (e.g. a URL that could not be fetched). */
+  async failIngest(id: string, reason: string): Promise<void> {
+    await updateWithRetry(
+      5,
+      async () => {
+        const img = await this.repo.get(id);
+        if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
+        const updated = await this.repo.update(id, { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { expectedVersion: img.version });
+        if (!updated) return LOST_RACE;
+        this.events.publish('updated', updated);
+      },
+      () => undefined,
+    );
+  }
+
+  /**
+   * Start-up recovery after a crash or kill -9: uploads that were running are interrupted (their
+   * staging is debris) and staging is swept. Imports are resumed by the import runner. Returns
+   * what was done, for the log.
+   */
+  async recover(): Promise<{ interrupted: number; swept: number }> {
+    let interrupted = 0;
+    for (const img of await this.repo.inStates(['importing'])) {
+      const reason =
+        img.ingestKind === 'import'
+          ? 'the import was interrupted by a server restart; it starts again'
+          : 'the upload was interrupted by a server restart; upload the image again';
+      const patch: ImagePatch = { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 };
+      const done = await this.repo.update(img.id, patch, { fromStates: ['importing'], expectedVersion: img.version });
+      if (done) interrupted++;
+    }
+    const swept = await this.store.sweepStaging(new Date());
+    return { interrupted, swept };
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  /**
+   * Moves the image to `importing`. For a project image this happens under the project's quota
+   * lock: the announced size is reserved (staging) and checked against the stored and staging
+   * limits before any byte is accepted; returns how many stored bytes the ingest may still add.
+   */
+  private async start(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
+    if (!canTransition(img.state, 'start')) throw cannotStart(img);
+    const patch: ImagePatch = { state: transition(img.state, 'start'), ingestKind: kind, ingestId, progress: announcedSize ? 0 : null, stateReason: null, reservedBytes: announcedSize ?? 0 };
+    const cond = { fromStates: ['pending', 'error'] as ImageState[], expectedVersion: img.version };
+    let quotaRoom: number | undefined;
+    const project = img.project;
+    const started =
+      project === undefined
+        ? await this.repo.update(img.id, patch, cond)
+        : await this.repo.underProjectLock(project, async (tx) => {
+            const { limits } = tx;
+            const used = await tx.usage(img.id);
+            const add = announcedSize ?? 0;
+            const fix = 'delete images the project no longer needs, or ask an administrator to raise the limit';
+            if (kind === 'import' && limits.imports !== undefined && used.imports + 1 > limits.imports) {
+              throw quotaExceeded(project, 'imports', limits.imports, used.imports, 1, 'wait for a running import to finish, or ask an administrator to raise the limit');
+            }
+            if (limits.stagingBytes !== undefined && used.stagingBytes + add > limits.stagingBytes) {
+              throw quotaExceeded(project, 'stagingBytes', limits.stagingBytes, used.stagingBytes, add, 'wait for running uploads to finish, or ask an administrator to raise the limit');
+            }
+            if (limits.storedBytes !== undefined) {
+              const committed = used.storedBytes + used.stagingBytes;
+              if (committed + add > limits.storedBytes) throw quotaExceeded(project, 'storedBytes', limits.storedBytes, committed, add, fix);
+              quotaRoom = limits.storedBytes - committed;
+            }
+            return tx.update(img.id, patch, cond);
+          });
+    if (!started) {
+      const now = await this.catalog.get(img.id);
+      throw cannotStart(now);
+    }
+    this.events.publish('updated', started);
+    return quotaRoom === undefined ? started : { ...started, quotaRoom };
+  }
+
+  /** At commit: the actual stored size (known only now for unannounced or compressed uploads) must still fit. */
+  private async checkStoredQuota(project: string, id: string, size: number, quotaRoom: number | undefined): Promise<void> {
+    if (quotaRoom === undefined) return;
+    await this.repo.underProjectLock(project, async (tx) => {
+      if (tx.limits.storedBytes === undefined) return;
+      const used = await tx.usage(id);
+      const committed = used.storedBytes + used.stagingBytes;
+      if (committed + size > tx.limits.storedBytes) {
+        // the caller marks the image failed (after this transaction); the committed blob has no
+        // reference and is collected by GC
+        throw quotaExceeded(project, 'storedBytes', tx.limits.storedBytes, committed, size, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+      }
+    });
+  }
+
+  private async quotaError(project: string, id: string): Promise<DomainError> {
+    const p = await this.repo.underProjectLock(project, async (tx) => ({ limits: tx.limits, used: await tx.usage(id) }));
+    const committed = p.used.storedBytes + p.used.stagingBytes;
+    return quotaExceeded(project, 'storedBytes', p.limits.storedBytes ?? 0, committed, undefined, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+  }
+
+  private async progress(id: string, ingestId: string, pct: number): Promise<void> {
+    const img = await this.repo.get(id);
+    if (!img || img.ingestId !== ingestId || img.state !== 'importing') return;
+    const updated = await this.repo.update(id, { progress: pct }, { fromStates: ['importing'], expectedVersion: img.version });
+    if (updated) this.events.publish('progress', updated);
+  }
+
+  private async finish(id: string, ingestId: string, event: 'succeed' | 'fail', patch: ImagePatch): Promise<Image> {
+    return updateWithRetry(
+      10,
+      async () => {
+        const img = await this.repo.get(id);
+        if (!img || img.state === 'deleting') throw notFound(id);
+        if (img.ingestId !== ingestId || img.state !== 'importing') {
+          throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
+        }
+        const updated = await this.repo.update(id, { ...patch, state: transition(img.state, event), ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
+        if (!updated) return LOST_RACE;
+        this.events.publish('updated', updated);
+        return updated;
+      },
+      () => {
+        throw conflict(`image ${id} could not be updated after the upload; try again`);
+      },
+    );
+  }
+}
+
+function cannotStart(img: Image): DomainError {
+  if (img.state === 'importing') {
+    return new DomainError('CONFLICT', `image ${img.id} is already receiving data (another upload or import is running); wait for it to finish or delete the image`, {
+      id: img.id,
+      state: img.state,
+    });
+  }
+  return new DomainError('INVALID_STATE', `image ${img.id} already has data (state ${img.state}); image data is immutable — create a new image to upload other bytes`, {
+    id: img.id,
+    state: img.state,
+  });
+}
+
+/** Every image type holds a disk or file; 0 bytes is always a mistake (a wrong path, an empty pipe). */
+function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
+  return new DomainError(
+    'EMPTY_IMAGE',
+    `the ${what} of image ${id} had no bytes (0 bytes after unwrapping); send the image file's contents — for an empty disk, create a blank one (qemu-img create -f qcow2 disk.qcow2 10G) and upload that`,
+    { id },
+  );
+}
+
+/** Ends the iteration with the signal's reason as soon as it aborts. */
+async function* abortable(body: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<Uint8Array> {
+  for await (const chunk of body) {
+    if (signal.aborted) throw signal.reason ?? new Error('aborted');
+    yield chunk;
+  }
+}
