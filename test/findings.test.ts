@@ -141,7 +141,8 @@ function ova(name: string, opts: { manifest?: 'good' | 'bad'; extra?: (dir: stri
       if (opts.manifest) {
         const sha = (f: string) => execFileSync('sha256sum', [join(dir, f)]).toString().split(' ')[0]!;
         let mf = members.map((f) => `SHA256(${f})= ${sha(f)}`).join('\n') + '\n';
-        if (opts.manifest === 'bad') mf = mf.replace(/(SHA256\(disk1\.vmdk\)= )./, '$10');
+        // a wrong digest: its first hex digit changed (to 1 when it was 0, else to 0)
+        if (opts.manifest === 'bad') mf = mf.replace(/(SHA256\(disk1\.vmdk\)= )(.)/, (_m, pre: string, d: string) => `${pre}${d === '0' ? '1' : '0'}`);
         writeFileSync(join(dir, 'vm.mf'), mf);
         members.push('vm.mf');
       }
