@@ -24,7 +24,7 @@ import { ImageAccess } from './domain/access/image-access.js';
 import { ImageSharing } from './domain/access/image-sharing.js';
 import { ProjectAdmin } from './domain/access/project-admin.js';
 import { ImageEvents } from './domain/images/events.js';
-import { planGc, runGc, type GcPlan } from './domain/gc.js';
+import { planGc, runGc, type GcPlan } from './domain/images/gc.js';
 import { ImageCatalog } from './domain/images/image-catalog.js';
 import { IngestCoordinator } from './domain/images/ingest-coordinator.js';
 import { VariantService } from './domain/images/variant-service.js';

@@ -3,10 +3,10 @@
  * (`IMAGO_GC_SCHEDULE`, a cron pattern kept by the composition root) only enqueues; the job runs
  * on the queue under a lease like any other. Every node on the schedule enqueues at the same
  * tick with the same id (`gc@<tick in epoch seconds>`), so the tick yields one job and one node
- * runs it. What a collection does is domain/gc.ts's (`planGc`, then `runGc`).
+ * runs it. What a collection does is domain/images/gc.ts's (`planGc`, then `runGc`).
  */
 import type { BlobStore, Digest } from '../../store/blob-store.js';
-import { planGc, runGc } from '../gc.js';
+import { planGc, runGc } from '../images/gc.js';
 import type { JobHandler } from './job-handler.js';
 import type { JobQueue } from './job-queue.js';
 import type { JobRunner } from './job-runner.js';

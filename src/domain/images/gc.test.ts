@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { Digest } from '../store/blob-store.js';
-import { FsBlobStore } from '../store/fs-blob-store.js';
+import type { Digest } from '../../store/blob-store.js';
+import { FsBlobStore } from '../../store/fs-blob-store.js';
 import { planGc, runGc } from './gc.js';
 
 async function blob(store: FsBlobStore, dir: string, size: number, ageMs: number): Promise<Digest> {

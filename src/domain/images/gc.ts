@@ -5,7 +5,7 @@
  * not landed yet, is never collected. Just before deleting, the referenced set is read again:
  * a blob an image started to reference in the meantime is kept.
  */
-import type { BlobInfo, BlobStore, Digest } from '../store/blob-store.js';
+import type { BlobInfo, BlobStore, Digest } from '../../store/blob-store.js';
 
 export interface GcPlan {
   totalBytes: number;
