@@ -71,8 +71,12 @@ module.exports = {
       severity: 'error',
       comment:
         'a door (src/api/<door>/) uses the domain and what all doors share (src/api/http); never another door, the database or the store directly (a type of a port, e.g. ByteRange of store/blob-store.ts, may be named: type-only imports are not edges at run time)',
-      from: { path: '^src/api/([^/]+)/' , pathNot: '^src/api/http/'},
-      to: { path: ours, pathNot: ['^src/api/$1/', '^src/api/http/', '^src/domain/', '^src/formats/', '^src/io/', '^src/config\\.ts$'], dependencyTypesNot: ['type-only'] },
+      from: { path: '^src/api/([^/]+)/', pathNot: '^src/api/http/' },
+      to: {
+        path: ours,
+        pathNot: ['^src/api/$1/', '^src/api/http/', '^src/domain/', '^src/formats/', '^src/io/', '^src/config\\.ts$'],
+        dependencyTypesNot: ['type-only'],
+      },
     },
     {
       name: 'http-shared-imports-domain',

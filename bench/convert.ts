@@ -121,11 +121,24 @@ export async function run(args: string[]): Promise<void> {
     const { data, zeros } = await makeSource(raw, size);
     process.stderr.write(`made ${raw}: ${mib(data)} MiB random data, ${mib(zeros)} MiB stored zeros\n`);
   }
-  if (!existsSync(qcow2)) execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, `${qcow2}.tmp`]), execFileSync('mv', [`${qcow2}.tmp`, qcow2]);
+  if (!existsSync(qcow2)) {
+    execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, `${qcow2}.tmp`]);
+    execFileSync('mv', [`${qcow2}.tmp`, qcow2]);
+  }
   execFileSync('cat', [raw, qcow2], { stdio: ['ignore', 'ignore', 'inherit'] }); // warm the page cache alike for both
 
   const rows = [
-    ['path', `imago s (median of ${runs})`, 'qemu-img -t writeback s', 'ratio', 'qemu-img (default: no fsync) s', 'ratio', 'imago out MiB', 'qemu out MiB', 'same guest bytes'],
+    [
+      'path',
+      `imago s (median of ${runs})`,
+      'qemu-img -t writeback s',
+      'ratio',
+      'qemu-img (default: no fsync) s',
+      'ratio',
+      'imago out MiB',
+      'qemu out MiB',
+      'same guest bytes',
+    ],
     ['---', '---', '---', '---', '---', '---', '---', '---', '---'],
   ];
   for (const p of PATHS) {
@@ -164,10 +177,22 @@ export async function run(args: string[]): Promise<void> {
     const mo = median(tOurs);
     const mq = median(tQemu);
     const mu = median(tQemuUnsafe);
-    rows.push([p.name, mo.toFixed(2), mq.toFixed(2), (mo / mq).toFixed(2), mu.toFixed(2), (mo / mu).toFixed(2), mib(allocated(ours)), mib(allocated(theirs)), same]);
+    rows.push([
+      p.name,
+      mo.toFixed(2),
+      mq.toFixed(2),
+      (mo / mq).toFixed(2),
+      mu.toFixed(2),
+      (mo / mu).toFixed(2),
+      mib(allocated(ours)),
+      mib(allocated(theirs)),
+      same,
+    ]);
     rmSync(ours, { force: true });
     rmSync(theirs, { force: true });
   }
-  process.stdout.write(`convert of a ${mib(size)} MiB sparse disk (¼ random data in 64 KiB–4 MiB chunks, stored zero regions), ${runs} runs each, order rotating\n`);
+  process.stdout.write(
+    `convert of a ${mib(size)} MiB sparse disk (¼ random data in 64 KiB–4 MiB chunks, stored zero regions), ${runs} runs each, order rotating\n`,
+  );
   printTable(rows);
 }

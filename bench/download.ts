@@ -24,7 +24,18 @@ export async function run(args: string[]): Promise<void> {
   });
   try {
     const id = await createImage(s, 'bench-dl');
-    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
+    execFileSync('curl', [
+      '-sS',
+      '-f',
+      '-o',
+      '/dev/null',
+      ...s.curlAuth,
+      '-H',
+      'content-type: application/octet-stream',
+      '-T',
+      file,
+      `${s.url}/api/v1/images/${id}/file`,
+    ]);
     glanceId = await glance.createImage('imago-bench-dl');
     execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...glance.uploadArgs(glanceId, file)]);
     const blob = execFileSync('find', [s.dataDir, '-path', '*/blobs/*', '-type', 'f']).toString().trim().split('\n')[0]!;

@@ -12,7 +12,19 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGlance } from './support/glance-peer.js';
-import { BENCH_DIR, createImage, dataFile, deleteImage, discardingSink, median, numberOption, printTable, serve, timeCommand, type Served } from './support/harness.js';
+import {
+  BENCH_DIR,
+  createImage,
+  dataFile,
+  deleteImage,
+  discardingSink,
+  median,
+  numberOption,
+  printTable,
+  serve,
+  timeCommand,
+  type Served,
+} from './support/harness.js';
 import { describeLimits, hashLimitSeconds, measureHashRates, pageCacheReadSeconds } from './support/limits.js';
 
 export async function run(args: string[]): Promise<void> {
@@ -33,7 +45,18 @@ export async function run(args: string[]): Promise<void> {
     servers.push(withMd5);
     const upload = async (s: Served, i: number) => {
       const id = await createImage(s, `bench-${i}`);
-      const t = timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
+      const t = timeCommand('curl', [
+        '-sS',
+        '-f',
+        '-o',
+        '/dev/null',
+        ...s.curlAuth,
+        '-H',
+        'content-type: application/octet-stream',
+        '-T',
+        file,
+        `${s.url}/api/v1/images/${id}/file`,
+      ]);
       // identical bytes dedup: delete so the next run stores again
       await deleteImage(s, id);
       execFileSync('rm', ['-rf', join(s.dataDir, 'blobs')]);

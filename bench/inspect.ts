@@ -92,7 +92,14 @@ export async function run(args: string[]): Promise<void> {
       const o = median(ours);
       const p = median(peer);
       const agree = info ? String(info['virtual-size']) === String(report.virtualSize) && report.verdict !== undefined : false;
-      rows.push([c.label, sizeLabel, o.toFixed(3), p.toFixed(1), (o / p).toFixed(4), `${report.format} ${agree ? 'yes' : `NO (${info?.['virtual-size']} vs ${report.virtualSize})`}`]);
+      rows.push([
+        c.label,
+        sizeLabel,
+        o.toFixed(3),
+        p.toFixed(1),
+        (o / p).toFixed(4),
+        `${report.format} ${agree ? 'yes' : `NO (${info?.['virtual-size']} vs ${report.virtualSize})`}`,
+      ]);
     }
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

@@ -38,11 +38,42 @@ async function fill(db: Database, n: number): Promise<void> {
     for (let k = i; k < Math.min(n, i + BATCH); k++) {
       const id = randomUUID();
       rows.push({
-        id, name: `image-${k}`, description: null, type: TYPES[k % 3]!, disk_format: 'qcow2', container_format: 'bare', architecture: 'x86_64', os_distro: null, os_version: null, os_type: null,
-        min_disk: 0, min_ram: 0, persistent: 0, properties: '{}', tags: JSON.stringify(k % 4 === 0 ? ['golden'] : []), state: STATES[k % 5]!, state_reason: null, progress: null,
-        ingest_kind: null, ingest_id: null, lock_reason: null, used_by: 0, digest: null, stored_size: k * 1000, virtual_size: k * 4000, checksum_md5: null, checksum_sha512: null,
-        inspection: null, created_at: now - k * 1000, updated_at: now - k * 1000, version: 1,
-        project: `p${k % 10}`, owner: 'bench', visibility: 'project', perms: 0o660, reserved_bytes: 0,
+        id,
+        name: `image-${k}`,
+        description: null,
+        type: TYPES[k % 3]!,
+        disk_format: 'qcow2',
+        container_format: 'bare',
+        architecture: 'x86_64',
+        os_distro: null,
+        os_version: null,
+        os_type: null,
+        min_disk: 0,
+        min_ram: 0,
+        persistent: 0,
+        properties: '{}',
+        tags: JSON.stringify(k % 4 === 0 ? ['golden'] : []),
+        state: STATES[k % 5]!,
+        state_reason: null,
+        progress: null,
+        ingest_kind: null,
+        ingest_id: null,
+        lock_reason: null,
+        used_by: 0,
+        digest: null,
+        stored_size: k * 1000,
+        virtual_size: k * 4000,
+        checksum_md5: null,
+        checksum_sha512: null,
+        inspection: null,
+        created_at: now - k * 1000,
+        updated_at: now - k * 1000,
+        version: 1,
+        project: `p${k % 10}`,
+        owner: 'bench',
+        visibility: 'project',
+        perms: 0o660,
+        reserved_bytes: 0,
       });
       if (k % 4 === 0) tags.push({ image_id: id, tag: 'golden' });
     }
@@ -77,7 +108,9 @@ async function measureGlance(glance: GlancePeer, n: number, queries: number): Pr
   const tag = `golden-${randomUUID().slice(0, 8)}`;
   const ids: string[] = [];
   try {
-    const perCreate = await createSeconds(n, async (k) => ids.push(await glance.createImage(`imago-bench-${k}`, { tags: k % 4 === 0 ? [tag] : [], imago_type: TYPES[k % 3] })));
+    const perCreate = await createSeconds(n, async (k) =>
+      ids.push(await glance.createImage(`imago-bench-${k}`, { tags: k % 4 === 0 ? [tag] : [], imago_type: TYPES[k % 3] })),
+    );
     const page = `${glance.url}/v2/images?tag=${tag}&imago_type=OS&sort=created_at:desc&limit=50`;
     const times: number[] = [];
     for (let i = 0; i < queries + 3; i++) {
@@ -146,7 +179,9 @@ export async function run(args: string[]): Promise<void> {
       }
     }
   }
-  process.stdout.write(`filtered list page (state=ready, type=OS, tag=golden, createdAt desc, limit 50), ${queries} queries; imago through the repository, Glance over HTTP\n`);
+  process.stdout.write(
+    `filtered list page (state=ready, type=OS, tag=golden, createdAt desc, limit 50), ${queries} queries; imago through the repository, Glance over HTTP\n`,
+  );
   printTable(rows);
   process.stdout.write(`Glance p99 at ${glanceImages} images: ${glanceP99.toFixed(2)} ms\n\n`);
   process.stdout.write(`${glanceImages} creates one after the other over HTTP (POST), same run\n`);

@@ -14,7 +14,18 @@ export async function run(args: string[]): Promise<void> {
   let ours = NaN;
   try {
     const id = await createImage(s, 'bench-mem');
-    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`]);
+    execFileSync('curl', [
+      '-sS',
+      '-f',
+      '-o',
+      '/dev/null',
+      ...s.curlAuth,
+      '-H',
+      'content-type: application/octet-stream',
+      '-T',
+      file,
+      `${s.url}/api/v1/images/${id}/file`,
+    ]);
     ours = peakRss(s.proc.pid!);
   } finally {
     await s.stop();

@@ -113,7 +113,19 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     await db.close();
     throw new Error(`could not create the first server-admin token: ${(e as Error).message}`);
   }
-  const api = buildApi({ authenticator, authorizer, imageAccess, sharing, projects, identity, audit, events, logger: opts.logger, bodyIdleTimeoutMs: config.bodyIdleTimeoutMs, eventsRecheckMs: config.eventsRecheckMs });
+  const api = buildApi({
+    authenticator,
+    authorizer,
+    imageAccess,
+    sharing,
+    projects,
+    identity,
+    audit,
+    events,
+    logger: opts.logger,
+    bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
+    eventsRecheckMs: config.eventsRecheckMs,
+  });
   const gcJob = new GcJob(queue, jobs, { store, referenced: () => repo.referencedDigests(), graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
   const app: App = {
@@ -229,7 +241,10 @@ export const ADMIN_TOKEN_FILE = 'admin.token';
  */
 function nodeId(dataDir: string): string {
   const host = hostname();
-  return `${host.slice(0, 40)}-${createHash('sha256').update(`${host}\0${resolve(dataDir)}`).digest('hex').slice(0, 16)}`;
+  return `${host.slice(0, 40)}-${createHash('sha256')
+    .update(`${host}\0${resolve(dataDir)}`)
+    .digest('hex')
+    .slice(0, 16)}`;
 }
 
 function redact(url: string): string {

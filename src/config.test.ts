@@ -7,7 +7,12 @@ test('durations: seconds by default, s and ms suffixes; zero and nonsense refuse
   assert.equal(parseDuration('x', '1.5s', 1), 1500);
   assert.equal(parseDuration('x', '250ms', 1), 250);
   assert.equal(parseDuration('x', undefined, 42), 42);
-  for (const bad of ['0', '-1', 'soon', '10m']) assert.throws(() => parseDuration('body idle timeout', bad, 1), (e: unknown) => e instanceof ConfigError && /60, 60s, 1500ms/.test(e.message), bad);
+  for (const bad of ['0', '-1', 'soon', '10m'])
+    assert.throws(
+      () => parseDuration('body idle timeout', bad, 1),
+      (e: unknown) => e instanceof ConfigError && /60, 60s, 1500ms/.test(e.message),
+      bad,
+    );
 });
 
 test('body idle timeout and event recheck: defaults 60 s and 3 s, set from the environment', () => {
@@ -19,13 +24,15 @@ test('body idle timeout and event recheck: defaults 60 s and 3 s, set from the e
   assert.equal(c.eventsRecheckMs, 500);
 });
 
-
 test('compression limits: IMAGO_ZERO_BOMB_RATIO (0 = off) and IMAGO_MAX_COMPRESSION_RATIO reach the inspect limits', () => {
   assert.deepEqual(loadConfig({}, {}).inspectLimits, {});
   const c = loadConfig({}, { IMAGO_ZERO_BOMB_RATIO: '0', IMAGO_MAX_COMPRESSION_RATIO: '20000:1' });
   assert.equal(c.inspectLimits.zeroBombRatio, 0);
   assert.equal(c.inspectLimits.maxCompressionRatio, 20000);
   assert.equal(loadConfig({}, { IMAGO_ZERO_BOMB_RATIO: '1000' }).inspectLimits.zeroBombRatio, 1000);
-  assert.throws(() => loadConfig({}, { IMAGO_ZERO_BOMB_RATIO: 'lots' }), (e: Error) => e instanceof ConfigError && /IMAGO_ZERO_BOMB_RATIO "lots" is not an expansion ratio/.test(e.message));
+  assert.throws(
+    () => loadConfig({}, { IMAGO_ZERO_BOMB_RATIO: 'lots' }),
+    (e: Error) => e instanceof ConfigError && /IMAGO_ZERO_BOMB_RATIO "lots" is not an expansion ratio/.test(e.message),
+  );
   assert.throws(() => loadConfig({}, { IMAGO_MAX_COMPRESSION_RATIO: '0' }), ConfigError);
 });

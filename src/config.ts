@@ -79,7 +79,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const maxVirtual = flags.maxVirtualSize ?? env.IMAGO_MAX_VIRTUAL_SIZE;
   const inspectLimits: Partial<InspectLimits> = {};
   if (maxVirtual !== undefined) inspectLimits.maxVirtualSize = BigInt(parseBytes('max virtual size', maxVirtual, 0));
-  if (env.IMAGO_MAX_COMPRESSION_RATIO !== undefined) inspectLimits.maxCompressionRatio = parseRatio('IMAGO_MAX_COMPRESSION_RATIO', env.IMAGO_MAX_COMPRESSION_RATIO, false);
+  if (env.IMAGO_MAX_COMPRESSION_RATIO !== undefined)
+    inspectLimits.maxCompressionRatio = parseRatio('IMAGO_MAX_COMPRESSION_RATIO', env.IMAGO_MAX_COMPRESSION_RATIO, false);
   if (env.IMAGO_ZERO_BOMB_RATIO !== undefined) inspectLimits.zeroBombRatio = parseRatio('IMAGO_ZERO_BOMB_RATIO', env.IMAGO_ZERO_BOMB_RATIO, true);
   const importAllow = parseAllow(flags.importAllow ?? env.IMAGO_IMPORT_ALLOW ?? '');
   const gcSchedule = flags.gcSchedule ?? env.IMAGO_GC_SCHEDULE;
@@ -92,8 +93,22 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const bodyIdleTimeoutMs = parseDuration('body idle timeout', env.IMAGO_BODY_IDLE_TIMEOUT, 60_000);
   const eventsRecheckMs = parseDuration('event stream recheck interval', env.IMAGO_EVENTS_RECHECK, 3_000);
   return {
-    dataDir, listen, databaseUrl, md5, maxImageBytes, inspectLimits, importAllow, gcSchedule, gcGraceMs, serverUrl, token, oidcJwksCooldownMs, oidcClockSkewSec, convertTo,
-    bodyIdleTimeoutMs, eventsRecheckMs,
+    dataDir,
+    listen,
+    databaseUrl,
+    md5,
+    maxImageBytes,
+    inspectLimits,
+    importAllow,
+    gcSchedule,
+    gcGraceMs,
+    serverUrl,
+    token,
+    oidcJwksCooldownMs,
+    oidcClockSkewSec,
+    convertTo,
+    bodyIdleTimeoutMs,
+    eventsRecheckMs,
   };
 }
 
@@ -128,7 +143,8 @@ export function parseDuration(what: string, s: string | undefined, fallbackMs: n
   if (s === undefined || s === '') return fallbackMs;
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/i.exec(s.trim());
   const ms = m ? Math.round(Number(m[1]) * (m[2]?.toLowerCase() === 'ms' ? 1 : 1000)) : NaN;
-  if (!m || !(ms > 0) || !Number.isSafeInteger(ms)) throw new ConfigError(`${what} "${s}" is not a duration greater than 0 (seconds, or with an s or ms suffix: 60, 60s, 1500ms)`);
+  if (!m || !(ms > 0) || !Number.isSafeInteger(ms))
+    throw new ConfigError(`${what} "${s}" is not a duration greater than 0 (seconds, or with an s or ms suffix: 60, 60s, 1500ms)`);
   return ms;
 }
 
@@ -145,7 +161,10 @@ function parseRatio(what: string, s: string, zeroIsOff: boolean): number {
 function parseAllow(s: string): { hosts: string[]; cidrs: string[] } {
   const hosts: string[] = [];
   const cidrs: string[] = [];
-  for (const item of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const item of s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const [addr, bits] = item.split('/');
     if (isIP(addr!) !== 0) cidrs.push(bits === undefined ? `${addr}/${isIP(addr!) === 4 ? 32 : 128}` : item);
     else if (/^[a-z0-9.-]+$/i.test(item)) hosts.push(item.toLowerCase());

@@ -92,7 +92,13 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     let s: TestServer;
     const tokens = {} as Record<Who, string | undefined>;
 
-    async function call(who: Who | string | undefined, method: string, path: string, body?: unknown, raw?: Uint8Array): Promise<{ status: number; json: any; text: string }> {
+    async function call(
+      who: Who | string | undefined,
+      method: string,
+      path: string,
+      body?: unknown,
+      raw?: Uint8Array,
+    ): Promise<{ status: number; json: any; text: string }> {
       const token = who === undefined ? undefined : who in tokens ? (tokens as Record<string, string | undefined>)[who] : who;
       const headers: Record<string, string> = {};
       if (token) headers.authorization = `Bearer ${token}`;
@@ -204,7 +210,8 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
                 got = (await call(who, 'POST', `/api/v1/images/${id}/members`, { project: 'zeta' })).status;
                 break;
               case 'chmod':
-                got = (await call(who, 'PUT', `/api/v1/images/${id}/permissions`, { mode: vis === 'public' ? '664' : vis === 'cluster' ? '600' : '640' })).status;
+                got = (await call(who, 'PUT', `/api/v1/images/${id}/permissions`, { mode: vis === 'public' ? '664' : vis === 'cluster' ? '600' : '640' }))
+                  .status;
                 break;
             }
             cells++;
@@ -236,7 +243,11 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       const offers = async (who: Who, status: string) =>
         ((await call(who, 'GET', `/api/v1/images?memberStatus=${status}`)).json.images as { id: string }[]).map((i) => i.id);
       // the matrix made more shared images with the same members: the fixture is among them
-      for (const [who, status] of [['pending', 'pending'], ['accepted', 'accepted'], ['rejected', 'rejected']] as const) {
+      for (const [who, status] of [
+        ['pending', 'pending'],
+        ['accepted', 'accepted'],
+        ['rejected', 'rejected'],
+      ] as const) {
         const list = await offers(who, status);
         assert.ok(list.includes(id), `${who} ${status}`);
         for (const other of await offers(who, status)) assert.equal((await call('serverAdmin', 'GET', `/api/v1/images/${other}`)).json.visibility, 'shared');
@@ -248,7 +259,10 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal((await call('projAdmin', 'PUT', `/api/v1/images/${id}/members/delta`, { status: 'accepted' })).status, 403);
       assert.equal((await call('outsider', 'PUT', `/api/v1/images/${id}/members/delta`, { status: 'accepted' })).status, 404);
       // members see only their own row; project admins see all
-      assert.deepEqual(((await call('pending', 'GET', `/api/v1/images/${id}/members`)).json.members as { project: string }[]).map((m) => m.project), ['delta']);
+      assert.deepEqual(
+        ((await call('pending', 'GET', `/api/v1/images/${id}/members`)).json.members as { project: string }[]).map((m) => m.project),
+        ['delta'],
+      );
       assert.equal(((await call('projAdmin', 'GET', `/api/v1/images/${id}/members`)).json.members as unknown[]).length >= 3, true);
       assert.equal((await call('outsider', 'GET', `/api/v1/images/${id}/members`)).status, 404);
       // accepting makes it visible; rejecting again hides it
@@ -310,7 +324,8 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         return text;
       };
       const touch = async () => {
-        for (const v of ['private', 'project', 'public'] as const) await ok('serverAdmin', 'PATCH', `/api/v1/images/${fixtures[v]}`, { description: `tick ${Date.now()}` });
+        for (const v of ['private', 'project', 'public'] as const)
+          await ok('serverAdmin', 'PATCH', `/api/v1/images/${fixtures[v]}`, { description: `tick ${Date.now()}` });
       };
       const outsider = await seen('outsider', touch);
       assert.ok(outsider.includes(fixtures.public));

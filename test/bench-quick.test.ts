@@ -41,7 +41,11 @@ function firstTable(out: string): { header: string[]; rows: string[][] } | undef
   const lines = out.split('\n');
   const start = lines.findIndex((l) => l.startsWith('|'));
   if (start < 0) return undefined;
-  const cells = (l: string) => l.slice(1, -1).split('|').map((c) => c.trim());
+  const cells = (l: string) =>
+    l
+      .slice(1, -1)
+      .split('|')
+      .map((c) => c.trim());
   const table: string[][] = [];
   for (let i = start; i < lines.length && lines[i]!.startsWith('|'); i++) table.push(cells(lines[i]!.trimEnd()));
   return { header: table[0]!, rows: table.slice(1).filter((r) => !r.every((c) => /^-+$/.test(c))) };
@@ -53,7 +57,13 @@ after(async () => {
 });
 
 test('a bench fails with the reason when the Glance peer cannot start', async (t) => {
-  if (await fetch(`${GLANCE_URL}/versions`).then(() => true, () => false)) return t.skip('a Glance (or something else) already answers on its port');
+  if (
+    await fetch(`${GLANCE_URL}/versions`).then(
+      () => true,
+      () => false,
+    )
+  )
+    return t.skip('a Glance (or something else) already answers on its port');
   // something else holds Glance's port and answers 500: glance-api cannot bind and dies
   const squatter = createServer((_req, res) => res.writeHead(500).end());
   await new Promise<void>((r) => squatter.listen(9292, '127.0.0.1', r));
@@ -70,7 +80,8 @@ test('the Glance peer starts through ../shared/peers', async () => {
 });
 
 test('the bench directory holds the benchmarks the issue names', () => {
-  for (const name of ['convert', 'download', 'ingest', 'inspect', 'list', 'memory']) assert.ok(benchNames().includes(name), `bench/${name}.ts is missing from ${benchNames().join(', ')}`);
+  for (const name of ['convert', 'download', 'ingest', 'inspect', 'list', 'memory'])
+    assert.ok(benchNames().includes(name), `bench/${name}.ts is missing from ${benchNames().join(', ')}`);
 });
 
 for (const name of benchNames()) {

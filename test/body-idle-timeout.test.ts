@@ -45,7 +45,8 @@ describe('stalled request bodies (idle timeout 1 s)', { timeout: 30_000 }, () =>
   }
   const image = async (id: string) => (await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!;
   const staging = async () => (await apiRequest(s, 'GET', '/api/v1/projects/slow/quota')).json!.usage.stagingBytes as number;
-  const put = (id: string, headers: string) => `PUT /api/v1/images/${id}/file HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/octet-stream\r\n${headers}\r\n`;
+  const put = (id: string, headers: string) =>
+    `PUT /api/v1/images/${id}/file HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/octet-stream\r\n${headers}\r\n`;
 
   test('10 bytes of an announced 9 MiB, then silence: cut off, image in error, reservation released, socket closed', async () => {
     const id = await newImage('stalled');
@@ -91,7 +92,10 @@ describe('stalled request bodies (idle timeout 1 s)', { timeout: 30_000 }, () =>
   });
 
   test('a JSON body that stops arriving is cut off too (408 problem+json, socket closed)', async () => {
-    const { socket, received } = rawRequest(s, `POST /api/v1/images HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n`);
+    const { socket, received } = rawRequest(
+      s,
+      `POST /api/v1/images HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n`,
+    );
     socket.write('{"name": "half');
     const { text, closedAfterMs } = await received;
     assert.ok(closedAfterMs < 5000, `closed after ${closedAfterMs} ms`);

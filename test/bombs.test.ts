@@ -72,7 +72,9 @@ test('10 concurrent bombs of every codec (4 GiB of zeros each): VmHWM under 250 
     const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => createImage(`bomb-${codec}-${i}`)));
     const started = performance.now();
     const results = await Promise.all(ids.map((id) => upload(id, bomb)));
-    t.diagnostic(`${codec}: ${bomb.length} bytes each, 10 refused in ${Math.round(performance.now() - started)} ms; VmHWM so far ${(vm(pid, 'VmHWM') / MiB).toFixed(0)} MiB`);
+    t.diagnostic(
+      `${codec}: ${bomb.length} bytes each, 10 refused in ${Math.round(performance.now() - started)} ms; VmHWM so far ${(vm(pid, 'VmHWM') / MiB).toFixed(0)} MiB`,
+    );
     for (const r of results) {
       assert.equal(r.status, 422, JSON.stringify(r.json));
       assert.equal(r.json.code, 'UNSAFE_IMAGE');
@@ -107,7 +109,20 @@ test('a raw image with 64 MiB of data in 1 GiB is stored sparse: blob blocks ≈
   for await (const c of (await open(file)).createReadStream()) sha.update(c as Buffer);
   const digest = `sha256:${sha.digest('hex')}`;
   const id = await createImage('sparse');
-  const up = execFileSync('curl', ['-sS', '-H', `authorization: Bearer ${readFileSync(join(dataDir, 'admin.token'), 'utf8').trim()}`, '-H', 'content-type: application/octet-stream', '-T', file, `${server.url}/api/v1/images/${id}/file`], { encoding: 'utf8', maxBuffer: 16 * MiB });
+  const up = execFileSync(
+    'curl',
+    [
+      '-sS',
+      '-H',
+      `authorization: Bearer ${readFileSync(join(dataDir, 'admin.token'), 'utf8').trim()}`,
+      '-H',
+      'content-type: application/octet-stream',
+      '-T',
+      file,
+      `${server.url}/api/v1/images/${id}/file`,
+    ],
+    { encoding: 'utf8', maxBuffer: 16 * MiB },
+  );
   const image = JSON.parse(up) as { digest: string; state: string };
   assert.equal(image.digest, digest, up);
   const hex = digest.slice(7);

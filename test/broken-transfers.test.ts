@@ -133,13 +133,21 @@ test('a blob cut short while it is sent: the client sees a broken transfer, not 
 });
 
 test('a URL import whose source drops the connection mid-way fails that image with the reason; the server keeps serving', async () => {
-  const created = await request('/api/v1/images', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'dropped', type: 'OS' }) });
+  const created = await request('/api/v1/images', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'dropped', type: 'OS' }),
+  });
   assert.equal(created.status, 201);
   const { id } = (await created.json()) as { id: string };
-  const started = await request(`/api/v1/images/${id}/import`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ url: `${filesUrl}/disk.raw` }) });
+  const started = await request(`/api/v1/images/${id}/import`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ url: `${filesUrl}/disk.raw` }),
+  });
   assert.equal(started.status, 202, await started.text());
   let img: { state: string; stateReason?: string } = { state: 'importing' };
-  for (const end = Date.now() + 30_000; img.state === 'importing' || img.state === 'pending'; ) {
+  for (const end = Date.now() + 30_000; img.state === 'importing' || img.state === 'pending';) {
     assert.ok(Date.now() < end, `the import did not end: ${JSON.stringify(img)}`);
     await new Promise((r) => setTimeout(r, 100));
     img = (await (await request(`/api/v1/images/${id}`)).json()) as typeof img;

@@ -33,7 +33,10 @@ test('inspect --json prints one object per file with the documented fields', asy
   const qcow2 = await qemuCreate('cli-10g.qcow2', 'qcow2', '10G');
   const r = imago('inspect', '--json', raw, qcow2);
   assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, 2);
   assert.equal(lines[0].format, 'raw');
   assert.equal(lines[0].virtualSize, 4 << 20);
@@ -123,7 +126,11 @@ test('an unexpected error prints one line "imago: <message>"; the stack trace on
     assert.equal(plain.code, 2, plain.stderr);
     assert.match(plain.stderr, /^imago: listen EADDRINUSE: address already in use 127\.0\.0\.1:\d+ \(run again with --debug for the stack trace\)\n$/);
     assert.doesNotMatch(plain.stderr, STACK_LINE);
-    for (const debug of [imagoEnv({}, '--debug', 'serve', '--quiet', '--listen', listen, '--data', data), imagoEnv({}, 'serve', '--quiet', '--listen', listen, '--data', data, '--debug'), imagoEnv({ IMAGO_DEBUG: '1' }, 'serve', '--quiet', '--listen', listen, '--data', data)]) {
+    for (const debug of [
+      imagoEnv({}, '--debug', 'serve', '--quiet', '--listen', listen, '--data', data),
+      imagoEnv({}, 'serve', '--quiet', '--listen', listen, '--data', data, '--debug'),
+      imagoEnv({ IMAGO_DEBUG: '1' }, 'serve', '--quiet', '--listen', listen, '--data', data),
+    ]) {
       assert.equal(debug.code, 2, debug.stderr);
       assert.match(debug.stderr, /^imago: Error: listen EADDRINUSE/);
       assert.match(debug.stderr, STACK_LINE);
@@ -144,11 +151,15 @@ test('a missing PostgreSQL database is one clear message that says to create it,
   try {
     const r = imagoEnv({ IMAGO_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${name}` }, 'serve', '--quiet', '--listen', '127.0.0.1:0', '--data', data);
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, new RegExp(`^imago: PostgreSQL at postgres://postgres@127\\.0\\.0\\.1:5432/${name} has no database "${name}": create it with "createdb -h 127\\.0\\.0\\.1 -p 5432 -U postgres ${name}"`));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^imago: PostgreSQL at postgres://postgres@127\\.0\\.0\\.1:5432/${name} has no database "${name}": create it with "createdb -h 127\\.0\\.0\\.1 -p 5432 -U postgres ${name}"`,
+      ),
+    );
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.doesNotMatch(r.stderr, STACK_LINE);
   } finally {
     rmSync(data, { recursive: true, force: true });
   }
 });
-

@@ -25,7 +25,11 @@ after(() => rmSync(work, { recursive: true, force: true }));
 const api = apiRequest;
 
 async function putFile(s: TestServer, id: string, file: string, headers: Record<string, string> = {}) {
-  const res = await fetch(`${s.url}/api/v1/images/${id}/file`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', ...headers }, body: readFileSync(file) });
+  const res = await fetch(`${s.url}/api/v1/images/${id}/file`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/octet-stream', ...headers },
+    body: readFileSync(file),
+  });
   const text = await res.text();
   return { status: res.status, json: JSON.parse(text) as Record<string, any>, text };
 }
@@ -101,45 +105,49 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       { query: 'format=qcow2&options=compress=on', format: 'qcow2', optionsKey: 'compress=on', streamed: false, skipOnPg: true },
     ];
     for (const c of cases) {
-      test(`?${c.query}: identical to the original (qemu-img compare); the second download is the stored variant`, { skip: dialect === 'postgres' && c.skipOnPg }, async () => {
-        const first = await download(s, `/api/v1/images/${id}/file?${c.query}`);
-        assert.equal(first.status, 200, Buffer.from(first.body.subarray(0, 500)).toString());
-        assert.equal(first.headers.get('x-image-format'), c.format);
-        if (c.streamed) {
-          assert.equal(first.headers.get('x-image-variant'), 'converting');
-          assert.equal(first.headers.get('content-length'), null, 'made while sent: no length');
-          assert.equal(first.headers.get('etag'), null);
-        } else {
-          assert.equal(first.headers.get('x-image-variant'), 'variant');
-        }
-        assert.equal(await qemuCompare(source, 'qcow2', first.file, QEMU_NAME[c.format]!), 0, `qemu-img compare says ${c.query} differs from the original`);
+      test(
+        `?${c.query}: identical to the original (qemu-img compare); the second download is the stored variant`,
+        { skip: dialect === 'postgres' && c.skipOnPg },
+        async () => {
+          const first = await download(s, `/api/v1/images/${id}/file?${c.query}`);
+          assert.equal(first.status, 200, Buffer.from(first.body.subarray(0, 500)).toString());
+          assert.equal(first.headers.get('x-image-format'), c.format);
+          if (c.streamed) {
+            assert.equal(first.headers.get('x-image-variant'), 'converting');
+            assert.equal(first.headers.get('content-length'), null, 'made while sent: no length');
+            assert.equal(first.headers.get('etag'), null);
+          } else {
+            assert.equal(first.headers.get('x-image-variant'), 'variant');
+          }
+          assert.equal(await qemuCompare(source, 'qcow2', first.file, QEMU_NAME[c.format]!), 0, `qemu-img compare says ${c.query} differs from the original`);
 
-        const variant = await s.app.images.repo.variant(id, c.format, c.optionsKey);
-        assert.ok(variant, 'the conversion is recorded as a variant');
-        // what was streamed is exactly what was stored
-        assert.equal(`sha256:${first.sha256}`, variant.digest);
-        const blobs = await blobCount(s);
+          const variant = await s.app.images.repo.variant(id, c.format, c.optionsKey);
+          assert.ok(variant, 'the conversion is recorded as a variant');
+          // what was streamed is exactly what was stored
+          assert.equal(`sha256:${first.sha256}`, variant.digest);
+          const blobs = await blobCount(s);
 
-        const second = await download(s, `/api/v1/images/${id}/file?${c.query}`);
-        assert.equal(second.status, 200);
-        assert.equal(second.headers.get('x-image-variant'), 'variant');
-        assert.equal(second.headers.get('etag'), `"${variant.digest.slice(7)}"`);
-        assert.equal(second.headers.get('content-length'), String(variant.sizeBytes));
-        assert.equal(second.headers.get('x-image-digest'), variant.digest);
-        assert.match(second.headers.get('repr-digest') ?? '', /^sha-256=:/);
-        assert.equal(second.sha256, first.sha256);
-        // no second conversion: same row, no new blob
-        const again = await s.app.images.repo.variant(id, c.format, c.optionsKey);
-        assert.equal(again!.createdAt.getTime(), variant.createdAt.getTime());
-        assert.equal(await blobCount(s), blobs);
+          const second = await download(s, `/api/v1/images/${id}/file?${c.query}`);
+          assert.equal(second.status, 200);
+          assert.equal(second.headers.get('x-image-variant'), 'variant');
+          assert.equal(second.headers.get('etag'), `"${variant.digest.slice(7)}"`);
+          assert.equal(second.headers.get('content-length'), String(variant.sizeBytes));
+          assert.equal(second.headers.get('x-image-digest'), variant.digest);
+          assert.match(second.headers.get('repr-digest') ?? '', /^sha-256=:/);
+          assert.equal(second.sha256, first.sha256);
+          // no second conversion: same row, no new blob
+          const again = await s.app.images.repo.variant(id, c.format, c.optionsKey);
+          assert.equal(again!.createdAt.getTime(), variant.createdAt.getTime());
+          assert.equal(await blobCount(s), blobs);
 
-        const ranged = await download(s, `/api/v1/images/${id}/file?${c.query}`, { range: 'bytes=0-511' });
-        assert.equal(ranged.status, 206);
-        assert.equal(ranged.headers.get('content-range'), `bytes 0-511/${variant.sizeBytes}`);
-        assert.deepEqual(ranged.body, first.body.subarray(0, 512));
-        const cachedResp = await fetch(`${s.url}/api/v1/images/${id}/file?${c.query}`, { headers: { 'if-none-match': `"${variant.digest.slice(7)}"` } });
-        assert.equal(cachedResp.status, 304);
-      });
+          const ranged = await download(s, `/api/v1/images/${id}/file?${c.query}`, { range: 'bytes=0-511' });
+          assert.equal(ranged.status, 206);
+          assert.equal(ranged.headers.get('content-range'), `bytes 0-511/${variant.sizeBytes}`);
+          assert.deepEqual(ranged.body, first.body.subarray(0, 512));
+          const cachedResp = await fetch(`${s.url}/api/v1/images/${id}/file?${c.query}`, { headers: { 'if-none-match': `"${variant.digest.slice(7)}"` } });
+          assert.equal(cachedResp.status, 304);
+        },
+      );
     }
 
     test('two concurrent requests make one conversion; a client that leaves early does not stop it', async () => {
@@ -166,7 +174,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(await qemuCompare(source, 'qcow2', got.file, 'vdi'), 0);
     });
 
-    test('the image\'s own format is the original; bad formats and options are clear 400s', async () => {
+    test("the image's own format is the original; bad formats and options are clear 400s", async () => {
       const img = (await api(s, 'GET', `/api/v1/images/${id}`)).json!;
       const same = await download(s, `/api/v1/images/${id}/file?format=qcow2`);
       assert.equal(same.status, 200);

@@ -42,7 +42,6 @@ after(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-
 /**
  * The pattern: random blocks at aligned and unaligned offsets, a compressible run, an explicit
  * (stored) zero run inside data and a stored all-zero MiB, holes between, and random bytes in the
@@ -92,8 +91,14 @@ function once(key: string, make: () => Promise<string>): () => Promise<string> {
 const INPUTS: readonly Input[] = [
   { name: 'raw', path: patternRaw },
   { name: 'qcow2', path: once('qcow2', async () => qemuConvert('convert-v1.qcow2', await patternRaw(), 'qcow2')) },
-  { name: 'vmdk monolithicSparse', path: once('vmdk monolithicSparse', async () => qemuConvert('convert-v1-mono.vmdk', await patternRaw(), 'vmdk', ['subformat=monolithicSparse'])) },
-  { name: 'vmdk streamOptimized', path: once('vmdk streamOptimized', async () => qemuConvert('convert-v1-stream.vmdk', await patternRaw(), 'vmdk', ['subformat=streamOptimized'])) },
+  {
+    name: 'vmdk monolithicSparse',
+    path: once('vmdk monolithicSparse', async () => qemuConvert('convert-v1-mono.vmdk', await patternRaw(), 'vmdk', ['subformat=monolithicSparse'])),
+  },
+  {
+    name: 'vmdk streamOptimized',
+    path: once('vmdk streamOptimized', async () => qemuConvert('convert-v1-stream.vmdk', await patternRaw(), 'vmdk', ['subformat=streamOptimized'])),
+  },
   { name: 'vdi', path: once('vdi', async () => qemuConvert('convert-v1.vdi', await patternRaw(), 'vdi')) },
   { name: 'vhd fixed', path: once('vhd fixed', async () => qemuConvert('convert-v1-fixed.vhd', await patternRaw(), 'vpc', ['subformat=fixed'])) },
   { name: 'vhd dynamic', path: once('vhd dynamic', async () => qemuConvert('convert-v1-dynamic.vhd', await patternRaw(), 'vpc', ['subformat=dynamic'])) },
@@ -131,8 +136,22 @@ const OUTPUTS: readonly Output[] = [
   { name: 'raw', format: 'raw', options: {}, qemuFormat: 'raw', qemuOptions: [], check: false },
   { name: 'qcow2', format: 'qcow2', options: {}, qemuFormat: 'qcow2', qemuOptions: [], check: true },
   { name: 'qcow2 -c', format: 'qcow2', options: {}, compress: true, qemuFormat: 'qcow2', qemuOptions: [], check: true },
-  { name: 'vmdk streamOptimized', format: 'vmdk', options: { subformat: 'streamOptimized' }, qemuFormat: 'vmdk', qemuOptions: ['subformat=streamOptimized'], check: true },
-  { name: 'vmdk monolithicSparse', format: 'vmdk', options: { subformat: 'monolithicSparse' }, qemuFormat: 'vmdk', qemuOptions: ['subformat=monolithicSparse'], check: true },
+  {
+    name: 'vmdk streamOptimized',
+    format: 'vmdk',
+    options: { subformat: 'streamOptimized' },
+    qemuFormat: 'vmdk',
+    qemuOptions: ['subformat=streamOptimized'],
+    check: true,
+  },
+  {
+    name: 'vmdk monolithicSparse',
+    format: 'vmdk',
+    options: { subformat: 'monolithicSparse' },
+    qemuFormat: 'vmdk',
+    qemuOptions: ['subformat=monolithicSparse'],
+    check: true,
+  },
   { name: 'vhd dynamic', format: 'vhd', options: {}, qemuFormat: 'vpc', qemuOptions: ['subformat=dynamic'], check: false },
   { name: 'vhd fixed', format: 'vpc', options: { subformat: 'fixed' }, qemuFormat: 'vpc', qemuOptions: ['subformat=fixed'], check: false },
   { name: 'vhdx', format: 'vhdx', options: {}, qemuFormat: 'vhdx', qemuOptions: [], check: true },
@@ -185,7 +204,10 @@ async function qemuView(out: Output, file: string): Promise<string> {
   await sh('tar', ['-xf', file, '-C', dir]);
   const vmdk = readdirSync(dir).find((f) => f.endsWith('.vmdk'));
   assert.ok(vmdk, `no .vmdk member in ${readdirSync(dir).join(', ')}`);
-  assert.ok(readdirSync(dir).some((f) => f.endsWith('.ovf')), 'OVA has an .ovf descriptor');
+  assert.ok(
+    readdirSync(dir).some((f) => f.endsWith('.ovf')),
+    'OVA has an .ovf descriptor',
+  );
   return join(dir, vmdk);
 }
 
@@ -224,7 +246,11 @@ async function checkPair(input: Input, out: Output): Promise<void> {
     assert.equal(chk.code, 0, `qemu-img check: ${chk.stdout}${chk.stderr}`);
   }
   const info = await qemuInfo(view, out.qemuFormat);
-  assert.equal(info['virtual-size'], await qemuCreatedSize(out.qemuFormat, out.qemuOptions, sourceSize), 'qemu-img info virtual size = qemu create of the same size');
+  assert.equal(
+    info['virtual-size'],
+    await qemuCreatedSize(out.qemuFormat, out.qemuOptions, sourceSize),
+    'qemu-img info virtual size = qemu create of the same size',
+  );
   await assertIdenticalByUs(pattern, file);
   rmSync(file, { force: true });
   if (view !== file) rmSync(`${file}.x`, { recursive: true, force: true });
@@ -348,7 +374,9 @@ test('an aborted conversion leaves neither the output nor its .part', async () =
 
 test('refusals: unsafe source with its findings, declared-format mismatch, unknown format or option, -c where impossible, missing file, output = input', async () => {
   const base = await cached('convert-v1-base.qcow2', (tmp) => sh('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '1G']).then(() => undefined));
-  const overlay = await cached('convert-v1-overlay.qcow2', (tmp) => sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]).then(() => undefined));
+  const overlay = await cached('convert-v1-overlay.qcow2', (tmp) =>
+    sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]).then(() => undefined),
+  );
   const out = join(work, 'refused.raw');
   const is = (code: string, re: RegExp) => (e: unknown) => e instanceof DiskError && e.code === code && re.test(e.message);
   await assert.rejects(convertFile(overlay, out, { outFormat: 'raw' }), is('UNSAFE_IMAGE', /BACKING_FILE/));
@@ -437,7 +465,9 @@ test('CLI: imago convert and imago compare', async (t) => {
 
   await t.test('errors name what was wrong: unsafe source (1, findings), unknown format, bad option, missing file (2)', async () => {
     const base = await cached('convert-v1-base.qcow2', (tmp) => sh('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, '1G']).then(() => undefined));
-    const overlay = await cached('convert-v1-overlay.qcow2', (tmp) => sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]).then(() => undefined));
+    const overlay = await cached('convert-v1-overlay.qcow2', (tmp) =>
+      sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]).then(() => undefined),
+    );
     const out = join(work, 'cli-err.raw');
     const unsafe = await imago('convert', '-O', 'raw', overlay, out);
     assert.equal(unsafe.code, 1);

@@ -46,7 +46,9 @@ async function checkInvariants(url: string): Promise<Record<string, any>[]> {
     if (img.state === 'ready') {
       const r = await fetch(`${url}/api/v1/images/${img.id}/file`);
       assert.equal(r.status, 200, `ready image ${img.name} must be downloadable`);
-      const got = createHash('sha256').update(new Uint8Array(await r.arrayBuffer())).digest('hex');
+      const got = createHash('sha256')
+        .update(new Uint8Array(await r.arrayBuffer()))
+        .digest('hex');
       assert.equal(`sha256:${got}`, img.digest, `ready image ${img.name} has its complete, verified blob`);
     }
   }
@@ -58,10 +60,18 @@ async function checkInvariants(url: string): Promise<Record<string, any>[]> {
 test('kill -9 mid-upload: restart is consistent, committed images survive, the interrupted one is in error', async () => {
   const file = readFileSync(await patternedRaw('crash-16m.raw', 16 << 20));
   let s = await serve();
-  const keep = await json(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'committed' }) });
+  const keep = await json(`${s.url}/api/v1/images`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'committed' }),
+  });
   const up = await fetch(`${s.url}/api/v1/images/${keep.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
   assert.equal(up.status, 200);
-  const victim = await json(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'interrupted' }) });
+  const victim = await json(`${s.url}/api/v1/images`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'interrupted' }),
+  });
   const pending = slowUpload(`${s.url}/api/v1/images/${victim.id}/file`, file, 256 << 10, 20);
   // wait until the server is visibly mid-upload (staging holds bytes)
   for (let i = 0; i < 200; i++) {
@@ -80,7 +90,11 @@ test('kill -9 mid-upload: restart is consistent, committed images survive, the i
     const k = images.find((i) => i.id === keep.id)!;
     assert.equal(k.state, 'ready');
     // the interrupted image can be uploaded again
-    const again = await fetch(`${s.url}/api/v1/images/${victim.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
+    const again = await fetch(`${s.url}/api/v1/images/${victim.id}/file`, {
+      method: 'PUT',
+      body: file,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     assert.equal(again.status, 200, await again.clone().text());
     assert.equal(((await again.json()) as { state: string }).state, 'ready');
   } finally {
@@ -94,7 +108,11 @@ test('kill -9 at random moments during uploads, repeatedly: every restart is con
     const s = await serve();
     const uploads: Promise<unknown>[] = [];
     for (let i = 0; i < 3; i++) {
-      const img = await json(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `r${round}-${i}` }) });
+      const img = await json(`${s.url}/api/v1/images`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: `r${round}-${i}` }),
+      });
       uploads.push(slowUpload(`${s.url}/api/v1/images/${img.id}/file`, file, 512 << 10, 5 + i * 5));
     }
     await new Promise((r) => setTimeout(r, 20 + Math.floor(Math.random() * 150)));

@@ -66,7 +66,10 @@ type Damage = { name: string; bytes: Buffer };
 
 /** Truncations every format gets: inside the header, and at 30 %, 60 % and 95 % of the file. */
 function truncations(b: Buffer): Damage[] {
-  return [1000, Math.floor(b.length * 0.3), Math.floor(b.length * 0.6), Math.floor(b.length * 0.95)].map((n) => ({ name: `truncated at ${n}`, bytes: Buffer.from(b.subarray(0, n)) }));
+  return [1000, Math.floor(b.length * 0.3), Math.floor(b.length * 0.6), Math.floor(b.length * 0.95)].map((n) => ({
+    name: `truncated at ${n}`,
+    bytes: Buffer.from(b.subarray(0, n)),
+  }));
 }
 
 /** `b` with `at` overwritten by `patch`. */
@@ -191,7 +194,8 @@ async function sources(): Promise<{ kind: string; format: string; bytes: Buffer 
     ['vhdx', 'vhdx', ['block_size=1048576']],
   ];
   const out = [{ kind: 'raw', format: 'raw', bytes: readFileSync(raw) }];
-  for (const [format, qemu, options] of made) out.push({ kind: format, format, bytes: readFileSync(await qemuConvert(`dmg-src-4m.${format}`, raw, qemu, options)) });
+  for (const [format, qemu, options] of made)
+    out.push({ kind: format, format, bytes: readFileSync(await qemuConvert(`dmg-src-4m.${format}`, raw, qemu, options)) });
   out.push({ kind: 'qcow2-compressed', format: 'qcow2', bytes: readFileSync(await qemuConvert('dmg-src-4m-c.qcow2', raw, 'qcow2', [], ['-c'])) });
   return out;
 }

@@ -80,14 +80,22 @@ describe('one error shape', { timeout: 60_000 }, () => {
 
   test('400: malformed JSON', async () => {
     const res = await adminFetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name": ' });
-    assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, (await res.json()) as Record<string, any>, { status: 400, code: 'INVALID_REQUEST', detail: /not valid JSON/ });
+    assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, (await res.json()) as Record<string, any>, {
+      status: 400,
+      code: 'INVALID_REQUEST',
+      detail: /not valid JSON/,
+    });
   });
 
   test('415: a JSON route given another Content-Type names the accepted type', async () => {
     for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream']) {
       const res = await adminFetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': type }, body: 'name=x' });
       const p = (await res.json()) as Record<string, any>;
-      assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, p, { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /application\/json/ });
+      assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, p, {
+        status: 415,
+        code: 'UNSUPPORTED_MEDIA_TYPE',
+        detail: /application\/json/,
+      });
       assert.deepEqual(p.accepted, ['application/json'], type);
     }
   });
@@ -95,12 +103,24 @@ describe('one error shape', { timeout: 60_000 }, () => {
   test('415: an upload sent as JSON or text says to send application/octet-stream', async () => {
     const id = await newImage('typed');
     for (const type of ['application/json', 'text/plain']) {
-      const res = await adminFetch(`${s.url}/api/v1/images/${id}/file`, { method: 'PUT', headers: { 'content-type': type }, body: Buffer.alloc(2 * 1024 * 1024, 1) });
+      const res = await adminFetch(`${s.url}/api/v1/images/${id}/file`, {
+        method: 'PUT',
+        headers: { 'content-type': type },
+        body: Buffer.alloc(2 * 1024 * 1024, 1),
+      });
       const p = (await res.json()) as Record<string, any>;
-      assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, p, { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', detail: /application\/octet-stream/ });
+      assertProblem(res.status, `content-type: ${res.headers.get('content-type')}`, p, {
+        status: 415,
+        code: 'UNSUPPORTED_MEDIA_TYPE',
+        detail: /application\/octet-stream/,
+      });
     }
     assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!.state, 'pending', 'nothing was read; the image can still be uploaded');
-    const ok = await adminFetch(`${s.url}/api/v1/images/${id}/file`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(4096, 1) });
+    const ok = await adminFetch(`${s.url}/api/v1/images/${id}/file`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream' },
+      body: Buffer.alloc(4096, 1),
+    });
     assert.equal(ok.status, 200);
   });
 
@@ -115,20 +135,33 @@ describe('one error shape', { timeout: 60_000 }, () => {
 
   test('a 0-byte upload is EMPTY_IMAGE, announced or not', async () => {
     const announced = await newImage('empty');
-    const a = await adminFetch(`${s.url}/api/v1/images/${announced}/file`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: Buffer.alloc(0) });
+    const a = await adminFetch(`${s.url}/api/v1/images/${announced}/file`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/octet-stream' },
+      body: Buffer.alloc(0),
+    });
     const pa = (await a.json()) as Record<string, any>;
-    assertProblem(a.status, `content-type: ${a.headers.get('content-type')}`, pa, { status: 422, code: 'EMPTY_IMAGE', detail: /had no bytes.*qemu-img create/ });
+    assertProblem(a.status, `content-type: ${a.headers.get('content-type')}`, pa, {
+      status: 422,
+      code: 'EMPTY_IMAGE',
+      detail: /had no bytes.*qemu-img create/,
+    });
     assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${announced}`)).json!.state, 'pending', 'refused before the image changed');
     // chunked, no length: the emptiness is only known at the end
     const chunked = await newImage('empty-chunked');
-    const b = parse(await raw(s, `PUT /api/v1/images/${chunked}/file HTTP/1.1\r\nhost: x\r\nauthorization: ${auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n`));
+    const b = parse(
+      await raw(
+        s,
+        `PUT /api/v1/images/${chunked}/file HTTP/1.1\r\nhost: x\r\nauthorization: ${auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n0\r\n\r\n`,
+      ),
+    );
     assertProblem(b.status, b.headers, b.problem, { status: 422, code: 'EMPTY_IMAGE' });
     const img = (await apiRequest(s, 'GET', `/api/v1/images/${chunked}`)).json!;
     assert.equal(img.state, 'error');
     assert.match(img.stateReason, /had no bytes/);
   });
 
-  test('a URL import of 0 bytes ends in error with EMPTY_IMAGE\'s reason', async () => {
+  test("a URL import of 0 bytes ends in error with EMPTY_IMAGE's reason", async () => {
     const id = await newImage('empty-import');
     const url = `http://127.0.0.1:${(empty.address() as AddressInfo).port}/empty.raw`;
     assert.equal((await apiRequest(s, 'POST', `/api/v1/images/${id}/import`, { url })).status, 202);

@@ -65,7 +65,20 @@ const dataFile: Make = () =>
   });
 const encrypted: Make = () =>
   cached('f-luks.qcow2', async (tmp) => {
-    await retried(() => sh('qemu-img', ['create', '-q', '-f', 'qcow2', '--object', 'secret,id=s0,data=imago', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', tmp, '64M']));
+    await retried(() =>
+      sh('qemu-img', [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '--object',
+        'secret,id=s0,data=imago',
+        '-o',
+        'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
+        tmp,
+        '64M',
+      ]),
+    );
   });
 const snapshots: Make = () =>
   cached('f-snap.qcow2', async (tmp) => {
@@ -108,17 +121,40 @@ const iso: Make = () =>
   });
 const isoBoot: Make = () =>
   cached('f-boot.iso', async (tmp) => {
-    await sh('xorriso', ['-as', 'mkisofs', '-quiet', '-o', tmp, '-b', 'boot/bios.img', '-no-emul-boot', '-boot-load-size', '4', '-eltorito-alt-boot', '-e', 'boot/efi.img', '-no-emul-boot', '-append_partition', '2', '0xef', join(isoDir(), 'boot', 'efi.img'), '-appended_part_as_gpt', isoDir()]);
+    await sh('xorriso', [
+      '-as',
+      'mkisofs',
+      '-quiet',
+      '-o',
+      tmp,
+      '-b',
+      'boot/bios.img',
+      '-no-emul-boot',
+      '-boot-load-size',
+      '4',
+      '-eltorito-alt-boot',
+      '-e',
+      'boot/efi.img',
+      '-no-emul-boot',
+      '-append_partition',
+      '2',
+      '0xef',
+      join(isoDir(), 'boot', 'efi.img'),
+      '-appended_part_as_gpt',
+      isoDir(),
+    ]);
   });
 const isoUdf: Make = () =>
   cached('f-udf.iso', async (tmp) => {
     await sh('genisoimage', ['-quiet', '-udf', '-o', tmp, isoDir()]);
   });
-const sfdisk = (name: string, script: string): Make => () =>
-  cached(name, async (tmp) => {
-    execFileSync('truncate', ['-s', '16M', tmp]);
-    execFileSync('sfdisk', ['-q', tmp], { input: script });
-  });
+const sfdisk =
+  (name: string, script: string): Make =>
+  () =>
+    cached(name, async (tmp) => {
+      execFileSync('truncate', ['-s', '16M', tmp]);
+      execFileSync('sfdisk', ['-q', tmp], { input: script });
+    });
 const gptDisk = sfdisk('f-gpt16.raw', 'label: gpt\n,8M,L\n,,U\n');
 const mbrDisk = sfdisk('f-mbr16.raw', 'label: dos\n,8M,83\n,,82\n');
 
@@ -129,7 +165,10 @@ function ova(name: string, opts: { manifest?: 'good' | 'bad'; extra?: (dir: stri
       const dir = fixturePath(`${name}-dir`);
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir);
-      copyFileSync(await qemuConvert('f-ova-disk.vmdk', await patternedRaw('f-src-4m.raw', 4 << 20), 'vmdk', ['subformat=streamOptimized']), join(dir, 'disk1.vmdk'));
+      copyFileSync(
+        await qemuConvert('f-ova-disk.vmdk', await patternedRaw('f-src-4m.raw', 4 << 20), 'vmdk', ['subformat=streamOptimized']),
+        join(dir, 'disk1.vmdk'),
+      );
       writeFileSync(
         join(dir, 'vm.ovf'),
         `<?xml version="1.0"?>\n<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">\n` +
@@ -139,7 +178,10 @@ function ova(name: string, opts: { manifest?: 'good' | 'bad'; extra?: (dir: stri
       const members = ['vm.ovf', ...(opts.missingDisk ? [] : ['disk1.vmdk'])];
       members.push(...(opts.extra?.(dir) ?? []));
       if (opts.manifest) {
-        const sha = (f: string) => execFileSync('sha256sum', [join(dir, f)]).toString().split(' ')[0]!;
+        const sha = (f: string) =>
+          execFileSync('sha256sum', [join(dir, f)])
+            .toString()
+            .split(' ')[0]!;
         let mf = members.map((f) => `SHA256(${f})= ${sha(f)}`).join('\n') + '\n';
         // a wrong digest: its first hex digit changed (to 1 when it was 0, else to 0)
         if (opts.manifest === 'bad') mf = mf.replace(/(SHA256\(disk1\.vmdk\)= )(.)/, (_m, pre: string, d: string) => `${pre}${d === '0' ? '1' : '0'}`);
@@ -237,9 +279,13 @@ const TRIGGERS: Trigger[] = [
     make: patched('f-capacity.vmdk', vmdkSparse, (b) => void b.writeBigUInt64LE(1n << 62n, 12)),
   },
   { code: 'OVER_LIMIT', name: 'qcow2 with 100000 snapshots declared', make: patched('f-snaps.qcow2', snapshots, (b) => void be32(b, 60, 100_000)) },
-  { code: 'CHECKSUM_MISMATCH', name: 'VHD footer with a flipped byte', make: patched('f-badsum.vhd', vhdFixed, (b) => {
+  {
+    code: 'CHECKSUM_MISMATCH',
+    name: 'VHD footer with a flipped byte',
+    make: patched('f-badsum.vhd', vhdFixed, (b) => {
       b[b.length - 512 + 30] = b[b.length - 512 + 30]! ^ 0xff;
-    }) },
+    }),
+  },
   { code: 'TRUNCATED', name: 'ISO cut in half', make: patched('f-half.iso', iso, (b) => b.subarray(0, Math.floor(b.length / 2 / 2048) * 2048)) },
   {
     code: 'POLYGLOT',
@@ -262,9 +308,13 @@ const TRIGGERS: Trigger[] = [
       b.writeUInt32LE(4096, e + 12);
     }),
   },
-  { code: 'GPT_MALFORMED', name: 'GPT header with a bad CRC', make: patched('f-badcrc16.raw', gptDisk, (b) => {
+  {
+    code: 'GPT_MALFORMED',
+    name: 'GPT header with a bad CRC',
+    make: patched('f-badcrc16.raw', gptDisk, (b) => {
       b[552] = b[552]! ^ 1;
-    }) },
+    }),
+  },
   {
     code: 'OVA_UNSAFE_MEMBER',
     name: 'OVA with a symlink member',
@@ -278,15 +328,35 @@ const TRIGGERS: Trigger[] = [
   },
   { code: 'OVA_DIGEST_MISMATCH', name: 'OVA whose manifest digest is wrong', make: ova('f-badmf.ova', { manifest: 'bad' }) },
   { code: 'OVA_MALFORMED', name: 'OVA whose OVF references a missing disk', make: ova('f-nodisk.ova', { missingDisk: true }) },
-  { code: 'DECOMPRESSION_BOMB', name: 'gzip bomb over the size limit', make: () => compressed('f-zeros-64m.gz', () => patternedRaw('f-zeros-64m.raw', 64 << 20), ['gzip']), opts: { limits: { maxDecompressedBytes: 8 << 20 } }, stream: false },
-  { code: 'WRAPPER_DEPTH', name: 'four nested gzip layers', make: () => compressed('f-raw.gz4', () => patternedRaw('f-src-4m.raw', 4 << 20), ['gzip', 'gzip', 'gzip', 'gzip']), stream: false },
+  {
+    code: 'DECOMPRESSION_BOMB',
+    name: 'gzip bomb over the size limit',
+    make: () => compressed('f-zeros-64m.gz', () => patternedRaw('f-zeros-64m.raw', 64 << 20), ['gzip']),
+    opts: { limits: { maxDecompressedBytes: 8 << 20 } },
+    stream: false,
+  },
+  {
+    code: 'WRAPPER_DEPTH',
+    name: 'four nested gzip layers',
+    make: () => compressed('f-raw.gz4', () => patternedRaw('f-src-4m.raw', 4 << 20), ['gzip', 'gzip', 'gzip', 'gzip']),
+    stream: false,
+  },
   {
     code: 'COMPRESSION_ERROR',
     name: 'truncated xz',
-    make: patched('f-trunc.xz', () => compressed('f-raw.xz', () => patternedRaw('f-src-4m.raw', 4 << 20), ['xz']), (b) => b.subarray(0, b.length >> 1)),
+    make: patched(
+      'f-trunc.xz',
+      () => compressed('f-raw.xz', () => patternedRaw('f-src-4m.raw', 4 << 20), ['xz']),
+      (b) => b.subarray(0, b.length >> 1),
+    ),
     stream: false,
   },
-  { code: 'VIRTUAL_SIZE_LIMIT', name: '16 TiB qcow2 over a 1 TiB limit', make: () => qemuCreate('f-16t.qcow2', 'qcow2', '16T'), opts: { limits: { maxVirtualSize: 1n << 40n } } },
+  {
+    code: 'VIRTUAL_SIZE_LIMIT',
+    name: '16 TiB qcow2 over a 1 TiB limit',
+    make: () => qemuCreate('f-16t.qcow2', 'qcow2', '16T'),
+    opts: { limits: { maxVirtualSize: 1n << 40n } },
+  },
   { code: 'ENCRYPTED', name: 'LUKS-encrypted qcow2', make: encrypted },
   { code: 'ENCRYPTED', name: 'LUKS volume', make: luks },
 ];
@@ -318,7 +388,10 @@ const ENGINE_ONLY: FindingCode[] = ['CHECK_FAILED', 'INSPECTION_INCOMPLETE'];
 
 test('every finding code has a trigger here or an engine test', () => {
   const covered = new Set<string>([...TRIGGERS.map((t) => t.code), ...ENGINE_ONLY]);
-  assert.deepEqual(FINDING_CODES.filter((c) => !covered.has(c)), []);
+  assert.deepEqual(
+    FINDING_CODES.filter((c) => !covered.has(c)),
+    [],
+  );
 });
 
 for (const t of TRIGGERS) {

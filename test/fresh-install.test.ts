@@ -17,7 +17,16 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   devDependencies: Record<string, string>;
 };
 const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as {
-  packages: Record<string, { version?: string; engines?: { node?: string } | string[]; hasInstallScript?: boolean; dependencies?: Record<string, string>; devDependencies?: Record<string, string> }>;
+  packages: Record<
+    string,
+    {
+      version?: string;
+      engines?: { node?: string } | string[];
+      hasInstallScript?: boolean;
+      dependencies?: Record<string, string>;
+      devDependencies?: Record<string, string>;
+    }
+  >;
 };
 
 type Version = [number, number, number];
@@ -36,7 +45,11 @@ function cmp(a: Version, b: Version): number {
 function satisfies(version: string, range: string): boolean {
   const v = parseVersion(version);
   return range.split('||').some((alt) => {
-    const parts = alt.trim().replace(/([<>=^~]+)\s+/g, '$1').split(/\s+/).filter(Boolean);
+    const parts = alt
+      .trim()
+      .replace(/([<>=^~]+)\s+/g, '$1')
+      .split(/\s+/)
+      .filter(Boolean);
     return parts.every((p) => {
       if (p === '*' || p === 'x') return true;
       const m = /^(>=|<=|>|<|=|\^|~)?v?(\d+(?:\.(?:\d+|x))?(?:\.(?:\d+|x))?)/.exec(p);

@@ -27,7 +27,9 @@ test('GC running in a loop during uploads, deletes and downloads loses nothing r
     for (let i = 0; i < 6; i++) {
       const bytes = Buffer.from(base);
       bytes.writeUInt32LE(i, 4096); // distinct blobs
-      const img = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `gc-${i}` }) })).json()) as { id: string };
+      const img = (await (
+        await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: `gc-${i}` }) })
+      ).json()) as { id: string };
       const up = await fetch(`${s.url}/api/v1/images/${img.id}/file`, { method: 'PUT', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
       assert.equal(up.status, 200);
       if (i % 2 === 1) assert.equal((await fetch(`${s.url}/api/v1/images/${img.id}`, { method: 'DELETE' })).status, 204);

@@ -23,14 +23,23 @@ async function until(cond: () => Promise<boolean>, ms: number, what: string): Pr
 test('the GC schedule enqueues gc jobs that collect an unreferenced blob', async () => {
   const s = await startTestServer({ env: { IMAGO_GC_SCHEDULE: EVERY_SECOND } });
   try {
-    const img = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-me"}' })).json()) as { id: string };
-    const up = await fetch(`${s.url}/api/v1/images/${img.id}/file`, { method: 'PUT', body: Buffer.alloc(1 << 20, 7), headers: { 'content-type': 'application/octet-stream' } });
+    const img = (await (
+      await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-me"}' })
+    ).json()) as { id: string };
+    const up = await fetch(`${s.url}/api/v1/images/${img.id}/file`, {
+      method: 'PUT',
+      body: Buffer.alloc(1 << 20, 7),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     const { digest } = (await up.json()) as { digest: `sha256:${string}` };
     assert.ok(await s.app.store.stat(digest));
     assert.equal((await fetch(`${s.url}/api/v1/images/${img.id}`, { method: 'DELETE' })).status, 204);
     await until(async () => (await s.app.store.stat(digest)) === undefined, 10_000, 'the scheduled GC to collect the blob');
     const jobs = await s.app.db.kysely.selectFrom('jobs').selectAll().where('kind', '=', 'gc').execute();
-    assert.ok(jobs.some((j) => j.state === 'done'), JSON.stringify(jobs));
+    assert.ok(
+      jobs.some((j) => j.state === 'done'),
+      JSON.stringify(jobs),
+    );
     for (const j of jobs) assert.match(j.id, /^gc@\d+$/);
   } finally {
     await s.stop();
@@ -47,7 +56,11 @@ test('two nodes on one catalog with the same schedule: one gc job per tick, each
   const b = await startTestServer({ env, dataDir: dataDirB });
   try {
     await new Promise((r) => setTimeout(r, 3500));
-    await until(async () => (await a.app.db.kysely.selectFrom('jobs').select('id').where('kind', '=', 'gc').where('state', '!=', 'done').execute()).length === 0, 10_000, 'the gc jobs to end');
+    await until(
+      async () => (await a.app.db.kysely.selectFrom('jobs').select('id').where('kind', '=', 'gc').where('state', '!=', 'done').execute()).length === 0,
+      10_000,
+      'the gc jobs to end',
+    );
     const jobs = await a.app.db.kysely.selectFrom('jobs').selectAll().where('kind', '=', 'gc').execute();
     assert.ok(jobs.length >= 2, `gc ran at several ticks: ${jobs.length}`);
     assert.equal(new Set(jobs.map((j) => j.id)).size, jobs.length);

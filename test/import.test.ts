@@ -15,7 +15,6 @@ let s: TestServer;
 let files: http.Server;
 let filesUrl = '';
 const bodies = new Map<string, Buffer>();
-let slowStarted = 0;
 
 before(async () => {
   bodies.set('/disk.qcow2', readFileSync(await qemuConvert('imp-data.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2')));
@@ -30,7 +29,6 @@ before(async () => {
   );
   files = http.createServer((req, res) => {
     if (req.url === '/slow') {
-      slowStarted++;
       res.writeHead(200, { 'content-length': 100 << 20 });
       const t = setInterval(() => res.write(Buffer.alloc(64 << 10)), 50);
       res.on('close', () => clearInterval(t));
@@ -53,7 +51,11 @@ after(async () => {
 });
 
 async function api(method: string, path: string, body?: unknown) {
-  const res = await fetch(`${s.url}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body ? JSON.stringify(body) : undefined });
+  const res = await fetch(`${s.url}${path}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
   return { status: res.status, json: (await res.json()) as Record<string, any> };
 }
 

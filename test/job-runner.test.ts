@@ -169,5 +169,8 @@ test('close fails a running `fail` job (running the undo); a job whose lease was
   assert.equal(now!.state, 'running');
   assert.equal(now!.leaseOwner, 'n6', 'the old holder neither released nor failed the job');
   await stalled.close();
-  assert.deepEqual(log2.filter((l) => l.startsWith('failed')), []);
+  assert.deepEqual(
+    log2.filter((l) => l.startsWith('failed')),
+    [],
+  );
 });

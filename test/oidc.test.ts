@@ -101,12 +101,19 @@ test('README: a VO project with read-only and write entitlements in four command
   assert.deepEqual(operator.body.roles, { 'egi-vo': 'writer' });
   // read-only may list but not push; write may push
   const create = (t: string) =>
-    fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'vo-img', project: 'egi-vo' }) });
+    fetch(`${s.url}/api/v1/images`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'vo-img', project: 'egi-vo' }),
+    });
   assert.equal((await create(await jwt({ sub: 'anna', eduperson_entitlement: MEMBER }))).status, 403);
   const made = await create(await jwt({ sub: 'olaf', eduperson_entitlement: OPERATOR }));
   assert.equal(made.status, 201);
   const list = await fetch(`${s.url}/api/v1/images`, { headers: { authorization: `Bearer ${await jwt({ sub: 'anna', eduperson_entitlement: MEMBER })}` } });
-  assert.deepEqual(((await list.json()) as { images: { name: string }[] }).images.map((i) => i.name), ['vo-img']);
+  assert.deepEqual(
+    ((await list.json()) as { images: { name: string }[] }).images.map((i) => i.name),
+    ['vo-img'],
+  );
   // no entitlement: authenticated, but no project
   const none = await whoami(await jwt({ sub: 'nobody' }));
   assert.equal(none.status, 200);
@@ -116,7 +123,9 @@ test('README: a VO project with read-only and write entitlements in four command
 test('{project} rules capture the VO; group rules go through group grants', async () => {
   await cli('project', 'create', 'vo2');
   assert.equal((await cli('oidc', 'map', '--value', 'urn:mace:egi.eu:group:{project}:role=manager#aai.egi.eu', '--role', 'admin')).code, 0);
-  const m = await whoami(await jwt({ eduperson_entitlement: ['urn:mace:egi.eu:group:vo2:role=manager#aai.egi.eu', 'urn:mace:egi.eu:group:no-such-vo:role=manager#aai.egi.eu'] }));
+  const m = await whoami(
+    await jwt({ eduperson_entitlement: ['urn:mace:egi.eu:group:vo2:role=manager#aai.egi.eu', 'urn:mace:egi.eu:group:no-such-vo:role=manager#aai.egi.eu'] }),
+  );
   assert.deepEqual(m.body.roles, { vo2: 'admin' });
   assert.equal((await cli('group', 'create', 'ops')).code, 0);
   assert.equal((await cli('project', 'grant', 'vo2', 'writer', '--group', 'ops')).code, 0);

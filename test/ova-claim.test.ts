@@ -91,7 +91,18 @@ describe('service: an upload declared disk_format=vmdk, container_format=ova', (
 
   async function upload(body: Record<string, string>, file: string) {
     const img = (await apiRequest(s, 'POST', '/api/v1/images', { name: 'appliance', ...body })).json!;
-    const { stdout } = await exec('curl', ['-sS', '-T', file, '-H', 'content-type: application/octet-stream', '-H', `authorization: Bearer ${s.token}`, '-w', '\n%{http_code}', `${s.url}/api/v1/images/${img.id}/file`]);
+    const { stdout } = await exec('curl', [
+      '-sS',
+      '-T',
+      file,
+      '-H',
+      'content-type: application/octet-stream',
+      '-H',
+      `authorization: Bearer ${s.token}`,
+      '-w',
+      '\n%{http_code}',
+      `${s.url}/api/v1/images/${img.id}/file`,
+    ]);
     const nl = stdout.lastIndexOf('\n');
     return { status: Number(stdout.slice(nl + 1)), json: JSON.parse(stdout.slice(0, nl)) as Record<string, any>, id: img.id as string };
   }

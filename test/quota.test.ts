@@ -80,7 +80,8 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       await new Promise<void>((r) => source.listen(0, '127.0.0.1', r));
       sourceUrl = `http://127.0.0.1:${(source.address() as AddressInfo).port}/disk.raw`;
       s = await startTestServer({ dialect, env: { IMAGO_IMPORT_ALLOW: '127.0.0.1' } });
-      for (const p of ['q-images', 'q-bytes', 'q-race', 'q-staging', 'q-imports', 'q-count']) assert.equal((await admin('POST', '/api/v1/projects', { name: p })).status, 201);
+      for (const p of ['q-images', 'q-bytes', 'q-race', 'q-staging', 'q-imports', 'q-count'])
+        assert.equal((await admin('POST', '/api/v1/projects', { name: p })).status, 201);
       const projects = ['q-images', 'q-bytes', 'q-race', 'q-staging', 'q-imports', 'q-count'];
       // one user, writer everywhere (grants), with a token per project would be one role only: use OIDC-less grants + a token each
       writer = '';
@@ -212,7 +213,15 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     test('a token valid when the upload starts carries it to the end, then stops working', async () => {
       writer = writerFor('q-count');
       const expiresAt = Date.now() + 3000;
-      const short = (await admin('POST', '/api/v1/tokens', { name: 'short', project: 'q-count', role: 'writer', user: 'wendy', expiresAt: new Date(expiresAt).toISOString() })).json;
+      const short = (
+        await admin('POST', '/api/v1/tokens', {
+          name: 'short',
+          project: 'q-count',
+          role: 'writer',
+          user: 'wendy',
+          expiresAt: new Date(expiresAt).toISOString(),
+        })
+      ).json;
       const id = (await call(short.token, 'POST', '/api/v1/images', { name: 'long-upload' })).json.id;
       const r = await upload(short.token, id, randomBytes(4 * MiB), { delayMs: 250 });
       assert.ok(Date.now() > expiresAt, 'the upload outlived the token');

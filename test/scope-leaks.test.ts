@@ -35,13 +35,28 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
 
     async function uploaded(token: string, project: string, bytes: Uint8Array): Promise<{ id: string; status: number; json: Record<string, any> }> {
       const id = (await apiRequest(s, 'POST', '/api/v1/images', { name: 'img', project }, as(token))).json!.id as string;
-      const res = await fetch(`${s.url}/api/v1/images/${id}/file`, { method: 'PUT', headers: { ...as(token), 'content-type': 'application/octet-stream' }, body: bytes });
+      const res = await fetch(`${s.url}/api/v1/images/${id}/file`, {
+        method: 'PUT',
+        headers: { ...as(token), 'content-type': 'application/octet-stream' },
+        body: bytes,
+      });
       return { id, status: res.status, json: (await res.json()) as Record<string, any> };
     }
 
     test('a refused VMDK whose extent names a local path: the reason does not repeat the path', async () => {
       const local = join(scratch, 'ext.raw');
-      const descriptor = ['# Disk DescriptorFile', 'version=1', 'CID=fffffffe', 'parentCID=ffffffff', 'createType="monolithicFlat"', '', `RW 2048 FLAT "${local}" 0`, '', 'ddb.virtualHWVersion = "4"', ''].join('\n');
+      const descriptor = [
+        '# Disk DescriptorFile',
+        'version=1',
+        'CID=fffffffe',
+        'parentCID=ffffffff',
+        'createType="monolithicFlat"',
+        '',
+        `RW 2048 FLAT "${local}" 0`,
+        '',
+        'ddb.virtualHWVersion = "4"',
+        '',
+      ].join('\n');
       const r = await uploaded(ann, 'pa', Buffer.from(descriptor));
       assert.equal(r.status, 422, JSON.stringify(r.json));
       assert.equal(r.json.code, 'UNSAFE_IMAGE');
@@ -54,7 +69,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       }
     });
 
-    test('a refused qcow2 with a backing file on the uploader\'s disk: the reason does not name it', async () => {
+    test("a refused qcow2 with a backing file on the uploader's disk: the reason does not name it", async () => {
       const file = join(scratch, 'overlay.qcow2');
       const made = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', join(scratch, 'base.raw'), '-F', 'raw', file, '1M']);
       assert.equal(made.status, 0, made.stderr.toString());

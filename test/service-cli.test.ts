@@ -143,7 +143,9 @@ test('image import waits with a progress bar until ready; --no-wait returns at o
 
   // on a terminal the wait shows a progress bar (script(1) gives the command a pty)
   const tty = JSON.parse((await imago('image', 'create', '--name', 'imp-tty', '-o', 'json')).stdout) as { id: string };
-  const cmd = [process.execPath, BIN, 'image', 'import', tty.id, `${filesUrl}/slow/disk.qcow2`, '--server', s.url, '--data', s.dataDir].map((a) => `'${a}'`).join(' ');
+  const cmd = [process.execPath, BIN, 'image', 'import', tty.id, `${filesUrl}/slow/disk.qcow2`, '--server', s.url, '--data', s.dataDir]
+    .map((a) => `'${a}'`)
+    .join(' ');
   const shown = await new Promise<string>((resolve) => execFile('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8' }, (_e, stdout) => resolve(stdout)));
   assert.match(shown, /import imp-tty \[#*-*\]\s+\d+% importing/, shown);
   assert.match(shown, /import imp-tty \[#{30}\] 100% ready/, shown);
@@ -192,8 +194,11 @@ test('image import keeps waiting when a proxy cuts its event stream', async () =
   try {
     const created = JSON.parse((await imago('image', 'create', '--name', 'imp-proxy', '-o', 'json')).stdout) as { id: string };
     const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, [BIN, 'image', 'import', created.id, `${filesUrl}/slow/disk.qcow2`, '-o', 'json', '--server', proxyUrl, '--data', s.dataDir], { encoding: 'utf8' }, (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      execFile(
+        process.execPath,
+        [BIN, 'image', 'import', created.id, `${filesUrl}/slow/disk.qcow2`, '-o', 'json', '--server', proxyUrl, '--data', s.dataDir],
+        { encoding: 'utf8' },
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       ),
     );
     assert.equal(r.code, 0, r.stderr);
@@ -229,7 +234,9 @@ test('image download --format converts on the server (checked with qemu-img info
 
 test('imago image get NAME -w prints a Deckhouse-style row per change', async () => {
   const file = readFileSync(await patternedRaw('crash-16m.raw', 16 << 20));
-  const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'watched' }) })).json()) as { id: string };
+  const created = (await (
+    await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'watched' }) })
+  ).json()) as { id: string };
   const w = spawn(process.execPath, [BIN, 'image', 'get', 'watched', '-w', '--server', s.url, '--data', s.dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   w.stdout.on('data', (d) => (out += d));
@@ -259,8 +266,14 @@ test('imago image get NAME -w prints a Deckhouse-style row per change', async ()
   const lines = out.trim().split('\n');
   assert.match(lines[0]!, /^NAME\s+PHASE\s+PROGRESS\s+STOREDSIZE\s+UNPACKEDSIZE\s+AGE$/);
   assert.match(lines[1]!, /^watched\s+WaitForUserUpload/);
-  assert.ok(lines.some((l) => /^watched\s+Provisioning\s+\d+%/.test(l)), out);
-  assert.ok(lines.some((l) => /^watched\s+Ready\s+100%\s+16 MiB\s+16 MiB/.test(l)), out);
+  assert.ok(
+    lines.some((l) => /^watched\s+Provisioning\s+\d+%/.test(l)),
+    out,
+  );
+  assert.ok(
+    lines.some((l) => /^watched\s+Ready\s+100%\s+16 MiB\s+16 MiB/.test(l)),
+    out,
+  );
 });
 
 test('the OpenAPI document describes the routes, and errors share one problem+json shape', async () => {
@@ -288,21 +301,34 @@ test('the OpenAPI document describes the routes, and errors share one problem+js
 test('size limits: an announced size over the limit is refused before the body is read', async () => {
   const small = await startTestServer({ env: { IMAGO_MAX_IMAGE_SIZE: '1M' } });
   try {
-    const img = (await (await fetch(`${small.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"big"}' })).json()) as { id: string };
-    const r = await fetch(`${small.url}/api/v1/images/${img.id}/file`, { method: 'PUT', body: new Uint8Array(2 << 20), headers: { 'content-type': 'application/octet-stream' } });
+    const img = (await (
+      await fetch(`${small.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"big"}' })
+    ).json()) as { id: string };
+    const r = await fetch(`${small.url}/api/v1/images/${img.id}/file`, {
+      method: 'PUT',
+      body: new Uint8Array(2 << 20),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     assert.equal(r.status, 413);
     const p = (await r.json()) as { code: string; detail: string };
     assert.equal(p.code, 'SIZE_LIMIT');
     assert.match(p.detail, /1048576-byte limit/);
     // no announced size (chunked): refused when the bytes pass the limit
-    const img2 = (await (await fetch(`${small.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"big2"}' })).json()) as { id: string };
+    const img2 = (await (
+      await fetch(`${small.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"big2"}' })
+    ).json()) as { id: string };
     const chunks = new ReadableStream<Uint8Array>({
       start(c) {
         for (let i = 0; i < 4; i++) c.enqueue(new Uint8Array(512 << 10).fill(7));
         c.close();
       },
     });
-    const r2 = await fetch(`${small.url}/api/v1/images/${img2.id}/file`, { method: 'PUT', body: chunks, duplex: 'half', headers: { 'content-type': 'application/octet-stream' } } as RequestInit);
+    const r2 = await fetch(`${small.url}/api/v1/images/${img2.id}/file`, {
+      method: 'PUT',
+      body: chunks,
+      duplex: 'half',
+      headers: { 'content-type': 'application/octet-stream' },
+    } as RequestInit);
     assert.equal(r2.status, 413);
     const st = (await (await fetch(`${small.url}/api/v1/images/${img2.id}`)).json()) as { state: string; stateReason: string };
     assert.equal(st.state, 'error');
@@ -314,7 +340,9 @@ test('size limits: an announced size over the limit is refused before the body i
 
 test('imago gc --check reports what an unreferenced blob would free; imago gc frees it', async () => {
   const file = readFileSync(await patternedRaw('svc-gc-3m.raw', 3 << 20));
-  const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-me"}' })).json()) as { id: string };
+  const created = (await (
+    await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-me"}' })
+  ).json()) as { id: string };
   const up = await fetch(`${s.url}/api/v1/images/${created.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
   const digest = ((await up.json()) as { digest: string }).digest;
   assert.equal((await fetch(`${s.url}/api/v1/images/${created.id}`, { method: 'DELETE' })).status, 204);
@@ -326,7 +354,13 @@ test('imago gc --check reports what an unreferenced blob would free; imago gc fr
     );
   const check = await run('--check', '--json');
   assert.equal(check.code, 0, check.stderr);
-  const plan = JSON.parse(check.stdout) as { reclaimableBytes: number; youngBytes: number; candidates: { digest: string }[]; totalBytes: number; usedBytes: number };
+  const plan = JSON.parse(check.stdout) as {
+    reclaimableBytes: number;
+    youngBytes: number;
+    candidates: { digest: string }[];
+    totalBytes: number;
+    usedBytes: number;
+  };
   assert.ok(plan.candidates.some((c) => c.digest === digest));
   assert.ok(plan.reclaimableBytes >= 3 << 20);
   assert.equal(plan.totalBytes, plan.usedBytes + plan.reclaimableBytes + plan.youngBytes);
@@ -343,14 +377,19 @@ test('imago gc --check reports what an unreferenced blob would free; imago gc fr
 test('imago gc --check shows the bytes the grace period holds back and when they become reclaimable', async () => {
   const file = readFileSync(await patternedRaw('svc-gc-young-3m.raw', 3 << 20));
   file[100] = 42; // not shared with other tests' images
-  const created = (await (await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-young"}' })).json()) as { id: string };
+  const created = (await (
+    await fetch(`${s.url}/api/v1/images`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"gc-young"}' })
+  ).json()) as { id: string };
   const up = await fetch(`${s.url}/api/v1/images/${created.id}/file`, { method: 'PUT', body: file, headers: { 'content-type': 'application/octet-stream' } });
   const digest = ((await up.json()) as { digest: string }).digest;
   assert.equal((await fetch(`${s.url}/api/v1/images/${created.id}`, { method: 'DELETE' })).status, 204);
   const run = (...args: string[]) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, [BIN, 'gc', '--check', ...args, '--data', s.dataDir], { env: { ...process.env, IMAGO_GC_GRACE_MS: '3600000' } }, (err, stdout, stderr) =>
-        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      execFile(
+        process.execPath,
+        [BIN, 'gc', '--check', ...args, '--data', s.dataDir],
+        { env: { ...process.env, IMAGO_GC_GRACE_MS: '3600000' } },
+        (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
       ),
     );
   const before = Date.now();
@@ -369,4 +408,3 @@ test('imago gc --check shows the bytes the grace period holds back and when they
   assert.ok(json.youngBytes >= 3 << 20);
   assert.ok(Date.parse(json.youngReclaimableBy) >= at - 1000);
 });
-

@@ -19,9 +19,25 @@ const api = apiRequest;
 
 /** curl -T, as a user would upload. */
 async function curlUpload(s: TestServer, id: string, file: string, extra: string[] = []): Promise<{ status: number; json: Record<string, any> }> {
-  const { stdout } = await exec('curl', ['-sS', '-T', file, '-H', 'content-type: application/octet-stream', '-H', `authorization: Bearer ${s.token}`, ...extra, '-w', '\n%{http_code}', `${s.url}/api/v1/images/${id}/file`], {
-    maxBuffer: 16 << 20,
-  });
+  const { stdout } = await exec(
+    'curl',
+    [
+      '-sS',
+      '-T',
+      file,
+      '-H',
+      'content-type: application/octet-stream',
+      '-H',
+      `authorization: Bearer ${s.token}`,
+      ...extra,
+      '-w',
+      '\n%{http_code}',
+      `${s.url}/api/v1/images/${id}/file`,
+    ],
+    {
+      maxBuffer: 16 << 20,
+    },
+  );
   const nl = stdout.lastIndexOf('\n');
   return { status: Number(stdout.slice(nl + 1)), json: JSON.parse(stdout.slice(0, nl)) };
 }
@@ -45,7 +61,13 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
 
     test('create → upload qcow2 with curl -T → ready with sizes, digest, checksums; download byte-identical', async () => {
       const file = await qemuConvert('svc-data.qcow2', await patternedRaw('svc-src-8m.raw', 8 << 20), 'qcow2');
-      const created = await api(s, 'POST', '/api/v1/images', { name: 'cirros', type: 'OS', osDistro: 'cirros', tags: ['test'], properties: { hw_disk_bus: 'virtio' } });
+      const created = await api(s, 'POST', '/api/v1/images', {
+        name: 'cirros',
+        type: 'OS',
+        osDistro: 'cirros',
+        tags: ['test'],
+        properties: { hw_disk_bus: 'virtio' },
+      });
       assert.equal(created.status, 201, created.text);
       assert.equal(created.json!.state, 'pending');
       assert.equal(created.json!.glanceStatus, 'queued');
@@ -196,7 +218,10 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       const blocks = await api(s, 'GET', `/api/v1/images?tag=${tag}&type=DATABLOCK`);
       assert.equal(blocks.json!.images.length, 3);
       const prop = await api(s, 'GET', `/api/v1/images?tag=${tag}&property=idx=4`);
-      assert.deepEqual(prop.json!.images.map((i: { name: string }) => i.name), ['page-4']);
+      assert.deepEqual(
+        prop.json!.images.map((i: { name: string }) => i.name),
+        ['page-4'],
+      );
       const badSort = await api(s, 'GET', '/api/v1/images?sort=size');
       assert.equal(badSort.status, 400);
       assert.equal(badSort.headers.get('content-type'), 'application/problem+json; charset=utf-8');

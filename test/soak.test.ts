@@ -76,7 +76,9 @@ before(async () => {
     ['xz', 'xz -0 -c -T1'],
     ['bz2', 'bzip2 -c'],
   ] as const) {
-    const out = await cached(`zeros-1g.${codec}`, (tmp) => exec('bash', ['-c', `head -c ${1024 * MiB} /dev/zero | ${cmd} > ${tmp}`], { maxBuffer: MiB }).then(() => undefined));
+    const out = await cached(`zeros-1g.${codec}`, (tmp) =>
+      exec('bash', ['-c', `head -c ${1024 * MiB} /dev/zero | ${cmd} > ${tmp}`], { maxBuffer: MiB }).then(() => undefined),
+    );
     hostile.push({ name: `bomb-${codec}`, bytes: readFileSync(out) });
   }
 });
@@ -280,8 +282,13 @@ test(`soak: damaged and hostile images through every door for ${SECONDS} s (seed
       assert.equal(`sha256:${got}`, img.digest, `ready image ${img.name} downloads to its digest`);
     }
     const { hwmKiB } = s.memory();
-    const summary = [...statuses.entries()].sort().map(([k, n]) => `${k}: ${n}`).join(', ');
-    console.log(`soak seed ${SEED}: ${rounds} requests in ${SECONDS} s; peak RSS ${Math.round(peakRssKiB / 1024)} MiB (VmHWM ${Math.round(hwmKiB / 1024)} MiB); ${summary}`);
+    const summary = [...statuses.entries()]
+      .sort()
+      .map(([k, n]) => `${k}: ${n}`)
+      .join(', ');
+    console.log(
+      `soak seed ${SEED}: ${rounds} requests in ${SECONDS} s; peak RSS ${Math.round(peakRssKiB / 1024)} MiB (VmHWM ${Math.round(hwmKiB / 1024)} MiB); ${summary}`,
+    );
     assert.ok(hwmKiB / 1024 < RSS_BOUND_MIB, `peak resident memory ${Math.round(hwmKiB / 1024)} MiB is over ${RSS_BOUND_MIB} MiB (seed ${SEED})`);
   } finally {
     clearInterval(sampler);

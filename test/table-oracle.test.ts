@@ -111,7 +111,6 @@ const KINDS: Kind[] = [
   },
 ];
 
-
 /** qemu-img's verdict: true when it finds the image corrupt or cannot read it. */
 function qemuBroken(kind: Kind, file: string): boolean {
   if (kind.check) {
@@ -251,7 +250,10 @@ test('VMware-layout streamOptimized in an OVA: its grain directory is checked wh
   // it, as the issue asks: every table points inside the file, or no reader of ours can read it
   for (const r of [await inspectSource(new BufferSource(damaged)), await streamed(damaged, 65536)]) {
     assert.equal(r.verdict, 'refused');
-    assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END' && /grain directory/.test(f.message)), JSON.stringify(r.findings));
+    assert.ok(
+      r.findings.some((f) => f.code === 'OFFSET_PAST_END' && /grain directory/.test(f.message)),
+      JSON.stringify(r.findings),
+    );
   }
 });
 
@@ -268,7 +270,10 @@ test('table limits: more table bytes than maxTableScanBytes, or more scans than 
   assert.equal(clean.verdict, 'safe', JSON.stringify(clean.findings));
   const limits = { maxTableScanBytes: 512 << 10 };
   const random = await inspectSource(new BufferSource(bytes), { limits });
-  assert.ok(random.findings.some((f) => f.code === 'OVER_LIMIT' && /maxTableScanBytes/.test(f.message)), JSON.stringify(random.findings));
+  assert.ok(
+    random.findings.some((f) => f.code === 'OVER_LIMIT' && /maxTableScanBytes/.test(f.message)),
+    JSON.stringify(random.findings),
+  );
   const si = new StreamInspector({ limits });
   for (let i = 0; i < bytes.length; i += 65536) await si.write(bytes.subarray(i, i + 65536));
   assert.equal((await si.end()).verdict, 'refused');
@@ -276,7 +281,10 @@ test('table limits: more table bytes than maxTableScanBytes, or more scans than 
   const small = new StreamInspector({ limits: { maxCaptureBytes: 4096, headBytes: 64 << 10 } });
   for (let i = 0; i < bytes.length; i += 65536) await small.write(bytes.subarray(i, i + 65536));
   const r = await small.end();
-  assert.ok(r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)), JSON.stringify(r.findings));
+  assert.ok(
+    r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)),
+    JSON.stringify(r.findings),
+  );
   assert.ok(small.heldBytes <= (64 << 10) + (64 << 10) + 4096);
 });
 
@@ -302,6 +310,9 @@ test('a resized qcow2 (L1 table moved past its L2 tables) is checked when stream
   writeFileSync(file, bad);
   assert.equal(qemuBroken(KINDS[0]!, file), true);
   for (const r of [await inspectSource(new BufferSource(bad)), await streamed(bad, 65536)]) {
-    assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END' && f.message.startsWith(`qcow2 L2 table at ${l2}, entry 0:`)), JSON.stringify(r.findings));
+    assert.ok(
+      r.findings.some((f) => f.code === 'OFFSET_PAST_END' && f.message.startsWith(`qcow2 L2 table at ${l2}, entry 0:`)),
+      JSON.stringify(r.findings),
+    );
   }
 });

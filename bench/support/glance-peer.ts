@@ -40,7 +40,9 @@ async function answers(): Promise<boolean> {
 function script(name: string): string {
   const path = join(PEERS_DIR, name);
   if (!existsSync(path)) {
-    throw new Error(`the Glance peer needs ${path} (the shared peer scripts, at ../shared/peers next to the repository); without it this bench cannot measure its peer`);
+    throw new Error(
+      `the Glance peer needs ${path} (the shared peer scripts, at ../shared/peers next to the repository); without it this bench cannot measure its peer`,
+    );
   }
   return path;
 }
@@ -69,7 +71,11 @@ export async function startGlance(): Promise<GlancePeer> {
     url: GLANCE_URL,
     startedHere,
     async createImage(name, extra = {}) {
-      const r = await fetch(`${GLANCE_URL}/v2/images`, { method: 'POST', headers: json, body: JSON.stringify({ name, disk_format: 'raw', container_format: 'bare', ...extra }) });
+      const r = await fetch(`${GLANCE_URL}/v2/images`, {
+        method: 'POST',
+        headers: json,
+        body: JSON.stringify({ name, disk_format: 'raw', container_format: 'bare', ...extra }),
+      });
       if (r.status !== 201) throw new Error(`Glance: POST /v2/images answered ${r.status}: ${await r.text()}`);
       return ((await r.json()) as { id: string }).id;
     },

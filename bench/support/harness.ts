@@ -67,7 +67,7 @@ export async function serve(extra: string[] = []): Promise<Served> {
   const dataDir = mkdtempSync(join(tmpdir(), 'imago-bench-'));
   let server: SpawnedServer;
   try {
-    server = await spawnServer(dataDir);
+    server = await spawnServer(dataDir, { args: extra });
   } catch (e) {
     rmSync(dataDir, { recursive: true, force: true });
     throw e;
@@ -107,7 +107,9 @@ export async function deleteImage(s: Served, id: string): Promise<void> {
 /** The plain node:http sink that receives a body and discards it, in its own process. */
 export async function discardingSink(): Promise<{ url: string; proc: ChildProcess; stop(): void }> {
   const port = await freePort();
-  const proc = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], { stdio: 'ignore' });
+  const proc = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], {
+    stdio: 'ignore',
+  });
   const url = `http://127.0.0.1:${port}/`;
   for (let i = 0; i < 200; i++) {
     try {

@@ -65,7 +65,14 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
   remote(program.command('whoami').description('show who your credentials make you')).action(
     run(async (c, f: Common) => {
       const w = await c.request<{ kind: string; user?: string; serverAdmin: boolean; roles: Record<string, string> }>('GET', '/api/v1/whoami');
-      out(f, w, () => `${w.user ?? 'anonymous'} (${w.kind}${w.serverAdmin ? ', server admin' : ''})\n${Object.entries(w.roles).map(([p, r]) => `  ${p}: ${r}\n`).join('')}`);
+      out(
+        f,
+        w,
+        () =>
+          `${w.user ?? 'anonymous'} (${w.kind}${w.serverAdmin ? ', server admin' : ''})\n${Object.entries(w.roles)
+            .map(([p, r]) => `  ${p}: ${r}\n`)
+            .join('')}`,
+      );
     }),
   );
 
@@ -85,8 +92,16 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
   );
   remote(project.command('show').argument('<name>')).action(
     run(async (c, name: string, f: Common) => {
-      const r = await c.request<{ name: string; grants?: { subjectKind: string; subject: string; role: string }[]; usage: Record<string, number> }>('GET', `/api/v1/projects/${enc(name)}`);
-      out(f, r, () => `project ${r.name}\n${(r.grants ?? []).map((g) => `  ${g.subjectKind} ${g.subject}: ${g.role}\n`).join('')}  images: ${r.usage.images}, stored: ${humanBytes(r.usage.storedBytes)}\n`);
+      const r = await c.request<{ name: string; grants?: { subjectKind: string; subject: string; role: string }[]; usage: Record<string, number> }>(
+        'GET',
+        `/api/v1/projects/${enc(name)}`,
+      );
+      out(
+        f,
+        r,
+        () =>
+          `project ${r.name}\n${(r.grants ?? []).map((g) => `  ${g.subjectKind} ${g.subject}: ${g.role}\n`).join('')}  images: ${r.usage.images}, stored: ${humanBytes(r.usage.storedBytes)}\n`,
+      );
     }),
   );
   remote(project.command('delete').argument('<name>')).action(
@@ -105,13 +120,16 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
         process.stdout.write(`${f.user ? `user ${f.user}` : `group ${f.group}`} is ${role} in ${proj}\n`);
       }),
     );
-  remote(project.command('revoke').argument('<project>')).option('--user <name>').option('--group <name>').action(
-    run(async (c, proj: string, f: Common & { user?: string; group?: string }) => {
-      if (!f.user === !f.group) throw new ApiError(0, 'USAGE', 'give --user NAME or --group NAME');
-      await c.request('DELETE', `/api/v1/projects/${enc(proj)}/grants/${f.user ? 'user' : 'group'}/${enc((f.user ?? f.group)!)}`);
-      process.stdout.write(`role removed\n`);
-    }),
-  );
+  remote(project.command('revoke').argument('<project>'))
+    .option('--user <name>')
+    .option('--group <name>')
+    .action(
+      run(async (c, proj: string, f: Common & { user?: string; group?: string }) => {
+        if (!f.user === !f.group) throw new ApiError(0, 'USAGE', 'give --user NAME or --group NAME');
+        await c.request('DELETE', `/api/v1/projects/${enc(proj)}/grants/${f.user ? 'user' : 'group'}/${enc((f.user ?? f.group)!)}`);
+        process.stdout.write(`role removed\n`);
+      }),
+    );
   remote(
     project
       .command('map')
@@ -132,14 +150,23 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
   const quota = program.command('quota').description('project quotas: image count, stored bytes, staging bytes, concurrent imports');
   remote(quota.command('show').argument('<project>')).action(
     run(async (c, proj: string, f: Common) => {
-      const q = await c.request<{ limits: Record<string, number>; usage: Record<string, number>; rules: string[] }>('GET', `/api/v1/projects/${enc(proj)}/quota`);
+      const q = await c.request<{ limits: Record<string, number>; usage: Record<string, number>; rules: string[] }>(
+        'GET',
+        `/api/v1/projects/${enc(proj)}/quota`,
+      );
       out(f, q, () => {
         const row = (k: string, label: string, bytes: boolean) => {
           const fmt = (n: number | undefined) => (n === undefined ? 'unlimited' : bytes ? `${humanBytes(n)} (${n})` : String(n));
           return [label, fmt(q.usage[k] ?? 0), fmt(q.limits[k])];
         };
         return (
-          table([['', 'IN USE', 'LIMIT'], row('images', 'images', false), row('storedBytes', 'stored bytes', true), row('stagingBytes', 'staging bytes', true), row('imports', 'imports', false)]) +
+          table([
+            ['', 'IN USE', 'LIMIT'],
+            row('images', 'images', false),
+            row('storedBytes', 'stored bytes', true),
+            row('stagingBytes', 'staging bytes', true),
+            row('imports', 'imports', false),
+          ]) +
           `of the stored bytes, ${humanBytes(q.usage.sharedBytes ?? 0)} are also held by other images (still counted: see rules)\n\nWhat counts:\n${q.rules.map((r) => `  - ${r}\n`).join('')}`
         );
       });
@@ -176,7 +203,12 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
   remote(user.command('list')).action(
     run(async (c, f: Common) => {
       const r = await c.request<{ users: { name: string; serverAdmin: boolean; grants: { project: string; role: string }[] }[] }>('GET', '/api/v1/users');
-      out(f, r.users, () => table([['NAME', 'SERVER ADMIN', 'ROLES'], ...r.users.map((u) => [u.name, u.serverAdmin ? 'yes' : '', u.grants.map((g) => `${g.project}:${g.role}`).join(' ')])]));
+      out(f, r.users, () =>
+        table([
+          ['NAME', 'SERVER ADMIN', 'ROLES'],
+          ...r.users.map((u) => [u.name, u.serverAdmin ? 'yes' : '', u.grants.map((g) => `${g.project}:${g.role}`).join(' ')]),
+        ]),
+      );
     }),
   );
   remote(user.command('delete').argument('<name>')).action(
@@ -234,20 +266,29 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
           expiresAt: f.expires ? expiryOf(f.expires) : undefined,
         });
         out(f, r, () => `${r.token}\n`);
-        if (f.output !== 'json') process.stderr.write(`token ${r.id} (${f.role}${f.project ? ` in ${f.project}` : ''}${r.expiresAt ? `, expires ${r.expiresAt}` : ''}); the secret above is not shown again\n`);
+        if (f.output !== 'json')
+          process.stderr.write(
+            `token ${r.id} (${f.role}${f.project ? ` in ${f.project}` : ''}${r.expiresAt ? `, expires ${r.expiresAt}` : ''}); the secret above is not shown again\n`,
+          );
       }),
     );
-  remote(token.command('list')).option('--project <project>').option('--revoked', 'include revoked tokens').action(
-    run(async (c, f: Common & { project?: string; revoked?: boolean }) => {
-      const qs = new URLSearchParams();
-      if (f.project) qs.set('project', f.project);
-      if (f.revoked) qs.set('revoked', 'true');
-      const r = await c.request<{ tokens: Record<string, string | undefined>[] }>('GET', `/api/v1/tokens${qs.size ? `?${qs}` : ''}`);
-      out(f, r.tokens, () =>
-        table([['ID', 'NAME', 'USER', 'PROJECT', 'ROLE', 'EXPIRES', 'REVOKED', 'LAST USED'], ...r.tokens.map((t) => [t.id!, t.name!, t.user!, t.project ?? '', t.role!, t.expiresAt ?? 'never', t.revokedAt ?? '', t.lastUsedAt ?? ''])]),
-      );
-    }),
-  );
+  remote(token.command('list'))
+    .option('--project <project>')
+    .option('--revoked', 'include revoked tokens')
+    .action(
+      run(async (c, f: Common & { project?: string; revoked?: boolean }) => {
+        const qs = new URLSearchParams();
+        if (f.project) qs.set('project', f.project);
+        if (f.revoked) qs.set('revoked', 'true');
+        const r = await c.request<{ tokens: Record<string, string | undefined>[] }>('GET', `/api/v1/tokens${qs.size ? `?${qs}` : ''}`);
+        out(f, r.tokens, () =>
+          table([
+            ['ID', 'NAME', 'USER', 'PROJECT', 'ROLE', 'EXPIRES', 'REVOKED', 'LAST USED'],
+            ...r.tokens.map((t) => [t.id!, t.name!, t.user!, t.project ?? '', t.role!, t.expiresAt ?? 'never', t.revokedAt ?? '', t.lastUsedAt ?? '']),
+          ]),
+        );
+      }),
+    );
   remote(token.command('revoke').argument('<id>')).action(
     run(async (c, id: string) => {
       await c.request('DELETE', `/api/v1/tokens/${enc(id)}`);
@@ -264,8 +305,17 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
       out(f, r, () => `${img.name} offered to ${proj} (pending until it accepts)\n`);
     }),
   );
-  for (const [verb, status] of [['accept', 'accepted'], ['reject', 'rejected']] as const) {
-    remote(member.command(verb).description(`${verb} an image offered to your project`).argument('<image-id>').requiredOption('--project <project>', 'your project that was offered it')).action(
+  for (const [verb, status] of [
+    ['accept', 'accepted'],
+    ['reject', 'rejected'],
+  ] as const) {
+    remote(
+      member
+        .command(verb)
+        .description(`${verb} an image offered to your project`)
+        .argument('<image-id>')
+        .requiredOption('--project <project>', 'your project that was offered it'),
+    ).action(
       run(async (c, id: string, f: Common & { project: string }) => {
         const r = await c.request('PUT', `/api/v1/images/${enc(id)}/members/${enc(f.project)}`, { status });
         out(f, r, () => `${f.project}: ${status}\n`);
@@ -286,10 +336,14 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
       out(f, r.members, () => table([['PROJECT', 'STATUS', 'SINCE'], ...r.members.map((m) => [m.project, m.status, m.updatedAt])]));
     }),
   );
-  remote(member.command('offers').description('images offered to your projects').option('--status <status>', 'pending, accepted or rejected', 'pending')).action(
+  remote(
+    member.command('offers').description('images offered to your projects').option('--status <status>', 'pending, accepted or rejected', 'pending'),
+  ).action(
     run(async (c, f: Common & { status: string }) => {
       const r = await c.list({ memberStatus: f.status, limit: '1000' });
-      out(f, r.images, () => table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageJson) => [i.id, i.name, String(i.project ?? ''), i.state])]));
+      out(f, r.images, () =>
+        table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageJson) => [i.id, i.name, String(i.project ?? ''), i.state])]),
+      );
     }),
   );
 
@@ -305,15 +359,22 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
       run(async (c, f: Common & { actor?: string; action?: string; project?: string; target?: string; since?: string; limit: string }) => {
         const qs = new URLSearchParams({ limit: f.limit });
         for (const k of ['actor', 'action', 'project', 'target', 'since'] as const) if (f[k]) qs.set(k, f[k]!);
-        const r = await c.request<{ entries: { at: string; actor: string; action: string; target?: string; project?: string; remote?: string; result: string }[] }>('GET', `/api/v1/audit?${qs}`);
-        out(f, r.entries, () => table([['WHEN', 'ACTOR', 'ACTION', 'TARGET', 'PROJECT', 'FROM', 'RESULT'], ...r.entries.map((e) => [e.at, e.actor, e.action, e.target ?? '', e.project ?? '', e.remote ?? '', e.result])]));
+        const r = await c.request<{
+          entries: { at: string; actor: string; action: string; target?: string; project?: string; remote?: string; result: string }[];
+        }>('GET', `/api/v1/audit?${qs}`);
+        out(f, r.entries, () =>
+          table([
+            ['WHEN', 'ACTOR', 'ACTION', 'TARGET', 'PROJECT', 'FROM', 'RESULT'],
+            ...r.entries.map((e) => [e.at, e.actor, e.action, e.target ?? '', e.project ?? '', e.remote ?? '', e.result]),
+          ]),
+        );
       }),
     );
 
   // ---- oidc ---------------------------------------------------------------------------------
   const oidc = program.command('oidc').description('trusted OIDC issuers (e.g. EGI Check-in) and claim rules');
   remote(oidc.command('add').description('trust an issuer').argument('<issuer>').requiredOption('--audience <aud>', 'the client id tokens must be issued for'))
-    .option('--jwks-url <url>', 'default: from the issuer\'s discovery document')
+    .option('--jwks-url <url>', "default: from the issuer's discovery document")
     .option('--username-claim <claim>', 'claim naming the user', 'sub')
     .action(
       run(async (c, issuer: string, f: Common & { audience: string; jwksUrl?: string; usernameClaim: string }) => {
@@ -333,16 +394,32 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
       .option('--issuer <url>'),
   ).action(
     run(async (c, f: Common & { value: string; claim: string; role?: string; project?: string; group?: string; issuer?: string }) => {
-      const r = await c.request<{ id: string }>('POST', '/api/v1/oidc/rules', { claim: f.claim, value: f.value, role: f.role, project: f.project, group: f.group, issuer: f.issuer });
+      const r = await c.request<{ id: string }>('POST', '/api/v1/oidc/rules', {
+        claim: f.claim,
+        value: f.value,
+        role: f.role,
+        project: f.project,
+        group: f.group,
+        issuer: f.issuer,
+      });
       out(f, r, () => `rule ${r.id} added\n`);
     }),
   );
   remote(oidc.command('list')).action(
     run(async (c, f: Common) => {
-      const r = await c.request<{ issuers: { issuer: string; audience: string }[]; rules: { id: string; claim: string; value: string; role?: string; project?: string; group?: string }[] }>('GET', '/api/v1/oidc');
-      out(f, r, () =>
-        table([['ISSUER', 'AUDIENCE'], ...r.issuers.map((i) => [i.issuer, i.audience])]) +
-        table([['RULE', 'CLAIM', 'VALUE', 'GRANTS'], ...r.rules.map((x) => [x.id, x.claim, x.value, x.group ? `group ${x.group}` : `${x.role} in ${x.project ?? '{project}'}`])]),
+      const r = await c.request<{
+        issuers: { issuer: string; audience: string }[];
+        rules: { id: string; claim: string; value: string; role?: string; project?: string; group?: string }[];
+      }>('GET', '/api/v1/oidc');
+      out(
+        f,
+        r,
+        () =>
+          table([['ISSUER', 'AUDIENCE'], ...r.issuers.map((i) => [i.issuer, i.audience])]) +
+          table([
+            ['RULE', 'CLAIM', 'VALUE', 'GRANTS'],
+            ...r.rules.map((x) => [x.id, x.claim, x.value, x.group ? `group ${x.group}` : `${x.role} in ${x.project ?? '{project}'}`]),
+          ]),
       );
     }),
   );
@@ -353,4 +430,3 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
     }),
   );
 }
-

@@ -201,7 +201,7 @@ export class ImagoClient {
       opts.onChange?.(img);
       // An event stream can end or break while the import goes on (a proxy's or the server's time
       // limit, a dropped connection): follow it again, and give up only when reconnecting shows nothing new.
-      for (let quietReconnects = 0; IMPORTING.has(img.state); ) {
+      for (let quietReconnects = 0; IMPORTING.has(img.state);) {
         let seen = false;
         try {
           for await (const ev of events) {
@@ -217,7 +217,11 @@ export class ImagoClient {
         }
         quietReconnects = seen ? 0 : quietReconnects + 1;
         if (quietReconnects > MAX_QUIET_RECONNECTS) {
-          throw new ApiError(0, 'WAIT_INTERRUPTED', `the server closed the event stream while image ${id} was still ${img.state}; the import goes on there: follow it with "./bin/imago.js image get ${id} -w"`);
+          throw new ApiError(
+            0,
+            'WAIT_INTERRUPTED',
+            `the server closed the event stream while image ${id} was still ${img.state}; the import goes on there: follow it with "./bin/imago.js image get ${id} -w"`,
+          );
         }
         await new Promise((r) => setTimeout(r, 200 * quietReconnects));
         events = await this.events(id, ac.signal);
@@ -243,7 +247,11 @@ export interface ImageEvent {
 const IMPORTING = new Set(['pending', 'importing']);
 
 function unreachable(baseUrl: string, e: unknown): ApiError {
-  return new ApiError(0, 'UNREACHABLE', `cannot reach the Imago server at ${baseUrl} (${(e as Error).cause ?? (e as Error).message}); start it with "./bin/imago.js serve" or set --server / IMAGO_URL`);
+  return new ApiError(
+    0,
+    'UNREACHABLE',
+    `cannot reach the Imago server at ${baseUrl} (${(e as Error).cause ?? (e as Error).message}); start it with "./bin/imago.js serve" or set --server / IMAGO_URL`,
+  );
 }
 
 async function* parseEvents(body: ReadableStream<Uint8Array>): AsyncIterable<ImageEvent> {

@@ -7,7 +7,8 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { ImageJson } from '../api/rest/image-json.js';
-import { ApiError, ImagoClient } from './client.js';
+import type { ImagoClient } from './client.js';
+import { ApiError } from './client.js';
 import { humanBytes, toJson } from './json.js';
 import { percentBar, progressBar } from './progress-bar.js';
 
@@ -96,14 +97,30 @@ export function age(iso: string, now = Date.now()): string {
 
 export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i]!)).join('   ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => (c ?? '').padEnd(widths[i]!))
+          .join('   ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 /** Deckhouse's `d8 k get vi` columns. */
 export const WATCH_HEADER = ['NAME', 'PHASE', 'PROGRESS', 'STOREDSIZE', 'UNPACKEDSIZE', 'AGE'];
 export function watchRow(i: ImageJson): string[] {
   const progress = i.state === 'ready' ? '100%' : i.progress !== undefined && i.progress !== null ? `${i.progress}%` : '';
-  return [i.name, i.deckhousePhase, progress, i.storedSize !== undefined ? humanBytes(i.storedSize) : '', i.virtualSize !== undefined ? humanBytes(i.virtualSize) : '', age(i.createdAt)];
+  return [
+    i.name,
+    i.deckhousePhase,
+    progress,
+    i.storedSize !== undefined ? humanBytes(i.storedSize) : '',
+    i.virtualSize !== undefined ? humanBytes(i.virtualSize) : '',
+    age(i.createdAt),
+  ];
 }
 
 function printImages(images: ImageJson[], output: Out | undefined): void {
@@ -113,7 +130,17 @@ function printImages(images: ImageJson[], output: Out | undefined): void {
   }
   const rows = [['ID', 'NAME', 'PROJECT', 'VISIBILITY', 'STATE', 'FORMAT', 'VIRTUAL', 'STORED', 'AGE']];
   for (const i of images) {
-    rows.push([i.id, i.name, String(i.project ?? '(cluster)'), String(i.visibility ?? ''), i.state, String(i.diskFormat ?? ''), humanBytes(i.virtualSize), humanBytes(i.storedSize), age(i.createdAt)]);
+    rows.push([
+      i.id,
+      i.name,
+      String(i.project ?? '(cluster)'),
+      String(i.visibility ?? ''),
+      i.state,
+      String(i.diskFormat ?? ''),
+      humanBytes(i.virtualSize),
+      humanBytes(i.storedSize),
+      age(i.createdAt),
+    ]);
   }
   process.stdout.write(table(rows));
 }
@@ -178,23 +205,28 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     .option('--no-wait', 'with --url: return once the server has started the import')
     .option('--idempotency-key <key>', 'retry-safe creation (default: a random key per invocation)')
     .action(
-      run(async (f: AttrFlags & Common & { file?: string; url?: string; wait: boolean; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string }) => {
-        if (f.file && f.url) throw new ApiError(0, 'USAGE', 'give --file or --url, not both');
-        if (f.file) await checkUploadFile(f.file);
-        const c = ctx.client(f);
-        const attrs = attributes(f);
-        if (f.cluster) attrs.project = null;
-        else if (f.project) attrs.project = f.project;
-        if (f.visibility) attrs.visibility = f.visibility;
-        let img = await c.create(attrs, f.idempotencyKey ?? randomUUID());
-        try {
-          if (f.file) img = await uploadWithBar(c, img.id, f.file);
-          else if (f.url) img = await importWithBar(c, img, f.url, f.wait);
-        } catch (e) {
-          throw await withoutHalfMadeImage(c, img, e, f.file ? `image upload ${img.id} ${f.file}` : `image import ${img.id} ${f.url}`);
-        }
-        printImage(img, f.output);
-      }),
+      run(
+        async (
+          f: AttrFlags &
+            Common & { file?: string; url?: string; wait: boolean; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string },
+        ) => {
+          if (f.file && f.url) throw new ApiError(0, 'USAGE', 'give --file or --url, not both');
+          if (f.file) await checkUploadFile(f.file);
+          const c = ctx.client(f);
+          const attrs = attributes(f);
+          if (f.cluster) attrs.project = null;
+          else if (f.project) attrs.project = f.project;
+          if (f.visibility) attrs.visibility = f.visibility;
+          let img = await c.create(attrs, f.idempotencyKey ?? randomUUID());
+          try {
+            if (f.file) img = await uploadWithBar(c, img.id, f.file);
+            else if (f.url) img = await importWithBar(c, img, f.url, f.wait);
+          } catch (e) {
+            throw await withoutHalfMadeImage(c, img, e, f.file ? `image upload ${img.id} ${f.file}` : `image import ${img.id} ${f.url}`);
+          }
+          printImage(img, f.output);
+        },
+      ),
     );
 
   remote(image.command('upload').description('upload a file into an image').argument('<image>').argument('<file>')).action(
@@ -205,7 +237,13 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     }),
   );
 
-  remote(image.command('import').description('import an image from a URL (server-side); waits until it is ready, with progress').argument('<image>').argument('<url>'))
+  remote(
+    image
+      .command('import')
+      .description('import an image from a URL (server-side); waits until it is ready, with progress')
+      .argument('<image>')
+      .argument('<url>'),
+  )
     .option('--no-wait', 'return once the server has started the import')
     .action(
       run(async (id: string, url: string, f: Common & { wait: boolean }) => {
@@ -222,34 +260,51 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     .option('--tag <tag>', 'filter by tag (repeatable)', collect)
     .option('--property <key=value>', 'filter by property (repeatable)', collect)
     .option('--sort <key[:dir]>', 'name|createdAt|updatedAt|storedSize|virtualSize')
-    .option('--project <project>', 'only this project\'s images')
+    .option('--project <project>', "only this project's images")
     .option('--visibility <v>', 'filter by visibility (repeatable)', collect)
     .option('--member-status <status>', 'images offered to your projects: pending, accepted or rejected')
     .option('--limit <n>', 'page size', '100')
     .option('--all', 'follow pages to the end')
     .action(
-      run(async (f: Common & { name?: string; state?: string[]; type?: string[]; diskFormat?: string[]; tag?: string[]; property?: string[]; sort?: string; limit: string; all?: boolean; project?: string; visibility?: string[]; memberStatus?: string }) => {
-        const c = ctx.client(f);
-        const q: Record<string, string | string[]> = { limit: f.limit };
-        if (f.project) q.project = f.project;
-        if (f.visibility) q.visibility = f.visibility;
-        if (f.memberStatus) q.memberStatus = f.memberStatus;
-        if (f.name) q.name = f.name;
-        if (f.state) q.state = f.state;
-        if (f.type) q.type = f.type;
-        if (f.diskFormat) q.diskFormat = f.diskFormat;
-        if (f.tag) q.tag = f.tag;
-        if (f.property) q.property = f.property;
-        if (f.sort) q.sort = f.sort;
-        const all: ImageJson[] = [];
-        for (let page = 0; page < 100_000; page++) {
-          const r = await c.list(q);
-          all.push(...r.images);
-          if (!f.all || !r.nextCursor) break;
-          q.cursor = r.nextCursor;
-        }
-        printImages(all, f.output);
-      }),
+      run(
+        async (
+          f: Common & {
+            name?: string;
+            state?: string[];
+            type?: string[];
+            diskFormat?: string[];
+            tag?: string[];
+            property?: string[];
+            sort?: string;
+            limit: string;
+            all?: boolean;
+            project?: string;
+            visibility?: string[];
+            memberStatus?: string;
+          },
+        ) => {
+          const c = ctx.client(f);
+          const q: Record<string, string | string[]> = { limit: f.limit };
+          if (f.project) q.project = f.project;
+          if (f.visibility) q.visibility = f.visibility;
+          if (f.memberStatus) q.memberStatus = f.memberStatus;
+          if (f.name) q.name = f.name;
+          if (f.state) q.state = f.state;
+          if (f.type) q.type = f.type;
+          if (f.diskFormat) q.diskFormat = f.diskFormat;
+          if (f.tag) q.tag = f.tag;
+          if (f.property) q.property = f.property;
+          if (f.sort) q.sort = f.sort;
+          const all: ImageJson[] = [];
+          for (let page = 0; page < 100_000; page++) {
+            const r = await c.list(q);
+            all.push(...r.images);
+            if (!f.all || !r.nextCursor) break;
+            q.cursor = r.nextCursor;
+          }
+          printImages(all, f.output);
+        },
+      ),
     );
 
   remote(image.command('show').description('show an image').argument('<image>', 'id or name')).action(
@@ -258,7 +313,13 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     }),
   );
 
-  remote(image.command('download').description('download an image, as stored or converted by the server to another format').argument('<image>').requiredOption('-O, --out <file>', 'where to write it'))
+  remote(
+    image
+      .command('download')
+      .description('download an image, as stored or converted by the server to another format')
+      .argument('<image>')
+      .requiredOption('-O, --out <file>', 'where to write it'),
+  )
     .option('--format <format>', 'raw, qcow2, vmdk, vhd, vhdx or vdi (default: as stored)')
     .option('--subformat <subformat>', 'with --format: e.g. streamOptimized (vmdk), fixed (vhd)')
     .option('--options <k=v,...>', 'with --format: writer options as qemu-img -o spells them, e.g. compress=on')
@@ -291,7 +352,13 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
       }),
     );
 
-  remote(image.command('chmod').description('set OpenNebula-style permissions: owner/group/other × use(4) manage(2) admin(1), e.g. 640').argument('<image>').argument('<mode>')).action(
+  remote(
+    image
+      .command('chmod')
+      .description('set OpenNebula-style permissions: owner/group/other × use(4) manage(2) admin(1), e.g. 640')
+      .argument('<image>')
+      .argument('<mode>'),
+  ).action(
     run(async (id: string, mode: string, f: Common) => {
       const c = ctx.client(f);
       printImage(await c.request<ImageJson>('PUT', `/api/v1/images/${encodeURIComponent((await c.resolve(id)).id)}/permissions`, { mode }), f.output);
@@ -330,7 +397,12 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
           if (f.output === 'json') process.stdout.write(toJson(ev.image) + '\n');
           else {
             const row = watchRow(ev.image);
-            process.stdout.write(row.map((cell, i) => cell.padEnd(Math.max(widths[i]!, cell.length))).join('   ').trimEnd() + '\n');
+            process.stdout.write(
+              row
+                .map((cell, i) => cell.padEnd(Math.max(widths[i]!, cell.length)))
+                .join('   ')
+                .trimEnd() + '\n',
+            );
           }
           if (ev.type === 'deleted') break;
         }
@@ -378,7 +450,11 @@ async function withoutHalfMadeImage(c: ImagoClient, created: ImageJson, failure:
   } catch {
     // the server is unreachable or refuses the delete: say how to go on
   }
-  return new ApiError(failure.status, failure.code, `${failure.message}; the image ${created.id} was created: retry with "./bin/imago.js ${retry}" or remove it with "./bin/imago.js image delete ${created.id}"`);
+  return new ApiError(
+    failure.status,
+    failure.code,
+    `${failure.message}; the image ${created.id} was created: retry with "./bin/imago.js ${retry}" or remove it with "./bin/imago.js image delete ${created.id}"`,
+  );
 }
 
 /**

@@ -27,7 +27,10 @@ export function registerInspect(program: Command, setExit: (code: number) => voi
     .argument('<files...>', 'image files (compressed gz/xz/zstd/bz2 files are inspected through the wrapper)')
     .option('--json', 'print one JSON object per file')
     .option('--claimed-format <format>', `the format the image is declared as (${knownClaimedFormats().join(', ')}); a different detected format is refused`)
-    .option('--container-format <container>', 'the container the image is declared in (bare, ova); with ova, --claimed-format is checked against the disks inside the OVA (Glance: disk_format=vmdk, container_format=ova)')
+    .option(
+      '--container-format <container>',
+      'the container the image is declared in (bare, ova); with ova, --claimed-format is checked against the disks inside the OVA (Glance: disk_format=vmdk, container_format=ova)',
+    )
     .option('--max-virtual-size <bytes>', 'refuse images whose virtual size is larger (bytes; default 64 TiB)')
     .action(async (files: string[], flags: InspectFlags) => {
       setExit(await runInspect(files, flags));
@@ -78,7 +81,15 @@ export function renderTable(reports: FileReport[]): string {
     rows.push([r.file, format, r.subformat ?? '-', humanBytes(r.virtualSize), humanBytes(r.fileSize), r.verdict]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
-  let out = rows.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  let out =
+    rows
+      .map((row) =>
+        row
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n';
   for (const r of reports) {
     if (r.findings.length === 0) continue;
     out += `\n${r.file}:\n`;

@@ -2,7 +2,8 @@
 export function toJson(value: unknown, indent?: number): string {
   return JSON.stringify(
     value,
-    (_k, v: unknown) => (typeof v === 'bigint' ? (v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString()) : v),
+    (_k, v: unknown) =>
+      typeof v === 'bigint' ? (v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString()) : v,
     indent,
   );
 }

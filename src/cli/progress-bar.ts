@@ -12,7 +12,9 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
       const pct = Math.min(100, Math.floor((done * 100) / total));
       const width = 30;
       const fill = Math.round((pct / 100) * width);
-      stream.write(`\r${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${String(pct).padStart(3)}% ${humanBytes(done)}/${humanBytes(total)} ${rate}   `);
+      stream.write(
+        `\r${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${String(pct).padStart(3)}% ${humanBytes(done)}/${humanBytes(total)} ${rate}   `,
+      );
     } else {
       stream.write(`\r${label} ${humanBytes(done)} ${rate}   `);
     }

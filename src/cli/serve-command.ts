@@ -43,7 +43,9 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       const config = loadConfig(flags);
       const { startApp } = await loadApp();
       const app = await startApp(config, { logger: !flags.quiet });
-      process.stderr.write(`imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`);
+      process.stderr.write(
+        `imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`,
+      );
       if (app.bootstrapToken) {
         process.stderr.write(
           `imago: first start — server-admin token (shown once; also in ${config.dataDir}/admin.token, mode 0600; the CLI on this machine uses it by itself):\n  ${app.bootstrapToken}\n`,
@@ -68,13 +70,17 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       try {
         const r = await app.gc({ dryRun: flags.check === true });
         if (flags.json) {
-          process.stdout.write(toJson({ ...r.plan, candidates: r.plan.candidates.map((b) => ({ ...b, committedAt: b.committedAt.toISOString() })), deleted: r.deleted }) + '\n');
+          process.stdout.write(
+            toJson({ ...r.plan, candidates: r.plan.candidates.map((b) => ({ ...b, committedAt: b.committedAt.toISOString() })), deleted: r.deleted }) + '\n',
+          );
         } else {
           const p = r.plan;
           process.stdout.write(`total:        ${humanBytes(p.totalBytes)} (${p.totalBytes} bytes)\n`);
           process.stdout.write(`used:         ${humanBytes(p.usedBytes)} (${p.usedBytes} bytes)\n`);
           process.stdout.write(`reclaimable:  ${humanBytes(p.reclaimableBytes)} (${p.reclaimableBytes} bytes)\n`);
-          process.stdout.write(`held back:    ${humanBytes(p.youngBytes)} (${p.youngBytes} bytes) by the ${duration(p.graceMs)} grace period (IMAGO_GC_GRACE_MS)\n`);
+          process.stdout.write(
+            `held back:    ${humanBytes(p.youngBytes)} (${p.youngBytes} bytes) by the ${duration(p.graceMs)} grace period (IMAGO_GC_GRACE_MS)\n`,
+          );
           if (p.youngReclaimableFrom && p.youngReclaimableBy) {
             const when = (d: Date) => `${d.toISOString().replace(/\.\d+Z$/, 'Z')} (in ${duration(d.getTime() - Date.now())})`;
             process.stdout.write(
@@ -95,14 +101,18 @@ export function registerServe(program: Command, setExit: (code: number) => void)
   withServerOptions(
     program
       .command('admin-token')
-      .description('recovery: mint a new server-admin token straight into the catalog and <data>/admin.token (needs access to the data dir and database, not to the API)'),
+      .description(
+        'recovery: mint a new server-admin token straight into the catalog and <data>/admin.token (needs access to the data dir and database, not to the API)',
+      ),
   ).action(async (flags: ConfigFlags) => {
     const config = loadConfig(flags);
     const { createApp, writeAdminToken } = await loadApp();
     const app = await createApp(config);
     try {
       const { id, path } = await writeAdminToken(app, 'recovery');
-      process.stderr.write(`imago: new server-admin token ${id} written to ${path} (mode 0600); revoke lost ones with "./bin/imago.js token list" / "./bin/imago.js token revoke"\n`);
+      process.stderr.write(
+        `imago: new server-admin token ${id} written to ${path} (mode 0600); revoke lost ones with "./bin/imago.js token list" / "./bin/imago.js token revoke"\n`,
+      );
       setExit(0);
     } finally {
       await app.close();
@@ -114,7 +124,11 @@ export function registerServe(program: Command, setExit: (code: number) => void)
 export function duration(ms: number): string {
   let s = Math.max(0, Math.ceil(ms / 1000));
   const parts: string[] = [];
-  for (const [unit, n] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+  for (const [unit, n] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const) {
     if (s >= n) {
       parts.push(`${Math.floor(s / n)}${unit}`);
       s %= n;

@@ -32,10 +32,24 @@ export class KyselyAccessRepository implements AccessRepository {
 
   async createProject(name: string, description?: string): Promise<Project> {
     if (!PROJECT_NAME.test(name)) {
-      throw new DomainError('INVALID_REQUEST', `project name "${name.slice(0, 80)}" must be 1–64 lowercase letters, digits, ".", "_" or "-", starting and ending with a letter or digit`);
+      throw new DomainError(
+        'INVALID_REQUEST',
+        `project name "${name.slice(0, 80)}" must be 1–64 lowercase letters, digits, ".", "_" or "-", starting and ending with a letter or digit`,
+      );
     }
     try {
-      await this.db.insertInto('projects').values({ name, description: description ?? null, created_at: Date.now(), max_images: null, max_stored_bytes: null, max_staging_bytes: null, max_imports: null }).execute();
+      await this.db
+        .insertInto('projects')
+        .values({
+          name,
+          description: description ?? null,
+          created_at: Date.now(),
+          max_images: null,
+          max_stored_bytes: null,
+          max_staging_bytes: null,
+          max_imports: null,
+        })
+        .execute();
     } catch (e) {
       if (isUnique(e)) throw new DomainError('CONFLICT', `project "${name}" already exists`, { project: name });
       throw e;
@@ -71,7 +85,10 @@ export class KyselyAccessRepository implements AccessRepository {
 
   async ensureUser(name: string, serverAdmin = false): Promise<void> {
     try {
-      await this.db.insertInto('users').values({ name, server_admin: serverAdmin ? 1 : 0, created_at: Date.now() }).execute();
+      await this.db
+        .insertInto('users')
+        .values({ name, server_admin: serverAdmin ? 1 : 0, created_at: Date.now() })
+        .execute();
     } catch (e) {
       if (!isUnique(e)) throw e;
       if (serverAdmin) await this.db.updateTable('users').set({ server_admin: 1 }).where('name', '=', name).execute();
@@ -99,9 +116,13 @@ export class KyselyAccessRepository implements AccessRepository {
   }
 
   async createGroup(name: string, description?: string): Promise<void> {
-    if (!/^[\w.:@-]{1,255}$/.test(name)) throw new DomainError('INVALID_REQUEST', `group name "${name.slice(0, 80)}" may hold letters, digits and . _ : @ - (1–255)`);
+    if (!/^[\w.:@-]{1,255}$/.test(name))
+      throw new DomainError('INVALID_REQUEST', `group name "${name.slice(0, 80)}" may hold letters, digits and . _ : @ - (1–255)`);
     try {
-      await this.db.insertInto('groups').values({ name, description: description ?? null, created_at: Date.now() }).execute();
+      await this.db
+        .insertInto('groups')
+        .values({ name, description: description ?? null, created_at: Date.now() })
+        .execute();
     } catch (e) {
       if (isUnique(e)) throw new DomainError('CONFLICT', `group "${name}" already exists`, { group: name });
       throw e;
@@ -111,7 +132,14 @@ export class KyselyAccessRepository implements AccessRepository {
   async groups(): Promise<{ name: string; description?: string; members: string[] }[]> {
     const gs = await this.db.selectFrom('groups').selectAll().orderBy('name').execute();
     const ms = await this.db.selectFrom('group_members').selectAll().execute();
-    return gs.map((g) => ({ name: g.name, description: g.description ?? undefined, members: ms.filter((m) => m.group_name === g.name).map((m) => m.user_name).sort() }));
+    return gs.map((g) => ({
+      name: g.name,
+      description: g.description ?? undefined,
+      members: ms
+        .filter((m) => m.group_name === g.name)
+        .map((m) => m.user_name)
+        .sort(),
+    }));
   }
 
   async groupExists(name: string): Promise<boolean> {
@@ -142,13 +170,23 @@ export class KyselyAccessRepository implements AccessRepository {
 
   async grant(g: Grant): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      await trx.deleteFrom('project_roles').where('project', '=', g.project).where('subject_kind', '=', g.subjectKind).where('subject', '=', g.subject).execute();
+      await trx
+        .deleteFrom('project_roles')
+        .where('project', '=', g.project)
+        .where('subject_kind', '=', g.subjectKind)
+        .where('subject', '=', g.subject)
+        .execute();
       await trx.insertInto('project_roles').values({ project: g.project, subject_kind: g.subjectKind, subject: g.subject, role: g.role }).execute();
     });
   }
 
   async revokeGrant(project: string, subjectKind: 'user' | 'group', subject: string): Promise<boolean> {
-    const r = await this.db.deleteFrom('project_roles').where('project', '=', project).where('subject_kind', '=', subjectKind).where('subject', '=', subject).executeTakeFirst();
+    const r = await this.db
+      .deleteFrom('project_roles')
+      .where('project', '=', project)
+      .where('subject_kind', '=', subjectKind)
+      .where('subject', '=', subject)
+      .executeTakeFirst();
     return Number(r.numDeletedRows) > 0;
   }
 
@@ -163,12 +201,17 @@ export class KyselyAccessRepository implements AccessRepository {
   async rolesOf(user: string, extraGroups: readonly string[] = []): Promise<Map<string, Role>> {
     const stat = await this.db.selectFrom('group_members').select('group_name').where('user_name', '=', user).execute();
     const groups = [...new Set([...stat.map((r) => r.group_name), ...extraGroups])];
-    let q = this.db.selectFrom('project_roles').selectAll().where((eb) => eb.and([eb('subject_kind', '=', 'user'), eb('subject', '=', user)]));
+    let q = this.db
+      .selectFrom('project_roles')
+      .selectAll()
+      .where((eb) => eb.and([eb('subject_kind', '=', 'user'), eb('subject', '=', user)]));
     if (groups.length) {
       q = this.db
         .selectFrom('project_roles')
         .selectAll()
-        .where((eb) => eb.or([eb.and([eb('subject_kind', '=', 'user'), eb('subject', '=', user)]), eb.and([eb('subject_kind', '=', 'group'), eb('subject', 'in', groups)])]));
+        .where((eb) =>
+          eb.or([eb.and([eb('subject_kind', '=', 'user'), eb('subject', '=', user)]), eb.and([eb('subject_kind', '=', 'group'), eb('subject', 'in', groups)])]),
+        );
     }
     const roles = new Map<string, Role>();
     for (const r of await q.execute()) roles.set(r.project, maxRole(roles.get(r.project), r.role));
@@ -223,7 +266,10 @@ export class KyselyAccessRepository implements AccessRepository {
   async putIssuer(i: OidcIssuer): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('oidc_issuers').where('issuer', '=', i.issuer).execute();
-      await trx.insertInto('oidc_issuers').values({ issuer: i.issuer, audience: i.audience, jwks_url: i.jwksUrl ?? null, username_claim: i.usernameClaim, created_at: Date.now() }).execute();
+      await trx
+        .insertInto('oidc_issuers')
+        .values({ issuer: i.issuer, audience: i.audience, jwks_url: i.jwksUrl ?? null, username_claim: i.usernameClaim, created_at: Date.now() })
+        .execute();
     });
   }
 
@@ -241,7 +287,16 @@ export class KyselyAccessRepository implements AccessRepository {
     const id = randomUUID();
     await this.db
       .insertInto('claim_rules')
-      .values({ id, issuer: rule.issuer ?? null, claim: rule.claim, value: rule.value, project: rule.project ?? null, role: rule.role ?? null, group_name: rule.group ?? null, created_at: Date.now() })
+      .values({
+        id,
+        issuer: rule.issuer ?? null,
+        claim: rule.claim,
+        value: rule.value,
+        project: rule.project ?? null,
+        role: rule.role ?? null,
+        group_name: rule.group ?? null,
+        created_at: Date.now(),
+      })
       .execute();
     return { id, ...rule };
   }

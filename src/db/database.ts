@@ -61,7 +61,9 @@ export function postgresConnectError(url: string, e: unknown): string {
   if ((e as { code?: string }).code === '3D000') {
     const u = new URL(url);
     const name = decodeURIComponent(u.pathname.slice(1));
-    const args = [u.hostname && `-h ${u.hostname}`, u.port && `-p ${u.port}`, u.username && `-U ${decodeURIComponent(u.username)}`, name].filter(Boolean).join(' ');
+    const args = [u.hostname && `-h ${u.hostname}`, u.port && `-p ${u.port}`, u.username && `-U ${decodeURIComponent(u.username)}`, name]
+      .filter(Boolean)
+      .join(' ');
     return `PostgreSQL at ${shown} has no database "${name}": create it with "createdb ${args}" (Imago creates its tables itself), or point IMAGO_DATABASE_URL / --database at an existing database`;
   }
   return `cannot connect to PostgreSQL at ${shown}: ${(e as Error).message}; check that the server runs and the URL (IMAGO_DATABASE_URL / --database) is right`;

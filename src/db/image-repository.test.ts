@@ -138,7 +138,12 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
       const tag = `page-${randomUUID().slice(0, 8)}`;
       const base = Date.now() - 10_000_000;
       const rows = Array.from({ length: 2500 }, (_, i) =>
-        image({ name: `n${String(i % 97).padStart(3, '0')}`, tags: [tag], storedSize: i % 13 === 0 ? undefined : (i * 7919) % 5000, createdAt: new Date(base + (i % 1000) * 1000) }),
+        image({
+          name: `n${String(i % 97).padStart(3, '0')}`,
+          tags: [tag],
+          storedSize: i % 13 === 0 ? undefined : (i * 7919) % 5000,
+          createdAt: new Date(base + (i % 1000) * 1000),
+        }),
       );
       for (let i = 0; i < rows.length; i += 250) await Promise.all(rows.slice(i, i + 250).map((r) => repo.create(r)));
       for (const sort of [

@@ -10,7 +10,19 @@ import type { ImageMembersTable, ImagesTable, ImageVariantsTable, Schema } from 
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from '../domain/errors.js';
 import type { MemberStatus } from '../domain/access/policy.js';
-import type { AccessScope, Image, ImageMember, ImagePage, ImagePatch, ImageQuery, ImageRepository, ImageSortKey, ImageVariant, ProjectTx, ProjectUsage } from '../domain/images/image.js';
+import type {
+  AccessScope,
+  Image,
+  ImageMember,
+  ImagePage,
+  ImagePatch,
+  ImageQuery,
+  ImageRepository,
+  ImageSortKey,
+  ImageVariant,
+  ProjectTx,
+  ProjectUsage,
+} from '../domain/images/image.js';
 import type { ImageState } from '../domain/images/lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
@@ -46,7 +58,12 @@ export class KyselyImageRepository implements ImageRepository {
     }
   }
 
-  private async createIn(trx: Transaction<Schema>, image: Image, idempotency?: { key: string; requestHash: string }, check?: () => Promise<void>): Promise<{ image: Image; replayed: boolean }> {
+  private async createIn(
+    trx: Transaction<Schema>,
+    image: Image,
+    idempotency?: { key: string; requestHash: string },
+    check?: () => Promise<void>,
+  ): Promise<{ image: Image; replayed: boolean }> {
     if (idempotency) {
       const prior = await this.replay(trx, idempotency);
       if (prior) return prior;
@@ -55,7 +72,10 @@ export class KyselyImageRepository implements ImageRepository {
     await trx.insertInto('images').values(toRow(image)).execute();
     await writeSide(trx, image.id, image.tags, image.properties);
     if (idempotency) {
-      await trx.insertInto('idempotency_keys').values({ key: idempotency.key, request_hash: idempotency.requestHash, image_id: image.id, created_at: Date.now() }).execute();
+      await trx
+        .insertInto('idempotency_keys')
+        .values({ key: idempotency.key, request_hash: idempotency.requestHash, image_id: image.id, created_at: Date.now() })
+        .execute();
     }
     return { image, replayed: false };
   }
@@ -64,7 +84,9 @@ export class KyselyImageRepository implements ImageRepository {
     const row = await db.selectFrom('idempotency_keys').selectAll().where('key', '=', idem.key).executeTakeFirst();
     if (!row) return undefined;
     if (row.request_hash !== idem.requestHash) {
-      throw new DomainError('IDEMPOTENCY_MISMATCH', `Idempotency-Key "${idem.key}" was already used for a different request; use a new key for a new image`, { key: idem.key });
+      throw new DomainError('IDEMPOTENCY_MISMATCH', `Idempotency-Key "${idem.key}" was already used for a different request; use a new key for a new image`, {
+        key: idem.key,
+      });
     }
     const img = await this.getWith(db, row.image_id);
     if (!img) throw new DomainError('IMAGE_NOT_FOUND', `the image created with Idempotency-Key "${idem.key}" was deleted since`, { key: idem.key });
@@ -100,11 +122,15 @@ export class KyselyImageRepository implements ImageRepository {
     if (q.type?.length) query = query.where('type', 'in', q.type);
     if (q.diskFormat?.length) query = query.where('disk_format', 'in', q.diskFormat);
     for (const tag of q.tags ?? []) {
-      query = query.where(({ exists, selectFrom }) => exists(selectFrom('image_tags').select('tag').whereRef('image_tags.image_id', '=', 'images.id').where('tag', '=', tag)));
+      query = query.where(({ exists, selectFrom }) =>
+        exists(selectFrom('image_tags').select('tag').whereRef('image_tags.image_id', '=', 'images.id').where('tag', '=', tag)),
+      );
     }
     for (const [k, v] of Object.entries(q.properties ?? {})) {
       query = query.where(({ exists, selectFrom }) =>
-        exists(selectFrom('image_properties').select('key').whereRef('image_properties.image_id', '=', 'images.id').where('key', '=', k).where('value', '=', v)),
+        exists(
+          selectFrom('image_properties').select('key').whereRef('image_properties.image_id', '=', 'images.id').where('key', '=', k).where('value', '=', v),
+        ),
       );
     }
     if (q.createdAfter) query = query.where('created_at', '>=', q.createdAfter.getTime());
@@ -163,7 +189,6 @@ export class KyselyImageRepository implements ImageRepository {
     return usageIn(this.db, project, undefined, viewer);
   }
 
-
   async remove(id: string): Promise<boolean> {
     return this.db.transaction().execute(async (trx) => {
       await trx.deleteFrom('image_tags').where('image_id', '=', id).execute();
@@ -175,7 +200,11 @@ export class KyselyImageRepository implements ImageRepository {
   }
 
   async inStates(states: readonly ImageState[]): Promise<Image[]> {
-    const rows = await this.db.selectFrom('images').selectAll().where('state', 'in', [...states]).execute();
+    const rows = await this.db
+      .selectFrom('images')
+      .selectAll()
+      .where('state', 'in', [...states])
+      .execute();
     return rows.map(fromRow);
   }
 
@@ -186,7 +215,13 @@ export class KyselyImageRepository implements ImageRepository {
   }
 
   async variant(imageId: string, format: string, optionsKey: string): Promise<ImageVariant | undefined> {
-    const row = await this.db.selectFrom('image_variants').selectAll().where('image_id', '=', imageId).where('format', '=', format).where('options_key', '=', optionsKey).executeTakeFirst();
+    const row = await this.db
+      .selectFrom('image_variants')
+      .selectAll()
+      .where('image_id', '=', imageId)
+      .where('format', '=', format)
+      .where('options_key', '=', optionsKey)
+      .executeTakeFirst();
     return row ? variantFromRow(row) : undefined;
   }
 
@@ -199,17 +234,25 @@ export class KyselyImageRepository implements ImageRepository {
     return this.db.transaction().execute((trx) => putVariantIn(trx, v));
   }
 
-  async finishConversion(id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }, keep: ImageVariant): Promise<Image | undefined> {
-    return this.db.transaction().execute(async (trx) => {
-      if (!(await putVariantIn(trx, keep))) return undefined;
-      const updated = await updateIn(trx, id, patch, cond);
-      // a failed condition must not leave the variant behind either
-      if (!updated) throw new ConditionFailed();
-      return updated;
-    }).catch((e: unknown) => {
-      if (e instanceof ConditionFailed) return undefined;
-      throw e;
-    });
+  async finishConversion(
+    id: string,
+    patch: ImagePatch,
+    cond: { fromStates?: readonly ImageState[]; expectedVersion?: number },
+    keep: ImageVariant,
+  ): Promise<Image | undefined> {
+    return this.db
+      .transaction()
+      .execute(async (trx) => {
+        if (!(await putVariantIn(trx, keep))) return undefined;
+        const updated = await updateIn(trx, id, patch, cond);
+        // a failed condition must not leave the variant behind either
+        if (!updated) throw new ConditionFailed();
+        return updated;
+      })
+      .catch((e: unknown) => {
+        if (e instanceof ConditionFailed) return undefined;
+        throw e;
+      });
   }
 
   async projectConvertTo(project: string): Promise<string | null | undefined> {
@@ -223,7 +266,10 @@ export class KyselyImageRepository implements ImageRepository {
   }
 
   async count(): Promise<number> {
-    const r = await this.db.selectFrom('images').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    const r = await this.db
+      .selectFrom('images')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirstOrThrow();
     return Number(r.n);
   }
 
@@ -269,13 +315,22 @@ async function putVariantIn(trx: Transaction<Schema>, v: ImageVariant): Promise<
   await trx
     .insertInto('image_variants')
     .values({ image_id: v.imageId, format: v.format, options_key: v.optionsKey, digest: v.digest, size: v.sizeBytes, created_at: v.createdAt.getTime() })
-    .onConflict((oc) => oc.columns(['image_id', 'format', 'options_key']).doUpdateSet({ digest: v.digest, size: v.sizeBytes, created_at: v.createdAt.getTime() }))
+    .onConflict((oc) =>
+      oc.columns(['image_id', 'format', 'options_key']).doUpdateSet({ digest: v.digest, size: v.sizeBytes, created_at: v.createdAt.getTime() }),
+    )
     .execute();
   return true;
 }
 
 function variantFromRow(r: ImageVariantsTable): ImageVariant {
-  return { imageId: r.image_id, format: r.format, optionsKey: r.options_key, digest: r.digest, sizeBytes: Number(r.size), createdAt: new Date(Number(r.created_at)) };
+  return {
+    imageId: r.image_id,
+    format: r.format,
+    optionsKey: r.options_key,
+    digest: r.digest,
+    sizeBytes: Number(r.size),
+    createdAt: new Date(Number(r.created_at)),
+  };
 }
 
 /**
@@ -295,12 +350,12 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
         .where('o.state', '!=', 'deleting');
       if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer)));
       return [
-      sql<number>`count(*)`.as('images'),
-      sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
-      sql<number>`coalesce(sum(case when digest is not null then 1 else 0 end), 0)`.as('with_data'),
-      sql<number>`coalesce(sum(case when state = 'importing' then reserved_bytes else 0 end), 0)`.as('staging'),
-      sql<number>`coalesce(sum(case when state = 'importing' and ingest_kind = 'import' then 1 else 0 end), 0)`.as('imports'),
-      sql<number>`coalesce(sum(case when digest is not null and ${eb.exists(twin)} then stored_size else 0 end), 0)`.as('shared'),
+        sql<number>`count(*)`.as('images'),
+        sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
+        sql<number>`coalesce(sum(case when digest is not null then 1 else 0 end), 0)`.as('with_data'),
+        sql<number>`coalesce(sum(case when state = 'importing' then reserved_bytes else 0 end), 0)`.as('staging'),
+        sql<number>`coalesce(sum(case when state = 'importing' and ingest_kind = 'import' then 1 else 0 end), 0)`.as('imports'),
+        sql<number>`coalesce(sum(case when digest is not null and ${eb.exists(twin)} then stored_size else 0 end), 0)`.as('shared'),
       ];
     })
     .where('project', '=', project)
@@ -317,7 +372,12 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
   };
 }
 
-async function updateIn(trx: Transaction<Schema>, id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }): Promise<Image | undefined> {
+async function updateIn(
+  trx: Transaction<Schema>,
+  id: string,
+  patch: ImagePatch,
+  cond: { fromStates?: readonly ImageState[]; expectedVersion?: number },
+): Promise<Image | undefined> {
   {
     {
       let u = trx
@@ -373,7 +433,10 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
           eb('project', 'in', a.memberProjects),
           or([
             and([isOwner, eb(sql<number>`perms & ${OWNER_USE}`, '!=', 0)]),
-            and([a.user === undefined ? eb.val(true) : or([eb('owner', 'is', null), eb('owner', '!=', a.user)]), eb(sql<number>`perms & ${GROUP_USE}`, '!=', 0)]),
+            and([
+              a.user === undefined ? eb.val(true) : or([eb('owner', 'is', null), eb('owner', '!=', a.user)]),
+              eb(sql<number>`perms & ${GROUP_USE}`, '!=', 0),
+            ]),
           ]),
         ]),
       );
@@ -386,11 +449,18 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
 }
 
 async function writeSide(db: Db, id: string, tags: string[], properties: Record<string, string>): Promise<void> {
-  if (tags.length) await db.insertInto('image_tags').values(tags.map((tag) => ({ image_id: id, tag }))).execute();
+  if (tags.length)
+    await db
+      .insertInto('image_tags')
+      .values(tags.map((tag) => ({ image_id: id, tag })))
+      .execute();
   const props = Object.entries(properties);
-  if (props.length) await db.insertInto('image_properties').values(props.map(([key, value]) => ({ image_id: id, key, value }))).execute();
+  if (props.length)
+    await db
+      .insertInto('image_properties')
+      .values(props.map(([key, value]) => ({ image_id: id, key, value })))
+      .execute();
 }
-
 
 // ---- cursor ------------------------------------------------------------------------------
 

@@ -88,7 +88,11 @@ export class KyselyJobQueue implements JobQueue {
   }
 
   async release(owner: string, id?: string): Promise<number> {
-    let u = this.db.updateTable('jobs').set({ state: 'queued', lease_owner: null, lease_until: null, updated_at: Date.now() }).where('state', '=', 'running').where('lease_owner', '=', owner);
+    let u = this.db
+      .updateTable('jobs')
+      .set({ state: 'queued', lease_owner: null, lease_until: null, updated_at: Date.now() })
+      .where('state', '=', 'running')
+      .where('lease_owner', '=', owner);
     if (id !== undefined) u = u.where('id', '=', id);
     const r = await u.executeTakeFirst();
     return Number(r.numUpdatedRows);
@@ -106,7 +110,13 @@ export class KyselyJobQueue implements JobQueue {
   }
 
   private async changeHeld(id: string, owner: string, set: Updateable<JobsTable>): Promise<boolean> {
-    const r = await this.db.updateTable('jobs').set(set).where('id', '=', id).where('state', '=', 'running').where('lease_owner', '=', owner).executeTakeFirst();
+    const r = await this.db
+      .updateTable('jobs')
+      .set(set)
+      .where('id', '=', id)
+      .where('state', '=', 'running')
+      .where('lease_owner', '=', owner)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) > 0;
   }
 }

@@ -17,8 +17,24 @@ test('0005-cluster-scope: cluster-scope images created as project/660 become pri
     await migrateToLatest(db, { upTo: '0004-variants' });
     const repo = new KyselyImageRepository(db);
     const now = new Date();
-    const base = { name: 'old', type: 'OS', minDisk: 0, minRam: 0, persistent: false, properties: {}, tags: [], state: 'pending', usedBy: 0, reservedBytes: 0, checksums: {}, createdAt: now, updatedAt: now, version: 1 } as const;
-    const made = async (over: Partial<Image>) => (await repo.create({ ...base, id: randomUUID(), visibility: 'project', perms: 0o660, ...over } as Image)).image.id;
+    const base = {
+      name: 'old',
+      type: 'OS',
+      minDisk: 0,
+      minRam: 0,
+      persistent: false,
+      properties: {},
+      tags: [],
+      state: 'pending',
+      usedBy: 0,
+      reservedBytes: 0,
+      checksums: {},
+      createdAt: now,
+      updatedAt: now,
+      version: 1,
+    } as const;
+    const made = async (over: Partial<Image>) =>
+      (await repo.create({ ...base, id: randomUUID(), visibility: 'project', perms: 0o660, ...over } as Image)).image.id;
     const cluster = await made({});
     const clusterPublic = await made({ visibility: 'public', perms: 0o664 });
     const inProject = await made({ project: 'p' });

@@ -52,7 +52,11 @@ const migrations: Record<string, Migration> = {
         ['images_digest', ['digest']],
         ['images_type', ['type']],
       ] as const) {
-        await db.schema.createIndex(name).on('images').columns([...cols]).execute();
+        await db.schema
+          .createIndex(name)
+          .on('images')
+          .columns([...cols])
+          .execute();
       }
       await db.schema
         .createTable('image_tags')
@@ -107,9 +111,18 @@ const migrations: Record<string, Migration> = {
     async up(db: Kysely<any>) {
       await db.schema.alterTable('images').addColumn('project', 'varchar(64)').execute();
       await db.schema.alterTable('images').addColumn('owner', 'varchar(255)').execute();
-      await db.schema.alterTable('images').addColumn('visibility', 'varchar(16)', (c) => c.notNull().defaultTo('project')).execute();
-      await db.schema.alterTable('images').addColumn('perms', 'integer', (c) => c.notNull().defaultTo(0o660)).execute();
-      await db.schema.alterTable('images').addColumn('reserved_bytes', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema
+        .alterTable('images')
+        .addColumn('visibility', 'varchar(16)', (c) => c.notNull().defaultTo('project'))
+        .execute();
+      await db.schema
+        .alterTable('images')
+        .addColumn('perms', 'integer', (c) => c.notNull().defaultTo(0o660))
+        .execute();
+      await db.schema
+        .alterTable('images')
+        .addColumn('reserved_bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
       await db.schema.createIndex('images_project').on('images').columns(['project', 'created_at', 'id']).execute();
       await db.schema
         .createTable('projects')
@@ -236,7 +249,10 @@ const migrations: Record<string, Migration> = {
     // issue 19: one job queue for every kind. A job's phase is its own column (a restarted worker
     // starts there); claims look for queued jobs and running ones whose lease has expired.
     async up(db: Kysely<any>) {
-      await db.schema.alterTable('jobs').addColumn('phase', 'varchar(32)', (c) => c.notNull().defaultTo('')).execute();
+      await db.schema
+        .alterTable('jobs')
+        .addColumn('phase', 'varchar(32)', (c) => c.notNull().defaultTo(''))
+        .execute();
       await db.schema.createIndex('jobs_claim').on('jobs').columns(['state', 'lease_until', 'created_at']).execute();
     },
   },

@@ -62,7 +62,7 @@ export class BlockMapReader implements DiskReader {
       await this.readData(out, pOut, pFile, pLen);
       pLen = 0;
     };
-    for (let pos = offset; pos < end; ) {
+    for (let pos = offset; pos < end;) {
       const block = Math.floor(pos / bs);
       const inBlock = pos - block * bs;
       const m = await this.map.lookup(block);
@@ -115,7 +115,7 @@ export class BlockMapReader implements DiskReader {
     const bs = this.map.blockSize;
     const end = offset + length;
     let cur: { offset: number; length: number; kind: ExtentKind } | undefined;
-    for (let pos = offset; pos < end; ) {
+    for (let pos = offset; pos < end;) {
       const block = Math.floor(pos / bs);
       const inBlock = pos - block * bs;
       const m = await this.map.lookup(block);

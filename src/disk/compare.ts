@@ -35,7 +35,7 @@ export async function compareDisks(a: DiskReader, b: DiskReader, opts: CompareOp
     const eb = await collect(b, w, n);
     let i = 0;
     let j = 0;
-    for (let pos = w; pos < w + n; ) {
+    for (let pos = w; pos < w + n;) {
       while (end(ea[i]!) <= pos) i++;
       while (end(eb[j]!) <= pos) j++;
       const to = Math.min(end(ea[i]!), end(eb[j]!));

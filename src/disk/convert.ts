@@ -48,7 +48,10 @@ export function outputFormat(name: string): DiskFormat {
   const k = name.toLowerCase();
   const f = OUTPUT_ALIASES[k] ?? k;
   if (!isDiskFormat(f)) {
-    throw new DiskError(`unknown output format "${name}"; use one of ${DISK_FORMAT_NAMES.filter((x) => DISK_FORMAT_TABLE[x].writer !== null).join(', ')} (or vpc for vhd)`, 'BAD_OPTION');
+    throw new DiskError(
+      `unknown output format "${name}"; use one of ${DISK_FORMAT_NAMES.filter((x) => DISK_FORMAT_TABLE[x].writer !== null).join(', ')} (or vpc for vhd)`,
+      'BAD_OPTION',
+    );
   }
   writerFor(f); // qed: UNSUPPORTED, with what to use instead
   return f;

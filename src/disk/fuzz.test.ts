@@ -66,7 +66,6 @@ const IMAGES: { name: string; fmt: string; opts: string[]; extra?: string[]; ope
   { name: 'qed', fmt: 'qed', opts: ['cluster_size=4096'], open: (f) => openQed(f) },
 ];
 
-
 /** Offsets of non-zero bytes outside the guest data: where headers and tables live. */
 function structureOffsets(img: Uint8Array): number[] {
   const out: number[] = [];
@@ -86,7 +85,7 @@ function mutate(base: Uint8Array, hot: readonly number[], r: () => number): Uint
   const v = new DataView(img.buffer);
   const n = 1 + Math.floor(r() * 4);
   for (let k = 0; k < n; k++) {
-    const at = r() < 0.4 ? Math.floor(r() * Math.min(1024, img.length)) : hot[Math.floor(r() * hot.length)] ?? 0;
+    const at = r() < 0.4 ? Math.floor(r() * Math.min(1024, img.length)) : (hot[Math.floor(r() * hot.length)] ?? 0);
     switch (kind) {
       case 0:
         img[at] = Math.floor(r() * 256);

@@ -38,7 +38,10 @@ test('openDisk reads an OVA through its VMDK', async () => {
 
 test('openDisk refuses a declared format that is not the detected one', async () => {
   const file = await patternImage('disk-qcow2-v3-64K-v1.qcow2', 'qcow2', ['compat=1.1']);
-  await assert.rejects(openDisk(file, { format: 'raw' }), (e) => e instanceof DiskError && e.code === 'UNSAFE_IMAGE' && /declared as raw but its bytes are qcow2/.test(e.message));
+  await assert.rejects(
+    openDisk(file, { format: 'raw' }),
+    (e) => e instanceof DiskError && e.code === 'UNSAFE_IMAGE' && /declared as raw but its bytes are qcow2/.test(e.message),
+  );
   await assert.rejects(openDisk(file, { format: 'floppy' }), (e) => e instanceof DiskError && e.code === 'BAD_OPTION');
 });
 

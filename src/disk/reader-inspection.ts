@@ -38,7 +38,10 @@ export function enforceChecks(format: FormatDescriptor, ins: Inspection<object>,
     try {
       refusal = rule.run(ins as Inspection, { limits: DEFAULT_LIMITS }).find((f) => f.severity === 'error');
     } catch (e) {
-      throw new DiskError(`${format.name} safety check ${rule.code} failed (${e instanceof Error ? e.message : String(e)}); refusing (fail closed)`, 'UNSAFE_IMAGE');
+      throw new DiskError(
+        `${format.name} safety check ${rule.code} failed (${e instanceof Error ? e.message : String(e)}); refusing (fail closed)`,
+        'UNSAFE_IMAGE',
+      );
     }
     if (refusal) throw new DiskError(refusal.message, UNSUPPORTED.includes(refusal.code) ? 'UNSUPPORTED' : 'UNSAFE_IMAGE');
   }

@@ -131,7 +131,7 @@ export async function scanTable(src: ByteSource, offset: number, length: number,
   checkRange(offset, length);
   if (canScan(src)) return src.scan(offset, length, rule);
   const s = new TableScanner(rule);
-  for (let done = 0; done < length; ) {
+  for (let done = 0; done < length;) {
     const b = await src.read(offset + done, Math.min(SCAN_CHUNK, length - done));
     if (b.length === 0) break;
     s.update(b);
@@ -292,7 +292,8 @@ export function vmdkGdRule(gtEntries: number, gdOffset: number): TableRule {
     what: 'grain table',
     span: gtEntries * 4,
     entryBytes: 4,
-    check(v, at, _index, why = true) {
+    check(v, at) {
+      // a grain table is never malformed by itself: only where it ends matters
       const sector = v.getUint32(at, true);
       if (sector === 0) return 0;
       const off = sector * SECTOR;

@@ -58,7 +58,7 @@ export async function digestRange(src: ByteSource, offset: number, length: numbe
   if (src.digest) return src.digest(offset, length, algorithm);
   const h = createHash(algorithm);
   const chunk = 1024 * 1024;
-  for (let done = 0; done < length; ) {
+  for (let done = 0; done < length;) {
     const b = await readExact(src, offset + done, Math.min(chunk, length - done), 'hashed range');
     h.update(b);
     done += b.length;

@@ -92,7 +92,12 @@ export function errorCodes(r: InspectionReport): FindingCode[] {
  * Each hostile image is detected as `format` and refused with exactly its error codes; `streams`
  * checks the stream inspector on the same bytes (each format keeps its own chunking and limits).
  */
-export function refusalCases(format: FormatName, label: string, cases: readonly RefusalCase[], streams: (bytes: Uint8Array, opts?: InspectOptions) => Promise<void>): void {
+export function refusalCases(
+  format: FormatName,
+  label: string,
+  cases: readonly RefusalCase[],
+  streams: (bytes: Uint8Array, opts?: InspectOptions) => Promise<void>,
+): void {
   for (const h of cases) {
     test(`hostile ${label}: ${h.name} → ${h.errors.join(', ')}`, async () => {
       const bytes = await h.bytes();
@@ -100,7 +105,11 @@ export function refusalCases(format: FormatName, label: string, cases: readonly 
       assert.equal(r.format, format);
       assert.deepEqual(errorCodes(r), [...h.errors].sort(), JSON.stringify(r.findings, null, 1));
       assert.equal(r.verdict, 'refused');
-      if (h.mentions) assert.ok(r.findings.some((f) => f.message.includes(h.mentions!)), JSON.stringify(r.findings));
+      if (h.mentions)
+        assert.ok(
+          r.findings.some((f) => f.message.includes(h.mentions!)),
+          JSON.stringify(r.findings),
+        );
       await streams(bytes, h.opts);
     });
   }

@@ -22,20 +22,7 @@ import type { ByteSource } from './byte-source.js';
 import type { Finding, FindingCode } from './findings.js';
 import type { InspectLimits } from './limits.js';
 
-export const FORMAT_NAMES = [
-  'raw',
-  'qcow2',
-  'qcow',
-  'qed',
-  'vmdk',
-  'vdi',
-  'vhd',
-  'vhdx',
-  'luks',
-  'iso',
-  'ova',
-  'parallels',
-] as const;
+export const FORMAT_NAMES = ['raw', 'qcow2', 'qcow', 'qed', 'vmdk', 'vdi', 'vhd', 'vhdx', 'luks', 'iso', 'ova', 'parallels'] as const;
 export type FormatName = (typeof FORMAT_NAMES)[number];
 
 export interface InspectContext {

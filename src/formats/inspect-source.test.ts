@@ -135,6 +135,26 @@ test('finding codes are unique', () => {
 });
 
 test('claimable names: every format by its name, plus the Glance, qemu and OpenNebula aliases', () => {
-  const expected = ['raw', 'gpt', 'aki', 'ari', 'ami', 'img', 'iso', 'qcow2', 'qcow', 'qed', 'vmdk', 'vdi', 'vhd', 'vpc', 'vhdx', 'luks', 'ova', 'ploop', 'parallels'];
+  const expected = [
+    'raw',
+    'gpt',
+    'aki',
+    'ari',
+    'ami',
+    'img',
+    'iso',
+    'qcow2',
+    'qcow',
+    'qed',
+    'vmdk',
+    'vdi',
+    'vhd',
+    'vpc',
+    'vhdx',
+    'luks',
+    'ova',
+    'ploop',
+    'parallels',
+  ];
   assert.deepEqual([...knownClaimedFormats()].sort(), expected.sort());
 });

@@ -207,7 +207,12 @@ function ovaClaimFindings(claimed: string | undefined, detected: FormatName, det
   const disks = Array.isArray(details.disks) ? (details.disks as { file?: string; inner?: { format: string } }[]) : [];
   const inner = disks.filter((d) => d.inner !== undefined);
   if (inner.length === 0) {
-    return [finding('FORMAT_MISMATCH', `the OVA was declared to hold ${claimed} disks but no disk inside it could be read; check the OVF's disk references and upload again`)];
+    return [
+      finding(
+        'FORMAT_MISMATCH',
+        `the OVA was declared to hold ${claimed} disks but no disk inside it could be read; check the OVF's disk references and upload again`,
+      ),
+    ];
   }
   const wrong = inner.filter((d) => !ok.includes(d.inner!.format as FormatName));
   if (wrong.length === 0) return [];

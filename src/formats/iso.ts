@@ -144,7 +144,7 @@ async function readBootCatalog(b: Uint8Array, findings: Finding[]): Promise<Boot
     });
   };
   entry(32);
-  for (let at = 64; at + 32 <= b.length && entries.length < MAX_BOOT_ENTRIES; ) {
+  for (let at = 64; at + 32 <= b.length && entries.length < MAX_BOOT_ENTRIES;) {
     const ind = b[at]!;
     if (ind !== 0x90 && ind !== 0x91) break;
     platform = PLATFORMS[b[at + 1]!] ?? `0x${b[at + 1]!.toString(16)}`;

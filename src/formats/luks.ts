@@ -65,7 +65,12 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     } catch (e) {
       throw new FormatError(`LUKS2 JSON metadata does not parse (${(e as Error).message})`, 'MALFORMED_HEADER');
     }
-    const segments = Object.values(meta.segments ?? {}).map((s) => ({ type: String(s.type ?? ''), offset: Number(s.offset ?? 0), size: String(s.size ?? ''), encryption: s.encryption }));
+    const segments = Object.values(meta.segments ?? {}).map((s) => ({
+      type: String(s.type ?? ''),
+      offset: Number(s.offset ?? 0),
+      size: String(s.size ?? ''),
+      encryption: s.encryption,
+    }));
     const first = segments[0];
     details = {
       version,
@@ -81,10 +86,13 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   }
   let virtualSize: bigint | undefined;
   if (src.size !== undefined) {
-    if (details.payloadOffset > src.size) findings.push(finding('OFFSET_PAST_END', `LUKS payload offset ${details.payloadOffset} lies past the end of the ${src.size}-byte image`));
+    if (details.payloadOffset > src.size)
+      findings.push(finding('OFFSET_PAST_END', `LUKS payload offset ${details.payloadOffset} lies past the end of the ${src.size}-byte image`));
     else virtualSize = BigInt(src.size - details.payloadOffset);
   }
-  findings.push(finding('ENCRYPTED', `LUKS${version}-encrypted volume (${details.cipher ?? 'cipher unknown'}); guests need the passphrase or key to use it`, 'info'));
+  findings.push(
+    finding('ENCRYPTED', `LUKS${version}-encrypted volume (${details.cipher ?? 'cipher unknown'}); guests need the passphrase or key to use it`, 'info'),
+  );
   return { subformat: `luks${version}`, virtualSize, details, findings };
 }
 

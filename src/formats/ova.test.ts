@@ -50,7 +50,10 @@ const DISK_FORMAT = 'http://www.vmware.com/interfaces/specifications/vmdk.html#s
 function ovf(disks: { file: string; capacityMiB: number }[]): string {
   const refs = disks.map((d, i) => `    <File ovf:id="file${i + 1}" ovf:href="${d.file}"/>`).join('\n');
   const ds = disks
-    .map((d, i) => `    <Disk ovf:diskId="vmdisk${i + 1}" ovf:fileRef="file${i + 1}" ovf:capacity="${d.capacityMiB}" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="${DISK_FORMAT}"/>`)
+    .map(
+      (d, i) =>
+        `    <Disk ovf:diskId="vmdisk${i + 1}" ovf:fileRef="file${i + 1}" ovf:capacity="${d.capacityMiB}" ovf:capacityAllocationUnits="byte * 2^20" ovf:format="${DISK_FORMAT}"/>`,
+    )
     .join('\n');
   return (
     `<?xml version="1.0" encoding="UTF-8"?>\n<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/2" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/2">\n` +
@@ -98,7 +101,15 @@ function pkg(name: string, p: Pkg = {}) {
     const members = [...payload];
     if (p.manifest) {
       const alg = p.manifest.toLowerCase();
-      let mf = payload.map((f) => `${p.manifest}(${f})= ${createHash(alg).update(readFileSync(join(dir, f))).digest('hex')}`).join('\n') + '\n';
+      let mf =
+        payload
+          .map(
+            (f) =>
+              `${p.manifest}(${f})= ${createHash(alg)
+                .update(readFileSync(join(dir, f)))
+                .digest('hex')}`,
+          )
+          .join('\n') + '\n';
       if (p.wrongDigest) mf = mf.replace(/(\(disk1\.vmdk\)= )(.)/, (_, a: string, c: string) => a + (c === '0' ? '1' : '0'));
       writeFileSync(join(dir, 'vm.mf'), mf);
       if (p.manifestFirst) members.splice(1, 0, 'vm.mf');
@@ -121,14 +132,23 @@ test('a clean OVA (manifest last, SHA256): members, OVF disks, verified digests,
   assert.deepEqual(r.findings, [], JSON.stringify(r.findings));
   assert.equal(r.verdict, 'safe');
   const d = r.details as unknown as OvaDetails;
-  assert.deepEqual(d.members.map((m) => m.name), ['vm.ovf', 'disk1.vmdk', 'vm.mf']);
+  assert.deepEqual(
+    d.members.map((m) => m.name),
+    ['vm.ovf', 'disk1.vmdk', 'vm.mf'],
+  );
   assert.equal(d.ovf, 'vm.ovf');
   assert.equal(d.manifest, 'vm.mf');
   assert.deepEqual(d.references, [{ id: 'file1', href: 'disk1.vmdk', present: true }]);
   assert.equal(d.disks[0]!.file, 'disk1.vmdk');
   assert.equal(d.disks[0]!.format, DISK_FORMAT);
   assert.deepEqual(d.disks[0]!.inner, { format: 'vmdk', subformat: 'streamOptimized', virtualSize: 4 << 20, verdict: 'safe' });
-  assert.deepEqual(d.manifestEntries.map((e) => [e.file, e.ok]), [['vm.ovf', true], ['disk1.vmdk', true]]);
+  assert.deepEqual(
+    d.manifestEntries.map((e) => [e.file, e.ok]),
+    [
+      ['vm.ovf', true],
+      ['disk1.vmdk', true],
+    ],
+  );
   // qemu-img has no OVA driver: it reads the tar as raw, virtual size = file size
   const info = await qemuInfo(file);
   assert.equal(info.format, 'raw');
@@ -193,10 +213,24 @@ const HOSTILE: Hostile[] = [
     errors: ['OVA_UNSAFE_MEMBER'],
     mentions: '/etc/shadow',
   },
-  { name: 'wrong SHA256 digest of the disk', make: () => pkg('ova-bad-sha256.ova', { manifest: 'SHA256', wrongDigest: true }), errors: ['OVA_DIGEST_MISMATCH'], mentions: 'disk1.vmdk' },
+  {
+    name: 'wrong SHA256 digest of the disk',
+    make: () => pkg('ova-bad-sha256.ova', { manifest: 'SHA256', wrongDigest: true }),
+    errors: ['OVA_DIGEST_MISMATCH'],
+    mentions: 'disk1.vmdk',
+  },
   { name: 'wrong SHA1 digest of the disk', make: () => pkg('ova-bad-sha1.ova', { manifest: 'SHA1', wrongDigest: true }), errors: ['OVA_DIGEST_MISMATCH'] },
-  { name: 'wrong digest, manifest first', make: () => pkg('ova-bad-first.ova', { manifest: 'SHA256', wrongDigest: true, manifestFirst: true }), errors: ['OVA_DIGEST_MISMATCH'] },
-  { name: 'OVF references a file the tar lacks', make: () => pkg('ova-missing-ref.ova', { manifest: 'SHA256', missingRef: true }), errors: ['OVA_MALFORMED'], mentions: 'gone.vmdk' },
+  {
+    name: 'wrong digest, manifest first',
+    make: () => pkg('ova-bad-first.ova', { manifest: 'SHA256', wrongDigest: true, manifestFirst: true }),
+    errors: ['OVA_DIGEST_MISMATCH'],
+  },
+  {
+    name: 'OVF references a file the tar lacks',
+    make: () => pkg('ova-missing-ref.ova', { manifest: 'SHA256', missingRef: true }),
+    errors: ['OVA_MALFORMED'],
+    mentions: 'gone.vmdk',
+  },
   {
     name: 'a hostile VMDK inside (extent /etc/passwd)',
     make: () =>
@@ -216,14 +250,15 @@ const HOSTILE: Hostile[] = [
   },
   {
     name: 'a disk that is not a VMDK',
-    make: () => pkg('ova-raw-disk.ova', { manifest: 'SHA256', disk1: async () => readFileSync(await patternedRaw('ova-src-4m.raw', 4 << 20)).subarray(0, 65536) }),
+    make: () =>
+      pkg('ova-raw-disk.ova', { manifest: 'SHA256', disk1: async () => readFileSync(await patternedRaw('ova-src-4m.raw', 4 << 20)).subarray(0, 65536) }),
     errors: ['OVA_MALFORMED'],
     mentions: 'not a VMDK',
   },
   { name: 'more members than maxOvaMembers', make: good, opts: { limits: { maxOvaMembers: 2 } }, errors: ['OVER_LIMIT'] },
   { name: 'OVF over maxDescriptorBytes', make: good, opts: { limits: { maxDescriptorBytes: 256 } }, errors: ['OVER_LIMIT'] },
   {
-    name: 'a tar header with a bad checksum (the manifest\'s)',
+    name: "a tar header with a bad checksum (the manifest's)",
     make: () =>
       cached('ova-badsum.ova', async (tmp) => {
         const b = Buffer.from(readFileSync(await good()));
@@ -237,7 +272,12 @@ const HOSTILE: Hostile[] = [
   },
 ];
 
-refusalCases('ova', 'OVA', HOSTILE.map((h) => ({ ...h, bytes: async () => readFileSync(await h.make()) })), assertStreams);
+refusalCases(
+  'ova',
+  'OVA',
+  HOSTILE.map((h) => ({ ...h, bytes: async () => readFileSync(await h.make()) })),
+  assertStreams,
+);
 
 test('a tar without the OVF first is not an OVA (raw, as qemu sees it); claimed as ova it is refused', async () => {
   const bytes = readFileSync(await pkg('ova-no-ovf.ova', { manifest: 'SHA256', noOvf: true }));

@@ -149,7 +149,13 @@ function parseOvf(xml: string): Ovf {
       const bytes = BigInt(capacity) * factor;
       if (bytes > 0n && bytes <= BigInt(Number.MAX_SAFE_INTEGER)) d.capacityBytes = Number(bytes);
     } else if (capacity !== undefined) {
-      findings.push(finding('OVA_MALFORMED', `OVF disk ${JSON.stringify(diskId ?? '')} has capacity ${JSON.stringify(capacity)} in units ${JSON.stringify(units)}, which we cannot read; its size is taken from the disk itself`, 'warning'));
+      findings.push(
+        finding(
+          'OVA_MALFORMED',
+          `OVF disk ${JSON.stringify(diskId ?? '')} has capacity ${JSON.stringify(capacity)} in units ${JSON.stringify(units)}, which we cannot read; its size is taken from the disk itself`,
+          'warning',
+        ),
+      );
     }
     const ref = references.find((r) => r.id === fileRef);
     if (ref) d.file = normalName(ref.href);
@@ -180,7 +186,12 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     const label = `OVA disk ${JSON.stringify(m.name)}`;
     try {
       if (!(await vmdkFormat.probe(slice))) {
-        findings.push(finding('OVA_MALFORMED', `${label} is not a VMDK${d.format ? ` (the OVF says ${d.format})` : ''}; we accept OVAs whose disks are streamOptimized VMDK — convert the disk and repackage`));
+        findings.push(
+          finding(
+            'OVA_MALFORMED',
+            `${label} is not a VMDK${d.format ? ` (the OVF says ${d.format})` : ''}; we accept OVAs whose disks are streamOptimized VMDK — convert the disk and repackage`,
+          ),
+        );
         return;
       }
       const ins = await vmdkFormat.inspect(slice, ctx);
@@ -259,7 +270,8 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   try {
     const walk = await readTarMembers(src, ctx.limits.maxOvaMembers, MAX_RECORD_BYTES, onMember);
     members = walk.members;
-    if (walk.truncated) findings.push(finding('OVER_LIMIT', `the OVA has more than ${ctx.limits.maxOvaMembers} members; an OVF package holds a handful — repackage it`));
+    if (walk.truncated)
+      findings.push(finding('OVER_LIMIT', `the OVA has more than ${ctx.limits.maxOvaMembers} members; an OVF package holds a handful — repackage it`));
   } catch (e) {
     // a damaged tail still leaves facts about what came before: report both
     findings.push(failure(e, 'OVA'));
@@ -275,7 +287,10 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     const ovf = members.find((m) => normalName(m.name).toLowerCase().endsWith('.ovf'));
     findings.push(
       ovf
-        ? finding('OVA_MALFORMED', `the OVF descriptor ${JSON.stringify(ovf.name)} must be the first member of the OVA (DSP0243 §5.3), found ${JSON.stringify(members[0]?.name)}; repackage it with the .ovf first`)
+        ? finding(
+            'OVA_MALFORMED',
+            `the OVF descriptor ${JSON.stringify(ovf.name)} must be the first member of the OVA (DSP0243 §5.3), found ${JSON.stringify(members[0]?.name)}; repackage it with the .ovf first`,
+          )
         : finding('OVA_MALFORMED', 'the OVA has no .ovf descriptor; an OVA is a tar whose first member is the OVF descriptor — repackage it'),
     );
   }
@@ -283,9 +298,19 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     const href = normalName(r.href);
     r.present = files.has(href);
     if (!r.present) {
-      findings.push(finding('OVA_MALFORMED', `the OVF references ${JSON.stringify(r.href)}, which is not a file in the OVA (files outside the package are not allowed); repackage it with every referenced file`));
+      findings.push(
+        finding(
+          'OVA_MALFORMED',
+          `the OVF references ${JSON.stringify(r.href)}, which is not a file in the OVA (files outside the package are not allowed); repackage it with every referenced file`,
+        ),
+      );
     } else if (r.size !== undefined && files.get(href)!.size !== r.size) {
-      findings.push(finding('OVA_MALFORMED', `the OVF says ${JSON.stringify(r.href)} is ${r.size} bytes but the OVA member is ${files.get(href)!.size}; the package was altered or damaged`));
+      findings.push(
+        finding(
+          'OVA_MALFORMED',
+          `the OVF says ${JSON.stringify(r.href)} is ${r.size} bytes but the OVA member is ${files.get(href)!.size}; the package was altered or damaged`,
+        ),
+      );
     }
   }
   // disks whose member came before the OVF could be parsed (an OVF not first): random access still reaches them
@@ -310,14 +335,24 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
           got = await digestRange(src, m.dataOffset, m.size, ALGORITHMS[e.algorithm]!);
         } catch (err) {
           if (eager && err instanceof FormatError && err.code === 'INSPECTION_INCOMPLETE') {
-            findings.push(finding('INSPECTION_INCOMPLETE', `the manifest's ${e.algorithm} of ${JSON.stringify(e.file)} comes after the file in the stream and we hash only SHA256 and SHA1 as bytes pass; upload the OVA where it can be read at random, or use a SHA256 manifest`));
+            findings.push(
+              finding(
+                'INSPECTION_INCOMPLETE',
+                `the manifest's ${e.algorithm} of ${JSON.stringify(e.file)} comes after the file in the stream and we hash only SHA256 and SHA1 as bytes pass; upload the OVA where it can be read at random, or use a SHA256 manifest`,
+              ),
+            );
           } else findings.push(failure(err, `${e.algorithm} of OVA member ${JSON.stringify(e.file)}`));
           continue;
         }
       }
       entry.ok = got === e.hex;
       if (!entry.ok) {
-        findings.push(finding('OVA_DIGEST_MISMATCH', `${e.algorithm} of ${JSON.stringify(e.file)} in the OVA is ${got}, the manifest says ${e.hex}; the package was altered or damaged — download it again`));
+        findings.push(
+          finding(
+            'OVA_DIGEST_MISMATCH',
+            `${e.algorithm} of ${JSON.stringify(e.file)} in the OVA is ${got}, the manifest says ${e.hex}; the package was altered or damaged — download it again`,
+          ),
+        );
       }
     }
     const listed = new Set(manifest.map((e) => e.file));
@@ -331,7 +366,9 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   for (const d of details.disks) {
     const inner = d.inner?.virtualSize;
     if (d.capacityBytes !== undefined && inner !== undefined && inner !== d.capacityBytes) {
-      findings.push(finding('OVA_MALFORMED', `OVF capacity of disk ${JSON.stringify(d.file)} is ${d.capacityBytes} bytes but the disk itself is ${inner} bytes`, 'warning'));
+      findings.push(
+        finding('OVA_MALFORMED', `OVF capacity of disk ${JSON.stringify(d.file)} is ${d.capacityBytes} bytes but the disk itself is ${inner} bytes`, 'warning'),
+      );
     }
     const size = d.capacityBytes ?? inner;
     if (size !== undefined) virtualSize += BigInt(size);
@@ -345,7 +382,10 @@ const checks: SafetyRule<OvaDetails>[] = [
     description: 'members that unpack outside their directory, or links and devices',
     run: ({ details: d }) =>
       d.unsafeMembers.map((m) =>
-        finding('OVA_UNSAFE_MEMBER', `OVA member ${JSON.stringify(m.name)} is unsafe (${m.why}); an OVA holds only plain files with relative names — repackage it`),
+        finding(
+          'OVA_UNSAFE_MEMBER',
+          `OVA member ${JSON.stringify(m.name)} is unsafe (${m.why}); an OVA holds only plain files with relative names — repackage it`,
+        ),
       ),
   },
 ];

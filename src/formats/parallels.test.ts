@@ -72,7 +72,11 @@ test('clean images raise none of the codes parallels can raise', async () => {
   const all: FindingCode[] = ['OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'CORRUPT_IMAGE'];
   for (const q of QEMU) {
     const r = await inspectBytes(readFileSync(await qemuCreate(q.name, 'parallels', q.size, q.options)));
-    assert.deepEqual(r.findings.map((f) => f.code).filter((c) => all.includes(c)), [], q.name);
+    assert.deepEqual(
+      r.findings.map((f) => f.code).filter((c) => all.includes(c)),
+      [],
+      q.name,
+    );
   }
 });
 
@@ -87,6 +91,10 @@ test('probe: magic and version 2, exactly as qemu', async () => {
   assert.equal((await inspectBytes(b.subarray(0, 19))).format, 'raw');
 });
 
-function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
+function streamMatchesHere(
+  bytes: Uint8Array,
+  ref: Parameters<typeof assertStreamMatches>[1],
+  opts: Parameters<typeof assertStreamMatches>[2] = {},
+): Promise<void> {
   return assertStreamMatches(bytes, ref, opts, 64 << 10);
 }

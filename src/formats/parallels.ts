@@ -95,24 +95,56 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 
   const batEnd = HEADER_BYTES + bat * 4;
   if (bat > ctx.limits.maxTableEntries || bat > MAX_BAT_ENTRIES) {
-    findings.push(finding('OVER_LIMIT', `parallels BAT of ${bat} entries is over the limit of ${Math.min(ctx.limits.maxTableEntries, MAX_BAT_ENTRIES)}; convert the disk to qcow2 with a larger cluster size`));
+    findings.push(
+      finding(
+        'OVER_LIMIT',
+        `parallels BAT of ${bat} entries is over the limit of ${Math.min(ctx.limits.maxTableEntries, MAX_BAT_ENTRIES)}; convert the disk to qcow2 with a larger cluster size`,
+      ),
+    );
   }
   // qemu (recent versions): "Catalog size too small for advertised disk size"
   if (BigInt(bat) * BigInt(clusterSize) < nbSectors * BigInt(SECTOR)) {
-    findings.push(finding('MALFORMED_HEADER', `parallels BAT of ${bat} clusters of ${clusterSize} bytes cannot cover the ${nbSectors * BigInt(SECTOR)}-byte disk; recreate the image`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `parallels BAT of ${bat} clusters of ${clusterSize} bytes cannot cover the ${nbSectors * BigInt(SECTOR)}-byte disk; recreate the image`,
+      ),
+    );
   }
   if (dataOffset !== 0 && dataOffset < batEnd) {
-    findings.push(finding('MALFORMED_HEADER', `parallels data offset ${dataOffset} lies inside the BAT (which ends at ${batEnd}); the image is crafted or damaged`));
+    findings.push(
+      finding('MALFORMED_HEADER', `parallels data offset ${dataOffset} lies inside the BAT (which ends at ${batEnd}); the image is crafted or damaged`),
+    );
   }
   if (src.size !== undefined) {
-    if (batEnd > src.size) findings.push(finding('OFFSET_PAST_END', `parallels BAT of ${bat} entries (up to ${batEnd}) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`));
-    if (dataOffset > src.size) findings.push(finding('OFFSET_PAST_END', `parallels data offset ${dataOffset} lies past the end of the ${src.size}-byte image; the image is truncated or crafted`));
+    if (batEnd > src.size)
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `parallels BAT of ${bat} entries (up to ${batEnd}) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`,
+        ),
+      );
+    if (dataOffset > src.size)
+      findings.push(
+        finding('OFFSET_PAST_END', `parallels data offset ${dataOffset} lies past the end of the ${src.size}-byte image; the image is truncated or crafted`),
+      );
     if (details.extensionOffset !== undefined && details.extensionOffset + BigInt(clusterSize) > BigInt(src.size)) {
-      findings.push(finding('OFFSET_PAST_END', `parallels format extension at ${details.extensionOffset} (one ${clusterSize}-byte cluster) runs past the end of the ${src.size}-byte image`));
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `parallels format extension at ${details.extensionOffset} (one ${clusterSize}-byte cluster) runs past the end of the ${src.size}-byte image`,
+        ),
+      );
     }
   }
   if (details.inUse) {
-    findings.push(finding('CORRUPT_IMAGE', 'parallels image was copied while in use (inuse marker set) and may be inconsistent; run "qemu-img check -r all" on it, then upload again', 'warning'));
+    findings.push(
+      finding(
+        'CORRUPT_IMAGE',
+        'parallels image was copied while in use (inuse marker set) and may be inconsistent; run "qemu-img check -r all" on it, then upload again',
+        'warning',
+      ),
+    );
   }
   const inspection: Inspection<ParallelsDetails> = { details, findings };
   if (nbSectors > 0n) inspection.virtualSize = nbSectors * BigInt(SECTOR);

@@ -117,13 +117,23 @@ export async function readPartitionTable(src: ByteSource, limits: InspectLimits)
     const type = s0[at + 4]!;
     const sectors = v.getUint32(at + 12, true);
     if (type === 0 && sectors === 0) continue;
-    mbr.push({ index: i + 1, status: s0[at]!, bootable: s0[at] === 0x80, type, typeName: MBR_TYPES[type] ?? `0x${type.toString(16)}`, firstLba: v.getUint32(at + 8, true), sectors });
+    mbr.push({
+      index: i + 1,
+      status: s0[at]!,
+      bootable: s0[at] === 0x80,
+      type,
+      typeName: MBR_TYPES[type] ?? `0x${type.toString(16)}`,
+      firstLba: v.getUint32(at + 8, true),
+      sectors,
+    });
   }
   // a FAT/NTFS boot sector also ends in 55 AA: with no sane entry at all it is not a partition table
   if (mbr.length === 0) return { findings };
   for (const p of mbr) {
     if (p.status !== 0 && p.status !== 0x80) {
-      findings.push(finding('MBR_MALFORMED', `MBR entry ${p.index} has status byte 0x${p.status.toString(16)} (only 0x00 and 0x80 are valid); repair the partition table`));
+      findings.push(
+        finding('MBR_MALFORMED', `MBR entry ${p.index} has status byte 0x${p.status.toString(16)} (only 0x00 and 0x80 are valid); repair the partition table`),
+      );
     }
   }
   const prot = mbr.filter((p) => p.type === 0xee);
@@ -137,7 +147,8 @@ export async function readPartitionTable(src: ByteSource, limits: InspectLimits)
       table.gpt = gpt;
     }
     if (prot.length > 1) findings.push(finding('MBR_MALFORMED', 'more than one GPT protective (0xEE) entry in the MBR; repair the partition table'));
-    if (prot[0]!.firstLba !== 1) findings.push(finding('MBR_MALFORMED', `the GPT protective MBR entry starts at LBA ${prot[0]!.firstLba}, not 1; repair the partition table`));
+    if (prot[0]!.firstLba !== 1)
+      findings.push(finding('MBR_MALFORMED', `the GPT protective MBR entry starts at LBA ${prot[0]!.firstLba}, not 1; repair the partition table`));
     const others = mbr.filter((p) => p.type !== 0xee);
     if (others.length > 0) {
       table.hybridMbr = true;
@@ -153,7 +164,12 @@ export async function readPartitionTable(src: ByteSource, limits: InspectLimits)
   } else if (disk !== undefined) {
     for (const p of mbr) {
       if (p.firstLba + p.sectors > disk) {
-        findings.push(finding('MBR_MALFORMED', `MBR partition ${p.index} (${p.typeName}) ends at sector ${p.firstLba + p.sectors}, past the ${disk}-sector disk; the image is truncated or the table is wrong`));
+        findings.push(
+          finding(
+            'MBR_MALFORMED',
+            `MBR partition ${p.index} (${p.typeName}) ends at sector ${p.firstLba + p.sectors}, past the ${disk}-sector disk; the image is truncated or the table is wrong`,
+          ),
+        );
       }
     }
   }
@@ -189,7 +205,8 @@ async function readGpt(src: ByteSource, limits: InspectLimits, findings: Finding
       findings.push(finding('GPT_MALFORMED', `GPT entry size ${entrySize} is not 128 × 2^n; repair the partition table`));
       return undefined;
     }
-    if (count > limits.maxTableEntries) findings.push(finding('OVER_LIMIT', `GPT declares ${count} partition entries, over the limit of ${limits.maxTableEntries}`));
+    if (count > limits.maxTableEntries)
+      findings.push(finding('OVER_LIMIT', `GPT declares ${count} partition entries, over the limit of ${limits.maxTableEntries}`));
     const arrayBytes = BigInt(count) * BigInt(entrySize);
     const arrayOffset = entriesLba * BigInt(sectorSize);
     if (src.size !== undefined && arrayOffset + arrayBytes > BigInt(src.size)) {
@@ -222,11 +239,14 @@ async function readGpt(src: ByteSource, limits: InspectLimits, findings: Finding
     const sorted = [...partitions].sort((a, b) => a.firstLba - b.firstLba);
     for (const p of sorted) {
       if (p.lastLba < p.firstLba || BigInt(p.firstLba) < firstUsable || BigInt(p.lastLba) > lastUsable) {
-        findings.push(finding('GPT_MALFORMED', `GPT partition ${p.index} (LBA ${p.firstLba}..${p.lastLba}) lies outside the usable range ${firstUsable}..${lastUsable}`));
+        findings.push(
+          finding('GPT_MALFORMED', `GPT partition ${p.index} (LBA ${p.firstLba}..${p.lastLba}) lies outside the usable range ${firstUsable}..${lastUsable}`),
+        );
       }
     }
     for (let i = 1; i < sorted.length; i++) {
-      if (sorted[i]!.firstLba <= sorted[i - 1]!.lastLba) findings.push(finding('GPT_MALFORMED', `GPT partitions ${sorted[i - 1]!.index} and ${sorted[i]!.index} overlap`));
+      if (sorted[i]!.firstLba <= sorted[i - 1]!.lastLba)
+        findings.push(finding('GPT_MALFORMED', `GPT partitions ${sorted[i - 1]!.index} and ${sorted[i]!.index} overlap`));
     }
     return {
       diskGuid: guid(hb.subarray(56, 72)),

@@ -33,12 +33,20 @@ const checks: SafetyRule<QcowDetails>[] = [
     code: 'BACKING_FILE',
     description: 'a backing file makes the hypervisor read another file',
     run: ({ details: d }) =>
-      d.backingFile === undefined ? [] : [finding('BACKING_FILE', `qcow image has a backing file (${JSON.stringify(d.backingFile)}); flatten it with "qemu-img convert -O qcow2 IN OUT" and upload that`)],
+      d.backingFile === undefined
+        ? []
+        : [
+            finding(
+              'BACKING_FILE',
+              `qcow image has a backing file (${JSON.stringify(d.backingFile)}); flatten it with "qemu-img convert -O qcow2 IN OUT" and upload that`,
+            ),
+          ],
   },
   {
     code: 'ENCRYPTED',
     description: 'legacy AES encryption',
-    run: ({ details: d }) => (d.encryption === 'aes' ? [finding('ENCRYPTED', 'qcow image uses legacy AES encryption, which qemu no longer supports for use', 'warning')] : []),
+    run: ({ details: d }) =>
+      d.encryption === 'aes' ? [finding('ENCRYPTED', 'qcow image uses legacy AES encryption, which qemu no longer supports for use', 'warning')] : [],
   },
 ];
 

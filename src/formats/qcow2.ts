@@ -126,7 +126,10 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
     refcountBits = 1 << refcountOrder;
     headerLength = v3.getUint32(H.headerLength);
     if (headerLength < QCOW2.v3MinHeaderLength || headerLength % 8 !== 0 || headerLength > clusterSize) {
-      throw new FormatError(`header_length ${headerLength} must be a multiple of 8 between ${QCOW2.v3MinHeaderLength} and the cluster size`, 'MALFORMED_HEADER');
+      throw new FormatError(
+        `header_length ${headerLength} must be a multiple of 8 between ${QCOW2.v3MinHeaderLength} and the cluster size`,
+        'MALFORMED_HEADER',
+      );
     }
     if (headerLength > H.compressionType) {
       const b = await readExact(src, H.compressionType, 1, 'qcow2 compression type');
@@ -231,7 +234,16 @@ async function inspect(src: ByteSource, ctx: InspectContext) {
   const externalData = dataFile !== undefined || bit(incompatible, QCOW2.incompatible.externalDataFile);
   if (tablesInside && l1Size <= ctx.limits.maxTableEntries && refcountClusters * clusterSize <= ctx.limits.maxTableScanBytes) {
     findings.push(
-      ...(await qcow2TableFindings(src, ctx, { clusterSize, extendedL2, l1Offset: Number(l1Offset), l1Size, refcountOffset: Number(refcountOffset), refcountClusters, size, externalData })),
+      ...(await qcow2TableFindings(src, ctx, {
+        clusterSize,
+        extendedL2,
+        l1Offset: Number(l1Offset),
+        l1Size,
+        refcountOffset: Number(refcountOffset),
+        refcountClusters,
+        size,
+        externalData,
+      })),
     );
   }
 
@@ -287,11 +299,18 @@ async function qcow2TableFindings(src: ByteSource, ctx: InspectContext, t: Qcow2
   const needed = Number((t.size + perL1 - 1n) / perL1);
   const out: Finding[] = [];
   if (t.l1Size < needed) {
-    out.push(finding('TABLE_MALFORMED', `qcow2 L1 table has ${t.l1Size} entries but the ${t.size}-byte disk needs ${needed} (qemu refuses it); re-create the image with "qemu-img convert"`));
+    out.push(
+      finding(
+        'TABLE_MALFORMED',
+        `qcow2 L1 table has ${t.l1Size} entries but the ${t.size}-byte disk needs ${needed} (qemu refuses it); re-create the image with "qemu-img convert"`,
+      ),
+    );
   }
   const g = { clusterSize: t.clusterSize, extendedL2: t.extendedL2, l1Offset: t.l1Offset, l1Bytes: t.l1Size * 8 };
   const l1Entries = Math.min(needed, t.l1Size);
-  const scans: TableToScan[] = [{ offset: t.refcountOffset, length: t.refcountClusters * t.clusterSize, rule: qcow2RefcountRule(t.clusterSize, t.refcountOffset) }];
+  const scans: TableToScan[] = [
+    { offset: t.refcountOffset, length: t.refcountClusters * t.clusterSize, rule: qcow2RefcountRule(t.clusterSize, t.refcountOffset) },
+  ];
   if (l1Entries > 0) {
     // a stream declares the refcount scan before it waits for the L1 table, which may lie after
     // the refcount table (qemu with 2 MiB clusters); checkTables finds the same scan again
@@ -357,7 +376,12 @@ const checks: SafetyRule<Qcow2Details>[] = [
     run: ({ details: d }) =>
       d.unknownIncompatibleBits === 0n
         ? []
-        : [finding('UNKNOWN_FEATURES', `qcow2 image sets unknown incompatible feature bits (0x${d.unknownIncompatibleBits.toString(16)}); recreate it with a current qemu-img`)],
+        : [
+            finding(
+              'UNKNOWN_FEATURES',
+              `qcow2 image sets unknown incompatible feature bits (0x${d.unknownIncompatibleBits.toString(16)}); recreate it with a current qemu-img`,
+            ),
+          ],
   },
   {
     code: 'CORRUPT_IMAGE',

@@ -33,13 +33,20 @@ const checks: SafetyRule<QedDetails>[] = [
   {
     code: 'UNSUPPORTED_FORMAT',
     description: 'QED is deprecated by qemu and refused',
-    run: () => [finding('UNSUPPORTED_FORMAT', 'QED images are refused (the format is deprecated by qemu); convert it with "qemu-img convert -O qcow2 IN OUT" and upload that')],
+    run: () => [
+      finding(
+        'UNSUPPORTED_FORMAT',
+        'QED images are refused (the format is deprecated by qemu); convert it with "qemu-img convert -O qcow2 IN OUT" and upload that',
+      ),
+    ],
   },
   {
     code: 'BACKING_FILE',
     description: 'a backing file makes the hypervisor read another file',
     run: ({ details: d }) =>
-      d.backingFile === undefined ? [] : [finding('BACKING_FILE', `QED image has a backing file (${JSON.stringify(d.backingFile)}); images must be self-contained`)],
+      d.backingFile === undefined
+        ? []
+        : [finding('BACKING_FILE', `QED image has a backing file (${JSON.stringify(d.backingFile)}); images must be self-contained`)],
   },
 ];
 

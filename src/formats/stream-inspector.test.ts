@@ -86,7 +86,10 @@ test('declared regions over maxCaptureBytes are refused (OVER_LIMIT), memory sta
   }
   const r = await si.end();
   assert.equal(r.verdict, 'refused');
-  assert.ok(r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)), JSON.stringify(r.findings));
+  assert.ok(
+    r.findings.some((f) => f.code === 'OVER_LIMIT' && /capture limit/.test(f.message)),
+    JSON.stringify(r.findings),
+  );
   assert.ok(peak <= 4096 + 65536 + 64 * 1024, `held ${peak}`);
 });
 

@@ -293,7 +293,7 @@ export class StreamInspector {
     const chunk = 64 * 1024;
     // a table cut short by the end of the stream scans what there is (as a random-access read)
     const have = Math.max(0, Math.min(length, this.position - offset));
-    for (let done = 0; done < have; ) {
+    for (let done = 0; done < have;) {
       const out = new Uint8Array(Math.min(chunk, have - done));
       const got = this.copyCaptured(offset + done, out, this.position);
       if (got < out.length) return undefined;
@@ -500,7 +500,13 @@ class CaptureSource implements ByteSource {
  * Feeds the part of `piece` (stream bytes [start, end)) that a consumer of [offset, offset + length)
  * takes next: a consumer takes its bytes in order, from `offset + done`. True once it has them all.
  */
-function feedInOrder(c: { readonly offset: number; readonly length: number; done: number }, piece: Uint8Array, start: number, end: number, update: (bytes: Uint8Array) => void): boolean {
+function feedInOrder(
+  c: { readonly offset: number; readonly length: number; done: number },
+  piece: Uint8Array,
+  start: number,
+  end: number,
+  update: (bytes: Uint8Array) => void,
+): boolean {
   const from = Math.max(c.offset + c.done, start);
   const to = Math.min(c.offset + c.length, end);
   if (from < to && from === c.offset + c.done) {

@@ -38,7 +38,17 @@ export interface TarMember {
   dataOffset: number;
 }
 
-const TYPES: Record<string, TarMember['type']> = { '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chardev', '4': 'blockdev', '5': 'directory', '6': 'fifo' };
+const TYPES: Record<string, TarMember['type']> = {
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file',
+  '1': 'hardlink',
+  '2': 'symlink',
+  '3': 'chardev',
+  '4': 'blockdev',
+  '5': 'directory',
+  '6': 'fifo',
+};
 
 export function checksumOk(h: Uint8Array): boolean {
   const stored = parseOctal(h.subarray(148, 156));
@@ -53,7 +63,9 @@ export function isUstarHeader(h: Uint8Array): boolean {
 }
 
 function parseOctal(b: Uint8Array): number | undefined {
-  const s = latin1(b).replace(/[\0 ]+$/, '').trim();
+  const s = latin1(b)
+    .replace(/[\0 ]+$/, '')
+    .trim();
   if (s === '') return 0;
   if (!/^[0-7]+$/.test(s)) return undefined;
   return parseInt(s, 8);

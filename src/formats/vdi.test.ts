@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { cached, qemuCreate, qemuInfo } from '../../test/support/qemu.js';
-import { assertStreamMatches, inspectBytes } from '../../test/support/stream.js';
+import { inspectBytes } from '../../test/support/stream.js';
 import type { FindingCode } from './findings.js';
 import { hostileCases, qemuCases, type HostileCase, type QemuCase } from './format-cases.js';
 
@@ -94,7 +94,11 @@ test('clean images raise none of the codes VDI can raise', async () => {
   const all: FindingCode[] = ['DIFFERENCING_DISK', 'OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'TRUNCATED'];
   for (const q of QEMU) {
     const r = await inspectBytes(readFileSync(await qemuCreate(q.name, 'vdi', q.size, q.options)));
-    assert.deepEqual(r.findings.map((f) => f.code).filter((c) => all.includes(c)), [], q.name);
+    assert.deepEqual(
+      r.findings.map((f) => f.code).filter((c) => all.includes(c)),
+      [],
+      q.name,
+    );
   }
 });
 
@@ -107,7 +111,3 @@ test('probe: the signature at 64 is enough (as qemu); a truncated header is refu
   assert.ok(r.findings.some((f) => f.code === 'OFFSET_PAST_END'));
   assert.equal((await inspectBytes(Buffer.alloc(100))).format, 'raw');
 });
-
-function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
-  return assertStreamMatches(bytes, ref, opts, 64 << 10);
-}

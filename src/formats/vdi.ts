@@ -163,11 +163,19 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 
   // qemu: "disk size ..., image bitmap has room for ..." — blocks past the map would be read from nowhere
   if (BigInt(blocks) * BigInt(blockSize) < virtualSize) {
-    findings.push(finding('MALFORMED_HEADER', `VDI disk size ${virtualSize} is larger than its ${blocks} blocks of ${blockSize} bytes (qemu refuses it); recreate the image`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VDI disk size ${virtualSize} is larger than its ${blocks} blocks of ${blockSize} bytes (qemu refuses it); recreate the image`,
+      ),
+    );
   }
-  if (allocated > blocks) findings.push(finding('MALFORMED_HEADER', `VDI claims ${allocated} blocks allocated of only ${blocks}; the image is damaged — recreate it`));
+  if (allocated > blocks)
+    findings.push(finding('MALFORMED_HEADER', `VDI claims ${allocated} blocks allocated of only ${blocks}; the image is damaged — recreate it`));
   if (blocks > ctx.limits.maxTableEntries) {
-    findings.push(finding('OVER_LIMIT', `VDI block map of ${blocks} entries is over the limit of ${ctx.limits.maxTableEntries}; convert the disk to qcow2 or split it`));
+    findings.push(
+      finding('OVER_LIMIT', `VDI block map of ${blocks} entries is over the limit of ${ctx.limits.maxTableEntries}; convert the disk to qcow2 or split it`),
+    );
   }
   const mapBytes = Math.ceil((blocks * 4) / SECTOR) * SECTOR;
   if (bmap < O_SIGNATURE + 8 + Math.min(headerSize, HEADER_BYTES)) {
@@ -175,22 +183,44 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   }
   if (data < bmap + mapBytes) {
     // the data area would start inside the block map: block writes would rewrite the map
-    findings.push(finding('OFFSET_PAST_END', `VDI block map at ${bmap} (${blocks} entries, ${mapBytes} bytes) runs past the data offset ${data}; the image is crafted or damaged`));
+    findings.push(
+      finding(
+        'OFFSET_PAST_END',
+        `VDI block map at ${bmap} (${blocks} entries, ${mapBytes} bytes) runs past the data offset ${data}; the image is crafted or damaged`,
+      ),
+    );
   }
   if (src.size !== undefined) {
     if (bmap + mapBytes > src.size) {
-      findings.push(finding('OFFSET_PAST_END', `VDI block map at ${bmap} (${mapBytes} bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`));
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `VDI block map at ${bmap} (${mapBytes} bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`,
+        ),
+      );
     }
     if (data > src.size) {
       findings.push(finding('OFFSET_PAST_END', `VDI data offset ${data} lies past the end of the ${src.size}-byte image; the image is truncated or crafted`));
     } else if (data + allocated * (blockSize + blockExtra) > src.size) {
-      findings.push(finding('TRUNCATED', `VDI declares ${allocated} allocated blocks after offset ${data}, more than the ${src.size}-byte file holds; the image is truncated — upload it whole`));
+      findings.push(
+        finding(
+          'TRUNCATED',
+          `VDI declares ${allocated} allocated blocks after offset ${data}, more than the ${src.size}-byte file holds; the image is truncated — upload it whole`,
+        ),
+      );
     }
   }
   // every allocated block inside the file (block-map-rules.ts, shared with the reader)
   const mapInside = src.size === undefined || bmap + blocks * 4 <= src.size;
   if (blocks <= ctx.limits.maxTableEntries && mapInside && data >= bmap + blocks * 4) {
-    findings.push(...(await checkTables(src, [{ offset: bmap, length: blocks * 4, rule: vdiMapRule({ dataOffset: data, blockSize, blocks }) }], ctx.limits.maxTableScanBytes, 'VDI')));
+    findings.push(
+      ...(await checkTables(
+        src,
+        [{ offset: bmap, length: blocks * 4, rule: vdiMapRule({ dataOffset: data, blockSize, blocks }) }],
+        ctx.limits.maxTableScanBytes,
+        'VDI',
+      )),
+    );
   }
   const inspection: Inspection<VdiDetails> = { subformat: imageType, details, findings };
   if (virtualSize > 0n) inspection.virtualSize = virtualSize;

@@ -77,7 +77,7 @@ test('details: footer, dynamic header, the qemu sizing rule', async () => {
   assert.equal(d.footerAt, 'start+end');
   assert.equal(d.creatorApplication, 'qemu');
   assert.equal(d.sizeFrom, 'geometry');
-  assert.equal(d.currentSize, 133171200n, "qemu writes the CHS size as current size");
+  assert.equal(d.currentSize, 133171200n, 'qemu writes the CHS size as current size');
   assert.deepEqual(d.geometry, { cylinders: 1020, heads: 15, sectorsPerTrack: 17 });
   assert.equal(d.blockSize, 2 * 1024 * 1024);
   assert.equal(d.tableOffset, 1536n);
@@ -98,15 +98,31 @@ const crafted = (name: string, base: () => Promise<string>, patch: (b: Buffer) =
 
 const SIZING: { name: string; make: () => Promise<string>; sizeFrom: string }[] = [
   // Hyper-V ('win ') writes the real size in current size; CHS would truncate the disk
-  { name: 'creator win', make: () => crafted('vhd-win.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('win ', at + 28, 'latin1'))), sizeFrom: 'current size' },
-  { name: 'creator tap\\0 (XenServer)', make: () => crafted('vhd-tap.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('tap\0', at + 28, 'latin1'))), sizeFrom: 'current size' },
-  { name: 'creator vpc', make: () => crafted('vhd-vpc.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('vpc ', at + 28, 'latin1'))), sizeFrom: 'geometry' },
+  {
+    name: 'creator win',
+    make: () => crafted('vhd-win.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('win ', at + 28, 'latin1'))),
+    sizeFrom: 'current size',
+  },
+  {
+    name: 'creator tap\\0 (XenServer)',
+    make: () => crafted('vhd-tap.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('tap\0', at + 28, 'latin1'))),
+    sizeFrom: 'current size',
+  },
+  {
+    name: 'creator vpc',
+    make: () => crafted('vhd-vpc.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.write('vpc ', at + 28, 'latin1'))),
+    sizeFrom: 'geometry',
+  },
   {
     name: 'maximum geometry 65535×16×255',
     make: () => crafted('vhd-maxchs.vhd', dyn127, (b) => patchFooters(b, (x, at) => void x.writeUInt32BE(((65535 << 16) | (16 << 8) | 255) >>> 0, at + 56))),
     sizeFrom: 'current size',
   },
-  { name: 'fixed, creator d2v', make: () => crafted('vhd-d2v-fixed.vhd', fixed5, (b) => patchFooters(b, (x, at) => void x.write('d2v ', at + 28, 'latin1'))), sizeFrom: 'current size' },
+  {
+    name: 'fixed, creator d2v',
+    make: () => crafted('vhd-d2v-fixed.vhd', fixed5, (b) => patchFooters(b, (x, at) => void x.write('d2v ', at + 28, 'latin1'))),
+    sizeFrom: 'current size',
+  },
 ];
 
 for (const c of SIZING) {
@@ -141,7 +157,9 @@ const HOSTILE: HostileCase[] = [
     bytes: async () => {
       const b = patchFooters(await copy(dyn127), (x, at) => void x.writeUInt32BE(4, at + 60));
       return patchDynamic(b, (x, at) => {
-        Buffer.from('parent.vhd', 'utf16le').swap16().copy(x, at + 64); // UTF-16BE
+        Buffer.from('parent.vhd', 'utf16le')
+          .swap16()
+          .copy(x, at + 64); // UTF-16BE
         x.write('W2ru', at + 576, 'latin1');
         x.writeUInt32BE(512, at + 580);
         x.writeUInt32BE(24, at + 584);
@@ -151,13 +169,29 @@ const HOSTILE: HostileCase[] = [
   },
   { name: 'footer checksum wrong', code: 'CHECKSUM_MISMATCH', bytes: async () => flip(await copy(fixed5), -512 + 30) },
   { name: 'dynamic header checksum wrong', code: 'CHECKSUM_MISMATCH', bytes: async () => flip(await copy(dyn127), 512 + 32 + 3) },
-  { name: 'BAT past the end', code: 'OFFSET_PAST_END', bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeBigUInt64BE(1n << 40n, at + 16)) },
-  { name: 'dynamic header past the end', code: 'OFFSET_PAST_END', bytes: async () => patchFooters(await copy(dyn127), (x, at) => void x.writeBigUInt64BE(1n << 40n, at + 16)) },
-  { name: 'BAT of 2^31 entries', code: 'OVER_LIMIT', bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeUInt32BE(0x80000000, at + 28)) },
+  {
+    name: 'BAT past the end',
+    code: 'OFFSET_PAST_END',
+    bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeBigUInt64BE(1n << 40n, at + 16)),
+  },
+  {
+    name: 'dynamic header past the end',
+    code: 'OFFSET_PAST_END',
+    bytes: async () => patchFooters(await copy(dyn127), (x, at) => void x.writeBigUInt64BE(1n << 40n, at + 16)),
+  },
+  {
+    name: 'BAT of 2^31 entries',
+    code: 'OVER_LIMIT',
+    bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeUInt32BE(0x80000000, at + 28)),
+  },
   { name: 'BAT over a lowered table limit', code: 'OVER_LIMIT', bytes: () => copy(dyn127), opts: { limits: { maxTableEntries: 10 } } },
   { name: 'unknown disk type 5', code: 'MALFORMED_HEADER', bytes: async () => patchFooters(await copy(dyn127), (x, at) => void x.writeUInt32BE(5, at + 60)) },
   { name: 'block size 3000', code: 'MALFORMED_HEADER', bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeUInt32BE(3000, at + 32)) },
-  { name: 'BAT too small for the disk', code: 'MALFORMED_HEADER', bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeUInt32BE(2, at + 28)) },
+  {
+    name: 'BAT too small for the disk',
+    code: 'MALFORMED_HEADER',
+    bytes: async () => patchDynamic(await copy(dyn127), (x, at) => void x.writeUInt32BE(2, at + 28)),
+  },
   {
     name: 'footer copies that disagree on the disk type',
     code: 'MALFORMED_HEADER',
@@ -171,10 +205,11 @@ const HOSTILE: HostileCase[] = [
   {
     name: 'over the 2040 GiB VHD maximum',
     code: 'MALFORMED_HEADER',
-    bytes: async () => patchFooters(await copy(dyn127), (x, at) => {
-      x.write('win ', at + 28, 'latin1');
-      x.writeBigUInt64BE(4n << 40n, at + 48);
-    }),
+    bytes: async () =>
+      patchFooters(await copy(dyn127), (x, at) => {
+        x.write('win ', at + 28, 'latin1');
+        x.writeBigUInt64BE(4n << 40n, at + 48);
+      }),
   },
   { name: 'dynamic disk without its end footer', code: 'TRUNCATED', bytes: async () => (await copy(dyn127)).subarray(0, 2048) },
   {
@@ -207,7 +242,11 @@ test('clean images raise none of the codes VHD can raise', async () => {
   const all: FindingCode[] = ['DIFFERENCING_DISK', 'CHECKSUM_MISMATCH', 'OFFSET_PAST_END', 'OVER_LIMIT', 'MALFORMED_HEADER', 'TRUNCATED'];
   for (const q of QEMU) {
     const r = await inspectBytes(readFileSync(await qemuCreate(q.name, 'vpc', q.size, q.options)));
-    assert.deepEqual(codes(r).filter((c) => all.includes(c)), [], q.name);
+    assert.deepEqual(
+      codes(r).filter((c) => all.includes(c)),
+      [],
+      q.name,
+    );
   }
 });
 
@@ -223,6 +262,10 @@ test('probe: a trailing "conectix" needs a 1.x version; garbage and short inputs
   assert.equal(r.verdict, 'refused');
 });
 
-function streamMatchesHere(bytes: Uint8Array, ref: Parameters<typeof assertStreamMatches>[1], opts: Parameters<typeof assertStreamMatches>[2] = {}): Promise<void> {
+function streamMatchesHere(
+  bytes: Uint8Array,
+  ref: Parameters<typeof assertStreamMatches>[1],
+  opts: Parameters<typeof assertStreamMatches>[2] = {},
+): Promise<void> {
   return assertStreamMatches(bytes, ref, opts, 256 << 10);
 }

@@ -243,14 +243,22 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   const f = view(footer);
 
   if (!checksumOk(footer, F_CHECKSUM)) {
-    findings.push(finding('CHECKSUM_MISMATCH', 'VHD footer checksum does not match its bytes (qemu refuses such an image); the image is damaged or was edited by hand — recreate it and upload again'));
+    findings.push(
+      finding(
+        'CHECKSUM_MISMATCH',
+        'VHD footer checksum does not match its bytes (qemu refuses such an image); the image is damaged or was edited by hand — recreate it and upload again',
+      ),
+    );
   }
   const diskTypeCode = f.getUint32(F_DISK_TYPE);
   const diskType = DISK_TYPES[diskTypeCode];
   if (!diskType) throw new FormatError(`disk type ${diskTypeCode} is not 2 (fixed), 3 (dynamic) or 4 (differencing)`, 'MALFORMED_HEADER');
   if (startIsFooter && end && !sameDisk(start, end.bytes)) {
     findings.push(
-      finding('MALFORMED_HEADER', 'the VHD footer copy at offset 0 and the footer at the end describe different disks, so readers disagree on what this image is; recreate it and upload again'),
+      finding(
+        'MALFORMED_HEADER',
+        'the VHD footer copy at offset 0 and the footer at the end describe different disks, so readers disagree on what this image is; recreate it and upload again',
+      ),
     );
   }
 
@@ -282,14 +290,21 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   };
   if (dataOffset !== 0xffffffffffffffffn) details.dataOffset = dataOffset;
   if (sectors > MAX_SECTORS) {
-    findings.push(finding('MALFORMED_HEADER', `VHD declares ${sectors * SECTOR} bytes, over the format's 2040 GiB maximum (qemu refuses it); convert the disk to qcow2 or VHDX`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VHD declares ${sectors * SECTOR} bytes, over the format's 2040 GiB maximum (qemu refuses it); convert the disk to qcow2 or VHDX`,
+      ),
+    );
   }
   if (sectors === 0n) findings.push(finding('MALFORMED_HEADER', 'VHD declares a disk of 0 bytes (zero geometry or current size); recreate the image'));
 
   if (diskType === 'fixed') {
     if (!end) findings.push(finding('TRUNCATED', 'fixed VHD has no footer at its end; the image is truncated — upload it whole'));
     else if (src.size !== undefined && BigInt(src.size - end.length) < sectors * SECTOR) {
-      findings.push(finding('TRUNCATED', `fixed VHD holds ${src.size - end.length} data bytes but declares ${sectors * SECTOR}; the image is truncated — upload it whole`));
+      findings.push(
+        finding('TRUNCATED', `fixed VHD holds ${src.size - end.length} data bytes but declares ${sectors * SECTOR}; the image is truncated — upload it whole`),
+      );
     }
   } else {
     // a dynamic disk's BAT and data follow its header; only the copy at 0 says where
@@ -305,7 +320,12 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 async function inspectDynamic(dyn: Uint8Array, details: VhdDetails, sectors: bigint, src: ByteSource, ctx: InspectContext, findings: Finding[]): Promise<void> {
   if (!bytesEqual(dyn, 0, DYN_COOKIE)) throw new FormatError(`no dynamic disk header ("cxsparse") at offset ${details.dataOffset}`, 'MALFORMED_HEADER');
   if (!checksumOk(dyn, D_CHECKSUM)) {
-    findings.push(finding('CHECKSUM_MISMATCH', 'VHD dynamic disk header checksum does not match its bytes; the image is damaged or was edited by hand — recreate it and upload again'));
+    findings.push(
+      finding(
+        'CHECKSUM_MISMATCH',
+        'VHD dynamic disk header checksum does not match its bytes; the image is damaged or was edited by hand — recreate it and upload again',
+      ),
+    );
   }
   const d = view(dyn);
   const tableOffset = d.getBigUint64(D_TABLE_OFFSET);
@@ -320,13 +340,28 @@ async function inspectDynamic(dyn: Uint8Array, details: VhdDetails, sectors: big
     findings.push(finding('MALFORMED_HEADER', `VHD block size ${blockSize} is not a power of two of at least 512 bytes (qemu refuses it); recreate the image`));
   } else if (BigInt(maxEntries) * BigInt(blockSize) < sectors * SECTOR) {
     // qemu: "Page table too small" — blocks past the table would be read from nowhere
-    findings.push(finding('MALFORMED_HEADER', `VHD block allocation table (${maxEntries} blocks of ${blockSize} bytes) is too small for the ${sectors * SECTOR}-byte disk; recreate the image`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VHD block allocation table (${maxEntries} blocks of ${blockSize} bytes) is too small for the ${sectors * SECTOR}-byte disk; recreate the image`,
+      ),
+    );
   }
   if (maxEntries > ctx.limits.maxTableEntries) {
-    findings.push(finding('OVER_LIMIT', `VHD block allocation table of ${maxEntries} entries is over the limit of ${ctx.limits.maxTableEntries}; use a larger block size or convert the disk to qcow2`));
+    findings.push(
+      finding(
+        'OVER_LIMIT',
+        `VHD block allocation table of ${maxEntries} entries is over the limit of ${ctx.limits.maxTableEntries}; use a larger block size or convert the disk to qcow2`,
+      ),
+    );
   }
   if (src.size !== undefined && tableOffset + BigInt(maxEntries) * 4n > BigInt(src.size)) {
-    findings.push(finding('OFFSET_PAST_END', `VHD block allocation table at ${tableOffset} (${maxEntries} entries of 4 bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`));
+    findings.push(
+      finding(
+        'OFFSET_PAST_END',
+        `VHD block allocation table at ${tableOffset} (${maxEntries} entries of 4 bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`,
+      ),
+    );
   }
   // every allocated block inside the file (block-map-rules.ts, shared with the reader); a
   // differencing disk's blocks are checked the same way

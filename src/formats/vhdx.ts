@@ -141,8 +141,16 @@ async function readHeaders(src: ByteSource, findings: Finding[]): Promise<Header
     } else {
       findings.push(
         signed
-          ? finding('CHECKSUM_MISMATCH', `VHDX header ${i + 1} has a bad CRC-32C; readers fall back to the other header — repair the image (open it in Hyper-V, or qemu-img convert it) and upload again`, 'warning')
-          : finding('MALFORMED_HEADER', `VHDX header ${i + 1} has no "head" signature; readers fall back to the other header — repair the image and upload again`, 'warning'),
+          ? finding(
+              'CHECKSUM_MISMATCH',
+              `VHDX header ${i + 1} has a bad CRC-32C; readers fall back to the other header — repair the image (open it in Hyper-V, or qemu-img convert it) and upload again`,
+              'warning',
+            )
+          : finding(
+              'MALFORMED_HEADER',
+              `VHDX header ${i + 1} has no "head" signature; readers fall back to the other header — repair the image and upload again`,
+              'warning',
+            ),
       );
     }
   }
@@ -176,7 +184,8 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
 
   const rt = await readExact(src, REGION_TABLE_OFFSET, REGION_TABLE_SIZE, 'VHDX region table');
   if (!bytesEqual(rt, 0, 'regi')) throw new FormatError(`no region table signature ("regi") at ${REGION_TABLE_OFFSET}`, 'MALFORMED_HEADER');
-  if (crc32c(rt, 4, 4) !== view(rt).getUint32(4, true)) throw new FormatError(`the region table at ${REGION_TABLE_OFFSET} has a bad CRC-32C`, 'CHECKSUM_MISMATCH');
+  if (crc32c(rt, 4, 4) !== view(rt).getUint32(4, true))
+    throw new FormatError(`the region table at ${REGION_TABLE_OFFSET} has a bad CRC-32C`, 'CHECKSUM_MISMATCH');
   const count = view(rt).getUint32(8, true);
   if (count > MAX_ENTRIES) throw new FormatError(`region table declares ${count} entries (the format allows ${MAX_ENTRIES})`, 'OVER_LIMIT');
   const regions: VhdxRegion[] = [];
@@ -186,8 +195,15 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     const e = view(rt.subarray(at, at + 32));
     const g = guid(rt.subarray(at, at + 16));
     const name = g === BAT_GUID ? 'BAT' : g === METADATA_GUID ? 'metadata' : 'unknown';
-    const region: VhdxRegion = { guid: g, name, offset: e.getBigUint64(16, true), length: e.getUint32(24, true), required: (e.getUint32(28, true) & REGION_REQUIRED) !== 0 };
-    if (name !== 'unknown' && regions.some((r) => r.name === name)) throw new FormatError(`the region table lists the ${name} region twice`, 'MALFORMED_HEADER');
+    const region: VhdxRegion = {
+      guid: g,
+      name,
+      offset: e.getBigUint64(16, true),
+      length: e.getUint32(24, true),
+      required: (e.getUint32(28, true) & REGION_REQUIRED) !== 0,
+    };
+    if (name !== 'unknown' && regions.some((r) => r.name === name))
+      throw new FormatError(`the region table lists the ${name} region twice`, 'MALFORMED_HEADER');
     if (name === 'unknown' && region.required) unknownRequired.push(`region ${g}`);
     regions.push(region);
   }
@@ -200,10 +216,17 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   if (logLength > 0) spans.push({ what: 'log', offset: logOffset, length: logLength });
   for (const s of spans) {
     if (s.offset % BigInt(MiB) !== 0n || s.length % MiB !== 0 || s.offset < BigInt(HEADER_SECTION)) {
-      findings.push(finding('MALFORMED_HEADER', `VHDX ${s.what} at ${s.offset} (${s.length} bytes) is not 1 MiB aligned after the header section; recreate the image`));
+      findings.push(
+        finding('MALFORMED_HEADER', `VHDX ${s.what} at ${s.offset} (${s.length} bytes) is not 1 MiB aligned after the header section; recreate the image`),
+      );
     }
     if (src.size !== undefined && s.offset + BigInt(s.length) > BigInt(src.size)) {
-      findings.push(finding('OFFSET_PAST_END', `VHDX ${s.what} at ${s.offset} (${s.length} bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`));
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `VHDX ${s.what} at ${s.offset} (${s.length} bytes) runs past the end of the ${src.size}-byte image; the image is truncated or crafted`,
+        ),
+      );
     }
   }
   for (let i = 0; i < spans.length; i++) {
@@ -237,7 +260,12 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
   let batScan: TableScan | undefined;
   const batInside = src.size === undefined || bat.offset + BigInt(bat.length) <= BigInt(src.size);
   if (bat.length > ctx.limits.maxTableScanBytes) {
-    findings.push(finding('OVER_LIMIT', `VHDX BAT region of ${bat.length} bytes is over the ${ctx.limits.maxTableScanBytes}-byte limit of table bytes checked per image; convert the disk to qcow2`));
+    findings.push(
+      finding(
+        'OVER_LIMIT',
+        `VHDX BAT region of ${bat.length} bytes is over the ${ctx.limits.maxTableScanBytes}-byte limit of table bytes checked per image; convert the disk to qcow2`,
+      ),
+    );
   } else if (batInside && bat.offset <= BigInt(Number.MAX_SAFE_INTEGER)) {
     batScan = await scanTable(src, Number(bat.offset), bat.length, vhdxBatRule(Number(bat.offset), bat.length));
   }
@@ -248,10 +276,20 @@ async function inspect(src: ByteSource, ctx: InspectContext): Promise<Inspection
     details.batEntries = Number(entries);
     // qemu: "BAT region too small" — entries past the region would be read from other structures
     if (entries * 8n > BigInt(bat.length)) {
-      findings.push(finding('MALFORMED_HEADER', `VHDX BAT region of ${bat.length} bytes cannot hold the ${entries} entries a ${virtualSize}-byte disk needs; recreate the image`));
+      findings.push(
+        finding(
+          'MALFORMED_HEADER',
+          `VHDX BAT region of ${bat.length} bytes cannot hold the ${entries} entries a ${virtualSize}-byte disk needs; recreate the image`,
+        ),
+      );
     }
     if (entries > BigInt(ctx.limits.maxTableEntries)) {
-      findings.push(finding('OVER_LIMIT', `VHDX block allocation table of ${entries} entries is over the limit of ${ctx.limits.maxTableEntries}; use a larger block size or convert the disk to qcow2`));
+      findings.push(
+        finding(
+          'OVER_LIMIT',
+          `VHDX block allocation table of ${entries} entries is over the limit of ${ctx.limits.maxTableEntries}; use a larger block size or convert the disk to qcow2`,
+        ),
+      );
     } else if (batScan) {
       // every present block wholly inside the file (block-map-rules.ts, shared with the reader)
       const total = emptyScan();
@@ -287,7 +325,14 @@ function batEntries(virtualSize: bigint, blockSize: number, logicalSectorSize: n
   return dataBlocks === 0n ? 0n : dataBlocks + (dataBlocks - 1n) / chunkRatio;
 }
 
-async function readMetadata(src: ByteSource, metaOffset: number, metaLength: number, details: VhdxDetails, ctx: InspectContext, findings: Finding[]): Promise<bigint | undefined> {
+async function readMetadata(
+  src: ByteSource,
+  metaOffset: number,
+  metaLength: number,
+  details: VhdxDetails,
+  ctx: InspectContext,
+  findings: Finding[],
+): Promise<bigint | undefined> {
   const head = await readExact(src, metaOffset, 32, 'VHDX metadata table header');
   if (!bytesEqual(head, 0, 'metadata')) throw new FormatError(`no metadata table signature ("metadata") at ${metaOffset}`, 'MALFORMED_HEADER');
   const count = view(head).getUint16(10, true);
@@ -308,7 +353,8 @@ async function readMetadata(src: ByteSource, metaOffset: number, metaLength: num
       known: false,
     };
     item.known = !item.user && known.has(item.guid);
-    if (items.some((x) => x.guid === item.guid && x.user === item.user)) throw new FormatError(`metadata item ${item.guid} is listed twice`, 'MALFORMED_HEADER');
+    if (items.some((x) => x.guid === item.guid && x.user === item.user))
+      throw new FormatError(`metadata item ${item.guid} is listed twice`, 'MALFORMED_HEADER');
     // qemu: an unknown item marked required means features we cannot honour
     if (!item.known && item.required) details.unknownRequired.push(`metadata item ${item.guid}`);
     const { known: _k, ...fact } = item;
@@ -324,7 +370,12 @@ async function readMetadata(src: ByteSource, metaOffset: number, metaLength: num
   for (const it of items.filter((x) => x.known).sort((a, b) => a.offset - b.offset)) {
     if (it.length === 0) continue;
     if (it.offset < METADATA_TABLE_SIZE || it.offset + it.length > metaLength) {
-      findings.push(finding('OFFSET_PAST_END', `VHDX metadata item ${it.guid} at ${it.offset} (${it.length} bytes) lies outside its ${metaLength}-byte metadata region; the image is crafted or damaged`));
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `VHDX metadata item ${it.guid} at ${it.offset} (${it.length} bytes) lies outside its ${metaLength}-byte metadata region; the image is crafted or damaged`,
+        ),
+      );
       continue;
     }
     if (it.length > ctx.limits.maxDescriptorBytes) {
@@ -369,11 +420,20 @@ async function readMetadata(src: ByteSource, metaOffset: number, metaLength: num
   if (details.blockSize !== undefined && !isValidBlockSize(details.blockSize)) {
     findings.push(finding('MALFORMED_HEADER', `VHDX block size ${details.blockSize} is not a power of two between 1 MiB and 256 MiB; recreate the image`));
   }
-  for (const [what, n] of [['logical', details.logicalSectorSize], ['physical', details.physicalSectorSize]] as const) {
-    if (n !== undefined && n !== 512 && n !== 4096) findings.push(finding('MALFORMED_HEADER', `VHDX ${what} sector size ${n} is not 512 or 4096; recreate the image`));
+  for (const [what, n] of [
+    ['logical', details.logicalSectorSize],
+    ['physical', details.physicalSectorSize],
+  ] as const) {
+    if (n !== undefined && n !== 512 && n !== 4096)
+      findings.push(finding('MALFORMED_HEADER', `VHDX ${what} sector size ${n} is not 512 or 4096; recreate the image`));
   }
   if (virtualSize !== undefined && details.logicalSectorSize && (virtualSize === 0n || virtualSize % BigInt(details.logicalSectorSize) !== 0n)) {
-    findings.push(finding('MALFORMED_HEADER', `VHDX virtual disk size ${virtualSize} is not a positive multiple of the ${details.logicalSectorSize}-byte logical sector; recreate the image`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VHDX virtual disk size ${virtualSize} is not a positive multiple of the ${details.logicalSectorSize}-byte logical sector; recreate the image`,
+      ),
+    );
   }
   return virtualSize;
 }
@@ -421,7 +481,12 @@ const checks: SafetyRule<VhdxDetails>[] = [
     description: 'required regions or metadata items we do not know: the image cannot be read correctly',
     run: ({ details: d }) =>
       d.unknownRequired.length
-        ? [finding('UNKNOWN_FEATURES', `VHDX requires features we (and qemu) do not implement (${d.unknownRequired.join(', ')}); convert it with the tool that made it to a plain VHDX or qcow2 and upload that`)]
+        ? [
+            finding(
+              'UNKNOWN_FEATURES',
+              `VHDX requires features we (and qemu) do not implement (${d.unknownRequired.join(', ')}); convert it with the tool that made it to a plain VHDX or qcow2 and upload that`,
+            ),
+          ]
         : [],
   },
 ];

@@ -88,9 +88,7 @@ export function parseDescriptor(text: string): ParsedDescriptor {
     if ((EXTENT_ACCESS as readonly string[]).includes(first)) {
       out.extentLines++;
       const m = EXTENT_LINE.exec(line);
-      const e: VmdkExtent = m
-        ? { access: m[1]!, sectors: Number(m[2]), type: m[3]! }
-        : { access: first, sectors: 0, type: line.split(/\s+/)[2] ?? '' };
+      const e: VmdkExtent = m ? { access: m[1]!, sectors: Number(m[2]), type: m[3]! } : { access: first, sectors: 0, type: line.split(/\s+/)[2] ?? '' };
       const file = m ? m[4] : /"([^"\r\n]*)"/.exec(line)?.[1];
       if (file !== undefined) e.file = file;
       if (m?.[5] !== undefined) e.offset = Number(m[5]);

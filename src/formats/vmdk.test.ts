@@ -86,7 +86,13 @@ for (const c of CLEAN) {
 
 test('adapter type, geometry and hardware version come from the descriptor database', async () => {
   const r = await inspectBytes(readFileSync(await qemuCreate('vmdk-lsilogic.vmdk', 'vmdk', '64M', ['adapter_type=lsilogic'])));
-  const d = r.details as { ddb: Record<string, string>; cid: string; parentCid: string; extents: { access: string; sectors: number; type: string }[]; grainSizeSectors: number };
+  const d = r.details as {
+    ddb: Record<string, string>;
+    cid: string;
+    parentCid: string;
+    extents: { access: string; sectors: number; type: string }[];
+    grainSizeSectors: number;
+  };
   assert.equal(d.ddb.adapterType, 'lsilogic');
   assert.equal(d.ddb['geometry.heads'], '255');
   assert.equal(d.parentCid, 'ffffffff');
@@ -141,7 +147,10 @@ for (const [subformat, size] of [
     assert.equal(r.virtualSize, BigInt(info['virtual-size']));
     assert.equal(r.subformat, subformat);
     assert.deepEqual(errorCodes(r), ['VMDK_CREATE_TYPE', 'VMDK_EXTENT_OUTSIDE']);
-    assert.ok(r.findings.some((f) => f.code === 'VMDK_EXTENT_OUTSIDE' && f.message.includes('"disk-')), 'the message names the extent file');
+    assert.ok(
+      r.findings.some((f) => f.code === 'VMDK_EXTENT_OUTSIDE' && f.message.includes('"disk-')),
+      'the message names the extent file',
+    );
     assert.equal(r.verdict, 'refused');
     await assertStreams(bytes);
   });
@@ -222,7 +231,12 @@ const HEADER_FIELD: [string, 32 | 64, number, bigint, FindingCode[]][] = [
 ];
 
 const HOSTILE: RefusalCase[] = [
-  ...EXTENT_OUTSIDE.map(([name, extents, mentions]): RefusalCase => ({ name, bytes: () => withDescriptor(DESC(extents)), errors: ['VMDK_EXTENT_OUTSIDE'], ...(mentions ? { mentions } : {}) })),
+  ...EXTENT_OUTSIDE.map(([name, extents, mentions]): RefusalCase => ({
+    name,
+    bytes: () => withDescriptor(DESC(extents)),
+    errors: ['VMDK_EXTENT_OUTSIDE'],
+    ...(mentions ? { mentions } : {}),
+  })),
   ...HEADER_FIELD.map(([name, width, at, value, errors]): RefusalCase => ({
     name,
     bytes: async () => {
@@ -298,7 +312,8 @@ const HOSTILE: RefusalCase[] = [
   },
   {
     name: 'stand-alone descriptor with 1025 extent lines',
-    bytes: async () => Buffer.from(DESC(Array.from({ length: 1025 }, (_, i) => `RW 8 FLAT "x${i}-flat.vmdk" 0`).join('\n')).replace('monolithicSparse', 'monolithicFlat')),
+    bytes: async () =>
+      Buffer.from(DESC(Array.from({ length: 1025 }, (_, i) => `RW 8 FLAT "x${i}-flat.vmdk" 0`).join('\n')).replace('monolithicSparse', 'monolithicFlat')),
     errors: ['OVER_LIMIT', 'VMDK_CREATE_TYPE', 'VMDK_EXTENT_OUTSIDE'],
   },
 ];

@@ -151,11 +151,24 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
     const bytes = descSize * 512n;
     const at = descOffset * 512n;
     if (bytes > BigInt(ctx.limits.maxDescriptorBytes)) {
-      findings.push(finding('OVER_LIMIT', `VMDK embedded descriptor of ${bytes} bytes is over the ${ctx.limits.maxDescriptorBytes}-byte limit; a descriptor is a few hundred bytes — the header is damaged or crafted`));
+      findings.push(
+        finding(
+          'OVER_LIMIT',
+          `VMDK embedded descriptor of ${bytes} bytes is over the ${ctx.limits.maxDescriptorBytes}-byte limit; a descriptor is a few hundred bytes — the header is damaged or crafted`,
+        ),
+      );
     } else if (src.size !== undefined && at + bytes > BigInt(src.size)) {
-      findings.push(finding('OFFSET_PAST_END', `VMDK embedded descriptor at sector ${descOffset} (${descSize} sectors) runs past the end of the ${src.size}-byte file; the image is truncated or crafted`));
+      findings.push(
+        finding(
+          'OFFSET_PAST_END',
+          `VMDK embedded descriptor at sector ${descOffset} (${descSize} sectors) runs past the end of the ${src.size}-byte file; the image is truncated or crafted`,
+        ),
+      );
     } else if (bytes > 0n) {
-      const d = at === BigInt(SECTOR) && bytes <= BigInt(window.length) ? window.subarray(0, Number(bytes)) : await readExact(src, Number(at), Number(bytes), 'VMDK embedded descriptor');
+      const d =
+        at === BigInt(SECTOR) && bytes <= BigInt(window.length)
+          ? window.subarray(0, Number(bytes))
+          : await readExact(src, Number(at), Number(bytes), 'VMDK embedded descriptor');
       descriptorText = latin1(d.subarray(0, nulAt(d)));
     }
   }
@@ -172,7 +185,10 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
       details.footer = true;
       h = view(f.subarray(SECTOR, 2 * SECTOR));
     } else {
-      throw new FormatError('streamOptimized VMDK has no valid footer in its last 1536 bytes (footer marker, header copy, end-of-stream marker); the image is truncated — upload it whole', 'TRUNCATED');
+      throw new FormatError(
+        'streamOptimized VMDK has no valid footer in its last 1536 bytes (footer marker, header copy, end-of-stream marker); the image is truncated — upload it whole',
+        'TRUNCATED',
+      );
     }
   }
 
@@ -186,7 +202,9 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
   const overhead = h.getBigUint64(64, true);
   const compress = h.getUint16(77, true);
   details.version = footerVersion;
-  details.flags = Object.entries(FLAG_BITS).filter(([b]) => flags & (1 << Number(b))).map(([, n]) => n);
+  details.flags = Object.entries(FLAG_BITS)
+    .filter(([b]) => flags & (1 << Number(b)))
+    .map(([, n]) => n);
   if ((flags & ~KNOWN_FLAGS) >>> 0) details.unknownFlags = (flags & ~KNOWN_FLAGS) >>> 0;
   details.capacitySectors = toNumber(capacity);
   details.grainSizeSectors = toNumber(grain);
@@ -201,14 +219,26 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
   if (version === 0 || footerVersion === 0) throw new FormatError('VMDK sparse header version is 0; the spec defines 1..3', 'MALFORMED_HEADER');
   if (version > 3 || footerVersion > 3) {
     // qemu: "Unsupported VMDK version" (ENOTSUP) — a newer format we cannot vouch for
-    findings.push(finding('UNKNOWN_FEATURES', `VMDK sparse header version ${Math.max(version, footerVersion)} is newer than 3, the last one we (and qemu) understand; convert the disk with a current tool and upload that`));
+    findings.push(
+      finding(
+        'UNKNOWN_FEATURES',
+        `VMDK sparse header version ${Math.max(version, footerVersion)} is newer than 3, the last one we (and qemu) understand; convert the disk with a current tool and upload that`,
+      ),
+    );
   }
   if (details.unknownFlags !== undefined) {
     // qemu ignores flag bits it does not know, so this is reported, not refused
-    findings.push(finding('UNKNOWN_FEATURES', `VMDK header sets unknown flag bits 0x${details.unknownFlags.toString(16)}; qemu ignores them — reported only`, 'warning'));
+    findings.push(
+      finding('UNKNOWN_FEATURES', `VMDK header sets unknown flag bits 0x${details.unknownFlags.toString(16)}; qemu ignores them — reported only`, 'warning'),
+    );
   }
   if (compress > 1) {
-    findings.push(finding('UNKNOWN_FEATURES', `VMDK compressAlgorithm ${compress} is not one the spec defines (0 none, 1 deflate); convert the disk with a current tool and upload that`));
+    findings.push(
+      finding(
+        'UNKNOWN_FEATURES',
+        `VMDK compressAlgorithm ${compress} is not one the spec defines (0 none, 1 deflate); convert the disk with a current tool and upload that`,
+      ),
+    );
   }
 
   const wraps = capacity === 0n && descOffset !== 0n;
@@ -221,20 +251,37 @@ async function inspectSparse(src: ByteSource, ctx: InspectContext) {
     if (capacity > BigInt(Number.MAX_SAFE_INTEGER) / 512n) throw new FormatError(`VMDK capacity ${capacity} sectors is out of range`, 'FIELD_OUT_OF_RANGE');
     const gdEntries = (capacity + BigInt(gtes) * grain - 1n) / (BigInt(gtes) * grain);
     if (gdEntries > BigInt(ctx.limits.maxTableEntries)) {
-      findings.push(finding('OVER_LIMIT', `VMDK grain directory of ${gdEntries} entries is over the limit of ${ctx.limits.maxTableEntries}; the capacity is implausible`));
+      findings.push(
+        finding('OVER_LIMIT', `VMDK grain directory of ${gdEntries} entries is over the limit of ${ctx.limits.maxTableEntries}; the capacity is implausible`),
+      );
     }
     if (src.size !== undefined) {
       const size = BigInt(src.size);
       const gdBytes = gdEntries * 4n;
       if (gdOffset !== GD_AT_END && gdOffset * 512n + gdBytes > size) {
-        findings.push(finding('OFFSET_PAST_END', `VMDK grain directory at sector ${gdOffset} (${gdEntries} entries) lies past the end of the ${src.size}-byte file; the image is truncated or crafted`));
+        findings.push(
+          finding(
+            'OFFSET_PAST_END',
+            `VMDK grain directory at sector ${gdOffset} (${gdEntries} entries) lies past the end of the ${src.size}-byte file; the image is truncated or crafted`,
+          ),
+        );
       }
       if (flags & (1 << 1) && rgdOffset * 512n + gdBytes > size) {
-        findings.push(finding('OFFSET_PAST_END', `VMDK redundant grain directory at sector ${rgdOffset} lies past the end of the ${src.size}-byte file; the image is truncated or crafted`));
+        findings.push(
+          finding(
+            'OFFSET_PAST_END',
+            `VMDK redundant grain directory at sector ${rgdOffset} lies past the end of the ${src.size}-byte file; the image is truncated or crafted`,
+          ),
+        );
       }
       if (overhead * 512n > size) {
         // qemu: "File truncated, expecting at least N bytes"
-        findings.push(finding('TRUNCATED', `VMDK declares ${overhead} sectors of metadata but the file is only ${src.size} bytes; the image is truncated — upload it whole`));
+        findings.push(
+          finding(
+            'TRUNCATED',
+            `VMDK declares ${overhead} sectors of metadata but the file is only ${src.size} bytes; the image is truncated — upload it whole`,
+          ),
+        );
       }
     }
     const gdInside = src.size === undefined || gdOffset * 512n + gdEntries * 4n <= BigInt(src.size);
@@ -306,7 +353,10 @@ async function inspectTextDescriptor(src: ByteSource, ctx: InspectContext) {
   // the size bounds what we read: a stream's size is known only at its end (tailOffset throws NeedBytes till then)
   const size = tailOffset(src, 0);
   if (size > ctx.limits.maxDescriptorBytes) {
-    throw new FormatError(`VMDK text descriptor of ${size} bytes is over the ${ctx.limits.maxDescriptorBytes}-byte limit; a descriptor is a few hundred bytes`, 'OVER_LIMIT');
+    throw new FormatError(
+      `VMDK text descriptor of ${size} bytes is over the ${ctx.limits.maxDescriptorBytes}-byte limit; a descriptor is a few hundred bytes`,
+      'OVER_LIMIT',
+    );
   }
   const b = await readExact(src, 0, size, 'VMDK descriptor');
   applyDescriptor(details, latin1(b.subarray(0, nulAt(b))), findings);
@@ -326,13 +376,28 @@ function applyDescriptor(details: VmdkDetails, text: string, findings: Finding[]
   const hint = p.keys.parentFileNameHint ?? p.qemuParentFileNameHint;
   if (hint !== undefined) details.parentFileNameHint = hint;
   if (p.extentLines > MAX_EXTENT_LINES) {
-    findings.push(finding('OVER_LIMIT', `VMDK descriptor has ${p.extentLines} extent lines, over the limit of ${MAX_EXTENT_LINES}; upload a single-file (streamOptimized) VMDK`));
+    findings.push(
+      finding(
+        'OVER_LIMIT',
+        `VMDK descriptor has ${p.extentLines} extent lines, over the limit of ${MAX_EXTENT_LINES}; upload a single-file (streamOptimized) VMDK`,
+      ),
+    );
   }
   if (p.malformed.length) {
-    findings.push(finding('MALFORMED_HEADER', `VMDK descriptor line ${JSON.stringify(p.malformed[0])} is neither key = "value" nor a valid extent (ACCESS SECTORS TYPE "FILE" [OFFSET] with a known type); recreate the image with a standard tool`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VMDK descriptor line ${JSON.stringify(p.malformed[0])} is neither key = "value" nor a valid extent (ACCESS SECTORS TYPE "FILE" [OFFSET] with a known type); recreate the image with a standard tool`,
+      ),
+    );
   }
   if (p.qemuCreateType !== undefined && p.qemuCreateType !== details.createType) {
-    findings.push(finding('MALFORMED_HEADER', `VMDK descriptor is ambiguous: its createType line says ${JSON.stringify(details.createType ?? '(none)')} but qemu would read ${JSON.stringify(p.qemuCreateType)} (the first "createType" in the text); recreate the image with a standard tool`));
+    findings.push(
+      finding(
+        'MALFORMED_HEADER',
+        `VMDK descriptor is ambiguous: its createType line says ${JSON.stringify(details.createType ?? '(none)')} but qemu would read ${JSON.stringify(p.qemuCreateType)} (the first "createType" in the text); recreate the image with a standard tool`,
+      ),
+    );
   }
 }
 
@@ -400,7 +465,15 @@ const checks: SafetyRule<VmdkDetails>[] = [
       const out: Finding[] = [];
       const tail = 'images must be self-contained — convert to streamOptimized ("qemu-img convert -O vmdk -o subformat=streamOptimized") and upload that';
       if (d.container === 'sparse' && d.extentLines > 1) {
-        out.push(finding('VMDK_EXTENT_OUTSIDE', `VMDK descriptor declares ${d.extentLines} extents (${d.extents.map((e) => JSON.stringify(e.file ?? e.type)).slice(0, 4).join(', ')}); a single-file VMDK has exactly one; ${tail}`));
+        out.push(
+          finding(
+            'VMDK_EXTENT_OUTSIDE',
+            `VMDK descriptor declares ${d.extentLines} extents (${d.extents
+              .map((e) => JSON.stringify(e.file ?? e.type))
+              .slice(0, 4)
+              .join(', ')}); a single-file VMDK has exactly one; ${tail}`,
+          ),
+        );
       }
       if (d.container !== 'sparse' && d.container !== 'cowd' && d.extents.every((e) => e.file === undefined)) {
         out.push(finding('VMDK_EXTENT_OUTSIDE', `a VMDK descriptor without a sparse extent holds no data: its disk lives in other files; ${tail}`));

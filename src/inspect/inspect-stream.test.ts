@@ -94,7 +94,10 @@ test('a corrupt or truncated compressed stream is refused (COMPRESSION_ERROR), n
     const truncated = whole.subarray(0, Math.floor(whole.length / 2));
     const r = await inspectStream(chunks(truncated, 4096));
     assert.equal(r.verdict, 'refused', `${w}: ${JSON.stringify(r.findings)}`);
-    assert.ok(r.findings.some((f) => f.code === 'COMPRESSION_ERROR'), `${w}: ${JSON.stringify(r.findings)}`);
+    assert.ok(
+      r.findings.some((f) => f.code === 'COMPRESSION_ERROR'),
+      `${w}: ${JSON.stringify(r.findings)}`,
+    );
     const clean = await inspectStream(chunks(whole, 4096));
     assert.equal(clean.verdict, 'safe', `${w}: ${JSON.stringify(clean.findings)}`);
   }

@@ -111,7 +111,10 @@ test('zero-bomb rule: configurable (0 turns it off; the ratio applies)', async (
   const high = await inspectStream(bomb('gzip', 6), { limits: { zeroBombRatio: 300 } }); // gzip -1 of zeros: 229:1
   assert.ok(!high.findings.some((f) => f.code === 'DECOMPRESSION_BOMB'), JSON.stringify(high.findings));
   const on = await inspectStream(bomb('gzip', 6));
-  assert.ok(on.findings.some((f) => f.code === 'DECOMPRESSION_BOMB'), JSON.stringify(on.findings));
+  assert.ok(
+    on.findings.some((f) => f.code === 'DECOMPRESSION_BOMB'),
+    JSON.stringify(on.findings),
+  );
 });
 
 for (const codec of Object.keys(COMPRESS)) {

@@ -99,7 +99,11 @@ class ChildDecoder extends Duplex {
     super({ readableHighWaterMark: 128 * 1024 });
     const tool = TOOLS[wrapper];
     this.child = spawn(tool.command, tool.args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const { stdin, stdout, stderr } = this.child as ChildProcess & { stdin: NodeJS.WritableStream; stdout: NodeJS.ReadableStream; stderr: NodeJS.ReadableStream };
+    const { stdin, stdout, stderr } = this.child as ChildProcess & {
+      stdin: NodeJS.WritableStream;
+      stdout: NodeJS.ReadableStream;
+      stderr: NodeJS.ReadableStream;
+    };
     this.child.on('error', (e: NodeJS.ErrnoException) => {
       this.exited = true;
       this.destroy(e.code === 'ENOENT' ? new DecoderMissingError(wrapper, tool.command, tool.debianPackage) : e);

@@ -35,7 +35,15 @@ test('exactLength: a source error errors the result; with no consumer listening 
   const r = exactLength(failing, 8, mismatch);
   assert.equal((await drain(r)).error?.message, 'EIO: i/o error, read');
   // nobody reads or listens here: the error must stay inside this stream
-  const unread = exactLength(new Readable({ read() { this.destroy(new Error('gone')); } }), 8, mismatch);
+  const unread = exactLength(
+    new Readable({
+      read() {
+        this.destroy(new Error('gone'));
+      },
+    }),
+    8,
+    mismatch,
+  );
   unread.resume();
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(unread.destroyed, true);

@@ -49,7 +49,8 @@ export class FileSource {
 
   /** Reads [offset, offset + length) into `buf` (from its start); returns how many bytes were read. */
   async readInto(buf: Uint8Array, offset: number, length: number): Promise<number> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > buf.length) throw new RangeError(`invalid read ${offset}+${length}`);
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > buf.length)
+      throw new RangeError(`invalid read ${offset}+${length}`);
     const want = Math.max(0, Math.min(length, this.size - offset));
     let done = 0;
     while (done < want) {

@@ -59,7 +59,10 @@ async function drain(it: AsyncIterable<Uint8Array>): Promise<Buffer> {
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 /** Serves `data` with ranges and an ETag; the first `drops` responses are cut off after `cut` bytes. */
-function rangeServer(data: Buffer, opts: { drops: number; cut: number; etag?: string; lastModified?: string; ignoreRange?: boolean; acceptRanges?: string; badRange?: boolean }): http.RequestListener {
+function rangeServer(
+  data: Buffer,
+  opts: { drops: number; cut: number; etag?: string; lastModified?: string; ignoreRange?: boolean; acceptRanges?: string; badRange?: boolean },
+): http.RequestListener {
   let drops = opts.drops;
   return (req, res) => {
     const m = opts.ignoreRange ? null : /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
@@ -346,10 +349,22 @@ test('a connection dropped half-way resumes with Range + If-Range when the serve
 test('a dropped connection that cannot be resumed fails clearly and never duplicates bytes', T, async () => {
   const data = randomBytes(1_000_000);
   const cases: [string, Parameters<typeof rangeServer>[1], RegExp][] = [
-    ['no range support (answers 200 to the Range request)', { drops: 1, cut: 300_000, etag: '"v1"', ignoreRange: true, acceptRanges: '' }, /answered 200 with the whole file instead of 206 .* the transfer must restart from the beginning/],
-    ['Accept-Ranges: none', { drops: 1, cut: 300_000, etag: '"v1"', acceptRanges: 'none' }, /does not support resuming \(Accept-Ranges: none\); the transfer must restart/],
+    [
+      'no range support (answers 200 to the Range request)',
+      { drops: 1, cut: 300_000, etag: '"v1"', ignoreRange: true, acceptRanges: '' },
+      /answered 200 with the whole file instead of 206 .* the transfer must restart from the beginning/,
+    ],
+    [
+      'Accept-Ranges: none',
+      { drops: 1, cut: 300_000, etag: '"v1"', acceptRanges: 'none' },
+      /does not support resuming \(Accept-Ranges: none\); the transfer must restart/,
+    ],
     ['no validator', { drops: 1, cut: 300_000 }, /sent no ETag or Last-Modified, so a resumed transfer could splice two versions/],
-    ['wrong Content-Range', { drops: 1, cut: 300_000, etag: '"v1"', badRange: true }, /asked to resume at byte 300000, the server sent Content-Range "bytes 300001-999999\/1000000"/],
+    [
+      'wrong Content-Range',
+      { drops: 1, cut: 300_000, etag: '"v1"', badRange: true },
+      /asked to resume at byte 300000, the server sent Content-Range "bytes 300001-999999\/1000000"/,
+    ],
     ['drops every time without a byte', { drops: 99, cut: 0, etag: '"v1"' }, /5 attempts to resume brought no data/],
   ];
   for (const [name, opts, why] of cases) {

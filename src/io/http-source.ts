@@ -124,7 +124,9 @@ export async function openUrl(input: string, options: OpenUrlOptions): Promise<U
   async function resumeAt(received: number, cause: Error, attempt: number): Promise<IncomingMessage> {
     if (rangesRefused) throw new HttpSourceError(`${broke(received, cause)} and the server does not support resuming (Accept-Ranges: none); ${restart}`);
     if (!validator) {
-      throw new HttpSourceError(`${broke(received, cause)}; it sent no ETag or Last-Modified, so a resumed transfer could splice two versions of the file; ${restart}`);
+      throw new HttpSourceError(
+        `${broke(received, cause)}; it sent no ETag or Last-Modified, so a resumed transfer could splice two versions of the file; ${restart}`,
+      );
     }
     await pause(Math.min(100 * 2 ** attempt, 2000), o.signal, shown);
     resumes++;
@@ -164,7 +166,11 @@ export async function openUrl(input: string, options: OpenUrlOptions): Promise<U
           let cause = e as Error;
           for (;;) {
             if (attemptsWithoutData >= o.resumeAttempts) {
-              throw new HttpSourceError(`${broke(received, cause)}; ${o.resumeAttempts} attempts to resume brought no data; import again later`, undefined, true);
+              throw new HttpSourceError(
+                `${broke(received, cause)}; ${o.resumeAttempts} attempts to resume brought no data; import again later`,
+                undefined,
+                true,
+              );
             }
             try {
               current = await resumeAt(received, cause, attemptsWithoutData++);
@@ -261,7 +267,10 @@ async function follow(start: URL, o: Settings, headers: Record<string, string>):
     if (REDIRECTS.has(status) && header(res, 'location')) {
       res.destroy();
       if (redirects >= o.maxRedirects) {
-        throw new HttpSourceError(`${redact(start.href)} redirected more than ${o.maxRedirects} times (last to ${redact(url.href)}); give the final URL`, status);
+        throw new HttpSourceError(
+          `${redact(start.href)} redirected more than ${o.maxRedirects} times (last to ${redact(url.href)}); give the final URL`,
+          status,
+        );
       }
       let next: URL;
       try {
@@ -309,7 +318,13 @@ function requestOnce(url: URL, o: Settings, extra: Record<string, string>): Prom
       socket.once(tls ? 'secureConnect' : 'connect', () => {
         clearTimeout(connectTimer);
         socket.setTimeout(o.idleTimeoutMs, () =>
-          fail(new HttpSourceError(`${url.host} sent no response within ${o.idleTimeoutMs} ms of connecting; the server stalled — import again later`, undefined, true)),
+          fail(
+            new HttpSourceError(
+              `${url.host} sent no response within ${o.idleTimeoutMs} ms of connecting; the server stalled — import again later`,
+              undefined,
+              true,
+            ),
+          ),
         );
       });
     });

@@ -91,7 +91,19 @@ test('denied by default: loopback, link-local, private, CGNAT, unspecified, mult
     assert.match(e.message, why, addr);
     assert.match(e.message, new RegExp(`--import-allow ${addr.replace(/\./g, '\\.')} `), `${addr}: says how an admin allows it`);
   }
-  for (const addr of ['8.8.8.8', '1.1.1.1', '172.32.0.1', '172.15.255.255', '100.63.255.255', '100.128.0.0', '169.253.255.255', '2606:4700:4700::1111', '2a00:1450::1', '::ffff:8.8.8.8', '64:ff9b::808:808']) {
+  for (const addr of [
+    '8.8.8.8',
+    '1.1.1.1',
+    '172.32.0.1',
+    '172.15.255.255',
+    '100.63.255.255',
+    '100.128.0.0',
+    '169.253.255.255',
+    '2606:4700:4700::1111',
+    '2a00:1450::1',
+    '::ffff:8.8.8.8',
+    '64:ff9b::808:808',
+  ]) {
     assert.doesNotThrow(() => p.checkAddress(addr), addr);
   }
   assert.throws(() => p.checkAddress('not-an-address', 'example.com'), /example\.com resolved to "not-an-address", which is not an IP address/);
@@ -120,10 +132,18 @@ test('an administrator can allow a host name or a range; nothing else opens up',
 test('checkUrl: http(s) only, no userinfo, literal addresses in any spelling checked before connecting', () => {
   const p = new UrlPolicy();
   for (const u of ['ftp://example.com/a.img', 'file:///etc/passwd', 'gopher://example.com:70/_', 'javascript:alert(1)', 'data:,x', 'ws://example.com/']) {
-    assert.throws(() => p.checkUrl(u), (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'scheme' && /http:\/\/ and https:\/\/ URLs only/.test(e.message), u);
+    assert.throws(
+      () => p.checkUrl(u),
+      (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'scheme' && /http:\/\/ and https:\/\/ URLs only/.test(e.message),
+      u,
+    );
   }
   for (const u of ['https://user:pw@example.com/a', 'https://user@example.com/a', 'http://:pw@example.com/']) {
-    assert.throws(() => p.checkUrl(u), (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'credentials' && /pre-signed URL/.test(e.message), u);
+    assert.throws(
+      () => p.checkUrl(u),
+      (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'credentials' && /pre-signed URL/.test(e.message),
+      u,
+    );
   }
   for (const u of [
     'http://169.254.169.254/latest/meta-data/',
@@ -136,9 +156,16 @@ test('checkUrl: http(s) only, no userinfo, literal addresses in any spelling che
     'HTTP://127.1/',
     'http://0/',
   ]) {
-    assert.throws(() => p.checkUrl(u), (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'address', u);
+    assert.throws(
+      () => p.checkUrl(u),
+      (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'address',
+      u,
+    );
   }
-  assert.throws(() => p.checkUrl('not a url'), (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'invalid-url');
+  assert.throws(
+    () => p.checkUrl('not a url'),
+    (e: unknown) => e instanceof UrlNotAllowed && e.reason === 'invalid-url',
+  );
   assert.equal(p.checkUrl('https://example.com/disk.qcow2?sig=1').hostname, 'example.com');
   assert.equal(p.checkUrl('http://[2606:4700::1111]/x').hostname, '[2606:4700::1111]');
   assert.equal(new UrlPolicy({ allowCidrs: ['127.0.0.0/8'] }).checkUrl('http://127.0.0.1:9/').port, '9');

@@ -76,7 +76,9 @@ export class Cidr {
     const hostBits = BigInt(width - prefix);
     const network = (ip.bits >> hostBits) << hostBits;
     if (network !== ip.bits) {
-      throw new Error(`"${text}" has bits set past its /${prefix} prefix; write the network address (${format({ version: ip.version, bits: network })}/${prefix})`);
+      throw new Error(
+        `"${text}" has bits set past its /${prefix} prefix; write the network address (${format({ version: ip.version, bits: network })}/${prefix})`,
+      );
     }
     return new Cidr(ip.version, network, prefix, prefixText === undefined ? `${addr}/${width}` : text.trim());
   }
@@ -204,7 +206,11 @@ export class UrlPolicy {
 }
 
 function normalizeHost(host: string): string {
-  return host.trim().toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  return host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
 }
 
 function carriedV4(addr: IpAddress): { v4: IpAddress; label: string } | undefined {

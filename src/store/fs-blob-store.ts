@@ -23,7 +23,18 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile, type FileH
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { blockRuns } from '../io/zero-blocks.js';
-import { BlobNotFound, DigestMismatch, isDigest, type BlobInfo, type BlobStore, type ByteRange, type Digest, type StagingEntry, type UploadOptions, type UploadSession } from './blob-store.js';
+import {
+  BlobNotFound,
+  DigestMismatch,
+  isDigest,
+  type BlobInfo,
+  type BlobStore,
+  type ByteRange,
+  type Digest,
+  type StagingEntry,
+  type UploadOptions,
+  type UploadSession,
+} from './blob-store.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const ID = /^[0-9a-f-]{36}$/;

@@ -124,15 +124,21 @@ export async function assertMatchesQemu(r: DiskReader, file: string, fmt: string
   for (const e of ext) {
     if (e.kind === 'data') continue;
     const slice = expected.subarray(e.offset, e.offset + e.length);
-    assert.ok(slice.every((x) => x === 0), `${fmt}: ${e.kind} extent at ${e.offset}+${e.length} reads non-zero in qemu`);
+    assert.ok(
+      slice.every((x) => x === 0),
+      `${fmt}: ${e.kind} extent at ${e.offset}+${e.length} reads non-zero in qemu`,
+    );
   }
   const ours = ext.filter((e) => e.kind === 'data');
   for (const m of await qemuMap(file, fmt)) {
     if (!m.data || m.zero) continue;
     for (let at = m.start; at < m.start + m.length; at += 512) {
       const inData = ours.some((e) => at >= e.offset && at < e.offset + e.length);
-      if (!inData) assert.ok(expected.subarray(at, Math.min(at + 512, m.start + m.length)).every((x) => x === 0), `${fmt}: qemu data at ${at} is outside our data extents`);
+      if (!inData)
+        assert.ok(
+          expected.subarray(at, Math.min(at + 512, m.start + m.length)).every((x) => x === 0),
+          `${fmt}: qemu data at ${at} is outside our data extents`,
+        );
     }
   }
 }
-

@@ -17,7 +17,7 @@ export async function inspectInChunks(
 ): Promise<InspectionReport & { peakHeld: number }> {
   const si = new StreamInspector(opts);
   let peakHeld = 0;
-  for (let off = 0; off < bytes.length; ) {
+  for (let off = 0; off < bytes.length;) {
     const n = off < smallUntil ? chunkSize : 65536;
     await si.write(bytes.subarray(off, Math.min(bytes.length, off + n)));
     off += n;

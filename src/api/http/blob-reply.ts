@@ -41,7 +41,10 @@ export function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, body: R
   if (bytes.md5) void reply.header('content-md5', bytes.md5);
   const { range, sizeBytes } = bytes;
   if (range) {
-    void reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${sizeBytes}`).header('content-length', String(range.end - range.start + 1));
+    void reply
+      .code(206)
+      .header('content-range', `bytes ${range.start}-${range.end}/${sizeBytes}`)
+      .header('content-length', String(range.end - range.start + 1));
   } else {
     void reply.header('content-length', String(sizeBytes));
   }

@@ -25,10 +25,22 @@ test('Range: one byte range of RFC 9110; several ranges or a stale If-Range send
 });
 
 test('Range: a malformed header is INVALID_REQUEST; one outside the bytes is RANGE_NOT_SATISFIABLE with the size', () => {
-  assert.equal(code(() => parseRange('pages=1', 100, undefined, undefined)), 'INVALID_REQUEST');
-  assert.equal(code(() => parseRange('bytes=100-', 100, undefined, undefined)), 'RANGE_NOT_SATISFIABLE');
-  assert.equal(code(() => parseRange('bytes=5-4', 100, undefined, undefined)), 'RANGE_NOT_SATISFIABLE');
-  assert.equal(code(() => parseRange('bytes=-0', 100, undefined, undefined)), 'RANGE_NOT_SATISFIABLE');
+  assert.equal(
+    code(() => parseRange('pages=1', 100, undefined, undefined)),
+    'INVALID_REQUEST',
+  );
+  assert.equal(
+    code(() => parseRange('bytes=100-', 100, undefined, undefined)),
+    'RANGE_NOT_SATISFIABLE',
+  );
+  assert.equal(
+    code(() => parseRange('bytes=5-4', 100, undefined, undefined)),
+    'RANGE_NOT_SATISFIABLE',
+  );
+  assert.equal(
+    code(() => parseRange('bytes=-0', 100, undefined, undefined)),
+    'RANGE_NOT_SATISFIABLE',
+  );
   try {
     parseRange('bytes=200-', 100, undefined, undefined);
   } catch (e) {

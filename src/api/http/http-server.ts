@@ -22,7 +22,8 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   const app = Fastify({
     logger: opts.logger ? { level: 'info' } : false,
     // a caller's x-request-id is kept when it is a plain token, so logs on both sides line up
-    genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID()),
+    genReqId: (req) =>
+      typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID(),
     // node's whole-request limit would kill a large, slow but steady upload: bodies have an idle timeout instead
     requestTimeout: 0,
     bodyLimit: 1024 * 1024,

@@ -41,7 +41,10 @@ export function assertBodyTypes(schema: Schema, value: unknown, path = ''): void
     const types = typeof schema.type === 'string' ? [schema.type] : schema.type;
     if (!types.some((t) => matches(value, t))) {
       const what = path === '' ? 'the request body' : `field "${path}"`;
-      throw invalid(`${what} must be ${types.map((t) => WORDS[t] ?? t).join(' or ')}, not ${WORDS[jsonType(value)] ?? jsonType(value)}`, path === '' ? {} : { field: path });
+      throw invalid(
+        `${what} must be ${types.map((t) => WORDS[t] ?? t).join(' or ')}, not ${WORDS[jsonType(value)] ?? jsonType(value)}`,
+        path === '' ? {} : { field: path },
+      );
     }
   }
   if (schema.properties && jsonType(value) === 'object') {

@@ -55,10 +55,14 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
     const r = await projects.showProject(ctxOf(req), req.params.name);
     return { ...projectJson(r.project), grants: r.grants, usage: r.usage };
   });
-  app.delete('/projects/:name', { schema: { summary: 'Delete an empty project (server admins)', tags: ['access'], params: NameParams } }, async (req, reply) => {
-    await projects.deleteProject(ctxOf(req), req.params.name);
-    return reply.code(204).send();
-  });
+  app.delete(
+    '/projects/:name',
+    { schema: { summary: 'Delete an empty project (server admins)', tags: ['access'], params: NameParams } },
+    async (req, reply) => {
+      await projects.deleteProject(ctxOf(req), req.params.name);
+      return reply.code(204).send();
+    },
+  );
   app.put(
     '/projects/:name/grants',
     {
@@ -72,14 +76,19 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
     async (req) => {
       const b = req.body;
       if ((b.user === undefined) === (b.group === undefined)) throw invalid('give exactly one of "user" or "group"');
-      return projects.grant(ctxOf(req), { project: req.params.name, subjectKind: b.user !== undefined ? 'user' : 'group', subject: (b.user ?? b.group)!, role: b.role });
+      return projects.grant(ctxOf(req), {
+        project: req.params.name,
+        subjectKind: b.user !== undefined ? 'user' : 'group',
+        subject: (b.user ?? b.group)!,
+        role: b.role,
+      });
     },
   );
   app.delete(
     '/projects/:name/grants/:kind/:subject',
     {
       schema: {
-        summary: 'Remove a user\'s or group\'s role',
+        summary: "Remove a user's or group's role",
         tags: ['access'],
         params: Type.Object({ name: s, kind: stringEnum(['user', 'group']), subject: s }),
       },
@@ -145,12 +154,17 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
       return reply.code(201).send({ name: b.name });
     },
   );
-  app.get('/groups', { schema: { summary: 'Groups and members (server admins)', tags: ['access'] } }, async (req) => ({ groups: await identity.listGroups(ctxOf(req)) }));
+  app.get('/groups', { schema: { summary: 'Groups and members (server admins)', tags: ['access'] } }, async (req) => ({
+    groups: await identity.listGroups(ctxOf(req)),
+  }));
   app.delete('/groups/:name', { schema: { summary: 'Delete a group', tags: ['access'], params: NameParams } }, async (req, reply) => {
     await identity.deleteGroup(ctxOf(req), req.params.name);
     return reply.code(204).send();
   });
-  for (const [method, add] of [['put', true], ['delete', false]] as const) {
+  for (const [method, add] of [
+    ['put', true],
+    ['delete', false],
+  ] as const) {
     app[method](
       '/groups/:name/members/:user',
       { schema: { summary: add ? 'Add a user to a group' : 'Remove a user from a group', tags: ['access'], params: Type.Object({ name: s, user: s }) } },
@@ -169,7 +183,13 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
       schema: {
         summary: 'Create an API token; the secret is in this answer only',
         tags: ['access'],
-        body: Type.Object({ name: s, project: opt(s), role: stringEnum([...ROLES, 'server-admin']), expiresAt: opt(Type.String({ format: 'date-time' })), user: opt(s) }),
+        body: Type.Object({
+          name: s,
+          project: opt(s),
+          role: stringEnum([...ROLES, 'server-admin']),
+          expiresAt: opt(Type.String({ format: 'date-time' })),
+          user: opt(s),
+        }),
       },
     },
     async (req, reply) => {
@@ -182,7 +202,13 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
   );
   app.get(
     '/tokens',
-    { schema: { summary: 'Tokens you may manage (never their secrets)', tags: ['access'], querystring: Type.Object({ project: opt(s), revoked: opt(Type.Boolean()) }) } },
+    {
+      schema: {
+        summary: 'Tokens you may manage (never their secrets)',
+        tags: ['access'],
+        querystring: Type.Object({ project: opt(s), revoked: opt(Type.Boolean()) }),
+      },
+    },
     async (req) => {
       const q = req.query;
       return { tokens: (await identity.listTokens(ctxOf(req), { project: q.project, includeRevoked: q.revoked })).map(tokenJson) };
@@ -207,7 +233,7 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
     '/images/:id/members/:project',
     {
       schema: {
-        summary: 'The member project\'s answer: accepted or rejected',
+        summary: "The member project's answer: accepted or rejected",
         tags: ['sharing'],
         params: MemberParams,
         body: Type.Object({ status: stringEnum(MEMBER_STATUSES) }),
@@ -218,11 +244,15 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
       return memberJson(await sharing.setMemberStatus(ctxOf(req), p.id, p.project, req.body.status));
     },
   );
-  app.delete('/images/:id/members/:project', { schema: { summary: 'Stop sharing with a project', tags: ['sharing'], params: MemberParams } }, async (req, reply) => {
-    const p = req.params;
-    await sharing.removeMember(ctxOf(req), p.id, p.project);
-    return reply.code(204).send();
-  });
+  app.delete(
+    '/images/:id/members/:project',
+    { schema: { summary: 'Stop sharing with a project', tags: ['sharing'], params: MemberParams } },
+    async (req, reply) => {
+      const p = req.params;
+      await sharing.removeMember(ctxOf(req), p.id, p.project);
+      return reply.code(204).send();
+    },
+  );
   app.put(
     '/images/:id/permissions',
     {
@@ -237,7 +267,9 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
   );
 
   // ---- OIDC ---------------------------------------------------------------------------------
-  app.get('/oidc', { schema: { summary: 'Trusted OIDC issuers and claim rules (server admins)', tags: ['access'] } }, async (req) => identity.listIssuers(ctxOf(req)));
+  app.get('/oidc', { schema: { summary: 'Trusted OIDC issuers and claim rules (server admins)', tags: ['access'] } }, async (req) =>
+    identity.listIssuers(ctxOf(req)),
+  );
   app.put(
     '/oidc/issuers',
     {
@@ -303,7 +335,15 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
         if (!m) throw new DomainError('INVALID_REQUEST', 'before must be the "next" value of a previous page');
         before = { at: Number(m[1]), id: m[2]! };
       }
-      const entries = await audit.query(ctxOf(req), { actor: q.actor, action: q.action, project: q.project, target: q.target, since: q.since ? new Date(q.since) : undefined, limit, before });
+      const entries = await audit.query(ctxOf(req), {
+        actor: q.actor,
+        action: q.action,
+        project: q.project,
+        target: q.target,
+        since: q.since ? new Date(q.since) : undefined,
+        limit,
+        before,
+      });
       const last = entries[entries.length - 1];
       return { entries: entries.map(auditJson), next: entries.length === limit && last ? `${last.at.getTime()}:${last.id}` : undefined };
     },

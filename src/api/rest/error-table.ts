@@ -46,13 +46,19 @@ export function sendProblem(req: FastifyRequest, reply: FastifyReply, err: unkno
     const status = STATUS_OF[err.code];
     // RFC 9110 §15.5.17: a 416 says how large the representation is
     if (err.code === 'RANGE_NOT_SATISFIABLE' && typeof err.details.size === 'number') void reply.header('content-range', `bytes */${err.details.size}`);
-    return reply.code(status).type('application/problem+json').send(problem(err.code, status, err.message, req.id, err.details));
+    return reply
+      .code(status)
+      .type('application/problem+json')
+      .send(problem(err.code, status, err.message, req.id, err.details));
   }
   const fe = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
   if (fe.validation || (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500)) {
     const status = fe.statusCode ?? 400;
     const code = FRAMEWORK_CODES[status] ?? 'INVALID_REQUEST';
-    return reply.code(status).type('application/problem+json').send(problem(code, status, frameworkDetail(fe), req.id));
+    return reply
+      .code(status)
+      .type('application/problem+json')
+      .send(problem(code, status, frameworkDetail(fe), req.id));
   }
   req.log.error({ err }, 'unhandled error');
   return reply

@@ -23,7 +23,7 @@ export interface FileRoutesOptions {
 }
 
 const FileQuery = Type.Object({
-  format: Type.Optional(Type.String({ maxLength: 16, description: 'raw, qcow2, vmdk, vhd, vhdx or vdi; the image\'s own format is the original' })),
+  format: Type.Optional(Type.String({ maxLength: 16, description: "raw, qcow2, vmdk, vhd, vhdx or vdi; the image's own format is the original" })),
   subformat: Type.Optional(Type.String({ maxLength: 64, description: 'e.g. fixed (vhd), streamOptimized (vmdk)' })),
   options: Type.Optional(Type.String({ maxLength: 600, description: 'writer options as qemu-img -o spells them: k=v,k=v (compress=on for -c)' })),
 });

@@ -36,7 +36,9 @@ export const imageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }
       schema: {
         summary: 'Create an image (metadata only; upload or import the bytes next)',
         tags: ['images'],
-        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ maxLength: 255, description: 'retries with the same key return the first image' })) }),
+        headers: Type.Object({
+          'idempotency-key': Type.Optional(Type.String({ maxLength: 255, description: 'retries with the same key return the first image' })),
+        }),
         // the domain reads the attributes (parseCreateInput): only the fields below are typed here
         body: Type.Object(
           {
@@ -75,8 +77,10 @@ export const imageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }
     },
   );
 
-  app.get('/images/:id', { schema: { summary: 'Show an image', tags: ['images'], params: IdParams, response: { 200: imageSchema('the image') } } }, async (req) =>
-    imageJson(await imageAccess.getImage(ctxOf(req), req.params.id)),
+  app.get(
+    '/images/:id',
+    { schema: { summary: 'Show an image', tags: ['images'], params: IdParams, response: { 200: imageSchema('the image') } } },
+    async (req) => imageJson(await imageAccess.getImage(ctxOf(req), req.params.id)),
   );
 
   app.patch(
@@ -105,7 +109,14 @@ export const imageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }
   for (const action of ['disable', 'enable'] as const) {
     app.post(
       `/images/:id/${action}`,
-      { schema: { summary: `${action[0]!.toUpperCase()}${action.slice(1)} an image`, tags: ['images'], params: IdParams, response: { 200: imageSchema('the image') } } },
+      {
+        schema: {
+          summary: `${action[0]!.toUpperCase()}${action.slice(1)} an image`,
+          tags: ['images'],
+          params: IdParams,
+          response: { 200: imageSchema('the image') },
+        },
+      },
       async (req) => imageJson(await imageAccess.setEnabled(ctxOf(req), req.params.id, action === 'enable')),
     );
   }
@@ -126,7 +137,11 @@ export const imageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }
       return reply.code(202).send(imageJson(image));
     },
   );
-  app.delete('/images/:id/import', { schema: { summary: 'Cancel a running import', tags: ['images'], params: IdParams, response: { 200: imageSchema('the image') } } }, async (req) => {
-    return imageJson(await imageAccess.cancelImport(ctxOf(req), req.params.id));
-  });
+  app.delete(
+    '/images/:id/import',
+    { schema: { summary: 'Cancel a running import', tags: ['images'], params: IdParams, response: { 200: imageSchema('the image') } } },
+    async (req) => {
+      return imageJson(await imageAccess.cancelImport(ctxOf(req), req.params.id));
+    },
+  );
 };

@@ -9,7 +9,10 @@ export function parseListQuery(q: Record<string, unknown>): ImageQuery {
   const list = (k: string): string[] | undefined => {
     const v = q[k];
     if (v === undefined) return undefined;
-    const items = (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter(Boolean);
+    const items = (Array.isArray(v) ? v : [v])
+      .flatMap((x) => String(x).split(','))
+      .map((x) => x.trim())
+      .filter(Boolean);
     return items.length ? items : undefined;
   };
   const date = (k: string): Date | undefined => {
@@ -53,7 +56,9 @@ export function parseListQuery(q: Record<string, unknown>): ImageQuery {
   if (typeof q.project === 'string') query.project = q.project;
   const vis = list('visibility');
   if (vis) {
-    for (const v of vis) if (!(VISIBILITIES as readonly string[]).includes(v)) throw new DomainError('INVALID_REQUEST', `visibility "${v}" is not one of ${VISIBILITIES.join(', ')}`);
+    for (const v of vis)
+      if (!(VISIBILITIES as readonly string[]).includes(v))
+        throw new DomainError('INVALID_REQUEST', `visibility "${v}" is not one of ${VISIBILITIES.join(', ')}`);
     query.visibility = vis as ImageQuery['visibility'];
   }
   if (typeof q.memberStatus === 'string') query.memberStatus = q.memberStatus as ImageQuery['memberStatus'];

@@ -41,18 +41,32 @@ function buildDocument(routes: RouteDoc[]): Record<string, unknown> {
       const ps = s[key] as { properties?: Record<string, Record<string, unknown>>; required?: string[] } | undefined;
       for (const [name, sch] of Object.entries(ps?.properties ?? {})) {
         const { description, ...schema } = sch;
-        parameters.push({ name, in: where, required: where === 'path' || (ps?.required ?? []).includes(name), schema, ...(description ? { description } : {}) });
+        parameters.push({
+          name,
+          in: where,
+          required: where === 'path' || (ps?.required ?? []).includes(name),
+          schema,
+          ...(description ? { description } : {}),
+        });
       }
     }
     if (parameters.length) op.parameters = parameters;
     if (s.body) op.requestBody = { required: true, content: { 'application/json': { schema: s.body } } };
-    if (s.consumes) op.requestBody = { required: true, content: Object.fromEntries((s.consumes as string[]).map((c) => [c, { schema: { type: 'string', format: 'binary' } }])) };
+    if (s.consumes)
+      op.requestBody = {
+        required: true,
+        content: Object.fromEntries((s.consumes as string[]).map((c) => [c, { schema: { type: 'string', format: 'binary' } }])),
+      };
     const responses: Record<string, unknown> = {};
     for (const [code, sch] of Object.entries((s.response ?? {}) as Record<string, Record<string, unknown>>)) {
       const { description, ...schema } = sch;
       responses[code] = { description: (description as string) ?? 'response', content: { 'application/json': { schema } } };
     }
-    if (s.produces) responses['200'] = { description: 'bytes', content: Object.fromEntries((s.produces as string[]).map((c) => [c, { schema: { type: 'string', format: 'binary' } }])) };
+    if (s.produces)
+      responses['200'] = {
+        description: 'bytes',
+        content: Object.fromEntries((s.produces as string[]).map((c) => [c, { schema: { type: 'string', format: 'binary' } }])),
+      };
     responses.default = { description: 'error (problem+json with a stable code)', content: { 'application/problem+json': { schema: PROBLEM_SCHEMA } } };
     op.responses = responses;
     (paths[path] ??= {})[r.method] = op;

@@ -50,7 +50,10 @@ export interface RestDoorOptions extends RestServices {
 export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, opts) => {
   acceptJsonBodies(app, { idleTimeoutMs: opts.bodyIdleTimeoutMs });
   // liveness and the API description are open
-  authenticateRequests(app, { authenticate: (authorization) => opts.authenticator.authenticate(authorization), openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`] });
+  authenticateRequests(app, {
+    authenticate: (authorization) => opts.authenticator.authenticate(authorization),
+    openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`],
+  });
   app.setErrorHandler((err: unknown, req, reply) => sendProblem(req, reply, err));
   app.setNotFoundHandler(sendNoRoute);
   const openapi = collectOpenApi(app);

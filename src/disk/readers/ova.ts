@@ -26,9 +26,19 @@ export async function openOva(file: DiskFile): Promise<DiskReader> {
 async function open(file: DiskFile): Promise<DiskReader> {
   const { members } = await readTarMembers(file, DISK_LIMITS.maxOvaMembers, MAX_NAME_RECORD_BYTES);
   const disk = members.find((m) => m.type === 'file' && /\.vmdk$/i.test(m.name));
-  if (!disk) throw new DiskError(`OVA has no VMDK disk member (members: ${members.map((m) => m.name).slice(0, 10).join(', ') || 'none'})`);
-  if (disk.name.startsWith('/') || disk.name.split('/').includes('..')) throw new DiskError(`OVA disk member name ${JSON.stringify(disk.name)} is not a safe relative name`, 'UNSAFE_IMAGE');
-  if (disk.dataOffset + disk.size > file.size) throw new DiskError(`OVA disk member ${disk.name} (${disk.size} bytes at ${disk.dataOffset}) runs past the end of the archive`);
+  if (!disk)
+    throw new DiskError(
+      `OVA has no VMDK disk member (members: ${
+        members
+          .map((m) => m.name)
+          .slice(0, 10)
+          .join(', ') || 'none'
+      })`,
+    );
+  if (disk.name.startsWith('/') || disk.name.split('/').includes('..'))
+    throw new DiskError(`OVA disk member name ${JSON.stringify(disk.name)} is not a safe relative name`, 'UNSAFE_IMAGE');
+  if (disk.dataOffset + disk.size > file.size)
+    throw new DiskError(`OVA disk member ${disk.name} (${disk.size} bytes at ${disk.dataOffset}) runs past the end of the archive`);
   const slice = new SliceSource(file, disk.dataOffset, disk.size);
   const member: DiskFile = {
     size: disk.size,

@@ -46,7 +46,10 @@ test('qcow2 zero clusters and zeroed subclusters read zero and map as zero', asy
     try {
       await assertMatchesQemu(r, file, 'qcow2');
       const ext = await allExtents(r);
-      assert.ok(ext.some((e) => e.kind === 'zero' && e.offset <= 64 * 1024 && e.offset + e.length >= 192 * 1024), `${label}: zero extent over 64k..192k`);
+      assert.ok(
+        ext.some((e) => e.kind === 'zero' && e.offset <= 64 * 1024 && e.offset + e.length >= 192 * 1024),
+        `${label}: zero extent over 64k..192k`,
+      );
     } finally {
       await r.close();
     }
@@ -64,8 +67,14 @@ test('qcow2 internal snapshot: reads the snapshot L1, by name and by id', async 
     const r = await open(file, which);
     try {
       const b = await r.read(0, 64 * 1024);
-      assert.ok(b.every((x) => x === 0x11), `snapshot ${which} holds the old data`);
-      assert.ok((await r.read(1024 * 1024, 64 * 1024)).every((x) => x === 0), 'written after the snapshot: not in it');
+      assert.ok(
+        b.every((x) => x === 0x11),
+        `snapshot ${which} holds the old data`,
+      );
+      assert.ok(
+        (await r.read(1024 * 1024, 64 * 1024)).every((x) => x === 0),
+        'written after the snapshot: not in it',
+      );
     } finally {
       await r.close();
     }
@@ -139,15 +148,33 @@ test('qcow2 hostile tables give clear DiskErrors', async () => {
   assert.match((await hostile((img) => img.writeUInt32BE(0, 36))).message, /L1 table has 0 entries/);
   assert.match((await hostile((img) => img.writeBigUInt64BE(1n << 50n, 24))).message, /over the limit|out of range|L1 table has/);
   // a compressed cluster whose bytes are garbage, or cut off by the end of the file
-  assert.match((await hostile((img, _l1, l2) => {
-    // cluster 16 (1 MiB, the 0xab run) compresses; cluster 0 (random bytes) is stored plain
-    const e = img.readBigUInt64BE(l2 + 16 * 8);
-    assert.ok(e & (1n << 62n), 'cluster 16 is compressed');
-    const off = Number(e & ((1n << 54n) - 1n));
-    img.fill(0xff, off, off + 64);
-  }, [], ['-c'])).message, /compressed cluster 16 .*(corrupt|decodes)/);
-  assert.match((await hostile((img, _l1, l2) => {
-    const e = img.readBigUInt64BE(l2 + 16 * 8);
-    img.writeBigUInt64BE((e & ~((1n << 54n) - 1n)) | BigInt(img.length - 100), l2 + 16 * 8);
-  }, [], ['-c'])).message, /compressed cluster 16/);
+  assert.match(
+    (
+      await hostile(
+        (img, _l1, l2) => {
+          // cluster 16 (1 MiB, the 0xab run) compresses; cluster 0 (random bytes) is stored plain
+          const e = img.readBigUInt64BE(l2 + 16 * 8);
+          assert.ok(e & (1n << 62n), 'cluster 16 is compressed');
+          const off = Number(e & ((1n << 54n) - 1n));
+          img.fill(0xff, off, off + 64);
+        },
+        [],
+        ['-c'],
+      )
+    ).message,
+    /compressed cluster 16 .*(corrupt|decodes)/,
+  );
+  assert.match(
+    (
+      await hostile(
+        (img, _l1, l2) => {
+          const e = img.readBigUInt64BE(l2 + 16 * 8);
+          img.writeBigUInt64BE((e & ~((1n << 54n) - 1n)) | BigInt(img.length - 100), l2 + 16 * 8);
+        },
+        [],
+        ['-c'],
+      )
+    ).message,
+    /compressed cluster 16/,
+  );
 });

@@ -52,7 +52,8 @@ export async function openQcow2(file: DiskFile, opts: Qcow2ReaderOptions = {}): 
 
 async function open(file: DiskFile, ins: Inspection<Qcow2Details>, opts: Qcow2ReaderOptions): Promise<DiskReader> {
   const d = ins.details;
-  if (d.encryption !== 'none') throw new DiskError(`qcow2 image is encrypted (${d.encryption}); decrypt it with qemu-img convert --object secret,... first`, 'UNSUPPORTED');
+  if (d.encryption !== 'none')
+    throw new DiskError(`qcow2 image is encrypted (${d.encryption}); decrypt it with qemu-img convert --object secret,... first`, 'UNSUPPORTED');
   if (ins.virtualSize === undefined) throw new DiskError('qcow2 image has no virtual size');
   let virtualSize = fieldNumber(ins.virtualSize, 'qcow2 virtual size');
   let l1Offset = d.l1TableOffset;
@@ -198,7 +199,8 @@ async function findSnapshot(file: DiskFile, want: string, currentSize: number): 
     const idSize = s.getUint16(SNAP.idSize);
     const nameSize = s.getUint16(SNAP.nameSize);
     const extraSize = s.getUint32(SNAP.extraDataSize);
-    if (extraSize > SNAP.maxExtraDataSize) throw new DiskError(`qcow2 snapshot ${i} has ${extraSize} bytes of extra data (qemu allows ${SNAP.maxExtraDataSize})`);
+    if (extraSize > SNAP.maxExtraDataSize)
+      throw new DiskError(`qcow2 snapshot ${i} has ${extraSize} bytes of extra data (qemu allows ${SNAP.maxExtraDataSize})`);
     const rest = await readStructure(file, at + SNAP.headerBytes, extraSize + idSize + nameSize, `qcow2 snapshot ${i}`);
     const dec = new TextDecoder();
     const id = dec.decode(rest.subarray(extraSize, extraSize + idSize));

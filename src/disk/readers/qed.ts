@@ -48,12 +48,14 @@ async function open(file: DiskFile): Promise<DiskReader> {
   const cluster = h.getUint32(O_CLUSTER_SIZE, true);
   const tableClusters = h.getUint32(O_TABLE_SIZE, true);
   const headerClusters = h.getUint32(O_HEADER_SIZE, true);
-  if (cluster < MIN_CLUSTER || cluster > MAX_CLUSTER || (cluster & (cluster - 1)) !== 0) throw new DiskError(`QED cluster size ${cluster} is not a power of two in 4 KiB..64 MiB`);
+  if (cluster < MIN_CLUSTER || cluster > MAX_CLUSTER || (cluster & (cluster - 1)) !== 0)
+    throw new DiskError(`QED cluster size ${cluster} is not a power of two in 4 KiB..64 MiB`);
   if (tableClusters < 1 || tableClusters > MAX_TABLE_CLUSTERS) throw new DiskError(`QED table size ${tableClusters} clusters is not 1..16`);
   if (headerClusters < 1 || headerClusters * cluster > file.size) throw new DiskError(`QED header size ${headerClusters} clusters is not valid for this file`);
   if (h.getBigUint64(O_FEATURES, true) & FEATURE_BACKING) throw new DiskError('QED image has a backing file; images must be self-contained', 'UNSAFE_IMAGE');
   const tableBytes = tableClusters * cluster;
-  if (tableBytes > DISK_LIMITS.maxSecondLevelTableBytes) throw new DiskError(`QED tables of ${tableBytes} bytes are over the limit of ${DISK_LIMITS.maxSecondLevelTableBytes}`);
+  if (tableBytes > DISK_LIMITS.maxSecondLevelTableBytes)
+    throw new DiskError(`QED tables of ${tableBytes} bytes are over the limit of ${DISK_LIMITS.maxSecondLevelTableBytes}`);
   const perTable = tableBytes / 8;
   const virtualSize = fieldNumber(h.getBigUint64(O_IMAGE_SIZE, true), 'QED image size');
   if (virtualSize / cluster / perTable > perTable) throw new DiskError(`QED image size ${virtualSize} is larger than its tables can address`);
@@ -86,7 +88,8 @@ async function open(file: DiskFile): Promise<DiskReader> {
       if (e === ZERO_CLUSTER) return { kind: 'zero' };
       const at = fieldNumber(e, 'QED L2 entry');
       checkCluster(at, `data cluster ${block}`);
-      if ((at >= l1At && at < l1At + tableBytes) || (at >= l2At && at < l2At + tableBytes)) throw new DiskError(`QED data cluster ${block} at ${at} overlaps a table`);
+      if ((at >= l1At && at < l1At + tableBytes) || (at >= l2At && at < l2At + tableBytes))
+        throw new DiskError(`QED data cluster ${block} at ${at} overlaps a table`);
       return { kind: 'data', fileOffset: at };
     },
     async close() {

@@ -86,7 +86,7 @@ class RawReader implements DiskReader {
   private fromScan(offset: number, length: number): Uint8Array | undefined {
     if (this.recent.length === 0) return undefined;
     // a read may straddle neighbouring scanned chunks; all of it must be held, or none is used
-    for (let pos = offset; pos < offset + length; ) {
+    for (let pos = offset; pos < offset + length;) {
       const c = this.recent.find((r) => pos >= r.pos && pos < r.pos + r.length);
       if (!c) return undefined;
       pos = c.pos + c.length;
@@ -96,7 +96,7 @@ class RawReader implements DiskReader {
     const first = this.recent.find((r) => offset >= r.pos && offset + length <= r.pos + r.length);
     if (first && offset - first.pos + length <= first.bytes.length) return first.bytes.subarray(offset - first.pos, offset - first.pos + length);
     const out = new Uint8Array(length);
-    for (let pos = offset; pos < offset + length; ) {
+    for (let pos = offset; pos < offset + length;) {
       const c = this.recent.find((r) => pos >= r.pos && pos < r.pos + r.length)!;
       const from = pos - c.pos;
       const n = Math.min(c.length - from, offset + length - pos);
@@ -151,7 +151,7 @@ class RawReader implements DiskReader {
       const buf = await bytes;
       refill();
       // what the filesystem says is a hole (before this chunk) is never read
-      for (let h = offset; h < pos; ) {
+      for (let h = offset; h < pos;) {
         const g = Math.min(pos - h, MAX_EXTENT_BYTES);
         const y = add(h, g, 'hole', h);
         if (y) yield y;
@@ -160,9 +160,10 @@ class RawReader implements DiskReader {
       offset = pos + n;
       // a whole zero chunk costs one memcmp
       const allZero = isZeroRange(buf, 0, n);
-      if (allZero && buf.length === SCAN_BYTES && buf.byteOffset === 0 && buf.buffer.byteLength === SCAN_BYTES && this.spare.length < SCAN_AHEAD) this.spare.push(buf);
+      if (allZero && buf.length === SCAN_BYTES && buf.byteOffset === 0 && buf.buffer.byteLength === SCAN_BYTES && this.spare.length < SCAN_AHEAD)
+        this.spare.push(buf);
       else this.remember(pos, n, buf);
-      for (let i = 0; i < n; ) {
+      for (let i = 0; i < n;) {
         // granules are aligned to the disk, not to the asked range
         const g = allZero ? n - i : Math.min(HOLE_GRANULE - ((pos + i) % HOLE_GRANULE), n - i);
         const kind: ExtentKind = allZero || isZeroRange(buf, i, g) ? 'hole' : 'data';
@@ -171,7 +172,7 @@ class RawReader implements DiskReader {
         i += g;
       }
     }
-    for (let h = offset; h < end; ) {
+    for (let h = offset; h < end;) {
       const g = Math.min(end - h, MAX_EXTENT_BYTES);
       const y = add(h, g, 'hole', h);
       if (y) yield y;

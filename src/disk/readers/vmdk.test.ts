@@ -15,7 +15,10 @@ for (const sub of ['monolithicSparse', 'streamOptimized']) {
     try {
       assert.equal(r.format, 'vmdk');
       await assertMatchesQemu(r, file, 'vmdk');
-      assert.ok((await allExtents(r)).some((e) => e.kind === 'hole'), 'unwritten grains are holes');
+      assert.ok(
+        (await allExtents(r)).some((e) => e.kind === 'hole'),
+        'unwritten grains are holes',
+      );
     } finally {
       await r.close();
     }
@@ -56,5 +59,8 @@ test('vmdk descriptor naming a path outside the directory is refused', async () 
     const { writeFileSync } = await import('node:fs');
     writeFileSync(tmp, '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "../../etc/passwd" 0\n');
   });
-  await assert.rejects(openVmdk(await FileSource.open(file), { allowExtentDir: dirname(file) }), (e) => e instanceof DiskError && /plain file name/.test(e.message));
+  await assert.rejects(
+    openVmdk(await FileSource.open(file), { allowExtentDir: dirname(file) }),
+    (e) => e instanceof DiskError && /plain file name/.test(e.message),
+  );
 });

@@ -81,10 +81,12 @@ async function sparseMap(file: DiskFile, d: VmdkDetails) {
   if (compressed && grainBytes > DISK_LIMITS.maxDecodedUnitBytes) {
     throw new DiskError(`VMDK compressed grains of ${grainBytes} bytes are over the limit of ${DISK_LIMITS.maxDecodedUnitBytes}`, 'UNSUPPORTED');
   }
-  if (d.grainDirectoryOffset === undefined || d.grainDirectoryOffset < 0) throw new DiskError('VMDK grain directory offset is missing (streamOptimized footer not found)');
+  if (d.grainDirectoryOffset === undefined || d.grainDirectoryOffset < 0)
+    throw new DiskError('VMDK grain directory offset is missing (streamOptimized footer not found)');
   const gtCoverage = gtes * grainBytes;
   const gdEntries = Math.ceil(capacity / gtCoverage);
-  if (gdEntries > DISK_LIMITS.maxTableEntries) throw new DiskError(`VMDK grain directory of ${gdEntries} entries is over the limit of ${DISK_LIMITS.maxTableEntries}`);
+  if (gdEntries > DISK_LIMITS.maxTableEntries)
+    throw new DiskError(`VMDK grain directory of ${gdEntries} entries is over the limit of ${DISK_LIMITS.maxTableEntries}`);
   const gdAt = d.grainDirectoryOffset * SECTOR;
   if (gdEntries > 0 && gdAt < SECTOR) throw new DiskError(`VMDK grain directory at sector ${d.grainDirectoryOffset} points into the header`);
   const gdView = view(await readStructure(file, gdAt, gdEntries * 4, 'VMDK grain directory'));
@@ -94,7 +96,8 @@ async function sparseMap(file: DiskFile, d: VmdkDetails) {
   const grainOffset = (sector: number, what: string): number => {
     const at = sector * SECTOR;
     if (at < SECTOR) throw new DiskError(`VMDK ${what} at sector ${sector} points into the header`);
-    if (at >= file.size) throw new DiskError(`VMDK ${what} at sector ${sector} lies past the end of the ${file.size}-byte file; the image is truncated or crafted`);
+    if (at >= file.size)
+      throw new DiskError(`VMDK ${what} at sector ${sector} lies past the end of the ${file.size}-byte file; the image is truncated or crafted`);
     return at;
   };
   return {

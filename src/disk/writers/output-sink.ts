@@ -122,13 +122,12 @@ export class FileSink {
   /** An appending view starting at `start`. */
   sequential(start = 0): SequentialSink {
     let position = start;
-    const sink = this;
     return {
       get position() {
         return position;
       },
-      async write(bytes) {
-        await sink.pwrite(bytes, position);
+      write: async (bytes) => {
+        await this.pwrite(bytes, position);
         position += bytes.length;
       },
       async writeZeros(length: number) {
@@ -216,7 +215,11 @@ export async function withOutput(
 ): Promise<number> {
   signal?.throwIfAborted();
   if (target.kind === 'stream') {
-    if (!streamable) throw new DiskError(`${format} cannot be written to a stream (its tables precede data whose place is known only at the end); write it to a file`, 'UNSUPPORTED');
+    if (!streamable)
+      throw new DiskError(
+        `${format} cannot be written to a stream (its tables precede data whose place is known only at the end); write it to a file`,
+        'UNSUPPORTED',
+      );
     const stream = new StreamSink(target.stream);
     try {
       await body({ kind: 'stream', stream });

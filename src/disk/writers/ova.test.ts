@@ -8,7 +8,7 @@ import { qemuCheck, qemuCompare } from '../../../test/support/memory-disk.js';
 import { sh } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
-import { DiskError } from '../disk.js';
+import type { DiskError } from '../disk.js';
 import { ovaWriter } from './ova.js';
 import { writerFor } from '../disk-formats.js';
 import { writerFixture } from './writer-cases.js';
@@ -28,7 +28,9 @@ test('ova: ovf first, streamOptimized vmdk, SHA256 manifest; tar and qemu agree;
   await qemuCheck(vmdk, 'vmdk');
   const mf = await readFile(join(x, 'appliance.mf'), 'utf8');
   for (const f of ['appliance.ovf', 'appliance-disk1.vmdk']) {
-    const digest = createHash('sha256').update(await readFile(join(x, f))).digest('hex');
+    const digest = createHash('sha256')
+      .update(await readFile(join(x, f)))
+      .digest('hex');
     assert.ok(mf.includes(`SHA256(${f})= ${digest}\n`), mf);
   }
   const ovf = await readFile(join(x, 'appliance.ovf'), 'utf8');
@@ -38,11 +40,17 @@ test('ova: ovf first, streamOptimized vmdk, SHA256 manifest; tar and qemu agree;
   const r = await inspectSource(new BufferSource(await readFile(out)));
   assert.deepEqual([r.format, r.verdict], ['ova', 'safe'], JSON.stringify(r.findings));
   assert.equal(r.virtualSize, BigInt(disk.virtualSize));
-  assert.deepEqual((await readdir(fx.dir)).filter((f) => f.includes('.part')), []);
+  assert.deepEqual(
+    (await readdir(fx.dir)).filter((f) => f.includes('.part')),
+    [],
+  );
 });
 
 test('ova: a stream target is refused; registry maps every format', async () => {
   await assert.rejects(ovaWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 's')) }), (e: DiskError) => e.code === 'UNSUPPORTED');
   for (const f of ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'ova'] as const) assert.equal(writerFor(f).format, f);
-  assert.throws(() => writerFor('qed'), (e: DiskError) => e.code === 'UNSUPPORTED');
+  assert.throws(
+    () => writerFor('qed'),
+    (e: DiskError) => e.code === 'UNSUPPORTED',
+  );
 });

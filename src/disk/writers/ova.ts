@@ -152,7 +152,11 @@ ${item({ AutomaticAllocation: true, Connection: 'NAT', ElementName: 'ethernet0',
 function settings(opts: WriteOptions, target: OutputTarget): { name: string; cpus: number; memoryMb: number } {
   const o = new WriterOptions('ova', opts.options, OPTIONS);
   const fallback = target.kind === 'file' ? basename(target.path).replace(/\.ova$/i, '') : 'disk';
-  const name = o.text('name', fallback).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80) || 'disk';
+  const name =
+    o
+      .text('name', fallback)
+      .replace(/[^A-Za-z0-9._-]/g, '_')
+      .slice(0, 80) || 'disk';
   const cpus = o.size('cpus', 1);
   const memoryMb = o.size('memory_mb', 1024);
   return { name, cpus, memoryMb };
@@ -164,7 +168,10 @@ export const ovaWriter: DiskWriter = {
   async write(src: DiskReader, target: OutputTarget, opts: WriteOptions = {}): Promise<WriteResult> {
     const s = settings(opts, target);
     if (target.kind !== 'file') {
-      throw new DiskError('ova cannot be written to a stream (the descriptor and tar header need the compressed disk\'s size first); write it to a file', 'UNSUPPORTED');
+      throw new DiskError(
+        "ova cannot be written to a stream (the descriptor and tar header need the compressed disk's size first); write it to a file",
+        'UNSUPPORTED',
+      );
     }
     const diskFile = `${s.name}-disk1.vmdk`;
     const ovfFile = `${s.name}.ovf`;
@@ -205,7 +212,7 @@ async function copyHashed(path: string, sink: SequentialSink, signal: AbortSigna
   const hash = createHash('sha256');
   const fh = await open(path, 'r');
   try {
-    for (let at = 0; ; ) {
+    for (let at = 0; ;) {
       signal?.throwIfAborted();
       const buf = new Uint8Array(COPY_CHUNK);
       const { bytesRead } = await fh.read(buf, 0, COPY_CHUNK, at);

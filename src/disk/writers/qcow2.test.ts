@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { MemoryDisk, qemuCheck, qemuCompare, qemuSpotCheck, sampleDisk } from '../../../test/support/memory-disk.js';
 import { qemuInfo } from '../../../test/support/qemu.js';
-import { DiskError } from '../disk.js';
+import type { DiskError } from '../disk.js';
 import { qcow2Writer } from './qcow2.js';
 import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
@@ -37,7 +37,12 @@ for (const [name, options] of [
   });
 }
 
-for (const [cluster_size, compression_type] of [['64K', 'zlib'], ['4K', 'zlib'], ['64K', 'zstd'], ['4K', 'zstd']] as const) {
+for (const [cluster_size, compression_type] of [
+  ['64K', 'zlib'],
+  ['4K', 'zlib'],
+  ['64K', 'zstd'],
+  ['4K', 'zstd'],
+] as const) {
   test(`qcow2 -c ${compression_type} (${cluster_size}): compressed, identical, check clean, deterministic`, async () => {
     const a = join(fx.dir, `c-${cluster_size}-${compression_type}-a.qcow2`);
     const b = join(fx.dir, `c-${cluster_size}-${compression_type}-b.qcow2`);
@@ -66,11 +71,26 @@ test('qcow2 stream: sequential layout, identical, check clean', async () => {
 });
 
 test('qcow2 stream refuses -c; unknown option or compression type refused', async () => {
-  await assert.rejects(qcow2Writer.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { compress: true }), (e: DiskError) => e.code === 'UNSUPPORTED');
-  await assert.rejects(qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { compress: true, options: { compression_type: 'lz4' } }), (e: DiskError) => e.code === 'BAD_OPTION');
-  await assert.rejects(qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { options: { clustersize: '4K' } }), (e: DiskError) => e.code === 'BAD_OPTION');
-  await assert.rejects(qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { options: { cluster_size: '3000' } }), (e: DiskError) => e.code === 'BAD_OPTION');
-  assert.deepEqual((await readdir(fx.dir)).filter((f) => f.startsWith('z.qcow2')), []);
+  await assert.rejects(
+    qcow2Writer.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { compress: true }),
+    (e: DiskError) => e.code === 'UNSUPPORTED',
+  );
+  await assert.rejects(
+    qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { compress: true, options: { compression_type: 'lz4' } }),
+    (e: DiskError) => e.code === 'BAD_OPTION',
+  );
+  await assert.rejects(
+    qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { options: { clustersize: '4K' } }),
+    (e: DiskError) => e.code === 'BAD_OPTION',
+  );
+  await assert.rejects(
+    qcow2Writer.write(disk, { kind: 'file', path: join(fx.dir, 'z.qcow2') }, { options: { cluster_size: '3000' } }),
+    (e: DiskError) => e.code === 'BAD_OPTION',
+  );
+  assert.deepEqual(
+    (await readdir(fx.dir)).filter((f) => f.startsWith('z.qcow2')),
+    [],
+  );
 });
 
 test('qcow2: 64 GiB sparse source with 10 MiB of data → about 10 MiB allocated', async () => {
@@ -82,7 +102,11 @@ test('qcow2: 64 GiB sparse source with 10 MiB of data → about 10 MiB allocated
   assert.equal((await qemuInfo(out, 'qcow2'))['virtual-size'], 64 * 1024 ** 3);
   const { sh } = await import('../../../test/support/qemu.js');
   const map = JSON.parse(await sh('qemu-img', ['map', '--output=json', '-f', 'qcow2', out])) as { data: boolean; length: number }[];
-  assert.equal(map.filter((m) => m.data).reduce((n, m) => n + m.length, 0), (16 + 9 * 17 + 1) * 65536, 'only the clusters data touches are allocated');
+  assert.equal(
+    map.filter((m) => m.data).reduce((n, m) => n + m.length, 0),
+    (16 + 9 * 17 + 1) * 65536,
+    'only the clusters data touches are allocated',
+  );
 });
 
 test('qcow2 -c: a source that fails mid-way leaves no .part and no worker behind', async () => {
@@ -95,5 +119,8 @@ test('qcow2 -c: a source that fails mid-way leaves no .part and no worker behind
   };
   const out = join(fx.dir, 'failing.qcow2');
   await assert.rejects(qcow2Writer.write(failing, { kind: 'file', path: out }, { compress: true }), /disk went away/);
-  assert.deepEqual((await readdir(fx.dir)).filter((f) => f.startsWith('failing')), []);
+  assert.deepEqual(
+    (await readdir(fx.dir)).filter((f) => f.startsWith('failing')),
+    [],
+  );
 });

@@ -188,10 +188,13 @@ interface Parsed {
 function parseOptions(opts: WriteOptions): Parsed {
   const o = new WriterOptions('qcow2', opts.options, OPTIONS);
   const clusterSize = checkPowerOfTwo('qcow2', 'cluster_size', o.size('cluster_size', DEFAULT_CLUSTER), MIN_CLUSTER, MAX_CLUSTER);
-  if (o.size('refcount_bits', 16) !== 16) throw new DiskError('qcow2 writer supports refcount_bits=16 only (qemu\'s default)', 'BAD_OPTION');
+  if (o.size('refcount_bits', 16) !== 16) throw new DiskError("qcow2 writer supports refcount_bits=16 only (qemu's default)", 'BAD_OPTION');
   const type = o.string('compression_type', COMPRESSION_TYPES, 'zlib');
   if (type === 'zstd' && !ZSTD_ENCODER_PATH) {
-    throw new DiskError('qcow2 compression_type=zstd needs the @bokuweb/zstd-wasm package, which is not installed; use compression_type=zlib (the default)', 'UNSUPPORTED');
+    throw new DiskError(
+      'qcow2 compression_type=zstd needs the @bokuweb/zstd-wasm package, which is not installed; use compression_type=zlib (the default)',
+      'UNSUPPORTED',
+    );
   }
   return { clusterSize, compressionType: type === 'zstd' ? 1 : 0, compress: opts.compress === true };
 }
@@ -202,7 +205,10 @@ export const qcow2Writer: DiskWriter = {
   async write(src: DiskReader, target: OutputTarget, opts: WriteOptions = {}): Promise<WriteResult> {
     const p = parseOptions(opts);
     if (target.kind === 'stream' && p.compress) {
-      throw new DiskError('compressed qcow2 cannot be streamed (compressed sizes are known only after the data); write it to a file, or stream it uncompressed', 'UNSUPPORTED');
+      throw new DiskError(
+        'compressed qcow2 cannot be streamed (compressed sizes are known only after the data); write it to a file, or stream it uncompressed',
+        'UNSUPPORTED',
+      );
     }
     const g = geometry(src.virtualSize, p.clusterSize);
     const bytesWritten = await withOutput(target, 'qcow2', true, opts.signal, async (out) => {
@@ -261,7 +267,8 @@ async function writeFile(src: DiskReader, g: Geometry, p: Parsed, file: FileSink
     }
   } else {
     const pool = new CompressPool();
-    const codec: Codec = p.compressionType === 1 ? { kind: 'zstd', level: ZSTD_LEVEL } : { kind: 'deflate-raw', windowBits: ZLIB_WINDOW_BITS, level: ZLIB_LEVEL };
+    const codec: Codec =
+      p.compressionType === 1 ? { kind: 'zstd', level: ZSTD_LEVEL } : { kind: 'deflate-raw', windowBits: ZLIB_WINDOW_BITS, level: ZLIB_LEVEL };
     const csizeShift = compressedSizeShift(g.clusterBits);
     try {
       for await (const [b, z] of mapOrdered(blocks, (blk) => pool.compress(blk.data, codec), MAX_IN_FLIGHT)) {
@@ -315,7 +322,7 @@ async function writeStream(src: DiskReader, g: Geometry, sink: SequentialSink, o
     if (ext.kind !== 'data' || ext.length === 0) continue;
     const first = Math.max(Math.floor(ext.offset / cs), lastCounted + 1);
     const last = Math.floor((ext.offset + ext.length - 1) / cs);
-    for (let c = first; c <= last; ) {
+    for (let c = first; c <= last;) {
       const s = Math.floor((c * cs) / g.slotBytes);
       const slotLast = Math.min(last, (s + 1) * g.l2Entries - 1);
       perSlot[s]! += slotLast - c + 1;
@@ -357,7 +364,7 @@ async function writeStream(src: DiskReader, g: Geometry, sink: SequentialSink, o
     }
     await sink.write(b.data);
   }
-  if (sink.position !== total * cs) throw new DiskError('qcow2 stream layout drifted: the source\'s extents changed while it was read', 'IO');
+  if (sink.position !== total * cs) throw new DiskError("qcow2 stream layout drifted: the source's extents changed while it was read", 'IO');
 }
 
 /** The L2 table of slot `s`: its data-touched clusters, in order, from `firstDataAt` on. */

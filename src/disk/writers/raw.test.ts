@@ -28,7 +28,10 @@ test('raw file: identical to the source, holes stay holes, no hole is read', asy
   assert.ok(r.bytesWritten < 2 * 1024 * 1024, `wrote ${r.bytesWritten}`);
   assert.equal(progress.at(-1), disk.virtualSize);
   await qemuCompare(expected, out, 'raw');
-  assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.part')), []);
+  assert.deepEqual(
+    (await readdir(dir)).filter((f) => f.endsWith('.part')),
+    [],
+  );
 });
 
 test('raw stream: zeros for holes, same bytes as the file', async () => {
@@ -59,7 +62,19 @@ test('raw: an abort deletes the .part and leaves no output', async () => {
   const ac = new AbortController();
   const out = join(dir, 'aborted.raw');
   await assert.rejects(
-    rawWriter.write(disk, { kind: 'file', path: out }, { signal: ac.signal, onProgress: (p) => { if (p.done > 1024 * 1024) ac.abort(); } }),
+    rawWriter.write(
+      disk,
+      { kind: 'file', path: out },
+      {
+        signal: ac.signal,
+        onProgress: (p) => {
+          if (p.done > 1024 * 1024) ac.abort();
+        },
+      },
+    ),
   );
-  assert.deepEqual((await readdir(dir)).filter((f) => f.startsWith('aborted')), []);
+  assert.deepEqual(
+    (await readdir(dir)).filter((f) => f.startsWith('aborted')),
+    [],
+  );
 });

@@ -7,7 +7,7 @@ import { qemuCheck, qemuCompare, qemuSpotCheck } from '../../../test/support/mem
 import { qemuInfo } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
-import { DiskError } from '../disk.js';
+import type { DiskError } from '../disk.js';
 import { vdiWriter } from './vdi.js';
 import { sparseBigDisk, writerFixture } from './writer-cases.js';
 

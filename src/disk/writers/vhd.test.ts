@@ -7,7 +7,7 @@ import { qemuCompare, qemuSpotCheck } from '../../../test/support/memory-disk.js
 import { qemuInfo, sh } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
-import { DiskError } from '../disk.js';
+import type { DiskError } from '../disk.js';
 import { vhdSizing, vhdWriter } from './vhd.js';
 import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
@@ -42,7 +42,10 @@ for (const [name, options, streamable] of [
       await qemuCompare(fx.expected, s, 'vpc');
       assert.equal((await stat(s)).size, (await stat(out)).size);
     } else {
-      await assert.rejects(vhdWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { options }), (e: DiskError) => e.code === 'UNSUPPORTED');
+      await assert.rejects(
+        vhdWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { options }),
+        (e: DiskError) => e.code === 'UNSUPPORTED',
+      );
     }
   });
 }
@@ -60,7 +63,10 @@ test('vhd azure=on: fixed, size rounded up to whole MiB, exact', async () => {
   assert.equal(info['virtual-size'], 41 * 1024 * 1024);
   assert.equal((await stat(out)).size, 41 * 1024 * 1024 + 512);
   await qemuCompare(fx.expected, out, 'vpc');
-  await assert.rejects(vhdWriter.write(disk, { kind: 'file', path: out }, { options: { azure: 'on', subformat: 'dynamic' } }), (e: DiskError) => e.code === 'BAD_OPTION');
+  await assert.rejects(
+    vhdWriter.write(disk, { kind: 'file', path: out }, { options: { azure: 'on', subformat: 'dynamic' } }),
+    (e: DiskError) => e.code === 'BAD_OPTION',
+  );
 });
 
 test('vhd dynamic: 64 GiB sparse with 10 MiB data stays small', async () => {

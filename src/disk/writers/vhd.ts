@@ -44,7 +44,23 @@ import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type Wr
 import { alignUp, dataBlocks, writeIntoBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { WriterOptions } from './write-options.js';
-import { F_FEATURES, F_VERSION, F_DATA_OFFSET, F_TIMESTAMP, F_CREATOR_APP, F_CREATOR_VERSION, F_CREATOR_OS, F_ORIGINAL_SIZE, F_CURRENT_SIZE, F_CYLINDERS, F_HEADS, F_SECTORS, F_DISK_TYPE, F_CHECKSUM, F_UNIQUE_ID } from '../../formats/vhd.js';
+import {
+  F_FEATURES,
+  F_VERSION,
+  F_DATA_OFFSET,
+  F_TIMESTAMP,
+  F_CREATOR_APP,
+  F_CREATOR_VERSION,
+  F_CREATOR_OS,
+  F_ORIGINAL_SIZE,
+  F_CURRENT_SIZE,
+  F_CYLINDERS,
+  F_HEADS,
+  F_SECTORS,
+  F_DISK_TYPE,
+  F_CHECKSUM,
+  F_UNIQUE_ID,
+} from '../../formats/vhd.js';
 
 const SECTOR = 512;
 const FOOTER_SIZE = 512;

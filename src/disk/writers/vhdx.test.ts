@@ -7,7 +7,7 @@ import { qemuCheck, qemuCompare, qemuSpotCheck } from '../../../test/support/mem
 import { qemuInfo } from '../../../test/support/qemu.js';
 import { BufferSource } from '../../formats/byte-source.js';
 import { inspectSource } from '../../formats/inspect-source.js';
-import { DiskError } from '../disk.js';
+import type { DiskError } from '../disk.js';
 import { vhdxWriter } from './vhdx.js';
 import { sparseBigDisk, writerFixture } from './writer-cases.js';
 
@@ -28,7 +28,10 @@ for (const block_size of [undefined, '1M', '32M']) {
 
 test('vhdx: a stream target is refused; bad block size refused', async () => {
   await assert.rejects(vhdxWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }), (e: DiskError) => e.code === 'UNSUPPORTED');
-  await assert.rejects(vhdxWriter.write(disk, { kind: 'file', path: join(fx.dir, 'y') }, { options: { block_size: '3M' } }), (e: DiskError) => e.code === 'BAD_OPTION');
+  await assert.rejects(
+    vhdxWriter.write(disk, { kind: 'file', path: join(fx.dir, 'y') }, { options: { block_size: '3M' } }),
+    (e: DiskError) => e.code === 'BAD_OPTION',
+  );
 });
 
 test('vhdx: 64 GiB sparse with 10 MiB data (1 MiB blocks) stays small; several chunk-ratio groups', async () => {

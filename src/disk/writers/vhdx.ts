@@ -85,7 +85,6 @@ const META_IS_REQUIRED = 1 << 2;
 const PAYLOAD_BLOCK_FULLY_PRESENT = 6n;
 const BAT_FILE_OFFSET_SHIFT = 20n;
 
-
 const OPTIONS = ['block_size', 'subformat'] as const;
 
 /** canonical GUID string → Windows mixed-endian bytes (first three groups little-endian) */

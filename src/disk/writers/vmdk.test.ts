@@ -28,7 +28,11 @@ test('vmdk streamOptimized (default) to a file: identical, check clean, determin
   // our own inspector accepts it (footer with the real GD, markers)
   const bytes = await readFile(out);
   const r = await inspectSource(new BufferSource(bytes));
-  assert.deepEqual([r.format, r.subformat, r.virtualSize, r.verdict], ['vmdk', 'streamOptimized', BigInt(disk.virtualSize), 'safe'], JSON.stringify(r.findings));
+  assert.deepEqual(
+    [r.format, r.subformat, r.virtualSize, r.verdict],
+    ['vmdk', 'streamOptimized', BigInt(disk.virtualSize), 'safe'],
+    JSON.stringify(r.findings),
+  );
   const back = join(fx.dir, 'so-back.raw');
   await sh('qemu-img', ['convert', '-f', 'vmdk', '-O', 'raw', out, back]);
   await sh('cmp', [fx.expected, back]);
@@ -50,7 +54,9 @@ test('vmdk monolithicSparse: identical, check clean', async () => {
   const out = join(fx.dir, 'ms.vmdk');
   await vmdkWriter.write(disk, { kind: 'file', path: out }, { options: { subformat: 'monolithicSparse' } });
   await verify(out, 'monolithicSparse');
-  await assert.rejects(vmdkWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { options: { subformat: 'monolithicSparse' } }));
+  await assert.rejects(
+    vmdkWriter.write(disk, { kind: 'stream', stream: createWriteStream(join(fx.dir, 'x')) }, { options: { subformat: 'monolithicSparse' } }),
+  );
 });
 
 test('vmdk: 64 GiB sparse with 10 MiB data → small file, both subformats', async () => {

@@ -85,7 +85,6 @@ export interface AuditQuery {
 
 export const PROJECT_NAME = /^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$/;
 
-
 export interface AccessRepository {
   /** INVALID_REQUEST for a name that is not PROJECT_NAME; CONFLICT when it exists */
   createProject(name: string, description?: string): Promise<Project>;

@@ -38,9 +38,7 @@ export class AuditLog {
       if (e instanceof DomainError && typeof e.details.project === 'string') project ??= e.details.project;
       throw e;
     } finally {
-      await this.access
-        .audit({ actor: ctx.principal.label, action, target: t.target, project, remote: ctx.remote, result, detail })
-        .catch(() => undefined);
+      await this.access.audit({ actor: ctx.principal.label, action, target: t.target, project, remote: ctx.remote, result, detail }).catch(() => undefined);
     }
   }
 

@@ -85,7 +85,8 @@ export class Authenticator {
     if (!rec || !timingSafeEqual(given, Buffer.from(rec.secretHash, 'hex'))) throw unauthenticated('the API token is not valid (unknown or wrong secret)');
     if (rec.revokedAt) throw unauthenticated(`API token ${rec.id} ("${rec.name}") was revoked at ${rec.revokedAt.toISOString()}; create a new one`);
     const now = this.now();
-    if (rec.expiresAt && rec.expiresAt.getTime() <= now) throw unauthenticated(`API token ${rec.id} ("${rec.name}") expired at ${rec.expiresAt.toISOString()}; create a new one`);
+    if (rec.expiresAt && rec.expiresAt.getTime() <= now)
+      throw unauthenticated(`API token ${rec.id} ("${rec.name}") expired at ${rec.expiresAt.toISOString()}; create a new one`);
     this.touch(rec, now);
     return tokenPrincipal(rec);
   }
@@ -160,7 +161,14 @@ export class Authenticator {
 export function tokenPrincipal(rec: TokenRecord): Principal {
   const roles = new Map<string, Role>();
   if (rec.project && rec.role !== 'server-admin') roles.set(rec.project, rec.role);
-  return { kind: 'token', user: rec.user, label: `${rec.user} (token ${rec.name} ${rec.id})`, serverAdmin: rec.role === 'server-admin', roles, tokenId: rec.id };
+  return {
+    kind: 'token',
+    user: rec.user,
+    label: `${rec.user} (token ${rec.name} ${rec.id})`,
+    serverAdmin: rec.role === 'server-admin',
+    roles,
+    tokenId: rec.id,
+  };
 }
 
 /** Keys come over https, or over http from a loopback address only (tests, a local IdP). */
@@ -174,7 +182,7 @@ function jwtReason(e: unknown): string {
   if (e instanceof joseErrors.JWTExpired) return 'it has expired (exp); get a fresh token';
   if (e instanceof joseErrors.JWTClaimValidationFailed) return `claim "${e.claim}" failed: ${e.reason === 'check_failed' ? e.message : e.reason}`;
   if (e instanceof joseErrors.JOSEAlgNotAllowed) return 'its signing algorithm is not allowed (asymmetric algorithms only; never "none")';
-  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return 'its signature does not verify against the issuer\'s keys';
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return "its signature does not verify against the issuer's keys";
   if (e instanceof joseErrors.JWKSNoMatchingKey) return 'no key of the issuer matches its key id (kid)';
   if (e instanceof joseErrors.JWSInvalid || e instanceof joseErrors.JWTInvalid) return `it is malformed (${(e as Error).message})`;
   return (e as Error).message ?? String(e);
@@ -185,7 +193,12 @@ function jwtReason(e: unknown): string {
  * `{project}` placeholder that captures a project name (only existing projects count), e.g.
  * `urn:mace:egi.eu:group:{project}:role=member#aai.egi.eu` → reader on the VO's project.
  */
-export function applyRules(rules: readonly ClaimRule[], issuer: string, claims: JWTPayload, projects: ReadonlySet<string>): { roles: Map<string, Role>; groups: string[] } {
+export function applyRules(
+  rules: readonly ClaimRule[],
+  issuer: string,
+  claims: JWTPayload,
+  projects: ReadonlySet<string>,
+): { roles: Map<string, Role>; groups: string[] } {
   const roles = new Map<string, Role>();
   const groups: string[] = [];
   for (const rule of rules) {

@@ -74,8 +74,17 @@ export class Authorizer {
     const { image, rights } = await this.see(ctx, id);
     if (!rights.has(right)) {
       const role = image.project ? ctx.principal.roles.get(image.project) : undefined;
-      const has = image.project === undefined ? 'it is a cluster-scope image (server administrators only)' : role ? `your role in project ${image.project} is ${role}` : `you are not in project ${image.project}`;
-      throw forbidden(`you may not ${what} image ${id}: ${has}; this needs ${NEEDS[right]} (permissions ${formatMode(image.perms)})`, { id, needs: right, project: image.project });
+      const has =
+        image.project === undefined
+          ? 'it is a cluster-scope image (server administrators only)'
+          : role
+            ? `your role in project ${image.project} is ${role}`
+            : `you are not in project ${image.project}`;
+      throw forbidden(`you may not ${what} image ${id}: ${has}; this needs ${NEEDS[right]} (permissions ${formatMode(image.perms)})`, {
+        id,
+        needs: right,
+        project: image.project,
+      });
     }
     return image;
   }
@@ -94,19 +103,24 @@ export class Authorizer {
   async projectAdmin(ctx: RequestContext, project: string, what: string): Promise<void> {
     const p = this.authenticated(ctx);
     if (!(await this.access.project(project))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
-    if (!p.serverAdmin && p.roles.get(project) !== 'admin') throw forbidden(`you may not ${what} project ${project}: this needs admin there (your role: ${p.roles.get(project) ?? 'none'})`);
+    if (!p.serverAdmin && p.roles.get(project) !== 'admin')
+      throw forbidden(`you may not ${what} project ${project}: this needs admin there (your role: ${p.roles.get(project) ?? 'none'})`);
   }
 
   /** The project, when `p` is a member (or a server admin); otherwise it does not exist for `p`. */
   async visibleProject(p: Principal, name: string): Promise<Project> {
     const project = await this.access.project(name);
-    if (!project || !(p.serverAdmin || p.roles.has(name))) throw new DomainError('NOT_FOUND', `project "${name}" does not exist (or you are not a member)`, { project: name });
+    if (!project || !(p.serverAdmin || p.roles.has(name)))
+      throw new DomainError('NOT_FOUND', `project "${name}" does not exist (or you are not a member)`, { project: name });
     return project;
   }
 }
 
 export function needLogin(): DomainError {
-  return new DomainError('UNAUTHENTICATED', 'authentication required: send "Authorization: Bearer <token>" (create one with "imago token create", or use an OIDC access token)');
+  return new DomainError(
+    'UNAUTHENTICATED',
+    'authentication required: send "Authorization: Bearer <token>" (create one with "imago token create", or use an OIDC access token)',
+  );
 }
 
 /** What `p` may list, as the catalog's query filter (the SQL form of the policy's `use`). */

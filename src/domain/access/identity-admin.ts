@@ -80,7 +80,10 @@ export class IdentityAdmin {
    * admin; a project token needs at least its role in that project (or a server admin). Tokens
    * for another user need a project admin (or a server admin).
    */
-  createToken(ctx: RequestContext, req: { name: string; project?: string; role: Role | 'server-admin'; expiresAt?: Date; user?: string }): Promise<{ record: TokenRecord; token: string }> {
+  createToken(
+    ctx: RequestContext,
+    req: { name: string; project?: string; role: Role | 'server-admin'; expiresAt?: Date; user?: string },
+  ): Promise<{ record: TokenRecord; token: string }> {
     return this.audit.record(ctx, 'token.create', { target: req.name, project: req.project, detail: { role: req.role, user: req.user } }, async (note) => {
       const p = this.authz.authenticated(ctx);
       if (!/^[\w .:@+-]{1,100}$/.test(req.name)) throw invalid('token name must be 1–100 letters, digits, spaces or . _ : @ + -', { field: 'name' });
@@ -100,7 +103,8 @@ export class IdentityAdmin {
       }
       const user = req.user ?? p.user;
       if (user === undefined) throw invalid('say which user the token acts for ("user")', { field: 'user' });
-      if (user !== p.user && !p.serverAdmin && !(project && p.roles.get(project) === 'admin')) throw forbidden('only project or server administrators create tokens for another user');
+      if (user !== p.user && !p.serverAdmin && !(project && p.roles.get(project) === 'admin'))
+        throw forbidden('only project or server administrators create tokens for another user');
       await this.access.ensureUser(user);
       const minted = mintToken();
       const record: TokenRecord = {
@@ -146,8 +150,9 @@ export class IdentityAdmin {
       } catch {
         throw invalid(`issuer "${i.issuer.slice(0, 200)}" is not a URL`, { field: 'issuer' });
       }
-      if (u.protocol !== 'https:' && !(u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname))) throw invalid('issuer must be an https URL', { field: 'issuer' });
-      if (!i.audience) throw invalid('audience is required: the client id Imago\'s tokens are issued for', { field: 'audience' });
+      if (u.protocol !== 'https:' && !(u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname)))
+        throw invalid('issuer must be an https URL', { field: 'issuer' });
+      if (!i.audience) throw invalid("audience is required: the client id Imago's tokens are issued for", { field: 'audience' });
       await this.access.putIssuer(i);
       this.auth.forgetIssuer(i.issuer);
       return i;
@@ -168,18 +173,23 @@ export class IdentityAdmin {
   }
 
   addRule(ctx: RequestContext, rule: Omit<ClaimRule, 'id'>): Promise<ClaimRule> {
-    return this.audit.record(ctx, 'oidc.rule.add', { target: `${rule.claim}=${rule.value}`, project: rule.project, detail: { role: rule.role, group: rule.group } }, async () => {
-      this.authz.serverAdmin(ctx, 'map OIDC claims');
-      const placeholders = rule.value.split('{project}').length - 1;
-      if (placeholders > 1) throw invalid('a rule value holds at most one {project}', { field: 'value' });
-      if (!rule.role && !rule.group) throw invalid('a rule grants a role (with a project or {project}) or a group membership', { field: 'role' });
-      if (rule.role && !(ROLES as readonly string[]).includes(rule.role)) throw invalid(`role must be one of ${ROLES.join(', ')}`, { field: 'role' });
-      if (rule.role && placeholders === 0 && !rule.project) throw invalid('a role rule needs "project", or {project} in its value', { field: 'project' });
-      if (rule.project && placeholders) throw invalid('give either "project" or {project} in the value, not both', { field: 'project' });
-      if (rule.project && !(await this.access.project(rule.project))) throw new DomainError('NOT_FOUND', `project "${rule.project}" does not exist`);
-      if (rule.group && !(await this.access.groupExists(rule.group))) throw new DomainError('NOT_FOUND', `group "${rule.group}" does not exist`);
-      return this.access.addRule(rule);
-    });
+    return this.audit.record(
+      ctx,
+      'oidc.rule.add',
+      { target: `${rule.claim}=${rule.value}`, project: rule.project, detail: { role: rule.role, group: rule.group } },
+      async () => {
+        this.authz.serverAdmin(ctx, 'map OIDC claims');
+        const placeholders = rule.value.split('{project}').length - 1;
+        if (placeholders > 1) throw invalid('a rule value holds at most one {project}', { field: 'value' });
+        if (!rule.role && !rule.group) throw invalid('a rule grants a role (with a project or {project}) or a group membership', { field: 'role' });
+        if (rule.role && !(ROLES as readonly string[]).includes(rule.role)) throw invalid(`role must be one of ${ROLES.join(', ')}`, { field: 'role' });
+        if (rule.role && placeholders === 0 && !rule.project) throw invalid('a role rule needs "project", or {project} in its value', { field: 'project' });
+        if (rule.project && placeholders) throw invalid('give either "project" or {project} in the value, not both', { field: 'project' });
+        if (rule.project && !(await this.access.project(rule.project))) throw new DomainError('NOT_FOUND', `project "${rule.project}" does not exist`);
+        if (rule.group && !(await this.access.groupExists(rule.group))) throw new DomainError('NOT_FOUND', `group "${rule.group}" does not exist`);
+        return this.access.addRule(rule);
+      },
+    );
   }
 
   deleteRule(ctx: RequestContext, id: string): Promise<void> {

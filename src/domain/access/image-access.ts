@@ -53,18 +53,26 @@ export class ImageAccess {
     return this.authz.see(ctx, id).then((s) => s.image);
   }
 
-  async createImage(ctx: RequestContext, input: CreateImageInput, ownership: OwnershipInput, idempotencyKey?: string): Promise<{ image: Image; replayed: boolean }> {
+  async createImage(
+    ctx: RequestContext,
+    input: CreateImageInput,
+    ownership: OwnershipInput,
+    idempotencyKey?: string,
+  ): Promise<{ image: Image; replayed: boolean }> {
     const p = ctx.principal;
     // default: the caller's only project; a server admin without projects creates cluster-scope images
     const project = ownership.project === undefined ? (defaultProject(p) ?? (p.serverAdmin && p.roles.size === 0 ? null : undefined)) : ownership.project;
     return this.audit.record(ctx, 'image.create', { target: input.name, project: project ?? undefined }, async (note) => {
       if (p.kind === 'anonymous') throw needLogin();
       if (project === undefined) {
-        throw invalid(`say which project the image belongs to ("project"); you have roles in ${[...p.roles.keys()].join(', ') || 'no project'}`, { field: 'project' });
+        throw invalid(`say which project the image belongs to ("project"); you have roles in ${[...p.roles.keys()].join(', ') || 'no project'}`, {
+          field: 'project',
+        });
       } else if (project === null) {
         if (!p.serverAdmin) throw forbidden('only server administrators create cluster-scope images (project null); name a project instead');
       } else {
-        if (!(await this.access.project(project))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist; create it with "imago project create ${project}"`, { project });
+        if (!(await this.access.project(project)))
+          throw new DomainError('NOT_FOUND', `project "${project}" does not exist; create it with "imago project create ${project}"`, { project });
         if (!p.serverAdmin && !roleAtLeast(p.roles.get(project), 'writer')) {
           throw p.roles.has(project)
             ? forbidden(`you may not create images in project ${project}: your role is ${p.roles.get(project)}; this needs writer`)
@@ -72,7 +80,8 @@ export class ImageAccess {
         }
       }
       const visibility = ownership.visibility ?? (project === null ? 'private' : 'project');
-      if (visibility === 'public' && !p.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image); use "project" or "shared"');
+      if (visibility === 'public' && !p.serverAdmin)
+        throw forbidden('only server administrators make images public (as Glance\'s publicize_image); use "project" or "shared"');
       if (project === null) clusterScopeOnly(visibility);
       const perms = project === null ? clusterMode(visibility) : modeForVisibility(0o660, visibility);
       const r = await this.images.create(input, idempotencyKey, { project: project ?? undefined, owner: p.user, visibility, perms });
@@ -83,7 +92,8 @@ export class ImageAccess {
 
   async updateImage(ctx: RequestContext, id: string, patch: Partial<ImageAttributes>, ownership: OwnershipInput): Promise<Image> {
     return this.audit.record(ctx, 'image.update', { target: id }, async (note) => {
-      if (ownership.project !== undefined) throw invalid('an image cannot move to another project; create a new image there (or clone it)', { field: 'project' });
+      if (ownership.project !== undefined)
+        throw invalid('an image cannot move to another project; create a new image there (or clone it)', { field: 'project' });
       const wantsVisibility = ownership.visibility !== undefined;
       const needs: Right = wantsVisibility ? 'admin' : 'manage';
       const img = await this.authz.require(ctx, id, needs, wantsVisibility ? 'change the visibility of' : 'update');
@@ -92,7 +102,8 @@ export class ImageAccess {
       const full: ImagePatch = { ...patch };
       if (wantsVisibility) {
         const v = ownership.visibility!;
-        if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden('only server administrators make images public (as Glance\'s publicize_image)');
+        if (v === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin)
+          throw forbidden("only server administrators make images public (as Glance's publicize_image)");
         full.visibility = v;
         if (img.project === undefined) clusterScopeOnly(v);
         full.perms = img.project === undefined ? clusterMode(v) : modeForVisibility(img.perms, v);
@@ -113,9 +124,13 @@ export class ImageAccess {
       }
       const visibility = visibilityForMode(bits, img.visibility);
       if (img.project === undefined && (bits & 0o070) !== 0) {
-        throw invalid(`mode ${mode} gives the group digit rights, but image ${id} has no project (cluster scope); use 600 (server admins only) or 604 (public)`, { field: 'mode' });
+        throw invalid(
+          `mode ${mode} gives the group digit rights, but image ${id} has no project (cluster scope); use 600 (server admins only) or 604 (public)`,
+          { field: 'mode' },
+        );
       }
-      if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin) throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
+      if (visibility === 'public' && img.visibility !== 'public' && !ctx.principal.serverAdmin)
+        throw forbidden(`mode ${mode} gives "other" use, which makes the image public; only server administrators do that`);
       return this.images.update(id, { perms: bits, visibility });
     });
   }
@@ -135,10 +150,15 @@ export class ImageAccess {
   }
 
   upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
-    return this.audit.record(ctx, 'image.upload', { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } }, async (note) => {
-      note(await this.authz.require(ctx, id, 'manage', 'upload to'));
-      return this.ingests.upload(id, body, opts);
-    });
+    return this.audit.record(
+      ctx,
+      'image.upload',
+      { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } },
+      async (note) => {
+        note(await this.authz.require(ctx, id, 'manage', 'upload to'));
+        return this.ingests.upload(id, body, opts);
+      },
+    );
   }
 
   async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
@@ -147,7 +167,12 @@ export class ImageAccess {
   }
 
   /** The image's bytes in another format (a stored variant, or converted now): the same `use` right as openFile. */
-  async openVariant(ctx: RequestContext, id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
+  async openVariant(
+    ctx: RequestContext,
+    id: string,
+    target: ConvertTarget,
+    opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {},
+  ): Promise<VariantRead> {
     await this.authz.see(ctx, id);
     return this.variants.openVariant(id, target, opts);
   }
@@ -186,9 +211,12 @@ export class ImageAccess {
 
 function clusterScopeOnly(v: Visibility): void {
   if (!CLUSTER_VISIBILITIES.includes(v)) {
-    throw invalid(`visibility "${v}" needs a project to be visible to, and this image has none (cluster scope: server admins only); use "private" or "public", or create the image in a project`, {
-      field: 'visibility',
-      allowed: CLUSTER_VISIBILITIES,
-    });
+    throw invalid(
+      `visibility "${v}" needs a project to be visible to, and this image has none (cluster scope: server admins only); use "private" or "public", or create the image in a project`,
+      {
+        field: 'visibility',
+        allowed: CLUSTER_VISIBILITIES,
+      },
+    );
   }
 }

@@ -40,7 +40,11 @@ export class ImageSharing {
       const img = await this.authz.require(ctx, id, 'admin', 'share');
       note(img);
       if (img.visibility !== 'shared') {
-        throw new DomainError('INVALID_STATE', `image ${id} has visibility ${img.visibility}; set it to "shared" before adding members (PATCH {"visibility":"shared"} or "imago image update ${id} --visibility shared")`, { id, visibility: img.visibility });
+        throw new DomainError(
+          'INVALID_STATE',
+          `image ${id} has visibility ${img.visibility}; set it to "shared" before adding members (PATCH {"visibility":"shared"} or "imago image update ${id} --visibility shared")`,
+          { id, visibility: img.visibility },
+        );
       }
       if (project === img.project) throw invalid(`project ${project} owns image ${id}; members are other projects`);
       if (!(await this.access.project(project))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
@@ -51,7 +55,8 @@ export class ImageSharing {
   removeMember(ctx: RequestContext, id: string, project: string): Promise<void> {
     return this.audit.record(ctx, 'image.member.remove', { target: id, detail: { member: project } }, async (note) => {
       note(await this.authz.require(ctx, id, 'admin', 'unshare'));
-      if (!(await this.images.repo.removeMember(id, project))) throw new DomainError('NOT_FOUND', `project ${project} is not a member of image ${id}`, { id, project });
+      if (!(await this.images.repo.removeMember(id, project)))
+        throw new DomainError('NOT_FOUND', `project ${project} is not a member of image ${id}`, { id, project });
     });
   }
 
@@ -60,7 +65,10 @@ export class ImageSharing {
     return this.audit.record(ctx, 'image.member.status', { target: id, project, detail: { member: project, status } }, async () => {
       const p = ctx.principal;
       if (p.kind === 'anonymous') throw needLogin();
-      const canSee = await this.authz.see(ctx, id).then(() => true, () => false);
+      const canSee = await this.authz.see(ctx, id).then(
+        () => true,
+        () => false,
+      );
       if (!(p.serverAdmin || p.roles.has(project))) {
         if (canSee) throw forbidden(`only writers or admins of project ${project} answer its offers; you are not in project ${project}`);
         throw notFound(id);

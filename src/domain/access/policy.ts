@@ -115,7 +115,10 @@ export function parseMode(mode: string): number {
   if (other !== 0 && other !== USE) {
     throw new TypeError(`mode ${mode}: "other" may only have use (4) — nobody outside the project manages or administers an image; use 640 or 644`);
   }
-  for (const [name, shift] of [['owner', 6], ['group', 3]] as const) {
+  for (const [name, shift] of [
+    ['owner', 6],
+    ['group', 3],
+  ] as const) {
     const d = (bits >> shift) & 7;
     if (d !== 0 && (d & USE) === 0) throw new TypeError(`mode ${mode}: the ${name} digit ${d} grants manage/admin without use (4); add 4`);
   }

@@ -13,10 +13,10 @@ import { ROLES, type Role } from './policy.js';
 /** The one accounting rule, as `imago quota show` prints it. */
 const QUOTA_RULES = [
   'images: every image of the project counts from its creation until it is deleted, whatever its state (pending, error and disabled included).',
-  'storedBytes: the stored (unwrapped) size of every image holding data, counted in full for each image — also when other images hold the same bytes (deduplication saves the server\'s disk, not your quota; your figure never changes because of someone else\'s image).',
+  "storedBytes: the stored (unwrapped) size of every image holding data, counted in full for each image — also when other images hold the same bytes (deduplication saves the server's disk, not your quota; your figure never changes because of someone else's image).",
   'stagingBytes: the announced size of each upload or import running now (Content-Length / X-Image-Size); released when it ends, stored or failed.',
   'imports: URL imports running now.',
-  'sharedBytes (shown, not a limit): the stored bytes of this project\'s images that another image you may read also holds — images you cannot read never count, so the figure does not reveal what other projects store.',
+  "sharedBytes (shown, not a limit): the stored bytes of this project's images that another image you may read also holds — images you cannot read never count, so the figure does not reveal what other projects store.",
   'A failed or refused upload counts nothing once it ends; a deleted image counts nothing from the moment it is deleted; a clone counts in full in the project that owns it.',
   'Checks: image count at create; stagingBytes, storedBytes (stored + staging + announced) and imports before the first byte is accepted; storedBytes again at commit with the actual size (uploads without a size, compressed uploads).',
 ];
@@ -54,7 +54,8 @@ export class ProjectAdmin {
     return this.audit.record(ctx, 'project.delete', { target: name, project: name }, async () => {
       this.authz.serverAdmin(ctx, 'delete projects');
       const used = await this.images.repo.usage(name);
-      if (used.images > 0) throw new DomainError('CONFLICT', `project ${name} still owns ${used.images} image(s); delete them first`, { project: name, images: used.images });
+      if (used.images > 0)
+        throw new DomainError('CONFLICT', `project ${name} still owns ${used.images} image(s); delete them first`, { project: name, images: used.images });
       if (!(await this.access.deleteProject(name))) throw new DomainError('NOT_FOUND', `project "${name}" does not exist`, { project: name });
     });
   }
@@ -63,7 +64,8 @@ export class ProjectAdmin {
     return this.audit.record(ctx, 'project.grant', { target: `${g.subjectKind}:${g.subject}`, project: g.project, detail: { role: g.role } }, async () => {
       await this.authz.projectAdmin(ctx, g.project, 'grant roles in');
       if (!(ROLES as readonly string[]).includes(g.role)) throw invalid(`role must be one of ${ROLES.join(', ')}`, { field: 'role' });
-      if (g.subjectKind === 'group' && !(await this.access.groupExists(g.subject))) throw new DomainError('NOT_FOUND', `group "${g.subject}" does not exist; create it with "imago group create ${g.subject}"`);
+      if (g.subjectKind === 'group' && !(await this.access.groupExists(g.subject)))
+        throw new DomainError('NOT_FOUND', `group "${g.subject}" does not exist; create it with "imago group create ${g.subject}"`);
       if (g.subjectKind === 'user') await this.access.ensureUser(g.subject);
       await this.access.grant(g);
       return g;
@@ -89,11 +91,14 @@ export class ProjectAdmin {
    */
   setProjectConvertTo(ctx: RequestContext, project: string, convertTo: string | null): Promise<{ project: string; convertTo: string | null }> {
     return this.audit.record(ctx, 'project.convert-to', { target: project, project, detail: { convertTo } }, async () => {
-      this.authz.serverAdmin(ctx, 'set a project\'s conversion policy');
+      this.authz.serverAdmin(ctx, "set a project's conversion policy");
       if (convertTo !== null && convertTo !== 'none' && !(CONVERT_FORMATS as readonly string[]).includes(convertTo)) {
-        throw invalid(`convertTo must be one of ${CONVERT_FORMATS.join(', ')}, "none" (keep as uploaded) or null (the server's setting)`, { field: 'convertTo' });
+        throw invalid(`convertTo must be one of ${CONVERT_FORMATS.join(', ')}, "none" (keep as uploaded) or null (the server's setting)`, {
+          field: 'convertTo',
+        });
       }
-      if (!(await this.images.repo.setProjectConvertTo(project, convertTo))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
+      if (!(await this.images.repo.setProjectConvertTo(project, convertTo)))
+        throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
       return { project, convertTo };
     });
   }
@@ -107,7 +112,8 @@ export class ProjectAdmin {
     return this.audit.record(ctx, 'quota.set', { target: project, project, detail: limits }, async () => {
       this.authz.serverAdmin(ctx, 'set quotas');
       for (const [k, v] of Object.entries(limits)) {
-        if (v !== null && v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw invalid(`quota ${k} must be a whole number ≥ 0, or null for unlimited`, { field: k });
+        if (v !== null && v !== undefined && (!Number.isSafeInteger(v) || v < 0))
+          throw invalid(`quota ${k} must be a whole number ≥ 0, or null for unlimited`, { field: k });
       }
       const p = await this.access.setQuota(project, limits);
       if (!p) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });

@@ -5,7 +5,10 @@ import { withoutExternalDetails, withoutExternalName } from './external-names.js
 
 test('names of files outside the image are withheld; our advice and names inside the image stay', () => {
   const extent = withoutExternalName(
-    finding('VMDK_EXTENT_OUTSIDE', 'VMDK extent refers to a file outside the image (absolute path "/tmp/u/ext.raw"); convert ("qemu-img convert -O vmdk -o subformat=streamOptimized")'),
+    finding(
+      'VMDK_EXTENT_OUTSIDE',
+      'VMDK extent refers to a file outside the image (absolute path "/tmp/u/ext.raw"); convert ("qemu-img convert -O vmdk -o subformat=streamOptimized")',
+    ),
   );
   assert.doesNotMatch(extent.message, /\/tmp\/u|ext\.raw/);
   assert.match(extent.message, /a file outside the image; its name is not shown/);

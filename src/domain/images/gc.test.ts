@@ -55,7 +55,8 @@ test('GC plan says when the bytes held back by the grace period become reclaimab
     assert.equal(plan.youngBytes, 7000);
     assert.equal(plan.reclaimableBytes, 2000);
     // mtimes have second resolution on some filesystems: allow 1 s either way
-    const near = (d: Date | undefined, expected: number) => assert.ok(d && Math.abs(d.getTime() - expected) <= 1000, `${d?.toISOString()} vs ${new Date(expected).toISOString()}`);
+    const near = (d: Date | undefined, expected: number) =>
+      assert.ok(d && Math.abs(d.getTime() - expected) <= 1000, `${d?.toISOString()} vs ${new Date(expected).toISOString()}`);
     near(plan.youngReclaimableFrom, now.getTime() + 1_800_000);
     near(plan.youngReclaimableBy, now.getTime() + 3_540_000);
     const none = await planGc({ store, referenced: new Set(), now, graceMs: 0 });

@@ -30,7 +30,11 @@ export class ImageCatalog {
     this.deletingHook = hook;
   }
 
-  async create(input: CreateImageInput, idempotencyKey?: string, ownership: Partial<Pick<Image, 'project' | 'owner' | 'visibility' | 'perms'>> = {}): Promise<{ image: Image; replayed: boolean }> {
+  async create(
+    input: CreateImageInput,
+    idempotencyKey?: string,
+    ownership: Partial<Pick<Image, 'project' | 'owner' | 'visibility' | 'perms'>> = {},
+  ): Promise<{ image: Image; replayed: boolean }> {
     const now = new Date();
     const image: Image = {
       id: randomUUID(),
@@ -70,7 +74,14 @@ export class ImageCatalog {
               if (tx.limits.images === undefined) return;
               const used = await tx.usage();
               if (used.images + 1 > tx.limits.images) {
-                throw quotaExceeded(project, 'images', tx.limits.images, used.images, 1, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+                throw quotaExceeded(
+                  project,
+                  'images',
+                  tx.limits.images,
+                  used.images,
+                  1,
+                  'delete images the project no longer needs, or ask an administrator to raise the limit',
+                );
               }
             }),
           );

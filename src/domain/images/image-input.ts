@@ -14,8 +14,28 @@ export const PROPERTY_VOCABULARY: Record<string, readonly string[]> = {
   architecture: ['x86_64', 'i686', 'aarch64', 'armv7l', 'ppc64le', 's390x', 'riscv64', 'mips64el', 'alpha', 'sparc64'],
   os_type: ['linux', 'windows'],
   os_distro: [
-    'almalinux', 'alpine', 'arch', 'centos', 'cirros', 'debian', 'fedora', 'freebsd', 'gentoo', 'netbsd', 'openbsd',
-    'opensuse', 'rhel', 'rocky', 'sles', 'ubuntu', 'windows', 'oraclelinux', 'flatcar', 'coreos', 'talos', 'other',
+    'almalinux',
+    'alpine',
+    'arch',
+    'centos',
+    'cirros',
+    'debian',
+    'fedora',
+    'freebsd',
+    'gentoo',
+    'netbsd',
+    'openbsd',
+    'opensuse',
+    'rhel',
+    'rocky',
+    'sles',
+    'ubuntu',
+    'windows',
+    'oraclelinux',
+    'flatcar',
+    'coreos',
+    'talos',
+    'other',
   ],
   hw_firmware_type: ['bios', 'uefi'],
   hw_disk_bus: ['virtio', 'scsi', 'ide', 'usb', 'sata', 'fdc', 'lxc', 'uml', 'xen'],
@@ -26,6 +46,7 @@ export const PROPERTY_VOCABULARY: Record<string, readonly string[]> = {
 
 const MAX_NAME = 255;
 /** C0 controls and DEL, and the bidi marks, embeddings, overrides and isolates (Trojan Source). */
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern refuses
 const UNPRINTABLE = /[\u0000-\u001f\u007f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 const MAX_PROPERTIES = 128;
 const MAX_TAGS = 128;
@@ -45,7 +66,8 @@ export function takeOwnership(body: unknown): { rest: unknown; ownership: Owners
   const { project, visibility, ...rest } = body as Obj;
   const ownership: OwnershipInput = {};
   if (project !== undefined) {
-    if (project !== null && typeof project !== 'string') throw invalid('field "project" must be a project name, or null for cluster scope', { field: 'project' });
+    if (project !== null && typeof project !== 'string')
+      throw invalid('field "project" must be a project name, or null for cluster scope', { field: 'project' });
     ownership.project = project;
   }
   if (visibility !== undefined) {
@@ -62,8 +84,20 @@ type Obj = Record<string, unknown>;
 export function parseCreateInput(body: unknown): CreateImageInput {
   const o = asObject(body);
   const known = new Set([
-    'name', 'description', 'type', 'diskFormat', 'containerFormat', 'architecture', 'osDistro', 'osVersion', 'osType',
-    'minDisk', 'minRam', 'persistent', 'properties', 'tags',
+    'name',
+    'description',
+    'type',
+    'diskFormat',
+    'containerFormat',
+    'architecture',
+    'osDistro',
+    'osVersion',
+    'osType',
+    'minDisk',
+    'minRam',
+    'persistent',
+    'properties',
+    'tags',
   ]);
   for (const k of Object.keys(o)) if (!known.has(k)) throw invalid(`unknown field "${k}"; image fields are ${[...known].join(', ')}`, { field: k });
   if (typeof o.name !== 'string') throw invalid('field "name" is required: a string of 1 to 255 characters', { field: 'name' });
@@ -73,8 +107,20 @@ export function parseCreateInput(body: unknown): CreateImageInput {
 export function parseUpdateInput(body: unknown): Partial<ImageAttributes> {
   const o = asObject(body);
   const allowed = new Set([
-    'name', 'description', 'type', 'diskFormat', 'containerFormat', 'architecture', 'osDistro', 'osVersion', 'osType',
-    'minDisk', 'minRam', 'persistent', 'properties', 'tags',
+    'name',
+    'description',
+    'type',
+    'diskFormat',
+    'containerFormat',
+    'architecture',
+    'osDistro',
+    'osVersion',
+    'osType',
+    'minDisk',
+    'minRam',
+    'persistent',
+    'properties',
+    'tags',
   ]);
   for (const k of Object.keys(o)) {
     if (!allowed.has(k)) {

@@ -185,7 +185,12 @@ export interface ImageRepository {
    * the image's) under `cond` and records `keep` (the original) as a variant. Undefined when a
    * condition failed.
    */
-  finishConversion(id: string, patch: ImagePatch, cond: { fromStates?: readonly ImageState[]; expectedVersion?: number }, keep: ImageVariant): Promise<Image | undefined>;
+  finishConversion(
+    id: string,
+    patch: ImagePatch,
+    cond: { fromStates?: readonly ImageState[]; expectedVersion?: number },
+    keep: ImageVariant,
+  ): Promise<Image | undefined>;
   /** A project's convert-on-import target: null = the server's setting; undefined = no such project. */
   projectConvertTo(project: string): Promise<string | null | undefined>;
   /** false when the project does not exist */
@@ -228,5 +233,3 @@ export interface ProjectUsage {
   /** stored bytes that another image the viewer may read also holds (shown, still counted) */
   sharedBytes: number;
 }
-
-

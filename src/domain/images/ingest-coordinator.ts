@@ -76,7 +76,11 @@ export class IngestCoordinator {
    * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
    * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
    */
-  async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {}): Promise<Image> {
+  async upload(
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {},
+  ): Promise<Image> {
     const img = await this.catalog.get(id);
     const what = opts.kind === 'import' ? 'import' : 'upload';
     // an announced empty upload is refused before the image changes state (it stays as it was);
@@ -136,7 +140,13 @@ export class IngestCoordinator {
       return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
       if (e instanceof DomainError && (e.code === 'UNSAFE_IMAGE' || e.code === 'EMPTY_IMAGE')) throw e;
-      if (e instanceof DomainError && e.code === 'SIZE_LIMIT' && quotaRoom !== undefined && quotaRoom < this.settings.maxImageBytes && started.project !== undefined) {
+      if (
+        e instanceof DomainError &&
+        e.code === 'SIZE_LIMIT' &&
+        quotaRoom !== undefined &&
+        quotaRoom < this.settings.maxImageBytes &&
+        started.project !== undefined
+      ) {
         // the cap that hit was the project's remaining quota, not the server's size limit
         const q = await this.quotaError(started.project, id);
         await this.finish(id, ingestId, 'fail', { stateReason: q.message, progress: null }).catch(() => undefined);
@@ -162,7 +172,11 @@ export class IngestCoordinator {
       async () => {
         const img = await this.repo.get(id);
         if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
-        const updated = await this.repo.update(id, { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 }, { expectedVersion: img.version });
+        const updated = await this.repo.update(
+          id,
+          { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 },
+          { expectedVersion: img.version },
+        );
         if (!updated) return LOST_RACE;
         this.events.publish('updated', updated);
       },
@@ -199,7 +213,14 @@ export class IngestCoordinator {
    */
   private async start(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
     if (!canTransition(img.state, 'start')) throw cannotStart(img);
-    const patch: ImagePatch = { state: transition(img.state, 'start'), ingestKind: kind, ingestId, progress: announcedSize ? 0 : null, stateReason: null, reservedBytes: announcedSize ?? 0 };
+    const patch: ImagePatch = {
+      state: transition(img.state, 'start'),
+      ingestKind: kind,
+      ingestId,
+      progress: announcedSize ? 0 : null,
+      stateReason: null,
+      reservedBytes: announcedSize ?? 0,
+    };
     const cond = { fromStates: ['pending', 'error'] as ImageState[], expectedVersion: img.version };
     let quotaRoom: number | undefined;
     const project = img.project;
@@ -212,10 +233,24 @@ export class IngestCoordinator {
             const add = announcedSize ?? 0;
             const fix = 'delete images the project no longer needs, or ask an administrator to raise the limit';
             if (kind === 'import' && limits.imports !== undefined && used.imports + 1 > limits.imports) {
-              throw quotaExceeded(project, 'imports', limits.imports, used.imports, 1, 'wait for a running import to finish, or ask an administrator to raise the limit');
+              throw quotaExceeded(
+                project,
+                'imports',
+                limits.imports,
+                used.imports,
+                1,
+                'wait for a running import to finish, or ask an administrator to raise the limit',
+              );
             }
             if (limits.stagingBytes !== undefined && used.stagingBytes + add > limits.stagingBytes) {
-              throw quotaExceeded(project, 'stagingBytes', limits.stagingBytes, used.stagingBytes, add, 'wait for running uploads to finish, or ask an administrator to raise the limit');
+              throw quotaExceeded(
+                project,
+                'stagingBytes',
+                limits.stagingBytes,
+                used.stagingBytes,
+                add,
+                'wait for running uploads to finish, or ask an administrator to raise the limit',
+              );
             }
             if (limits.storedBytes !== undefined) {
               const committed = used.storedBytes + used.stagingBytes;
@@ -242,7 +277,14 @@ export class IngestCoordinator {
       if (committed + size > tx.limits.storedBytes) {
         // the caller marks the image failed (after this transaction); the committed blob has no
         // reference and is collected by GC
-        throw quotaExceeded(project, 'storedBytes', tx.limits.storedBytes, committed, size, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+        throw quotaExceeded(
+          project,
+          'storedBytes',
+          tx.limits.storedBytes,
+          committed,
+          size,
+          'delete images the project no longer needs, or ask an administrator to raise the limit',
+        );
       }
     });
   }
@@ -250,7 +292,14 @@ export class IngestCoordinator {
   private async quotaError(project: string, id: string): Promise<DomainError> {
     const p = await this.repo.underProjectLock(project, async (tx) => ({ limits: tx.limits, used: await tx.usage(id) }));
     const committed = p.used.storedBytes + p.used.stagingBytes;
-    return quotaExceeded(project, 'storedBytes', p.limits.storedBytes ?? 0, committed, undefined, 'delete images the project no longer needs, or ask an administrator to raise the limit');
+    return quotaExceeded(
+      project,
+      'storedBytes',
+      p.limits.storedBytes ?? 0,
+      committed,
+      undefined,
+      'delete images the project no longer needs, or ask an administrator to raise the limit',
+    );
   }
 
   private async progress(id: string, ingestId: string, pct: number): Promise<void> {
@@ -269,7 +318,11 @@ export class IngestCoordinator {
         if (img.ingestId !== ingestId || img.state !== 'importing') {
           throw conflict(`image ${id} was changed by another operation during this upload (now ${img.state})`);
         }
-        const updated = await this.repo.update(id, { ...patch, state: transition(img.state, event), ingestId: null, reservedBytes: 0 }, { fromStates: ['importing'], expectedVersion: img.version });
+        const updated = await this.repo.update(
+          id,
+          { ...patch, state: transition(img.state, event), ingestId: null, reservedBytes: 0 },
+          { fromStates: ['importing'], expectedVersion: img.version },
+        );
         if (!updated) return LOST_RACE;
         this.events.publish('updated', updated);
         return updated;
@@ -283,15 +336,23 @@ export class IngestCoordinator {
 
 function cannotStart(img: Image): DomainError {
   if (img.state === 'importing') {
-    return new DomainError('CONFLICT', `image ${img.id} is already receiving data (another upload or import is running); wait for it to finish or delete the image`, {
+    return new DomainError(
+      'CONFLICT',
+      `image ${img.id} is already receiving data (another upload or import is running); wait for it to finish or delete the image`,
+      {
+        id: img.id,
+        state: img.state,
+      },
+    );
+  }
+  return new DomainError(
+    'INVALID_STATE',
+    `image ${img.id} already has data (state ${img.state}); image data is immutable — create a new image to upload other bytes`,
+    {
       id: img.id,
       state: img.state,
-    });
-  }
-  return new DomainError('INVALID_STATE', `image ${img.id} already has data (state ${img.state}); image data is immutable — create a new image to upload other bytes`, {
-    id: img.id,
-    state: img.state,
-  });
+    },
+  );
 }
 
 /** Every image type holds a disk or file; 0 bytes is always a mistake (a wrong path, an empty pipe). */

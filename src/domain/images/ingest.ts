@@ -171,4 +171,3 @@ export function refusalReason(report: ImageReport): string {
   const errors = report.findings.filter((f) => f.severity === 'error');
   return errors.map((f) => `${f.code}: ${f.message}`).join('; ') || 'refused';
 }
-

@@ -10,7 +10,9 @@ export function inspectionSummary(r: ImageReport): InspectionSummary {
   const s: InspectionSummary = {
     format: r.format,
     // stored and shown by the server: no names of files on the uploader's machine (external-names.ts)
-    details: withoutExternalDetails(JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>),
+    details: withoutExternalDetails(
+      JSON.parse(JSON.stringify(r.details, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as Record<string, unknown>,
+    ),
     findings: r.findings,
   };
   if (r.subformat) s.subformat = r.subformat;

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IMAGE_EVENTS, IMAGE_STATES, IllegalTransition, canTransition, deckhousePhase, glanceStatus, openNebulaState, transition, type ImageEvent, type ImageState } from './lifecycle.js';
+import {
+  IMAGE_EVENTS,
+  IMAGE_STATES,
+  IllegalTransition,
+  canTransition,
+  deckhousePhase,
+  glanceStatus,
+  openNebulaState,
+  transition,
+  type ImageEvent,
+  type ImageState,
+} from './lifecycle.js';
 
 // The whole table, written out: every (state, event) cell is asserted, legal or not.
 const LEGAL: Record<ImageState, Partial<Record<ImageEvent, ImageState>>> = {
@@ -19,7 +30,11 @@ for (const state of IMAGE_STATES) {
     test(`${state} --${event}--> ${expected ?? 'illegal'}`, () => {
       assert.equal(canTransition(state, event), expected !== undefined);
       if (expected) assert.equal(transition(state, event), expected);
-      else assert.throws(() => transition(state, event), (e: unknown) => e instanceof IllegalTransition && e.message === `an image that is ${state} cannot ${event}`);
+      else
+        assert.throws(
+          () => transition(state, event),
+          (e: unknown) => e instanceof IllegalTransition && e.message === `an image that is ${state} cannot ${event}`,
+        );
     });
   }
 }

@@ -4,7 +4,12 @@
  */
 import { DomainError } from '../errors.js';
 
-const QUOTA_WORDS: Record<string, string> = { images: 'image count', storedBytes: 'stored bytes', stagingBytes: 'bytes in staging (uploads running now)', imports: 'concurrent imports' };
+const QUOTA_WORDS: Record<string, string> = {
+  images: 'image count',
+  storedBytes: 'stored bytes',
+  stagingBytes: 'bytes in staging (uploads running now)',
+  imports: 'concurrent imports',
+};
 
 export function quotaExceeded(project: string, limit: string, max: number, used: number, adding: number | undefined, fix: string): DomainError {
   const bytes = limit.endsWith('Bytes');

@@ -18,7 +18,18 @@ import { isSameFormat, streamableWith, type ConvertOptions, type Converter, type
  * conversion running now, which is stored as a variant as it is sent.
  */
 export type VariantRead =
-  | { kind: 'blob'; image: Image; source: 'original' | 'variant'; format: string; digest: Digest; sizeBytes: number; sha512?: string; md5?: string; range?: ByteRange; stream?: Readable }
+  | {
+      kind: 'blob';
+      image: Image;
+      source: 'original' | 'variant';
+      format: string;
+      digest: Digest;
+      sizeBytes: number;
+      sha512?: string;
+      md5?: string;
+      range?: ByteRange;
+      stream?: Readable;
+    }
   | { kind: 'converting'; image: Image; format: string; stream?: Readable };
 
 export class VariantService {
@@ -39,7 +50,9 @@ export class VariantService {
   async openFile(id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
     const img = await this.downloadable(id);
     if (range && (range.start > range.end || range.end >= (img.storedSize ?? 0))) {
-      throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, { size: img.storedSize });
+      throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, {
+        size: img.storedSize,
+      });
     }
     return { image: img, stream: await this.readBlob(img, img.digest, img.storedSize ?? 0, range) };
   }
@@ -53,20 +66,35 @@ export class VariantService {
    * variant first and then read like one. One conversion per image, format and options runs at
    * a time: a concurrent request waits for it and reads the variant. `head`: look, convert nothing.
    */
-  async openVariant(id: string, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {}): Promise<VariantRead> {
+  async openVariant(
+    id: string,
+    target: ConvertTarget,
+    opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean } = {},
+  ): Promise<VariantRead> {
     const img = await this.downloadable(id);
     const detected = img.inspection?.format;
     if (isSameFormat(detected, target)) {
       const size = img.storedSize ?? 0;
       const range = opts.rangeFor?.(size, img.digest) ?? undefined;
-      const base = { kind: 'blob', image: img, source: 'original', format: target.format, digest: img.digest, sizeBytes: size, sha512: img.checksums.sha512, md5: img.checksums.md5, range } as const;
+      const base = {
+        kind: 'blob',
+        image: img,
+        source: 'original',
+        format: target.format,
+        digest: img.digest,
+        sizeBytes: size,
+        sha512: img.checksums.sha512,
+        md5: img.checksums.md5,
+        range,
+      } as const;
       if (opts.head) return base;
       return { ...base, stream: await this.readBlob(img, img.digest, size, range) };
     }
     const stored = await this.readVariant(img, target, opts);
     if (stored) return stored;
     if (opts.head) return { kind: 'converting', image: img, format: target.format };
-    if (!this.converter) throw new DomainError('UNAVAILABLE', `this server does not convert images; download image ${id} as it is (${detected ?? 'unknown format'})`);
+    if (!this.converter)
+      throw new DomainError('UNAVAILABLE', `this server does not convert images; download image ${id} as it is (${detected ?? 'unknown format'})`);
     const key = `${id}\n${target.format}\n${target.optionsKey}`;
     const running = this.conversions.get(key);
     if (running || !streamableWith(target)) {
@@ -135,7 +163,11 @@ export class VariantService {
   }
 
   /** A stored variant as a blob read; undefined when there is none (or its blob is gone: it is made again). */
-  private async readVariant(img: Image, target: ConvertTarget, opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean }): Promise<VariantRead | undefined> {
+  private async readVariant(
+    img: Image,
+    target: ConvertTarget,
+    opts: { rangeFor?: (sizeBytes: number, digest: Digest) => ByteRange | null; head?: boolean },
+  ): Promise<VariantRead | undefined> {
     const v = await this.repo.variant(img.id, target.format, target.optionsKey);
     if (!v) return undefined;
     const range = opts.rangeFor?.(v.sizeBytes, v.digest) ?? undefined;
@@ -152,7 +184,14 @@ export class VariantService {
     const converter = this.converter!;
     const made = (async () => {
       const r = await converter.convert(img.digest, img.inspection?.format, target, opts);
-      const v: ImageVariant = { imageId: img.id, format: target.format, optionsKey: target.optionsKey, digest: r.blob.digest, sizeBytes: r.blob.sizeBytes, createdAt: new Date() };
+      const v: ImageVariant = {
+        imageId: img.id,
+        format: target.format,
+        optionsKey: target.optionsKey,
+        digest: r.blob.digest,
+        sizeBytes: r.blob.sizeBytes,
+        createdAt: new Date(),
+      };
       // false: the image was deleted meanwhile; the blob then has no reference and GC collects it
       await this.repo.putVariant(v);
       return v;

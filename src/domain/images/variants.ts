@@ -29,7 +29,6 @@ import { DomainError, invalid } from '../errors.js';
 import { CONVERT_FORMATS, type ConvertFormat } from './image.js';
 import { stageBlob, type StagedBlob } from './stage-blob.js';
 
-
 /** Detected formats (format engine names) the disk engine reads for a conversion, as which disk format; undefined: not converted. `iso` reads as raw. */
 const READABLE = {
   raw: 'raw',
@@ -77,23 +76,29 @@ export function parseConvertTarget(format: string, opts: { subformat?: string; o
     throw invalid(`format "${format.slice(0, 40)}" cannot be produced; ask for one of ${CONVERT_FORMATS.join(', ')}`, { field: 'format' });
   }
   const options: Record<string, string> = {};
-  for (const item of (opts.options ?? '').split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const item of (opts.options ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const eq = item.indexOf('=');
     const k = eq < 0 ? item : item.slice(0, eq);
     const v = eq < 0 ? 'on' : item.slice(eq + 1);
-    if (!OPTION_KEY.test(k) || !OPTION_VALUE.test(v)) throw invalid(`option "${item.slice(0, 80)}" is not key=value (letters, digits, _ . + -)`, { field: 'options' });
+    if (!OPTION_KEY.test(k) || !OPTION_VALUE.test(v))
+      throw invalid(`option "${item.slice(0, 80)}" is not key=value (letters, digits, _ . + -)`, { field: 'options' });
     if (k in options) throw invalid(`option ${k} is given twice`, { field: 'options' });
     options[k] = v;
   }
   if (opts.subformat !== undefined) {
     if (!OPTION_VALUE.test(opts.subformat)) throw invalid(`subformat "${opts.subformat.slice(0, 40)}" is not a subformat name`, { field: 'subformat' });
-    if (options.subformat !== undefined && options.subformat !== opts.subformat) throw invalid('subformat is given twice with different values', { field: 'subformat' });
+    if (options.subformat !== undefined && options.subformat !== opts.subformat)
+      throw invalid('subformat is given twice with different values', { field: 'subformat' });
     options.subformat = opts.subformat;
   }
   if (Object.keys(options).length > MAX_OPTIONS) throw invalid(`at most ${MAX_OPTIONS} options`, { field: 'options' });
   let compress = false;
   if (options.compress !== undefined) {
-    if (!['on', 'off', 'true', 'false', 'yes', 'no'].includes(options.compress)) throw invalid(`compress=${options.compress} must be on or off`, { field: 'options' });
+    if (!['on', 'off', 'true', 'false', 'yes', 'no'].includes(options.compress))
+      throw invalid(`compress=${options.compress} must be on or off`, { field: 'options' });
     compress = ['on', 'true', 'yes'].includes(options.compress);
     delete options.compress;
   }
@@ -220,7 +225,10 @@ export class Converter {
       await writer.write(reader, { kind: 'file', path: out }, writeOpts).catch((e: unknown) => {
         throw conversionError(e);
       });
-      const staged = await stageBlob(this.store, createReadStream(out, { highWaterMark: 1024 * 1024 }), { md5: this.md5, onChunk: () => opts.signal?.throwIfAborted() });
+      const staged = await stageBlob(this.store, createReadStream(out, { highWaterMark: 1024 * 1024 }), {
+        md5: this.md5,
+        onChunk: () => opts.signal?.throwIfAborted(),
+      });
       opts.onStarted?.();
       return staged;
     } finally {

@@ -64,7 +64,8 @@ export class ConvertJobs {
       onShutdown: 'resume',
       parse: (payload) => {
         const p = payload as Partial<ConvertPayload> | null;
-        if (!p || typeof p.source !== 'string' || typeof p.sourceFormat !== 'string' || typeof p.target !== 'string') throw new Error('a convert job without its source and target');
+        if (!p || typeof p.source !== 'string' || typeof p.sourceFormat !== 'string' || typeof p.target !== 'string')
+          throw new Error('a convert job without its source and target');
         const out: ConvertPayload = { source: p.source, sourceFormat: p.sourceFormat, sourceSize: Number(p.sourceSize ?? 0), target: p.target };
         if (p.result) out.result = p.result;
         return out;
@@ -107,7 +108,11 @@ export class ConvertJobs {
     let unlocked = 0;
     for (const img of await this.images.repo.inStates(['locked'])) {
       if (img.lockReason !== 'convert' || withJob.has(img.id)) continue;
-      const freed = await this.images.repo.update(img.id, { state: transition(img.state, 'unlock'), lockReason: null, progress: null }, { fromStates: ['locked'], expectedVersion: img.version });
+      const freed = await this.images.repo.update(
+        img.id,
+        { state: transition(img.state, 'unlock'), lockReason: null, progress: null },
+        { fromStates: ['locked'], expectedVersion: img.version },
+      );
       if (freed) {
         this.images.events.publish('updated', freed);
         unlocked++;
@@ -123,7 +128,11 @@ export class ConvertJobs {
     const payload: ConvertPayload = { source: img.digest, sourceFormat: img.inspection!.format, sourceSize: img.storedSize ?? 0, target };
     // the lock first: a job claimed at once must find its image locked; a crash between the two
     // leaves a lock without a job, which freeStrandedLocks frees at the next start
-    const locked = await this.images.repo.update(img.id, { state: transition(img.state, 'lock'), lockReason: 'convert', progress: 0 }, { fromStates: ['ready'], expectedVersion: img.version });
+    const locked = await this.images.repo.update(
+      img.id,
+      { state: transition(img.state, 'lock'), lockReason: 'convert', progress: 0 },
+      { fromStates: ['ready'], expectedVersion: img.version },
+    );
     if (!locked) return (await this.images.repo.get(img.id)) ?? img;
     try {
       await this.queue.enqueue({ kind: 'convert', imageId: img.id, payload });
@@ -207,7 +216,14 @@ export class ConvertJobs {
           inspection: inspectionSummary(report),
           virtualSize: report.virtualSize === undefined ? (img.virtualSize ?? null) : Number(report.virtualSize),
         };
-        const keep = { imageId, format: p.sourceFormat === 'iso' ? 'raw' : p.sourceFormat, optionsKey: '', digest: p.source, sizeBytes: p.sourceSize, createdAt: new Date() };
+        const keep = {
+          imageId,
+          format: p.sourceFormat === 'iso' ? 'raw' : p.sourceFormat,
+          optionsKey: '',
+          digest: p.source,
+          sizeBytes: p.sourceSize,
+          createdAt: new Date(),
+        };
         const done = await this.images.repo.finishConversion(imageId, patch, { fromStates: ['locked'], expectedVersion: img.version }, keep);
         if (!done) return LOST_RACE;
         this.images.events.publish('updated', done);
@@ -229,7 +245,10 @@ export class ConvertJobs {
     const img = await this.images.repo.get(job.imageId!);
     if (!img) return 'the image is gone';
     if (img.state !== 'locked' || img.lockReason !== 'convert') return undefined;
-    await this.unlock(img.id, `conversion to ${job.payload.target} failed (${why.slice(0, 500)}); the image is kept as uploaded (${img.inspection?.format ?? 'unknown format'})`);
+    await this.unlock(
+      img.id,
+      `conversion to ${job.payload.target} failed (${why.slice(0, 500)}); the image is kept as uploaded (${img.inspection?.format ?? 'unknown format'})`,
+    );
     return undefined;
   }
 
@@ -239,7 +258,11 @@ export class ConvertJobs {
       async () => {
         const now = await this.images.repo.get(imageId);
         if (!now || now.state !== 'locked' || now.lockReason !== 'convert') return;
-        const freed = await this.images.repo.update(imageId, { state: transition(now.state, 'unlock'), lockReason: null, progress: null, stateReason: reason }, { fromStates: ['locked'], expectedVersion: now.version });
+        const freed = await this.images.repo.update(
+          imageId,
+          { state: transition(now.state, 'unlock'), lockReason: null, progress: null, stateReason: reason },
+          { fromStates: ['locked'], expectedVersion: now.version },
+        );
         if (!freed) return LOST_RACE;
         this.images.events.publish('updated', freed);
       },

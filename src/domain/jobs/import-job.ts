@@ -65,12 +65,17 @@ export class ImportJobs {
     const img = await this.images.get(imageId);
     if (img.state === 'importing') throw new DomainError('CONFLICT', `image ${imageId} is already receiving data; cancel that import first`, { id: imageId });
     if (img.state !== 'pending' && img.state !== 'error') {
-      throw new DomainError('INVALID_STATE', `image ${imageId} already has data (state ${img.state}); create a new image to import other bytes`, { id: imageId });
+      throw new DomainError('INVALID_STATE', `image ${imageId} already has data (state ${img.state}); create a new image to import other bytes`, {
+        id: imageId,
+      });
     }
     const job = await this.queue.enqueue({ kind: 'import', imageId, payload: { url } satisfies ImportPayload });
     this.runner.wake();
     // let the image enter `importing` before answering, so the client sees the import under way
-    await Promise.race([this.runner.settled(job!.id, 2000), waitFor(() => this.images.get(imageId).then((i) => i.state !== img.state || i.version !== img.version), 2000)]);
+    await Promise.race([
+      this.runner.settled(job!.id, 2000),
+      waitFor(() => this.images.get(imageId).then((i) => i.state !== img.state || i.version !== img.version), 2000),
+    ]);
     return this.images.get(imageId).catch(() => img);
   }
 

@@ -18,7 +18,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     }
 
     test('enqueue → claim → complete; the claim counts the attempt and holds the lease', async () => {
-      const { nodes: [q], cleanup } = await make();
+      const {
+        nodes: [q],
+        cleanup,
+      } = await make();
       try {
         const made = await q.enqueue({ kind: 'import', imageId: 'img-1', payload: { url: 'http://x/' } });
         assert.ok(made);
@@ -46,7 +49,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     });
 
     test('jobs are claimed oldest first; fail records the error; a job on no image has no imageId', async () => {
-      const { nodes: [q], cleanup } = await make();
+      const {
+        nodes: [q],
+        cleanup,
+      } = await make();
       try {
         const a = await q.enqueue({ kind: 'gc', payload: {} });
         await sleep(2);
@@ -59,7 +65,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
         const failed = await q.get(first!.id);
         assert.equal(failed!.state, 'failed');
         assert.equal(failed!.error, 'it broke');
-        assert.deepEqual((await q.unfinished()).map((j) => j.id), [b!.id]);
+        assert.deepEqual(
+          (await q.unfinished()).map((j) => j.id),
+          [b!.id],
+        );
         assert.deepEqual(await q.unfinished('import'), []);
         await q.complete(second!.id, 'n');
       } finally {
@@ -68,7 +77,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     });
 
     test('an id makes enqueue idempotent: a second enqueue with it adds nothing', async () => {
-      const { nodes: [q, r], cleanup } = await make();
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
       try {
         const id = `gc@${randomUUID()}`;
         assert.ok(await q.enqueue({ id, kind: 'gc', payload: {} }));
@@ -107,7 +119,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     });
 
     test('an expired lease is reclaimed (resume after a worker died), and the old holder can no longer end the job', async () => {
-      const { nodes: [q, r], cleanup } = await make();
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
       try {
         const made = await q.enqueue({ kind: 'convert', imageId: 'img-3', payload: {} });
         const held = await q.claim('dead-node', 50);
@@ -126,7 +141,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     });
 
     test('heartbeat extends the lease (and records progress)', async () => {
-      const { nodes: [q, r], cleanup } = await make();
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
       try {
         const made = await q.enqueue({ kind: 'import', imageId: 'img-4', payload: {} });
         await q.claim('worker', 100);
@@ -147,7 +165,10 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
     });
 
     test('advance persists the phase and payload; release hands a worker its jobs back at once', async () => {
-      const { nodes: [q, r], cleanup } = await make();
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
       try {
         const made = await q.enqueue({ kind: 'convert', imageId: 'img-5', payload: { step: 1 } });
         const j = await q.claim('restarting-node', 60_000);
