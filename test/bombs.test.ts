@@ -41,7 +41,7 @@ function decoderChildren(pid: number): string[] {
     return execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(pid)], { encoding: 'utf8' })
       .split('\n')
       .map((l) => l.trim())
-      .filter((l) => /\b(xz|zstd|bzip2)$/.test(l));
+      .filter((l) => /\b(xz|zstd|l?bzip2)$/.test(l));
   } catch {
     return [];
   }

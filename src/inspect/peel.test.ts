@@ -50,7 +50,7 @@ function decoderChildren(): string[] {
   return out
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => /\b(xz|zstd|bzip2)$/.test(l));
+    .filter((l) => /\b(xz|zstd|l?bzip2)$/.test(l));
 }
 
 async function waitNoDecoderChildren(): Promise<string[]> {
