@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,5 +97,28 @@ test('blobs and staging files are sparse: 8 MiB of data in a 256 MiB blob takes 
     assert.ok(st.blocks * 512 >= 8 << 20 && st.blocks * 512 <= 9 << 20, `blob allocates ${st.blocks * 512} bytes for 8 MiB of data`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a staging file is flushed in the background as it grows (the commit fsync is short); the blob is intact', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'imago-fs-flush-'));
+  try {
+    const store = new FsBlobStore(root);
+    const s = await store.startUpload();
+    const chunk = randomBytes(1 << 20);
+    const sha = createHash('sha256');
+    for (let i = 0; i < 130; i++) {
+      chunk.writeUInt32LE(i, 0);
+      sha.update(chunk);
+      await s.write(chunk);
+    }
+    const flushed = () => (s as unknown as { bytesFlushed: number }).bytesFlushed;
+    for (let i = 0; i < 500 && flushed() < 64 << 20; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(flushed() >= 64 << 20, `flushed ${flushed()} bytes of ${130 << 20} before the commit`);
+    const blob = await s.commit();
+    assert.equal(blob.digest, `sha256:${sha.digest('hex')}`);
+    assert.equal(blob.sizeBytes, 130 << 20);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
   }
 });

@@ -188,10 +188,21 @@ export class FsBlobStore implements BlobStore {
   }
 }
 
+/**
+ * Bytes written between two background flushes of a staging file. The commit must fsync before
+ * the blob may be named: flushing as the upload goes (one fdatasync at a time, while the writes go
+ * on) leaves the final fsync little to do — it took 0.5–0.6 s of a 1 GiB upload when it flushed
+ * everything at the end (issue 20).
+ */
+const FLUSH_EVERY_BYTES = 64 * 1024 * 1024;
+
 class FsUploadSession implements UploadSession {
   private readonly hash: Hash | undefined;
   private written = 0;
   private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
+  private flushedUpTo = 0;
+  /** the background flush under way; its failure fails the commit (the final fsync reports it too) */
+  private flushing: Promise<unknown> | undefined;
 
   constructor(
     private readonly store: FsBlobStore,
@@ -205,6 +216,11 @@ class FsUploadSession implements UploadSession {
 
   get bytesWritten(): number {
     return this.written;
+  }
+
+  /** Bytes known to be on disk (flushed in the background so far): a diagnostic. */
+  get bytesFlushed(): number {
+    return this.flushedUpTo;
   }
 
   /**
@@ -225,6 +241,22 @@ class FsUploadSession implements UploadSession {
         off += bytesWritten;
       }
     }
+    this.flushInBackground();
+  }
+
+  private flushInBackground(): void {
+    if (this.flushing || this.written - this.flushedUpTo < FLUSH_EVERY_BYTES) return;
+    const upTo = this.written;
+    this.flushing = this.fh.datasync().then(
+      () => {
+        this.flushedUpTo = upTo;
+        this.flushing = undefined;
+      },
+      // the commit's own fsync fails the same way and says so; until then nothing is lost
+      () => {
+        this.flushing = undefined;
+      },
+    );
   }
 
   async commit(expected?: Digest): Promise<BlobInfo> {
@@ -232,6 +264,7 @@ class FsUploadSession implements UploadSession {
     this.state = 'committing';
     try {
       // trailing zero blocks were skipped: the length comes from here
+      await this.flushing;
       await this.fh.truncate(this.written);
       await this.fh.sync();
       await this.fh.close();
@@ -256,6 +289,7 @@ class FsUploadSession implements UploadSession {
   async abort(): Promise<void> {
     if (this.state === 'committed') return;
     this.state = 'aborted';
+    await this.flushing;
     await this.fh.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
