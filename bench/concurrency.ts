@@ -129,6 +129,7 @@ async function curlDownloads(urls: string[], headers: string[], bytes: number): 
   try {
     const procs = Math.ceil(urls.length / PER_CURL);
     const per = Math.ceil(urls.length / procs);
+    const errors: string[] = [];
     const t0 = process.hrtime.bigint();
     const outputs = await Promise.all(
       Array.from({ length: procs }, (_, p) => {
@@ -138,6 +139,7 @@ async function curlDownloads(urls: string[], headers: string[], bytes: number): 
           `parallel-max = ${mine.length}`,
           'parallel-immediate',
           'silent',
+          'no-progress-meter',
           'show-error',
           'write-out = "%{http_code} %{time_total} %{size_download}\\n"',
           ...headers.map((h) => `header = "${h}"`),
@@ -152,7 +154,11 @@ async function curlDownloads(urls: string[], headers: string[], bytes: number): 
           child.stdout.on('data', (d) => (out += d));
           child.stderr.on('data', (d) => (err += d));
           child.on('error', reject);
-          child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`curl --parallel exited ${code}: ${err.slice(0, 500)}`))));
+          // a failed transfer makes curl exit non-zero: it is counted from its --write-out line, its error kept
+          child.on('close', () => {
+            errors.push(...err.split('\n').filter((l) => l.startsWith('curl: (')));
+            resolve(out);
+          });
         });
       }),
     );
@@ -165,7 +171,7 @@ async function curlDownloads(urls: string[], headers: string[], bytes: number): 
       if (code === '200' && Number(size) === bytes) latencies.push(Number(time));
       else {
         failures++;
-        firstError ??= `HTTP ${code}, ${size} bytes`;
+        firstError ??= `HTTP ${code}, ${size} bytes; ${errors[0] ?? ''}`;
       }
     }
     if (latencies.length === 0) throw new Error(`every download failed: ${outputs.join('').slice(0, 300)}`);
