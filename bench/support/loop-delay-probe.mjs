@@ -12,6 +12,8 @@
  */
 import { renameSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import process from 'node:process';
+import { setInterval } from 'node:timers';
 import { isMainThread } from 'node:worker_threads';
 
 const RESOLUTION_MS = 10;
