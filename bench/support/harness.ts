@@ -58,16 +58,16 @@ export interface Served {
 /**
  * A real `imago serve` (the built dist/, via bin/imago.js) on a free loopback port with a fresh
  * data dir, SQLite and filesystem blobs. Its first start mints the server-admin token into
- * `<data>/admin.token`; every request of the benches sends it.
+ * `<data>/admin.token`; every request of the benches sends it. `env` is added to the server's environment.
  */
-export async function serve(extra: string[] = []): Promise<Served> {
+export async function serve(extra: string[] = [], env: Record<string, string> = {}): Promise<Served> {
   if (!existsSync(join(REPO_ROOT, 'dist', 'cli', 'main.js'))) {
     throw new Error('bin/imago.js runs the compiled dist/: build it first with "npx tsc -p tsconfig.build.json"');
   }
   const dataDir = mkdtempSync(join(tmpdir(), 'imago-bench-'));
   let server: SpawnedServer;
   try {
-    server = await spawnServer(dataDir, { args: extra });
+    server = await spawnServer(dataDir, { args: extra, env });
   } catch (e) {
     rmSync(dataDir, { recursive: true, force: true });
     throw e;
