@@ -10,7 +10,7 @@
  * |------|---------|
  * | `# ...`, blank | comment |
  * | `version=1` | descriptor version (1..3) |
- * | `CID=hex8`, `parentCID=hex8` | content id; parentCID `ffffffff` = no parent |
+ * | `CID=hex`, `parentCID=hex` (up to 8 digits; qemu does not zero-pad) | content id; parentCID `ffffffff` = no parent |
  * | `createType="monolithicSparse"` | how the disk is split into files (the subformat) |
  * | `parentFileNameHint="base.vmdk"` | the parent's file name (delta disks) |
  * | `ACCESS SECTORS TYPE ["FILE" [OFFSET]]` | one extent: RW / RDONLY / NOACCESS, its size in 512-byte sectors, FLAT / SPARSE / ZERO / VMFS / VMFSSPARSE / VMFSRDM / VMFSRAW / SESPARSE, the file holding it, the sector offset inside a FLAT file |
