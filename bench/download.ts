@@ -10,7 +10,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { startGlance } from './support/glance-peer.js';
-import { createImage, dataFile, median, numberOption, printTable, serve, timeCommand } from './support/harness.js';
+import { createImage, dataFile, median, numberOption, printTable, serve, timeCommand, uploadArgs } from './support/harness.js';
 import { pageCacheReadSeconds, sendfileFloorSeconds } from './support/limits.js';
 
 export async function run(args: string[]): Promise<void> {
@@ -26,18 +26,7 @@ export async function run(args: string[]): Promise<void> {
   });
   try {
     const id = await createImage(s, 'bench-dl');
-    execFileSync('curl', [
-      '-sS',
-      '-f',
-      '-o',
-      '/dev/null',
-      ...s.curlAuth,
-      '-H',
-      'content-type: application/octet-stream',
-      '-T',
-      file,
-      `${s.url}/api/v1/images/${id}/file`,
-    ]);
+    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...uploadArgs(s, id, file)]);
     glanceId = await glance.createImage('imago-bench-dl');
     execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...glance.uploadArgs(glanceId, file)]);
     const blob = execFileSync('find', [s.dataDir, '-path', '*/blobs/*', '-type', 'f']).toString().trim().split('\n')[0]!;

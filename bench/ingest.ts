@@ -24,6 +24,7 @@ import {
   serve,
   timeCommand,
   type Served,
+  uploadArgs,
 } from './support/harness.js';
 import { describeLimits, hashLimitSeconds, measureHashRates, pageCacheReadSeconds } from './support/limits.js';
 
@@ -45,18 +46,7 @@ export async function run(args: string[]): Promise<void> {
     servers.push(withMd5);
     const upload = async (s: Served, i: number) => {
       const id = await createImage(s, `bench-${i}`);
-      const t = timeCommand('curl', [
-        '-sS',
-        '-f',
-        '-o',
-        '/dev/null',
-        ...s.curlAuth,
-        '-H',
-        'content-type: application/octet-stream',
-        '-T',
-        file,
-        `${s.url}/api/v1/images/${id}/file`,
-      ]);
+      const t = timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', ...uploadArgs(s, id, file)]);
       // identical bytes dedup: delete so the next run stores again
       await deleteImage(s, id);
       execFileSync('rm', ['-rf', join(s.dataDir, 'blobs')]);

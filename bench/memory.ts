@@ -5,7 +5,7 @@
  *   npm run bench -- memory [--mib 4096] [--quick]
  */
 import { execFileSync } from 'node:child_process';
-import { createImage, dataFile, discardingSink, numberOption, peakRss, printTable, serve } from './support/harness.js';
+import { createImage, dataFile, discardingSink, numberOption, peakRss, printTable, serve, uploadArgs } from './support/harness.js';
 
 export async function run(args: string[]): Promise<void> {
   const mib = numberOption(args, '--mib', 4096, 16);
@@ -14,18 +14,7 @@ export async function run(args: string[]): Promise<void> {
   let ours = NaN;
   try {
     const id = await createImage(s, 'bench-mem');
-    execFileSync('curl', [
-      '-sS',
-      '-f',
-      '-o',
-      '/dev/null',
-      ...s.curlAuth,
-      '-H',
-      'content-type: application/octet-stream',
-      '-T',
-      file,
-      `${s.url}/api/v1/images/${id}/file`,
-    ]);
+    execFileSync('curl', ['-sS', '-f', '-o', '/dev/null', ...uploadArgs(s, id, file)]);
     ours = peakRss(s.proc.pid!);
   } finally {
     await s.stop();

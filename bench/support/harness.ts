@@ -91,6 +91,11 @@ export async function serve(extra: string[] = [], env: Record<string, string> = 
   };
 }
 
+/** curl arguments that upload `file` as image `id`'s bytes (PUT .../file, the admin token). */
+export function uploadArgs(s: Served, id: string, file: string): string[] {
+  return [...s.curlAuth, '-H', 'content-type: application/octet-stream', '-T', file, `${s.url}/api/v1/images/${id}/file`];
+}
+
 /** Creates an image record (state pending) and returns its id; a refusal stops the bench. */
 export async function createImage(s: Served, name: string): Promise<string> {
   const r = await s.fetch('/api/v1/images', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }) });

@@ -81,24 +81,27 @@ export function takeOwnership(body: unknown): { rest: unknown; ownership: Owners
 
 type Obj = Record<string, unknown>;
 
+/** The fields a client may set on an image, at creation and by update alike. */
+const IMAGE_FIELDS: ReadonlySet<string> = new Set([
+  'name',
+  'description',
+  'type',
+  'diskFormat',
+  'containerFormat',
+  'architecture',
+  'osDistro',
+  'osVersion',
+  'osType',
+  'minDisk',
+  'minRam',
+  'persistent',
+  'properties',
+  'tags',
+]);
+
 export function parseCreateInput(body: unknown): CreateImageInput {
   const o = asObject(body);
-  const known = new Set([
-    'name',
-    'description',
-    'type',
-    'diskFormat',
-    'containerFormat',
-    'architecture',
-    'osDistro',
-    'osVersion',
-    'osType',
-    'minDisk',
-    'minRam',
-    'persistent',
-    'properties',
-    'tags',
-  ]);
+  const known = IMAGE_FIELDS;
   for (const k of Object.keys(o)) if (!known.has(k)) throw invalid(`unknown field "${k}"; image fields are ${[...known].join(', ')}`, { field: k });
   if (typeof o.name !== 'string') throw invalid('field "name" is required: a string of 1 to 255 characters', { field: 'name' });
   return { ...parseAttributes(o), name: o.name.trim() } as CreateImageInput;
@@ -106,22 +109,7 @@ export function parseCreateInput(body: unknown): CreateImageInput {
 
 export function parseUpdateInput(body: unknown): Partial<ImageAttributes> {
   const o = asObject(body);
-  const allowed = new Set([
-    'name',
-    'description',
-    'type',
-    'diskFormat',
-    'containerFormat',
-    'architecture',
-    'osDistro',
-    'osVersion',
-    'osType',
-    'minDisk',
-    'minRam',
-    'persistent',
-    'properties',
-    'tags',
-  ]);
+  const allowed = IMAGE_FIELDS;
   for (const k of Object.keys(o)) {
     if (!allowed.has(k)) {
       throw invalid(
