@@ -6,10 +6,14 @@
  * hasher: a worker thread is a V8 isolate of ~9 MiB, and one pair per upload made ten concurrent
  * uploads cost 170 MiB in threads alone (issue 18). A hasher gives each group of algorithms a
  * lane on one pool worker (groups of one hasher go to different workers, so sha256 and sha512 run
- * in parallel). Each lane owns a fixed set of slots in a SharedArrayBuffer: a chunk is copied into
- * a free slot (memcpy is ~20x faster than any hash) and the worker hashes it in place, then frees
- * the slot. Memory is therefore fixed (slots × slotBytes per lane) whatever the stream's size, and
- * `update` waits when a worker lags (backpressure) — no allocation per chunk.
+ * in parallel).
+ *
+ * A hasher owns a fixed set of slots in one SharedArrayBuffer that all its lanes see. The caller
+ * fills a slot (`slot()`) with the stream's next bytes, hands it to the lanes (`hash()`), uses the
+ * same bytes meanwhile (the staging write, inspection) and gives it back (`release()`); the slot is
+ * free again once every lane and the caller are done. The bytes are thus copied once, into the
+ * slot, whatever the number of algorithms; memory is fixed (slots × slotBytes) whatever the
+ * stream's size, and `slot()` waits when a lane lags (backpressure) — no allocation per chunk.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -23,12 +27,12 @@ const { createHash } = require('node:crypto');
 const lanes = new Map();
 parentPort.on('message', (msg) => {
   if (msg.op === 'open') {
-    lanes.set(msg.id, { ring: new Uint8Array(msg.ring), hashes: msg.algorithms.map((a) => [a, createHash(a)]) });
+    lanes.set(msg.id, { slots: new Uint8Array(msg.slots), hashes: msg.algorithms.map((a) => [a, createHash(a)]) });
   } else if (msg.op === 'update') {
     const lane = lanes.get(msg.id);
-    const view = lane.ring.subarray(msg.offset, msg.offset + msg.length);
+    const view = lane.slots.subarray(msg.offset, msg.offset + msg.length);
     for (const [, h] of lane.hashes) h.update(view);
-    parentPort.postMessage({ id: msg.id, free: msg.slot });
+    parentPort.postMessage({ id: msg.id, done: msg.offset });
   } else if (msg.op === 'digest') {
     const lane = lanes.get(msg.id);
     const out = {};
@@ -44,10 +48,10 @@ parentPort.on('message', (msg) => {
 interface Lane {
   id: number;
   worker: PoolWorker;
-  ring: Uint8Array;
-  free: number[];
-  waiters: (() => void)[];
-  failure?: Error;
+  /** the hasher's slot at this byte offset is hashed */
+  done: (offset: number) => void;
+  /** the worker died */
+  fail: (e: Error) => void;
   digest?: { resolve: (d: Record<string, string>) => void; reject: (e: Error) => void };
 }
 
@@ -81,12 +85,11 @@ class HashPool {
     if (existing && !existing.dead) return existing;
     const thread = new Worker(WORKER_SOURCE, { eval: true });
     const w: PoolWorker = { thread, lanes: new Map(), dead: false };
-    thread.on('message', (m: { id: number; free?: number; digest?: Record<string, string> }) => {
+    thread.on('message', (m: { id: number; done?: number; digest?: Record<string, string> }) => {
       const lane = w.lanes.get(m.id);
       if (!lane) return;
-      if (m.free !== undefined) {
-        lane.free.push(m.free);
-        lane.waiters.shift()?.();
+      if (m.done !== undefined) {
+        lane.done(m.done);
       } else if (m.digest) {
         track(w, lane, false);
         lane.digest?.resolve(m.digest);
@@ -95,8 +98,7 @@ class HashPool {
     const die = (e: Error) => {
       w.dead = true;
       for (const lane of w.lanes.values()) {
-        lane.failure = e;
-        for (const f of lane.waiters.splice(0)) f();
+        lane.fail(e);
         lane.digest?.reject(e);
       }
       w.lanes.clear();
@@ -125,50 +127,90 @@ const sharedPool = () => (pool ??= new HashPool(Math.max(2, availableParallelism
 
 export class ParallelHasher {
   private readonly lanes: Lane[];
+  private readonly shared: SharedArrayBuffer;
+  /** holders of each slot: the caller while it fills and uses it, and each lane until it hashed it */
+  private readonly holds: number[];
+  private readonly free: number[];
+  private readonly waiters: (() => void)[] = [];
+  private failure: Error | undefined;
   private closed = false;
 
   constructor(
     groups: HashAlgorithm[][],
-    // 4 slots of 128 KiB keep both workers busy (a slot is hashed while the next is filled; 256 KiB
-    // slots hash no faster) for 512 KiB per lane: ten concurrent uploads hold 10 MiB of rings
-    private readonly slots = 4,
-    private readonly slotBytes = 128 * 1024,
+    // 8 slots of 256 KiB: a slot is hashed while the next ones are filled, written and inspected
+    // (smaller slots cost more messages, larger ones hash no faster) — 2 MiB per stream
+    private readonly slots = 8,
+    readonly slotBytes = 256 * 1024,
   ) {
+    this.shared = new SharedArrayBuffer(slots * slotBytes);
+    this.holds = new Array<number>(slots).fill(0);
+    this.free = [...Array(slots).keys()].reverse();
     const used = groups.filter((g) => g.length > 0);
     const workers = sharedPool().take(used.length);
     this.lanes = used.map((algorithms, i) => {
-      const shared = new SharedArrayBuffer(slots * slotBytes);
       const worker = workers[i]!;
-      const lane: Lane = { id: sharedPool().newId(), worker, ring: new Uint8Array(shared), free: [...Array(slots).keys()], waiters: [] };
+      const lane: Lane = {
+        id: sharedPool().newId(),
+        worker,
+        done: (offset) => this.drop(offset / slotBytes),
+        fail: (e) => {
+          this.failure ??= e;
+          for (const f of this.waiters.splice(0)) f();
+        },
+      };
       track(worker, lane, true);
-      worker.thread.postMessage({ op: 'open', id: lane.id, algorithms, ring: shared });
+      worker.thread.postMessage({ op: 'open', id: lane.id, algorithms, slots: this.shared });
       return lane;
     });
   }
 
+  /** A free slot to fill (the caller holds it until `release`); waits while every slot is in use. */
+  async slot(): Promise<Buffer> {
+    this.usable();
+    while (this.free.length === 0) {
+      await new Promise<void>((r) => this.waiters.push(r));
+      this.usable();
+    }
+    const i = this.free.pop()!;
+    this.holds[i] = 1;
+    return Buffer.from(this.shared, i * this.slotBytes, this.slotBytes);
+  }
+
+  /** Hashes `bytes`, the start of a slot from `slot()`, as the stream's next bytes. */
+  hash(bytes: Uint8Array): void {
+    this.usable();
+    const i = this.slotOf(bytes);
+    for (const lane of this.lanes) {
+      this.holds[i]!++;
+      lane.worker.thread.postMessage({ op: 'update', id: lane.id, offset: bytes.byteOffset, length: bytes.length });
+    }
+  }
+
+  /** The caller is done with the slot `bytes` lies in (it may still be hashing). */
+  release(bytes: Uint8Array): void {
+    this.drop(this.slotOf(bytes));
+  }
+
+  /** Hashes any bytes as the stream's next: copies them into slots (for callers without slots of their own). */
   async update(chunk: Uint8Array): Promise<void> {
-    if (this.closed) throw new Error('ParallelHasher: update after digest/close');
     for (let off = 0; off < chunk.length; off += this.slotBytes) {
       const piece = chunk.subarray(off, Math.min(chunk.length, off + this.slotBytes));
-      for (const lane of this.lanes) {
-        while (lane.free.length === 0 && !lane.failure) await new Promise<void>((r) => lane.waiters.push(r));
-        if (lane.failure) throw lane.failure;
-        const slot = lane.free.pop()!;
-        lane.ring.set(piece, slot * this.slotBytes);
-        lane.worker.thread.postMessage({ op: 'update', id: lane.id, slot, offset: slot * this.slotBytes, length: piece.length });
-      }
+      const slot = await this.slot();
+      slot.set(piece);
+      this.hash(slot.subarray(0, piece.length));
+      this.release(slot);
     }
   }
 
   /** Waits for every lane and returns hex digests by algorithm; the hasher is closed after. */
   async digest(): Promise<Partial<Record<HashAlgorithm, string>>> {
-    if (this.closed) throw new Error('ParallelHasher: digest after digest/close');
+    this.usable();
     this.closed = true;
     const parts = await Promise.all(
       this.lanes.map(
         (lane) =>
           new Promise<Record<string, string>>((resolve, reject) => {
-            if (lane.failure) return reject(lane.failure);
+            if (this.failure) return reject(this.failure);
             lane.digest = { resolve, reject };
             lane.worker.thread.postMessage({ op: 'digest', id: lane.id });
           }),
@@ -181,11 +223,31 @@ export class ParallelHasher {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.failure ??= new Error('ParallelHasher: closed');
+    for (const f of this.waiters.splice(0)) f();
     for (const lane of this.lanes) {
-      lane.failure ??= new Error('ParallelHasher: closed');
-      for (const f of lane.waiters.splice(0)) f();
       track(lane.worker, lane, false);
       if (!lane.worker.dead) lane.worker.thread.postMessage({ op: 'close', id: lane.id });
+    }
+  }
+
+  private usable(): void {
+    if (this.closed) throw new Error('ParallelHasher: used after digest/close');
+    if (this.failure) throw this.failure;
+  }
+
+  private slotOf(bytes: Uint8Array): number {
+    const i = Math.floor(bytes.byteOffset / this.slotBytes);
+    if (bytes.buffer !== this.shared || bytes.byteOffset !== i * this.slotBytes || bytes.length > this.slotBytes) {
+      throw new Error("ParallelHasher: not the start of one of this hasher's slots");
+    }
+    return i;
+  }
+
+  private drop(i: number): void {
+    if (--this.holds[i]! === 0) {
+      this.free.push(i);
+      this.waiters.shift()?.();
     }
   }
 }

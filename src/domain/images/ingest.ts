@@ -72,10 +72,7 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat, claimedContainerFormat: opts.claimedContainerFormat });
   let stored = 0;
   let report: ImageReport | undefined;
-  // the hasher and the inspector copy what they keep, so a chunk's buffer is free again once it is
-  // staged: regrouping reuses those few buffers instead of allocating one per chunk
-  const spare = new ChunkBuffers(CHUNK_BYTES);
-  const staged = await stageBlob(store, rechunk(peeled.output, CHUNK_BYTES, spare), {
+  const staged = await stageBlob(store, peeled.output, {
     md5: opts.md5,
     onChunk: async (chunk) => {
       stored += chunk.length;
@@ -83,7 +80,6 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
       await inspector.write(chunk);
       passedBytes(chunk.length);
     },
-    onStaged: (chunk) => spare.release(chunk),
     keep: async (failure) => {
       // the client's own errors (a dropped connection) and our refusals end the ingest; anything
       // else in the stream (a corrupt compression layer) is a finding of the report
@@ -102,59 +98,6 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   const checksums: Checksums = { sha512: staged.sha512 };
   if (staged.md5) checksums.md5 = staged.md5;
   return { kind: 'stored', report: report!, blob: staged.blob, checksums, bytesReceived };
-}
-
-/**
- * Work unit of the pipeline: network reads arrive in ~64 KiB pieces; hashing, inspection and writes
- * go faster in larger ones. 256 KiB: each upload holds a few of these (one filling, two in flight),
- * so ten concurrent uploads held 30 MiB at 1 MiB (issue 18: peak RSS through ten bombs).
- */
-const CHUNK_BYTES = 256 * 1024;
-
-/** The buffers `rechunk` fills: the ones the consumer released are filled again. */
-export class ChunkBuffers {
-  private readonly own = new WeakSet<Uint8Array>();
-  private readonly free: Buffer[] = [];
-  constructor(readonly size: number) {}
-  take(): Buffer {
-    const b = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-    this.own.add(b);
-    return b;
-  }
-  /** The consumer is done with `chunk`; only whole buffers made here are reused (not passed-through input). */
-  release(chunk: Uint8Array): void {
-    if (this.own.has(chunk) && chunk.byteLength === this.size) this.free.push(chunk as Buffer);
-  }
-}
-
-/**
- * Regroups a byte stream into chunks of `size` bytes (the last one shorter). Chunks the consumer
- * hands back to `buffers` are reused; any other is left to the garbage collector.
- */
-export async function* rechunk(input: AsyncIterable<Uint8Array>, size: number, buffers = new ChunkBuffers(size)): AsyncIterable<Uint8Array> {
-  const fresh = () => buffers.take();
-  let buf = fresh();
-  let used = 0;
-  for await (const chunk of input) {
-    let off = 0;
-    if (used === 0 && chunk.length >= size) {
-      // big chunks pass through without a copy
-      yield chunk;
-      continue;
-    }
-    while (off < chunk.length) {
-      const n = Math.min(size - used, chunk.length - off);
-      buf.set(chunk.subarray(off, off + n), used);
-      used += n;
-      off += n;
-      if (used === size) {
-        yield buf;
-        buf = fresh();
-        used = 0;
-      }
-    }
-  }
-  if (used > 0) yield buf.subarray(0, used);
 }
 
 function sizeLimit(size: number, limit: number, announced: boolean): DomainError {

@@ -31,19 +31,39 @@ async function withStore(fn: (store: FsBlobStore) => Promise<void>): Promise<voi
 
 const hex = (algo: string, b: Buffer) => createHash(algo).update(b).digest('hex');
 
-test('stageBlob commits content-addressed, with sha512 and md5 of the same bytes; every chunk is seen and handed back', () =>
+test('stageBlob commits content-addressed, with sha512 and md5 of the same bytes; onChunk sees every byte once, in slot-sized chunks', () =>
   withStore(async (store) => {
-    const bytes = randomBytes(3 * 65536 + 17);
-    const seen: number[] = [];
-    let staged = 0;
-    const r = await stageBlob(store, chunksOf(bytes, 65536), { md5: true, onChunk: (c) => void seen.push(c.length), onStaged: () => staged++ });
+    const bytes = randomBytes(9 * 65536 + 17);
+    const seen: Buffer[] = [];
+    // copies: the chunk's memory is filled again once onChunk settled
+    const r = await stageBlob(store, chunksOf(bytes, 65536), { md5: true, onChunk: (c) => void seen.push(Buffer.from(c)) });
     assert.equal(r.blob.digest, `sha256:${hex('sha256', bytes)}`);
     assert.equal(r.blob.sizeBytes, bytes.length);
     assert.equal(r.sha512, hex('sha512', bytes));
     assert.equal(r.md5, hex('md5', bytes));
-    assert.deepEqual(seen, [65536, 65536, 65536, 17]);
-    assert.ok(staged >= 2, 'chunks are handed back once staged');
+    assert.deepEqual(
+      seen.map((c) => c.length),
+      [262144, 262144, 65553],
+    );
+    assert.ok(Buffer.concat(seen).equals(bytes), 'onChunk saw the stream, in order');
     assert.equal(await staging(store), 0);
+  }));
+
+test('stageBlob reuses its few slots: a stream far larger than them stages whole', () =>
+  withStore(async (store) => {
+    const bytes = randomBytes(24 * 1024 * 1024 + 5);
+    const buffers = new Set<ArrayBufferLike>();
+    const offsets = new Set<number>();
+    const r = await stageBlob(store, chunksOf(bytes, 100_000), {
+      md5: false,
+      onChunk: (c) => {
+        buffers.add(c.buffer);
+        offsets.add(c.byteOffset);
+      },
+    });
+    assert.equal(r.blob.digest, `sha256:${hex('sha256', bytes)}`);
+    assert.equal(buffers.size, 1, 'all chunks lie in one shared buffer');
+    assert.ok(offsets.size <= 8, `${offsets.size} distinct slots for ${bytes.length} bytes`);
   }));
 
 test('stageBlob: no md5 unless asked for', () =>

@@ -2,13 +2,14 @@
  * The one way bytes become a stored blob, shared by ingest (an upload or import) and variants (a
  * conversion's output):
  *
- *   byte stream ─┬─► staging (BlobStore upload session; a few writes in flight)
- *                ├─► hashers on the process-wide worker pool: sha256 (the address) [+ md5], sha512
- *                └─► onChunk (the caller's: inspection, a download tap)
+ *   byte stream ─► regrouped into the hasher's shared slots (the one copy) ─┬─► hashers on the process-wide worker pool: sha256 (the address) [+ md5], sha512
+ *                                                                           ├─► staging (BlobStore upload session; a few writes in flight)
+ *                                                                           └─► onChunk (the caller's: inspection, a download tap)
  *   ─► keep? ─► commit content-addressed (sha256 as hashed here) — or abort (nothing kept)
  *
  * The session does not hash the bytes again (`callerHashes`): the digests come from the very
- * bytes written. No byte is copied here except into the hashers' shared slots.
+ * bytes written. Each byte is copied once, into a slot that the hashers, the staging write and
+ * `onChunk` all read; a slot is filled again once they are all done with it.
  */
 import { ParallelHasher, type HashAlgorithm } from '../../io/parallel-hasher.js';
 import type { BlobInfo, BlobStore } from '../../store/blob-store.js';
@@ -24,10 +25,12 @@ export interface StagedBlob {
 export interface StageOptions {
   /** also compute md5 (Glance `checksum`) */
   md5: boolean;
-  /** Sees every chunk once it is hashed and its staging write is under way. Throwing stops the staging. */
+  /**
+   * Sees every chunk (up to a slot's size of the stream's next bytes) while it is hashed and
+   * written. The chunk's memory is filled again once the returned promise settled: copy what you
+   * keep. Throwing stops the staging.
+   */
   onChunk?: (chunk: Uint8Array) => Promise<void> | void;
-  /** A chunk is staged and seen by everyone: its buffer may be filled again. */
-  onStaged?: (chunk: Uint8Array) => void;
   /**
    * Once the stream ended, or failed (`failure`: any error of the stream, a staging write, the
    * hashers or `onChunk`): whether to commit what was staged. It may throw; false or a throw keeps
@@ -35,9 +38,6 @@ export interface StageOptions {
    */
   keep?: (failure: { error: unknown } | undefined) => Promise<boolean>;
 }
-
-/** Staging writes in flight at once (bounded memory: this many chunks). */
-const MAX_WRITES_IN_FLIGHT = 2;
 
 export function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Array>, opts: StageOptions & { keep?: undefined }): Promise<StagedBlob>;
 export function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Array>, opts: StageOptions): Promise<StagedBlob | undefined>;
@@ -52,25 +52,39 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
   });
   try {
     let failure: { error: unknown } | undefined;
-    // staging writes are pipelined (a few in flight) so reading, hashing and inspecting go on meanwhile
-    const writes: Promise<Uint8Array>[] = [];
+    // every slot's staging write; the slots bound how many are in flight
+    const writes = new Set<Promise<void>>();
+    let writeError: unknown;
+    const send = async (chunk: Buffer) => {
+      if (writeError !== undefined) throw writeError;
+      hasher.hash(chunk);
+      const write: Promise<void> = session.write(chunk).then(
+        () => hasher.release(chunk),
+        (e: unknown) => {
+          writeError ??= e;
+        },
+      );
+      writes.add(write);
+      void write.finally(() => writes.delete(write));
+      await opts.onChunk?.(chunk);
+    };
     try {
-      let writeError: unknown;
-      for await (const chunk of source) {
-        if (writeError !== undefined) throw writeError;
-        writes.push(
-          session.write(chunk).then(
-            () => chunk,
-            (e: unknown) => {
-              writeError ??= e;
-              return chunk;
-            },
-          ),
-        );
-        await hasher.update(chunk);
-        await opts.onChunk?.(chunk);
-        if (writes.length >= MAX_WRITES_IN_FLIGHT) opts.onStaged?.(await writes.shift()!);
+      let slot = await hasher.slot();
+      let used = 0;
+      for await (const input of source) {
+        for (let off = 0; off < input.length;) {
+          const n = Math.min(slot.length - used, input.length - off);
+          slot.set(input.subarray(off, off + n), used);
+          used += n;
+          off += n;
+          if (used === slot.length) {
+            await send(slot);
+            slot = await hasher.slot();
+            used = 0;
+          }
+        }
       }
+      if (used > 0) await send(slot.subarray(0, used));
       await Promise.all(writes);
       if (writeError !== undefined) throw writeError;
     } catch (e) {

@@ -266,7 +266,8 @@ export class Converter {
 function tapInto(tap: Writable | undefined, onStarted: (() => void) | undefined): (chunk: Uint8Array) => Promise<void> {
   let started = false;
   return async (chunk) => {
-    if (tap && !tap.destroyed && !tap.writableEnded && !tap.write(chunk)) await drainedOrClosed(tap);
+    // a copy: the chunk's memory is filled again once staged, and the tap may still hold it queued
+    if (tap && !tap.destroyed && !tap.writableEnded && !tap.write(Buffer.from(chunk))) await drainedOrClosed(tap);
     if (!started) {
       started = true;
       onStarted?.();
