@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
-import { ParallelHasher } from './parallel-hasher.js';
+import { LARGE, ParallelHasher, SMALL } from './parallel-hasher.js';
 
 test('digests equal node:crypto for every algorithm, across odd chunk sizes', async () => {
   const data = randomBytes(3 * 1024 * 1024 + 17);
@@ -20,7 +20,7 @@ test('an empty stream has the empty digests', async () => {
 });
 
 test('in-flight bytes are bounded: memory stays flat over 256 MiB', async () => {
-  const h = new ParallelHasher([['sha256'], ['sha512']], 8, 1024 * 1024);
+  const h = new ParallelHasher([['sha256'], ['sha512']], { slots: 8, slotBytes: 1024 * 1024 });
   const chunk = randomBytes(1024 * 1024);
   const ref = createHash('sha256');
   const before = process.memoryUsage().rss;
@@ -63,4 +63,18 @@ test('a closed hasher gives its lanes back and refuses more bytes', async () => 
   await assert.rejects(h.update(randomBytes(10)), /after digest\/close/);
   const again = new ParallelHasher([['sha256']]);
   assert.equal((await again.digest()).sha256, createHash('sha256').digest('hex'));
+});
+
+test('the first few concurrent streams get large slots, any more small ones; a finished stream gives its large slots back', async () => {
+  const first = Array.from({ length: 4 }, () => new ParallelHasher([['sha256']]));
+  assert.deepEqual(
+    first.map((h) => h.slotBytes),
+    [LARGE.slotBytes, LARGE.slotBytes, LARGE.slotBytes, LARGE.slotBytes],
+  );
+  const fifth = new ParallelHasher([['sha256']]);
+  assert.equal(fifth.slotBytes, SMALL.slotBytes);
+  await first[0]!.digest();
+  const next = new ParallelHasher([['sha256']]);
+  assert.equal(next.slotBytes, LARGE.slotBytes);
+  await Promise.all([...first.slice(1), fifth, next].map((h) => h.close()));
 });

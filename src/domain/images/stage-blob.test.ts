@@ -33,7 +33,7 @@ const hex = (algo: string, b: Buffer) => createHash(algo).update(b).digest('hex'
 
 test('stageBlob commits content-addressed, with sha512 and md5 of the same bytes; onChunk sees every byte once, in slot-sized chunks', () =>
   withStore(async (store) => {
-    const bytes = randomBytes(9 * 65536 + 17);
+    const bytes = randomBytes(40 * 65536 + 17);
     const seen: Buffer[] = [];
     // copies: the chunk's memory is filled again once onChunk settled
     const r = await stageBlob(store, chunksOf(bytes, 65536), { md5: true, onChunk: (c) => void seen.push(Buffer.from(c)) });
@@ -41,10 +41,10 @@ test('stageBlob commits content-addressed, with sha512 and md5 of the same bytes
     assert.equal(r.blob.sizeBytes, bytes.length);
     assert.equal(r.sha512, hex('sha512', bytes));
     assert.equal(r.md5, hex('md5', bytes));
-    assert.deepEqual(
-      seen.map((c) => c.length),
-      [262144, 262144, 65553],
-    );
+    // whole slots (256 KiB or 1 MiB), then the rest
+    const slot = seen[0]!.length;
+    assert.ok(slot === 262144 || slot === 1048576, `chunk of ${slot} bytes`);
+    assert.ok(seen.slice(0, -1).every((c) => c.length === slot) && seen.at(-1)!.length === bytes.length % slot);
     assert.ok(Buffer.concat(seen).equals(bytes), 'onChunk saw the stream, in order');
     assert.equal(await staging(store), 0);
   }));
