@@ -17,6 +17,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { alignedStart, PAGE_BYTES } from './direct-io.js';
 
 export type HashAlgorithm = 'sha256' | 'sha512' | 'md5' | 'sha1';
 
@@ -158,13 +159,16 @@ export class ParallelHasher {
   private failure: Error | undefined;
   private closed = false;
   readonly slotBytes: number;
+  private readonly base: number;
 
   constructor(
     groups: HashAlgorithm[][],
     private readonly shape: SlotShape = takeSlotShape(),
   ) {
     this.slotBytes = shape.slotBytes;
-    this.shared = new SharedArrayBuffer(shape.slots * shape.slotBytes);
+    // slots start on a page boundary, so the staging write can go straight to the device (O_DIRECT)
+    this.shared = new SharedArrayBuffer(shape.slots * shape.slotBytes + PAGE_BYTES);
+    this.base = alignedStart(this.shared);
     this.holds = new Array<number>(shape.slots).fill(0);
     this.free = [...Array(shape.slots).keys()].reverse();
     const used = groups.filter((g) => g.length > 0);
@@ -174,7 +178,7 @@ export class ParallelHasher {
       const lane: Lane = {
         id: sharedPool().newId(),
         worker,
-        done: (offset) => this.drop(offset / this.slotBytes),
+        done: (offset) => this.drop((offset - this.base) / this.slotBytes),
         fail: (e) => {
           this.failure ??= e;
           for (const f of this.waiters.splice(0)) f();
@@ -195,7 +199,7 @@ export class ParallelHasher {
     }
     const i = this.free.pop()!;
     this.holds[i] = 1;
-    return Buffer.from(this.shared, i * this.slotBytes, this.slotBytes);
+    return Buffer.from(this.shared, this.base + i * this.slotBytes, this.slotBytes);
   }
 
   /** Hashes `bytes`, the start of a slot from `slot()`, as the stream's next bytes. */
@@ -264,8 +268,8 @@ export class ParallelHasher {
   }
 
   private slotOf(bytes: Uint8Array): number {
-    const i = Math.floor(bytes.byteOffset / this.slotBytes);
-    if (bytes.buffer !== this.shared || bytes.byteOffset !== i * this.slotBytes || bytes.length > this.slotBytes) {
+    const i = Math.floor((bytes.byteOffset - this.base) / this.slotBytes);
+    if (bytes.buffer !== this.shared || bytes.byteOffset !== this.base + i * this.slotBytes || bytes.length > this.slotBytes) {
       throw new Error("ParallelHasher: not the start of one of this hasher's slots");
     }
     return i;
