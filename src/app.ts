@@ -125,6 +125,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     logger: opts.logger,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
     eventsRecheckMs: config.eventsRecheckMs,
+    durable: () => db.durable(),
   });
   const gcJob = new GcJob(queue, jobs, { store, referenced: () => repo.referencedDigests(), graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;

@@ -16,11 +16,13 @@ export interface ApiDeps extends RestServices {
   bodyIdleTimeoutMs?: number;
   /** an open event stream re-checks its credentials this often (default 3 s) */
   eventsRecheckMs?: number;
+  /** the catalog's durability barrier (Database.durable) */
+  durable?: () => Promise<void>;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
   // what no door claims is answered in the native API's shape (problem+json)
-  const app = createHttpServer({ logger: deps.logger, errorReply: sendProblem, notFound: sendNoRoute });
+  const app = createHttpServer({ logger: deps.logger, errorReply: sendProblem, notFound: sendNoRoute, durable: deps.durable });
   void app.register(restDoor, {
     prefix: REST_PREFIX,
     authenticator: deps.authenticator,

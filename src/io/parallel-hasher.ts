@@ -23,8 +23,12 @@ export type HashAlgorithm = 'sha256' | 'sha512' | 'md5' | 'sha1';
 
 // Plain JS so it runs the same from dist/ and under tsx. One worker serves many lanes, by id.
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+const { readlinkSync } = require('node:fs');
+const { setPriority } = require('node:os');
+// this thread only (Linux: a thread id is a pid to setpriority); elsewhere it stays as it is
+try { setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), workerData.nice); } catch {}
 const lanes = new Map();
 parentPort.on('message', (msg) => {
   if (msg.op === 'open') {
@@ -45,6 +49,15 @@ parentPort.on('message', (msg) => {
   }
 });
 `;
+
+/**
+ * The hashing threads' nice value. Hashing is bulk work that can wait a moment; the event loop
+ * answers every client. On a machine whose cores are all busy hashing (a hundred uploads at once)
+ * the loop would otherwise get a third of a core and stall for hundreds of ms (issue 20 item 6);
+ * at nice 10 the scheduler gives it the CPU whenever it has work (weight 1024 against 110), and
+ * hashing takes all the rest.
+ */
+const HASH_NICE = 10;
 
 interface Lane {
   id: number;
@@ -84,7 +97,7 @@ class HashPool {
   private worker(i: number): PoolWorker {
     const existing = this.workers[i];
     if (existing && !existing.dead) return existing;
-    const thread = new Worker(WORKER_SOURCE, { eval: true });
+    const thread = new Worker(WORKER_SOURCE, { eval: true, workerData: { nice: HASH_NICE } });
     const w: PoolWorker = { thread, lanes: new Map(), dead: false };
     thread.on('message', (m: { id: number; done?: number; digest?: Record<string, string> }) => {
       const lane = w.lanes.get(m.id);

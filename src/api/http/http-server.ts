@@ -16,6 +16,8 @@ export interface HttpServerOptions {
   errorReply: ErrorReply;
   /** no door has a route for the request */
   notFound: (req: FastifyRequest, reply: FastifyReply) => void;
+  /** resolves once the catalog's commits so far are on disk (awaited before answering a change) */
+  durable?: () => Promise<void>;
 }
 
 export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
@@ -36,6 +38,14 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     clientErrorHandler: problemOnSocket,
   });
   app.setErrorHandler((err: unknown, req, reply) => opts.errorReply(req, reply, err));
+  const durable = opts.durable;
+  if (durable) {
+    // a request that may have changed something is answered once its changes are durable; reads
+    // (GET, HEAD) are not held up
+    app.addHook('onSend', async (req) => {
+      if (req.method !== 'GET' && req.method !== 'HEAD') await durable();
+    });
+  }
   app.setNotFoundHandler(opts.notFound);
   return app;
 }
