@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
-import { LARGE, ParallelHasher, SMALL } from './parallel-hasher.js';
+import { EXTRA_SLOT_BUDGET_BYTES, LARGE, ParallelHasher, SMALL } from './parallel-hasher.js';
 
 test('digests equal node:crypto for every algorithm, across odd chunk sizes', async () => {
   const data = randomBytes(3 * 1024 * 1024 + 17);
@@ -77,4 +77,29 @@ test('the first few concurrent streams get large slots, any more small ones; a f
   const next = new ParallelHasher([['sha256']]);
   assert.equal(next.slotBytes, LARGE.slotBytes);
   await Promise.all([...first.slice(1), fifth, next].map((h) => h.close()));
+});
+
+test('a lone stream grows to all its slots; many at once share one budget beyond their first slot', async () => {
+  const data = randomBytes(8 * 1024 * 1024);
+  const lone = new ParallelHasher([['sha256'], ['sha512']]);
+  await lone.update(data);
+  assert.equal(lone.slotsUsed, LARGE.slots);
+  await lone.digest();
+
+  const many = Array.from({ length: 60 }, () => new ParallelHasher([['sha256'], ['sha512']]));
+  await Promise.all(many.map((h) => h.update(data)));
+  const extra = many.reduce((sum, h) => sum + (h.slotsUsed - 1) * h.slotBytes, 0);
+  assert.ok(extra <= EXTRA_SLOT_BUDGET_BYTES, `${extra >> 20} MiB of slots beyond the first ones`);
+  assert.ok(
+    many.every((h) => h.slotsUsed >= 1),
+    'every stream has its own first slot',
+  );
+  const digests = await Promise.all(many.map((h) => h.digest()));
+  const want = createHash('sha512').update(data).digest('hex');
+  assert.ok(digests.every((d) => d.sha512 === want));
+  // the budget came back: a new lone stream grows fully again
+  const again = new ParallelHasher([['sha256']]);
+  await again.update(data);
+  assert.equal(again.slotsUsed, LARGE.slots);
+  await again.digest();
 });

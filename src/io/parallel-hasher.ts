@@ -148,8 +148,7 @@ export interface SlotShape {
 /**
  * Large slots cost a quarter of the cross-thread messages and wake-ups of small ones (-0.1 to
  * -0.2 s of CPU per GiB, issue 20), but 4 MiB per stream; small ones hold 2 MiB. The first
- * `LARGE_STREAMS` streams at a time get large ones, any more get small ones, so that a hundred
- * concurrent uploads hold 2 MiB each, not 4 (memory is bounded by the streams, not their sizes).
+ * `LARGE_STREAMS` streams at a time get large ones, any more get small ones.
  */
 export const LARGE: SlotShape = Object.freeze({ slots: 4, slotBytes: 1024 * 1024 });
 export const SMALL: SlotShape = Object.freeze({ slots: 8, slotBytes: 256 * 1024 });
@@ -162,6 +161,17 @@ function takeSlotShape(): SlotShape {
   return LARGE;
 }
 
+/**
+ * Memory for slots beyond each stream's first, shared by all streams. A stream starts with one
+ * slot and takes more (up to its shape's count) only while this budget lasts, so a hundred
+ * concurrent uploads hold one slot each plus the budget — not a hundred full sets (200 MiB RSS,
+ * issue 20 item 6); they fill, hash and write one slot at a time, which costs them nothing when
+ * the cores are busy anyway. A slot's pages become resident only once it is used, so the unused
+ * part of a stream's SharedArrayBuffer costs no memory.
+ */
+export const EXTRA_SLOT_BUDGET_BYTES = 32 * 1024 * 1024;
+let extraInUse = 0;
+
 export class ParallelHasher {
   private readonly lanes: Lane[];
   private readonly shared: SharedArrayBuffer;
@@ -171,6 +181,13 @@ export class ParallelHasher {
   private readonly waiters: (() => void)[] = [];
   private failure: Error | undefined;
   private closed = false;
+  /** slots in use so far: the first, and those taken from the shared budget */
+  private grown = 1;
+
+  /** Slots this stream has used so far (a diagnostic). */
+  get slotsUsed(): number {
+    return this.grown;
+  }
   readonly slotBytes: number;
   private readonly base: number;
 
@@ -183,7 +200,7 @@ export class ParallelHasher {
     this.shared = new SharedArrayBuffer(shape.slots * shape.slotBytes + PAGE_BYTES);
     this.base = alignedStart(this.shared);
     this.holds = new Array<number>(shape.slots).fill(0);
-    this.free = [...Array(shape.slots).keys()].reverse();
+    this.free = [0];
     const used = groups.filter((g) => g.length > 0);
     const workers = sharedPool().take(used.length);
     this.lanes = used.map((algorithms, i) => {
@@ -206,6 +223,10 @@ export class ParallelHasher {
   /** A free slot to fill (the caller holds it until `release`); waits while every slot is in use. */
   async slot(): Promise<Buffer> {
     this.usable();
+    if (this.free.length === 0 && this.grown < this.shape.slots && extraInUse + this.slotBytes <= EXTRA_SLOT_BUDGET_BYTES) {
+      extraInUse += this.slotBytes;
+      this.free.push(this.grown++);
+    }
     while (this.free.length === 0) {
       await new Promise<void>((r) => this.waiters.push(r));
       this.usable();
@@ -273,6 +294,8 @@ export class ParallelHasher {
   private finish(): void {
     this.closed = true;
     if (this.shape === LARGE) largeInUse--;
+    extraInUse -= (this.grown - 1) * this.slotBytes;
+    this.grown = 1;
   }
 
   private usable(): void {
