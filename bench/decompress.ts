@@ -9,9 +9,10 @@
  * free regions of zeros (about a third of the disk), compressed once per codec and cached under
  * .cache/bench/decompress: gzip -6, xz -6 in one block (what `xz` wrote before 5.6 and most
  * published images are), xz -6 -T0 (independent blocks of 24 MiB: what `xz -T0` writes), zstd -3,
- * bzip2 -9. The order of ours and the tool alternates run by run; medians.
+ * bzip2 -9. `--dense` leaves out the free regions: file data only, the decoders' slowest case.
+ * The order of ours and the tool alternates run by run; medians.
  *
- *   npm run bench -- decompress [--mib 384] [--runs 5] [--quick]   (--quick: 8 MiB, 1 run)
+ *   npm run bench -- decompress [--mib 384] [--runs 5] [--dense] [--quick]   (--quick: 8 MiB, 1 run)
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -76,9 +77,9 @@ function* usrFiles(dir = '/usr'): Generator<string> {
 /**
  * Writes the raw disk: data extents of 1–16 MiB filled with whole /usr files (each at a 4 KiB
  * boundary, at most 8 MiB of one file), free extents of 1–8 MiB left as holes (they read as zeros,
- * which is what the compressors see).
+ * which is what the compressors see) unless `dense`.
  */
-function makeDisk(path: string, size: number): { dataBytes: number } {
+function makeDisk(path: string, size: number, dense: boolean): void {
   let x = 0x9e3779b9;
   const rnd = (n: number) => {
     x ^= x << 13;
@@ -91,7 +92,6 @@ function makeDisk(path: string, size: number): { dataBytes: number } {
   const files = usrFiles();
   const fd = openSync(`${path}.tmp`, 'w');
   let at = 0;
-  let dataBytes = 0;
   try {
     while (at < size) {
       const extentEnd = Math.min(size, at + (1 + rnd(16)) * MiB);
@@ -108,17 +108,15 @@ function makeDisk(path: string, size: number): { dataBytes: number } {
         const n = Math.min(bytes.length, extentEnd - at);
         if (n === 0) continue;
         writeSync(fd, bytes, 0, n, at);
-        dataBytes += n;
         at += Math.ceil(n / (4 * KiB)) * 4 * KiB;
       }
-      at += (1 + rnd(8)) * MiB;
+      if (!dense) at += (1 + rnd(8)) * MiB;
     }
     ftruncateSync(fd, size);
   } finally {
     closeSync(fd);
   }
   renameSync(`${path}.tmp`, path);
-  return { dataBytes };
 }
 
 function compressed(disk: string, c: Codec): string {
@@ -189,9 +187,10 @@ export async function run(args: string[]): Promise<void> {
   const mib = numberOption(args, '--mib', 384, 8);
   const runs = numberOption(args, '--runs', 5, 1);
   mkdirSync(DIR, { recursive: true });
-  const disk = join(DIR, `disk-${mib}m.raw`);
+  const dense = args.includes('--dense');
+  const disk = join(DIR, `disk-${dense ? 'dense-' : ''}${mib}m.raw`);
   const size = mib * MiB;
-  if (!existsSync(disk)) makeDisk(disk, size);
+  if (!existsSync(disk)) makeDisk(disk, size, dense);
   const mb = size / 1e6;
   const rows: string[][] = [
     [
@@ -235,7 +234,7 @@ export async function run(args: string[]): Promise<void> {
   }
   printTable(rows);
   process.stdout.write(
-    `\n${mib} MiB raw disk (${disk}); MB/s = 10^6 bytes of output per second of wall clock; CPU s = every thread of every process ` +
+    `\n${mib} MiB raw disk${dense ? ' without free space' : ''} (${disk}); MB/s = 10^6 bytes of output per second of wall clock; CPU s = every thread of every process ` +
       `(ours: node + the decoder child); ${runs} run(s) each, alternating order, medians; ${availableParallelism()} cores, shared: noisy\n`,
   );
 }
