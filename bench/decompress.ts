@@ -33,6 +33,7 @@ import { join } from 'node:path';
 import { DEFAULT_LIMITS } from '../src/formats/limits.js';
 import { peel } from '../src/inspect/peel.js';
 import { decoderCommand, type WrapperName } from '../src/io/decompress.js';
+import { seededRandom } from '../test/support/prng.js';
 import { BENCH_DIR, median, numberOption, printTable } from './support/harness.js';
 
 const DIR = join(BENCH_DIR, 'decompress');
@@ -70,7 +71,7 @@ const CODECS: Codec[] = [
   },
 ];
 
-/** Deterministic layout (xorshift32) over the files of /usr in path order. */
+/** The regular files under /usr in path order: with the seeded layout, the same disk on every run on one machine. */
 function* usrFiles(dir = '/usr'): Generator<string> {
   let entries;
   try {
@@ -91,15 +92,8 @@ function* usrFiles(dir = '/usr'): Generator<string> {
  * which is what the compressors see) unless `dense`.
  */
 function makeDisk(path: string, size: number, dense: boolean): void {
-  let x = 0x9e3779b9;
-  const rnd = (n: number) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
+  const random = seededRandom(0x9e3779b9);
+  const rnd = (n: number) => Math.floor(random() * n);
   const files = usrFiles();
   const fd = openSync(`${path}.tmp`, 'w');
   let at = 0;
