@@ -9,7 +9,7 @@
  * free regions of zeros (about a third of the disk), compressed once per codec and cached under
  * .cache/bench/decompress: gzip -6, xz -6 in one block (what `xz` wrote before 5.6 and most
  * published images are), xz -6 -T0 (independent blocks of 24 MiB: what `xz -T0` writes), zstd -3,
- * bzip2 -9. `--dense` leaves out the free regions: file data only, the decoders' slowest case.
+ * bzip2 -9. `--dense` leaves out the free regions (file data and the files' tail slack only).
  * The order of ours and the tool alternates run by run; medians.
  *
  *   npm run bench -- decompress [--mib 384] [--runs 5] [--dense] [--quick]   (--quick: 8 MiB, 1 run)
