@@ -90,9 +90,13 @@ function toolFor(wrapper: Exclude<WrapperName, 'gzip'>): DecoderTool {
   return lbzip2Installed ? LBZIP2 : TOOLS.bzip2;
 }
 
+const GUNZIP_CHUNK_BYTES = 64 * 1024;
+
 /** The decoder for one wrapper (no limits: see OutputLimiter). */
 export function createDecoder(wrapper: WrapperName): Duplex {
-  if (wrapper === 'gzip') return createGunzip();
+  // 64 KiB output chunks (zlib's default is 16 KiB), the size of Node's reads of the tools' pipes: a
+  // quarter of the chunks through the limiter and the consumer, 25% more MB/s (bench/decompress)
+  if (wrapper === 'gzip') return createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
   return new ChildDecoder(wrapper);
 }
 
