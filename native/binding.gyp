@@ -3,6 +3,11 @@
     {
       "target_name": "seek_data",
       "sources": ["seek-data.c"]
+    },
+    {
+      "target_name": "sendfile_engine",
+      "sources": ["sendfile-engine.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }
