@@ -48,12 +48,7 @@ export interface SendOptions {
 }
 
 /** Writes the headers for `bytes` and sends `body` (none for HEAD). */
-export async function sendStoredBytes(
-  reply: FastifyReply,
-  bytes: StoredBytes,
-  body: BlobBody | undefined,
-  opts: SendOptions,
-): Promise<FastifyReply> {
+export async function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, body: BlobBody | undefined, opts: SendOptions): Promise<FastifyReply> {
   void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
   if (bytes.digest) {
     const digests = [`sha-256=:${Buffer.from(bytes.digest.slice('sha256:'.length), 'hex').toString('base64')}:`];
@@ -92,7 +87,14 @@ function plainSocketFd(socket: Socket | null): number | undefined {
  * headers are in the socket's kernel buffer, then `end()` with nothing left to write. A transfer
  * that fails after the headers closes the connection: the client sees a short body, never a whole one.
  */
-async function sendFromFile(reply: FastifyReply, file: FileHandle, range: FileRange, engine: SendfileEngine, fd: number, idleMs: number): Promise<FastifyReply> {
+async function sendFromFile(
+  reply: FastifyReply,
+  file: FileHandle,
+  range: FileRange,
+  engine: SendfileEngine,
+  fd: number,
+  idleMs: number,
+): Promise<FastifyReply> {
   reply.hijack();
   const res = reply.raw;
   const socket = res.socket!;

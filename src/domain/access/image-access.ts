@@ -6,7 +6,6 @@
  * refused. Ownership at creation (project, visibility, permission bits) and the concurrent-imports
  * quota are decided here, where the principal is known.
  */
-import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../../store/blob-store.js';
 import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid } from '../errors.js';
