@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { BlobBody } from '../../domain/images/variant-service.js';
 import { exactLength } from '../../io/exact-length.js';
-import { loadSendfileEngine, sendfileEngine, type SendfileEngine } from '../../io/sendfile.js';
+import { sendfileEngine, type SendfileEngine } from '../../io/sendfile.js';
 import { sendStoredBytes } from './blob-reply.js';
 import { parseRange } from './byte-range.js';
 
@@ -241,8 +241,4 @@ test('a client that stops reading is cut off after the idle timeout', { skip: !e
   } finally {
     await s.app.close();
   }
-});
-
-test('without the addon there is no engine, and callers stream', () => {
-  assert.equal(loadSendfileEngine('./no-such-addon.node'), undefined);
 });
