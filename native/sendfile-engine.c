@@ -120,7 +120,8 @@ static void *run(void *arg) {
   struct epoll_event evs[256];
   int64_t last_scan = now_ms();
   for (;;) {
-    int n = epoll_wait(e->epfd, evs, 256, SCAN_MS);
+    /* idle, the thread sleeps until start() or cancel() wakes it */
+    int n = epoll_wait(e->epfd, evs, 256, e->active ? SCAN_MS : -1);
     int woken = 0;
     for (int i = 0; i < n; i++) {
       if (evs[i].data.ptr == NULL) woken = 1;

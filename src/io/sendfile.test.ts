@@ -64,7 +64,10 @@ test('a file that ends before the range does is ENODATA, with what was sent', as
   try {
     const err = await engine()
       .send(fdOf(server), file.fd, bytes.length - 100, 1000, 10_000)
-      .done.then(() => undefined, (e: unknown) => e);
+      .done.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     assert.ok(err instanceof SendfileError);
     assert.equal(err.code, 'ENODATA');
     assert.equal(err.bytesSent, 100);
@@ -82,7 +85,10 @@ test('cancel ends a transfer the client does not read with ECANCELED; the socket
     const t = engine().send(fdOf(server), file.fd, 0, bytes.length, 0);
     await new Promise((r) => setTimeout(r, 100));
     t.cancel();
-    const err = await t.done.then(() => undefined, (e: unknown) => e);
+    const err = await t.done.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof SendfileError);
     assert.equal(err.code, 'ECANCELED');
     assert.ok(err.bytesSent > 0 && err.bytesSent < bytes.length, `${err.bytesSent} bytes sent before the cancel`);
