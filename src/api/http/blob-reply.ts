@@ -66,10 +66,10 @@ export async function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, b
     void reply.header('content-length', String(sizeBytes));
   }
   if (body === undefined) return reply.send();
-  const fd = opts.engine && body.file ? plainSocketFd(reply.raw.socket) : undefined;
+  const sendfile = opts.engine && body.file && plainSocketFd(reply.raw.socket) !== undefined;
   // a file that vanished since it was looked up (GC) is left to the stream path, which says so
-  const file = fd === undefined ? undefined : await open(body.file!.path, 'r').catch(() => undefined);
-  if (file) return sendFromFile(reply, file, body.file!, opts.engine!, fd!, opts.idleTimeoutMs);
+  const file = sendfile ? await open(body.file!.path, 'r').catch(() => undefined) : undefined;
+  if (file) return sendFromFile(reply, file, body.file!, opts.engine!, opts.idleTimeoutMs);
   return reply.send(await body.open());
 }
 
@@ -87,14 +87,7 @@ function plainSocketFd(socket: Socket | null): number | undefined {
  * headers are in the socket's kernel buffer, then `end()` with nothing left to write. A transfer
  * that fails after the headers closes the connection: the client sees a short body, never a whole one.
  */
-async function sendFromFile(
-  reply: FastifyReply,
-  file: FileHandle,
-  range: FileRange,
-  engine: SendfileEngine,
-  fd: number,
-  idleMs: number,
-): Promise<FastifyReply> {
+async function sendFromFile(reply: FastifyReply, file: FileHandle, range: FileRange, engine: SendfileEngine, idleMs: number): Promise<FastifyReply> {
   reply.hijack();
   const res = reply.raw;
   const socket = res.socket!;
@@ -106,7 +99,9 @@ async function sendFromFile(
     res.flushHeaders();
     // the write callback of an empty write comes after every earlier write reached the kernel
     await new Promise<void>((resolve, reject) => socket.write(Buffer.alloc(0), (e) => (e ? reject(e) : resolve())));
-    if (socket.destroyed) throw new SendfileError('ECONNRESET', 0);
+    // read now, not before the awaits: a socket closed meanwhile has no fd, and its old number may be another connection's
+    const fd = plainSocketFd(socket);
+    if (fd === undefined) throw new SendfileError('ECONNRESET', 0);
     const transfer = engine.send(fd, file.fd, range.start, range.length, idleMs);
     cancel = transfer.cancel;
     await transfer.done;
