@@ -7,6 +7,11 @@
     {
       "target_name": "direct_io",
       "sources": ["direct-io.c"]
+    },
+    {
+      "target_name": "sendfile_engine",
+      "sources": ["sendfile-engine.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

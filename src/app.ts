@@ -191,7 +191,9 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
     if (rec.interrupted || rec.deleted || rec.swept || importsResumed || convertsResumed || unlocked) {
       app.api.log.info({ ...rec, importsResumed, convertsResumed, convertLocksFreed: unlocked }, 'recovered from an unclean stop');
     }
-    const address = await app.api.listen({ host: config.listen.host, port: config.listen.port });
+    // node's default backlog (511) overflowed under 1,000 clients connecting at once (resets); the
+    // kernel caps it at net.core.somaxconn
+    const address = await app.api.listen({ host: config.listen.host, port: config.listen.port, backlog: 4096 });
     app.url = address.replace('[::1]', '127.0.0.1');
     return app;
   } catch (e) {

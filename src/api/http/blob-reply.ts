@@ -2,9 +2,19 @@
  * The reply that carries stored bytes (an image, a stored variant; later an OCI blob): one header
  * block for every door. The ETag is the sha256 digest; Repr-Digest (RFC 9530) carries sha-256 and,
  * when known, sha-512; Content-MD5 carries the md5 checksum Glance clients compare.
+ *
+ * Bytes that are a range of a local file go to a plain TCP socket through sendfile(2) (the native
+ * engine of src/io/sendfile.ts): the event loop writes the headers and is told when the body is
+ * out, and no byte passes through user space. Anything else (TLS, object storage, no addon, a file
+ * gone since it was looked up) is streamed.
  */
-import type { Readable } from 'node:stream';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { BlobBody, FileRange } from '../../domain/images/variant-service.js';
+import { SendfileError, type SendfileEngine } from '../../io/sendfile.js';
 import type { ByteRange } from '../../store/blob-store.js';
 import { header } from './request-header.js';
 
@@ -30,8 +40,15 @@ export function isNotModified(req: FastifyRequest, etag: string | undefined): bo
   return etag !== undefined && header(req, 'if-none-match') === etag;
 }
 
+export interface SendOptions {
+  /** a client that takes no byte for this long is cut off (sendfile path) */
+  idleTimeoutMs: number;
+  /** the sendfile engine; undefined streams every body */
+  engine?: SendfileEngine;
+}
+
 /** Writes the headers for `bytes` and sends `body` (none for HEAD). */
-export function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, body: Readable | undefined): FastifyReply {
+export async function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, body: BlobBody | undefined, opts: SendOptions): Promise<FastifyReply> {
   void reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
   if (bytes.digest) {
     const digests = [`sha-256=:${Buffer.from(bytes.digest.slice('sha256:'.length), 'hex').toString('base64')}:`];
@@ -48,5 +65,56 @@ export function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, body: R
   } else {
     void reply.header('content-length', String(sizeBytes));
   }
-  return body === undefined ? reply.send() : reply.send(body);
+  if (body === undefined) return reply.send();
+  const sendfile = opts.engine && body.file && plainSocketFd(reply.raw.socket) !== undefined;
+  // a file that vanished since it was looked up (GC) is left to the stream path, which says so
+  const file = sendfile ? await open(body.file!.path, 'r').catch(() => undefined) : undefined;
+  if (file) return sendFromFile(reply, file, body.file!, opts.engine!, opts.idleTimeoutMs);
+  return reply.send(await body.open());
+}
+
+/** The fd of a plain (non-TLS) connected socket: one the kernel can sendfile to. */
+function plainSocketFd(socket: Socket | null): number | undefined {
+  if (!(socket instanceof Socket) || socket instanceof TLSSocket || socket.destroyed) return undefined;
+  // libuv's stream handle carries its fd (an internal of node's net, stable since Node 0.x; -1 on Windows)
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * The headers through node:http (keep-alive and the request's lifecycle stay node's and Fastify's:
+ * `finish` runs the onResponse hooks and the access log), the body through the engine once the
+ * headers are in the socket's kernel buffer, then `end()` with nothing left to write. A transfer
+ * that fails after the headers closes the connection: the client sees a short body, never a whole one.
+ */
+async function sendFromFile(reply: FastifyReply, file: FileHandle, range: FileRange, engine: SendfileEngine, idleMs: number): Promise<FastifyReply> {
+  reply.hijack();
+  const res = reply.raw;
+  const socket = res.socket!;
+  let cancel: (() => void) | undefined;
+  const onClose = () => cancel?.();
+  socket.once('close', onClose);
+  try {
+    res.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders);
+    res.flushHeaders();
+    // the write callback of an empty write comes after every earlier write reached the kernel
+    await new Promise<void>((resolve, reject) => socket.write(Buffer.alloc(0), (e) => (e ? reject(e) : resolve())));
+    // read now, not before the awaits: a socket closed meanwhile has no fd, and its old number may be another connection's
+    const fd = plainSocketFd(socket);
+    if (fd === undefined) throw new SendfileError('ECONNRESET', 0);
+    const transfer = engine.send(fd, file.fd, range.start, range.length, idleMs);
+    cancel = transfer.cancel;
+    await transfer.done;
+    res.end();
+  } catch (e) {
+    const code = e instanceof SendfileError ? e.code : undefined;
+    // ENODATA: the blob ended early, changed in storage after it was checked — damage, not a client leaving
+    if (code === 'ENODATA') reply.log.error({ err: e, path: range.path }, 'a stored blob ended before its recorded size while it was sent');
+    else reply.log.info({ err: e }, 'download cut off');
+    res.destroy();
+  } finally {
+    socket.off('close', onClose);
+    await file.close();
+  }
+  return reply;
 }

@@ -8,8 +8,9 @@ import { Type, type Static } from 'typebox';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import { DomainError } from '../../domain/errors.js';
 import { parseConvertTarget } from '../../domain/images/variants.js';
+import { sendfileEngine } from '../../io/sendfile.js';
 import { withBodyIdleTimeout } from '../http/body-idle-timeout.js';
-import { etagOf, isNotModified, sendStoredBytes } from '../http/blob-reply.js';
+import { etagOf, isNotModified, sendStoredBytes, type SendOptions } from '../http/blob-reply.js';
 import { parseRange } from '../http/byte-range.js';
 import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
@@ -18,7 +19,7 @@ import { IdParams } from './request-schemas.js';
 
 export interface FileRoutesOptions {
   imageAccess: ImageAccess;
-  /** an upload body idle this long is cut off */
+  /** an upload body that stops arriving, or a download the client stops taking, this long is cut off */
   bodyIdleTimeoutMs: number;
 }
 
@@ -34,6 +35,7 @@ interface FileRequest {
 }
 
 export const fileRoutes: FastifyPluginAsyncTypebox<FileRoutesOptions> = async (app, { imageAccess, bodyIdleTimeoutMs }) => {
+  const sendOptions: SendOptions = { idleTimeoutMs: bodyIdleTimeoutMs, engine: sendfileEngine() };
   app.put(
     '/images/:id/file',
     {
@@ -100,10 +102,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox<FileRoutesOptions> = async (a
     const etag = etagOf(r.digest);
     void reply.header('x-image-variant', r.source);
     if (isNotModified(req, etag)) {
-      r.stream?.destroy();
       return reply.code(304).header('accept-ranges', 'bytes').header('etag', etag).send();
     }
-    return sendStoredBytes(reply, { digest: r.digest, sha512: r.sha512, md5: r.md5, sizeBytes: r.sizeBytes, range: r.range }, head ? undefined : r.stream);
+    return sendStoredBytes(reply, { digest: r.digest, sha512: r.sha512, md5: r.md5, sizeBytes: r.sizeBytes, range: r.range }, r.body, sendOptions);
   };
 
   const fileRoute = async (req: FastifyRequest<FileRequest>, reply: FastifyReply, head: boolean) => {
@@ -114,10 +115,11 @@ export const fileRoutes: FastifyPluginAsyncTypebox<FileRoutesOptions> = async (a
     const etag = img.digest ? etagOf(img.digest) : undefined;
     const range = parseRange(header(req, 'range'), img.storedSize ?? 0, header(req, 'if-range'), etag);
     if (isNotModified(req, etag)) return reply.code(304).header('etag', etag).send();
-    const { image, stream } = head ? { image: img, stream: undefined } : await imageAccess.openFile(ctx, id, range ?? undefined);
-    if (head && (!image.digest || image.state !== 'ready')) await imageAccess.openFile(ctx, id).then((r) => r.stream.destroy());
+    const { image, body } = head ? { image: img, body: undefined } : await imageAccess.openFile(ctx, id, range ?? undefined);
+    // HEAD answers like GET: an image without readable bytes is refused the same way
+    if (head && (!image.digest || image.state !== 'ready')) await imageAccess.openFile(ctx, id);
     const { digest, checksums } = image;
-    return sendStoredBytes(reply, { digest, sha512: checksums.sha512, md5: checksums.md5, sizeBytes: image.storedSize ?? 0, range }, stream);
+    return sendStoredBytes(reply, { digest, sha512: checksums.sha512, md5: checksums.md5, sizeBytes: image.storedSize ?? 0, range }, body, sendOptions);
   };
 
   app.get(

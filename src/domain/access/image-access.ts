@@ -6,7 +6,6 @@
  * refused. Ownership at creation (project, visibility, permission bits) and the concurrent-imports
  * quota are decided here, where the principal is known.
  */
-import type { Readable } from 'node:stream';
 import type { ByteRange, Digest } from '../../store/blob-store.js';
 import type { AccessRepository } from './access-repository.js';
 import { DomainError, forbidden, invalid } from '../errors.js';
@@ -14,7 +13,7 @@ import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '
 import type { CreateImageInput, OwnershipInput } from '../images/image-input.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import type { IngestCoordinator } from '../images/ingest-coordinator.js';
-import type { VariantRead, VariantService } from '../images/variant-service.js';
+import type { BlobBody, VariantRead, VariantService } from '../images/variant-service.js';
 import type { ImportJobs } from '../jobs/import-job.js';
 import type { ConvertTarget } from '../images/variants.js';
 import type { AuditLog } from './audit-log.js';
@@ -161,7 +160,7 @@ export class ImageAccess {
     );
   }
 
-  async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
+  async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; body: BlobBody }> {
     await this.authz.see(ctx, id);
     return this.variants.openFile(id, range);
   }

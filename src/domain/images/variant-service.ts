@@ -28,9 +28,28 @@ export type VariantRead =
       sha512?: string;
       md5?: string;
       range?: ByteRange;
-      stream?: Readable;
+      /** absent for `head` */
+      body?: BlobBody;
     }
   | { kind: 'converting'; image: Image; format: string; stream?: Readable };
+
+/**
+ * A stored blob's bytes (or a range of them) on their way out, opened only by whoever sends them:
+ * as a stream, or — when the store keeps blobs in local files — straight from the file (the HTTP
+ * edge hands it to sendfile(2), and reads nothing itself).
+ */
+export interface BlobBody {
+  /** the bytes as a stream that errors, never ends, when the blob turns out shorter or longer than recorded */
+  open(): Promise<Readable>;
+  /** the same bytes as a range of a local file: a sender must treat a file that ends early as an error */
+  file?: FileRange;
+}
+
+export interface FileRange {
+  path: string;
+  start: number;
+  length: number;
+}
 
 export class VariantService {
   /** variant conversions running in this process, by image, format and options: one at a time each */
@@ -47,14 +66,14 @@ export class VariantService {
   }
 
   /** The image's bytes (or an inclusive range of them). */
-  async openFile(id: string, range?: ByteRange): Promise<{ image: Image; stream: Readable }> {
+  async openFile(id: string, range?: ByteRange): Promise<{ image: Image; body: BlobBody }> {
     const img = await this.downloadable(id);
     if (range && (range.start > range.end || range.end >= (img.storedSize ?? 0))) {
       throw new DomainError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside the image's ${img.storedSize} bytes`, {
         size: img.storedSize,
       });
     }
-    return { image: img, stream: await this.readBlob(img, img.digest, img.storedSize ?? 0, range) };
+    return { image: img, body: await this.readBlob(img, img.digest, img.storedSize ?? 0, range) };
   }
 
   /**
@@ -88,7 +107,7 @@ export class VariantService {
         range,
       } as const;
       if (opts.head) return base;
-      return { ...base, stream: await this.readBlob(img, img.digest, size, range) };
+      return { ...base, body: await this.readBlob(img, img.digest, size, range) };
     }
     const stored = await this.readVariant(img, target, opts);
     if (stored) return stored;
@@ -145,21 +164,23 @@ export class VariantService {
    * storage now (damaged after it was stored) is refused before any byte; one that changes while
    * it is read errors its stream (exactLength), so the transfer is aborted, never cut short.
    */
-  private async readBlob(img: Image, digest: Digest, sizeBytes: number, range: ByteRange | undefined): Promise<Readable> {
+  private async readBlob(img: Image, digest: Digest, sizeBytes: number, range: ByteRange | undefined): Promise<BlobBody> {
     const lost = (what: string) =>
       new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} ${what} (ImageLost); upload it again`, { id: img.id, digest });
     const info = await this.store.stat(digest);
     if (!info) throw lost('is missing from storage');
     if (info.sizeBytes !== sizeBytes) throw lost(`is damaged in storage: ${info.sizeBytes} bytes are there, ${sizeBytes} were stored`);
-    let stream: Readable;
-    try {
-      stream = await this.store.read(digest, range);
-    } catch (e) {
-      if (e instanceof BlobNotFound) throw lost('is missing from storage');
-      throw e;
-    }
+    const missing = (e: unknown) => {
+      throw e instanceof BlobNotFound ? lost('is missing from storage') : e;
+    };
     const expected = range ? range.end - range.start + 1 : sizeBytes;
-    return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
+    const open = async () => {
+      const stream = await this.store.read(digest, range).catch(missing);
+      return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
+    };
+    if (!this.store.localPath) return { open };
+    const path = await this.store.localPath(digest).catch(missing);
+    return { open, file: { path, start: range?.start ?? 0, length: expected } };
   }
 
   /** A stored variant as a blob read; undefined when there is none (or its blob is gone: it is made again). */
@@ -176,7 +197,7 @@ export class VariantService {
     // a variant blob collected meanwhile is made again; one damaged in storage is refused (its
     // digest stays taken, so making it again would not replace the damaged copy)
     if (!(await this.store.stat(v.digest))) return undefined;
-    return { ...base, stream: await this.readBlob(img, v.digest, v.sizeBytes, range) };
+    return { ...base, body: await this.readBlob(img, v.digest, v.sizeBytes, range) };
   }
 
   /** Converts the image's blob to `target`, stores it and records the variant. */
