@@ -1,17 +1,18 @@
 /**
  * bench/convert — `imago convert` next to `qemu-img convert` on the same files in the same run.
  *
- * Input: a sparse raw disk (default 4 GiB) holding a quarter of its size in random data scattered in
- * chunks of 64 KiB–4 MiB, plus explicitly written zero regions (stored zeros, which both tools
+ * Input: a sparse raw disk (default 2 GiB, issue 20's shape) holding about half its size in random
+ * data scattered in runs of 64 KiB–4 MiB, plus explicitly written zero regions (stored zeros, which both tools
  * should turn into holes), and the same disk as qcow2 made by qemu-img. Paths: raw→qcow2,
- * qcow2→raw, raw→vmdk streamOptimized, raw→vhd dynamic, qcow2→vdi, raw→qcow2 -c. Both tools run
+ * qcow2→raw, raw→vmdk monolithicSparse and streamOptimized, raw→vhd dynamic, raw→vhdx, qcow2→vdi,
+ * raw→qcow2 -c. Both tools run
  * as a process (`node bin/imago.js convert` — build dist/ first — and `qemu-img convert`), output to
  * the same directory. Imago always fsyncs its output before the rename; qemu-img convert's default
  * output cache mode is `unsafe` (no flush at all), so qemu is timed twice: `-t writeback` (flushes
  * on close: the same durability, the ratio that counts) and its default. The page cache cannot be
  * dropped here, so the order rotates run by run.
  *
- *   npm run bench -- convert [--size 4G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
+ *   npm run bench -- convert [--size 2G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -37,8 +38,10 @@ interface Path {
 const PATHS: readonly Path[] = [
   { name: 'raw → qcow2', from: 'raw', to: 'qcow2', options: [], compress: false },
   { name: 'qcow2 → raw', from: 'qcow2', to: 'raw', options: [], compress: false },
+  { name: 'raw → vmdk monolithicSparse', from: 'raw', to: 'vmdk', options: ['subformat=monolithicSparse'], compress: false },
   { name: 'raw → vmdk streamOptimized', from: 'raw', to: 'vmdk', options: ['subformat=streamOptimized'], compress: false },
   { name: 'raw → vhd dynamic', from: 'raw', to: 'vpc', options: ['subformat=dynamic'], compress: false },
+  { name: 'raw → vhdx', from: 'raw', to: 'vhdx', options: [], compress: false },
   { name: 'qcow2 → vdi', from: 'qcow2', to: 'vdi', options: [], compress: false },
   { name: 'raw → qcow2 -c', from: 'raw', to: 'qcow2', options: [], compress: true },
 ];
@@ -60,20 +63,20 @@ async function makeSource(path: string, size: number): Promise<{ data: number; z
     x >>>= 0;
     return x % n;
   };
-  const target = size / 4;
+  const target = size / 2;
   const fh = await open(`${path}.tmp`, 'w');
   let data = 0;
   let zeros = 0;
   try {
     await fh.truncate(size);
-    // walk the disk in steps of 1/256 (at least 8 MiB); each step gets a quarter of its length
-    // in data chunks with random gaps (avg. 3× the chunk), one chunk in 8 stored zeros instead
+    // walk the disk in steps of 1/256 (at least 8 MiB); each step gets half its length in data
+    // chunks with random gaps (avg. the chunk's length), one chunk in 8 stored zeros instead
     const step = Math.max(8 * MiB, Math.floor(size / 256 / MiB) * MiB);
     for (let base = 0; base < size && data < target; base += step) {
       const end = Math.min(size, base + step);
       let inStep = 0;
       let at = base + rnd(64) * 4 * KiB;
-      while (at < end && inStep < step / 4) {
+      while (at < end && inStep < step / 2) {
         const len = Math.min(64 * KiB * (1 + rnd(64)), end - at); // 64 KiB – 4 MiB
         if (rnd(8) === 0) {
           await fh.write(Buffer.alloc(len), 0, len, at);
@@ -83,7 +86,7 @@ async function makeSource(path: string, size: number): Promise<{ data: number; z
           data += len;
           inStep += len;
         }
-        at += len + len * rnd(7);
+        at += len + len * rnd(3);
       }
     }
     // data in the very last bytes of the disk
@@ -106,7 +109,7 @@ function mib(n: number): string {
 
 export async function run(args: string[]): Promise<void> {
   const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const size = parseSize(arg('--size') ?? (args.includes('--quick') ? '64M' : '4G'));
+  const size = parseSize(arg('--size') ?? (args.includes('--quick') ? '64M' : '2G'));
   const runs = numberOption(args, '--runs', 3, 1);
   const only = arg('--only')?.split(',');
   if (!existsSync(join(import.meta.dirname, '..', 'dist', 'cli', 'convert-command.js'))) {
@@ -192,7 +195,7 @@ export async function run(args: string[]): Promise<void> {
     rmSync(theirs, { force: true });
   }
   process.stdout.write(
-    `convert of a ${mib(size)} MiB sparse disk (¼ random data in 64 KiB–4 MiB chunks, stored zero regions), ${runs} runs each, order rotating\n`,
+    `convert of a ${mib(size)} MiB sparse disk (½ random data in 64 KiB–4 MiB runs, stored zero regions), ${runs} runs each, order rotating\n`,
   );
   printTable(rows);
 }

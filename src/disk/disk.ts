@@ -8,6 +8,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { FormatName } from '../formats/format.js';
+import type { CacheMode } from './cache-mode.js';
 
 /**
  * The formats the disk engine reads: every format the format engine knows but these, so a new
@@ -66,6 +67,8 @@ export interface WriteOptions {
   readonly compress?: boolean;
   readonly onProgress?: (p: WriteProgress) => void;
   readonly signal?: AbortSignal;
+  /** A file target's cache mode (qemu's `-t`; `cache-mode.ts`). Default writeback: flushed before the rename. */
+  readonly cache?: CacheMode;
 }
 
 export interface WriteResult {

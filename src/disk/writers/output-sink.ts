@@ -2,9 +2,11 @@
  * Where a writer's bytes go: a `.part` file written at offsets (then fsynced and renamed), or a
  * sequential stream. `openOutput` + `finishOutput` give every writer the same commit discipline:
  *
- * - file: `<path>.part` is created (truncating a stale one), written, fsynced, closed and renamed
- *   over `<path>`; the directory is fsynced so the rename survives a crash. On any error or abort
- *   the `.part` is deleted, so a crash or failure never leaves a file that looks complete.
+ * - file: `<path>.part` is created (truncating a stale one), written, flushed (fdatasync), closed
+ *   and renamed over `<path>`; the directory is fsynced so the rename survives a crash. On any
+ *   error or abort the `.part` is deleted, so a failure never leaves a file that looks complete.
+ *   The cache mode (`cache-mode.ts`) may make each write synchronous (writethrough) or drop the
+ *   flushes (unsafe: then a crash, unlike a failure, may leave an incomplete file behind).
  * - stream: bytes are written in order, honouring back-pressure; the writer ends the stream on
  *   success and destroys it on failure (an HTTP client then sees a reset, never a short body that
  *   looks whole). The failure itself is reported once, by the rejected `write`: the stream belongs
@@ -16,10 +18,12 @@
  * the caller's buffers until they are flushed: callers hand them over and never reuse them.
  */
 import { once } from 'node:events';
+import { constants } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
-import { DiskError, type OutputTarget } from '../disk.js';
+import { cachePolicy, type CachePolicy, type CacheMode } from '../cache-mode.js';
+import { DiskError, type OutputTarget, type WriteOptions } from '../disk.js';
 
 const COALESCE_BYTES = 2 * 1024 * 1024;
 /** a shared zero buffer for streaming holes; never written to */
@@ -48,12 +52,15 @@ export class FileSink {
     readonly path: string,
     readonly partPath: string,
     private readonly fh: FileHandle,
+    private readonly policy: CachePolicy,
   ) {}
 
-  static async open(path: string): Promise<FileSink> {
+  static async open(path: string, cache: CacheMode = 'writeback'): Promise<FileSink> {
     const partPath = `${path}.part`;
-    const fh = await open(partPath, 'w+');
-    return new FileSink(path, partPath, fh);
+    const policy = cachePolicy(cache);
+    const flags = constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | (policy.syncEachWrite ? constants.O_DSYNC : 0);
+    const fh = await open(partPath, flags, 0o666);
+    return new FileSink(path, partPath, fh, policy);
   }
 
   /** Writes `bytes` at `position` (ownership passes to the sink until it flushes). */
@@ -139,10 +146,11 @@ export class FileSink {
 
   async commit(): Promise<void> {
     await this.settle();
-    await this.fh.sync();
+    // fdatasync, as qemu flushes: it also writes the metadata needed to read the data back (the size)
+    if (this.policy.flush) await this.fh.datasync();
     await this.fh.close();
     await rename(this.partPath, this.path);
-    await syncDirectory(dirname(this.path));
+    if (this.policy.flush) await syncDirectory(dirname(this.path));
   }
 
   async abort(): Promise<void> {
@@ -210,9 +218,10 @@ export async function withOutput(
   target: OutputTarget,
   format: string,
   streamable: boolean,
-  signal: AbortSignal | undefined,
+  opts: Pick<WriteOptions, 'signal' | 'cache'>,
   body: (out: Output) => Promise<void>,
 ): Promise<number> {
+  const { signal } = opts;
   signal?.throwIfAborted();
   if (target.kind === 'stream') {
     if (!streamable)
@@ -231,7 +240,7 @@ export async function withOutput(
     }
     return stream.position;
   }
-  const file = await FileSink.open(target.path);
+  const file = await FileSink.open(target.path, opts.cache);
   try {
     await body({ kind: 'file', file });
     signal?.throwIfAborted();
