@@ -17,10 +17,10 @@
  * `-o` may be repeated; inside one value a literal comma is written `,,` as qemu-img does.
  */
 import type { Command } from 'commander';
-import { CACHE_MODES, CONVERT_OUTPUT_CACHE_DEFAULT, CONVERT_SOURCE_CACHE_DEFAULT, directFallbackNote, parseCacheMode } from '../disk/cache-mode.js';
+import { CONVERT_OUTPUT_CACHE_DEFAULT, CONVERT_SOURCE_CACHE_DEFAULT, directFallbackNote, parseCacheMode } from '../disk/cache-mode.js';
 import { compareDisks } from '../disk/compare.js';
 import { convertFile } from '../disk/convert.js';
-import { DiskError, type DiskReader } from '../disk/disk.js';
+import { CACHE_MODES, DiskError, type DiskReader } from '../disk/disk.js';
 import { openDisk } from '../disk/open-disk.js';
 import { progressBar } from './progress-bar.js';
 

@@ -25,10 +25,7 @@
  * `-T writeback` (BDRV_DEFAULT_CACHE). The writers' own default is `writeback`: only a caller that
  * asks, like the `imago convert` command following qemu-img, gets `unsafe`.
  */
-import { DiskError } from './disk.js';
-
-export const CACHE_MODES = ['writeback', 'writethrough', 'none', 'directsync', 'unsafe'] as const;
-export type CacheMode = (typeof CACHE_MODES)[number];
+import { CACHE_MODES, DiskError, type CacheMode } from './disk.js';
 
 /** `imago convert`'s defaults, qemu-img convert's: output unsafe, source writeback. */
 export const CONVERT_OUTPUT_CACHE_DEFAULT: CacheMode = 'unsafe';

@@ -11,8 +11,7 @@
  */
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { CacheMode } from './cache-mode.js';
-import { DiskError, type DiskFormat, type WriteProgress } from './disk.js';
+import { DiskError, type CacheMode, type DiskFormat, type WriteProgress } from './disk.js';
 import { DISK_FORMAT_NAMES, DISK_FORMAT_TABLE, isDiskFormat, writerFor } from './disk-formats.js';
 import { openDisk } from './open-disk.js';
 

@@ -8,7 +8,6 @@
  */
 import type { Writable } from 'node:stream';
 import type { FormatName } from '../formats/format.js';
-import type { CacheMode } from './cache-mode.js';
 
 /**
  * The formats the disk engine reads: every format the format engine knows but these, so a new
@@ -59,6 +58,10 @@ export interface WriteProgress {
   readonly done: number;
   readonly total: number;
 }
+
+/** qemu's cache modes (`-drive cache=`, `qemu-img convert -t`); what each means here: `cache-mode.ts`. */
+export const CACHE_MODES = ['writeback', 'writethrough', 'none', 'directsync', 'unsafe'] as const;
+export type CacheMode = (typeof CACHE_MODES)[number];
 
 export interface WriteOptions {
   /** Format-specific options from `-o key=value,...` (cluster_size, subformat, compression_type, ...). */

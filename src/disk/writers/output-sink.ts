@@ -22,8 +22,8 @@ import { constants } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
-import { cachePolicy, type CachePolicy, type CacheMode } from '../cache-mode.js';
-import { DiskError, type OutputTarget, type WriteOptions } from '../disk.js';
+import { cachePolicy, type CachePolicy } from '../cache-mode.js';
+import { DiskError, type CacheMode, type OutputTarget, type WriteOptions } from '../disk.js';
 
 const COALESCE_BYTES = 2 * 1024 * 1024;
 /** a shared zero buffer for streaming holes; never written to */
