@@ -17,12 +17,27 @@
  * `-o` may be repeated; inside one value a literal comma is written `,,` as qemu-img does.
  */
 import type { Command } from 'commander';
-import { CONVERT_OUTPUT_CACHE_DEFAULT, CONVERT_SOURCE_CACHE_DEFAULT, directFallbackNote, parseCacheMode } from '../disk/cache-mode.js';
-import { compareDisks } from '../disk/compare.js';
-import { convertFile } from '../disk/convert.js';
-import { CACHE_MODES, DiskError, type DiskReader } from '../disk/disk.js';
-import { openDisk } from '../disk/open-disk.js';
+import { CACHE_MODES, DiskError, type CacheMode, type DiskReader } from '../disk/disk.js';
 import { progressBar } from './progress-bar.js';
+
+// The disk engine is imported by the actions that run it, so that `imago --version`, `--help`
+// and the other verbs start without loading it (start-up time: docs/BENCHMARKS.md, issue 20).
+const diskEngine = async () => {
+  const [cacheMode, compare, convert, openDisk] = await Promise.all([
+    import('../disk/cache-mode.js'),
+    import('../disk/compare.js'),
+    import('../disk/convert.js'),
+    import('../disk/open-disk.js'),
+  ]);
+  return { ...cacheMode, ...compare, ...convert, ...openDisk };
+};
+
+/**
+ * qemu-img convert's defaults (qemu-img.c `img_convert`: `cache = "unsafe"`, `src_cache =
+ * BDRV_DEFAULT_CACHE`): the output is not flushed unless `-t` asks (docs/BENCHMARKS.md, issue 20).
+ */
+const OUTPUT_CACHE_DEFAULT: CacheMode = 'unsafe';
+const SOURCE_CACHE_DEFAULT: CacheMode = 'writeback';
 
 export const EXIT_OK = 0;
 /** convert: the source was refused; compare: the images differ */
@@ -68,8 +83,8 @@ export function registerConvert(program: Command, setExit: (code: number) => voi
     .option('-q, --quiet', 'print nothing but errors')
     .option('--allow-extent-dir <dir>', "read a descriptor VMDK's extent files from this directory")
     .option('-l, --snapshot <id-or-name>', 'qcow2 source: convert this internal snapshot instead of the active layer')
-    .option('-t, --cache <mode>', `output cache mode, as qemu-img: ${CACHE_MODES.join(', ')} (unsafe: no flush)`, CONVERT_OUTPUT_CACHE_DEFAULT)
-    .option('-T, --source-cache <mode>', 'source cache mode, as qemu-img', CONVERT_SOURCE_CACHE_DEFAULT)
+    .option('-t, --cache <mode>', `output cache mode, as qemu-img: ${CACHE_MODES.join(', ')} (unsafe: no flush)`, OUTPUT_CACHE_DEFAULT)
+    .option('-T, --source-cache <mode>', 'source cache mode, as qemu-img', SOURCE_CACHE_DEFAULT)
     .action(async (input: string, output: string, flags: ConvertFlags) => {
       setExit(await runConvert(input, output, flags));
     });
@@ -111,6 +126,7 @@ export async function runConvert(input: string, output: string, flags: ConvertFl
   process.once('SIGTERM', onSignal);
   const bar = flags.progress && !flags.quiet ? progressBar('converting') : undefined;
   try {
+    const { convertFile, directFallbackNote, parseCacheMode } = await diskEngine();
     const options = parseOptionList(flags.options ?? []);
     const cache = parseCacheMode(flags.cache, '-t');
     const sourceCache = parseCacheMode(flags.sourceCache, '-T');
@@ -147,6 +163,7 @@ export async function runCompare(a: string, b: string, flags: CompareFlags): Pro
   };
   const readers: DiskReader[] = [];
   try {
+    const { compareDisks, openDisk } = await diskEngine();
     const open = (path: string, format: string | undefined) =>
       openDisk(path, {
         ...(format === undefined ? {} : { format }),

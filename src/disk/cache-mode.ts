@@ -21,15 +21,10 @@
  * `cache.direct=off` where the filesystem refuses O_DIRECT. Reading a source is the same in every
  * mode (a read has nothing to flush), so `-T` changes nothing but that note.
  *
- * qemu-img convert's defaults: `-t unsafe` (qemu-img.c `img_convert`: `cache = "unsafe"`) and
- * `-T writeback` (BDRV_DEFAULT_CACHE). The writers' own default is `writeback`: only a caller that
- * asks, like the `imago convert` command following qemu-img, gets `unsafe`.
+ * The writers' default is `writeback`; `imago convert` (src/cli/convert-command.ts) takes
+ * qemu-img convert's defaults instead, `-t unsafe` and `-T writeback`.
  */
 import { CACHE_MODES, DiskError, type CacheMode } from './disk.js';
-
-/** `imago convert`'s defaults, qemu-img convert's: output unsafe, source writeback. */
-export const CONVERT_OUTPUT_CACHE_DEFAULT: CacheMode = 'unsafe';
-export const CONVERT_SOURCE_CACHE_DEFAULT: CacheMode = 'writeback';
 
 export interface CachePolicy {
   /** fdatasync the file and fsync its directory before the rename publishes it */
