@@ -7,10 +7,10 @@
  * qcow2→raw, raw→vmdk monolithicSparse and streamOptimized, raw→vhd dynamic, raw→vhdx, qcow2→vdi,
  * raw→qcow2 -c. Both tools run
  * as a process (`node bin/imago.js convert` — build dist/ first — and `qemu-img convert`), output to
- * the same directory. Imago always fsyncs its output before the rename; qemu-img convert's default
- * output cache mode is `unsafe` (no flush at all), so qemu is timed twice: `-t writeback` (flushes
- * on close: the same durability, the ratio that counts) and its default. The page cache cannot be
- * dropped here, so the order rotates run by run.
+ * the same directory. Each tool is timed twice: with `-t writeback` (the output flushed before the
+ * tool ends: the ratio that counts) and with its defaults (both `-t unsafe`: no flush, imago
+ * following qemu-img convert's default). The page cache cannot be dropped here, so the order rotates
+ * run by run.
  *
  *   npm run bench -- convert [--size 2G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
  */
@@ -133,16 +133,17 @@ export async function run(args: string[]): Promise<void> {
   const rows = [
     [
       'path',
-      `imago s (median of ${runs})`,
+      `imago -t writeback s (median of ${runs})`,
       'qemu-img -t writeback s',
       'ratio',
-      'qemu-img (default: no fsync) s',
+      'imago default s',
+      'qemu-img default s',
       'ratio',
       'imago out MiB',
       'qemu out MiB',
       'same guest bytes',
     ],
-    ['---', '---', '---', '---', '---', '---', '---', '---', '---'],
+    ['---', '---', '---', '---', '---', '---', '---', '---', '---', '---'],
   ];
   for (const p of PATHS) {
     if (only && !only.includes(p.name)) continue;
@@ -152,14 +153,17 @@ export async function run(args: string[]): Promise<void> {
     const theirs = join(dir, `out-qemu.${ext}`);
     const oursArgs = [BIN, 'convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, ours];
     const qemuArgs = ['convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, theirs];
+    const writeback = (args: string[], at: number) => [...args.slice(0, at), '-t', 'writeback', ...args.slice(at)];
     const tOurs: number[] = [];
     const tQemu: number[] = [];
-    const tQemuUnsafe: number[] = [];
+    const tOursDefault: number[] = [];
+    const tQemuDefault: number[] = [];
     for (let i = 0; i < runs; i++) {
       const jobs = [
-        () => tOurs.push(timeCommand(process.execPath, oursArgs)),
-        () => tQemu.push(timeCommand('qemu-img', ['convert', '-t', 'writeback', ...qemuArgs.slice(1)])),
-        () => tQemuUnsafe.push(timeCommand('qemu-img', qemuArgs)),
+        () => tOurs.push(timeCommand(process.execPath, writeback(oursArgs, 2))),
+        () => tQemu.push(timeCommand('qemu-img', writeback(qemuArgs, 1))),
+        () => tOursDefault.push(timeCommand(process.execPath, oursArgs)),
+        () => tQemuDefault.push(timeCommand('qemu-img', qemuArgs)),
       ];
       // rotate the order run by run: no tool always meets the page cache the previous one left
       for (let k = 0; k < jobs.length; k++) {
@@ -179,14 +183,16 @@ export async function run(args: string[]): Promise<void> {
     }
     const mo = median(tOurs);
     const mq = median(tQemu);
-    const mu = median(tQemuUnsafe);
+    const mod = median(tOursDefault);
+    const mqd = median(tQemuDefault);
     rows.push([
       p.name,
       mo.toFixed(2),
       mq.toFixed(2),
       (mo / mq).toFixed(2),
-      mu.toFixed(2),
-      (mo / mu).toFixed(2),
+      mod.toFixed(2),
+      mqd.toFixed(2),
+      (mod / mqd).toFixed(2),
       mib(allocated(ours)),
       mib(allocated(theirs)),
       same,
