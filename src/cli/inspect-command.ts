@@ -25,7 +25,10 @@ export function registerInspect(program: Command, setExit: (code: number) => voi
     .description('detect the format of disk images, read their facts and check them for hostile content')
     .argument('<files...>', 'image files (compressed gz/xz/zstd/bz2 files are inspected through the wrapper)')
     .option('--json', 'print one JSON object per file')
-    .option('--claimed-format <format>', 'the format the image is declared as (qcow2, raw, vmdk, ...; an unknown name lists them); a different detected format is refused')
+    .option(
+      '--claimed-format <format>',
+      'the format the image is declared as (qcow2, raw, vmdk, ...; an unknown name lists them); a different detected format is refused',
+    )
     .option(
       '--container-format <container>',
       'the container the image is declared in (bare, ova); with ova, --claimed-format is checked against the disks inside the OVA (Glance: disk_format=vmdk, container_format=ova)',

@@ -26,6 +26,14 @@ import { cachePolicy, type CachePolicy } from '../cache-mode.js';
 import { DiskError, type CacheMode, type OutputTarget, type WriteOptions } from '../disk.js';
 
 const COALESCE_BYTES = 2 * 1024 * 1024;
+/**
+ * A flushing cache mode starts an fdatasync in the background each time this many bytes were
+ * written since the last one started (one at a time): the disk writes back while the conversion
+ * goes on, so the flush before the rename has little left to do. Without it that flush wrote the
+ * whole output after the conversion (qemu-img -t writeback does the same: about 0.4 s per GiB
+ * here). The durability is the same: the final flush still runs before the rename.
+ */
+const EARLY_FLUSH_BYTES = 64 * 1024 * 1024;
 /** a shared zero buffer for streaming holes; never written to */
 const ZEROS = new Uint8Array(1024 * 1024);
 
@@ -47,6 +55,10 @@ export class FileSink {
   private inFlight: Promise<void> = Promise.resolve();
   /** bytes handed to the file (counted once, at their first write) */
   bytesWritten = 0;
+  /** bytes written since the last early flush was started */
+  private unflushed = 0;
+  /** the background fdatasync in progress, if any (see EARLY_FLUSH_BYTES) */
+  private earlyFlush: Promise<void> | undefined;
 
   private constructor(
     readonly path: string,
@@ -79,8 +91,10 @@ export class FileSink {
 
   /**
    * Starts writing the gathered bytes and returns once the *previous* write is done: one write
-   * stays in flight while the writer reads and prepares the next 8 MiB, so reading and writing
+   * stays in flight while the writer reads and prepares the next bytes, so reading and writing
    * overlap. `settle()` waits for the last one (commit, truncate and reads of the file do).
+   * (Two or more writes in flight measured no faster: buffered writes to one file are serialized
+   * by the filesystem.)
    */
   async flush(): Promise<void> {
     if (this.pendingBytes === 0) return;
@@ -118,6 +132,15 @@ export class FileSink {
       break;
     }
     this.bytesWritten += total;
+    this.unflushed += total;
+    if (this.policy.flush && !this.policy.syncEachWrite && this.unflushed >= EARLY_FLUSH_BYTES && this.earlyFlush === undefined) {
+      this.unflushed = 0;
+      const f = this.fh.datasync().finally(() => {
+        if (this.earlyFlush === f) this.earlyFlush = undefined;
+      });
+      f.catch(() => undefined); // a failure shows again in the flush before the rename
+      this.earlyFlush = f;
+    }
   }
 
   /** Sets the file length (extending makes a hole: the filesystem stores nothing for it). */
@@ -147,6 +170,7 @@ export class FileSink {
   async commit(): Promise<void> {
     await this.settle();
     // fdatasync, as qemu flushes: it also writes the metadata needed to read the data back (the size)
+    await this.earlyFlush?.catch(() => undefined);
     if (this.policy.flush) await this.fh.datasync();
     await this.fh.close();
     await rename(this.partPath, this.path);
@@ -154,7 +178,7 @@ export class FileSink {
   }
 
   async abort(): Promise<void> {
-    await this.inFlight.catch(() => undefined);
+    await Promise.allSettled([this.inFlight, this.earlyFlush]);
     await this.fh.close().catch(() => undefined);
     await rm(this.partPath, { force: true });
   }
