@@ -20,16 +20,15 @@ import type { Command } from 'commander';
 import { CACHE_MODES, DiskError, type CacheMode, type DiskReader } from '../disk/disk.js';
 import { progressBar } from './progress-bar.js';
 
-// The disk engine is imported by the actions that run it, so that `imago --version`, `--help`
-// and the other verbs start without loading it (start-up time: docs/BENCHMARKS.md, issue 20).
-const diskEngine = async () => {
-  const [cacheMode, compare, convert, openDisk] = await Promise.all([
-    import('../disk/cache-mode.js'),
-    import('../disk/compare.js'),
-    import('../disk/convert.js'),
-    import('../disk/open-disk.js'),
-  ]);
-  return { ...cacheMode, ...compare, ...convert, ...openDisk };
+// The disk engine is imported by the action that runs it, each verb what it needs, so that
+// `imago --version`, `--help` and the other verbs start without it (docs/BENCHMARKS.md, issue 20).
+const convertEngine = async () => {
+  const [cacheMode, convert] = await Promise.all([import('../disk/cache-mode.js'), import('../disk/convert.js')]);
+  return { ...cacheMode, ...convert };
+};
+const compareEngine = async () => {
+  const [compare, openDisk] = await Promise.all([import('../disk/compare.js'), import('../disk/open-disk.js')]);
+  return { ...compare, ...openDisk };
 };
 
 /**
@@ -126,7 +125,7 @@ export async function runConvert(input: string, output: string, flags: ConvertFl
   process.once('SIGTERM', onSignal);
   const bar = flags.progress && !flags.quiet ? progressBar('converting') : undefined;
   try {
-    const { convertFile, directFallbackNote, parseCacheMode } = await diskEngine();
+    const { convertFile, directFallbackNote, parseCacheMode } = await convertEngine();
     const options = parseOptionList(flags.options ?? []);
     const cache = parseCacheMode(flags.cache, '-t');
     const sourceCache = parseCacheMode(flags.sourceCache, '-T');
@@ -163,7 +162,7 @@ export async function runCompare(a: string, b: string, flags: CompareFlags): Pro
   };
   const readers: DiskReader[] = [];
   try {
-    const { compareDisks, openDisk } = await diskEngine();
+    const { compareDisks, openDisk } = await compareEngine();
     const open = (path: string, format: string | undefined) =>
       openDisk(path, {
         ...(format === undefined ? {} : { format }),
