@@ -12,11 +12,16 @@
  * following qemu-img convert's default). The page cache cannot be dropped here, so the order rotates
  * run by run.
  *
- *   npm run bench -- convert [--size 2G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
+ * Then the CLI's start (issue 20: local verbs start in ≤ 60 ms): `imago --version` and inspect,
+ * convert and compare on small files (a 1 MiB raw, a 64 MiB empty qcow2), each the median of
+ * `--starts` runs, next to `node -e 0` (Node's own start, the floor) and qemu-img doing the same.
+ *
+ *   npm run bench -- convert [--size 2G] [--runs 3] [--starts 30] [--only raw→qcow2,...] [--quick]
+ *   (--quick: 64M, 1 run, 5 starts)
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BENCH_DIR, median, numberOption, printTable, timeCommand } from './support/harness.js';
@@ -203,5 +208,41 @@ export async function run(args: string[]): Promise<void> {
   process.stdout.write(
     `convert of a ${mib(size)} MiB sparse disk (½ random data in 64 KiB–4 MiB runs, stored zero regions), ${runs} runs each, order rotating\n`,
   );
+  printTable(rows);
+  startTable(dir, numberOption(args, '--starts', 30, 5));
+}
+
+/** Start-up of short CLI runs, in ms: imago, qemu-img doing the same, and Node's own start. */
+function startTable(dir: string, starts: number): void {
+  const tinyRaw = join(dir, 'tiny.raw');
+  const emptyQcow2 = join(dir, 'empty.qcow2');
+  writeFileSync(tinyRaw, randomBytes(MiB));
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', emptyQcow2, '64M']);
+  const out = join(dir, 'tiny-out.qcow2');
+  const verbs: { name: string; imago: string[]; qemu: string[] }[] = [
+    { name: '--version', imago: ['--version'], qemu: ['--version'] },
+    { name: 'inspect (qemu-img info) 64 MiB qcow2', imago: ['inspect', emptyQcow2], qemu: ['info', emptyQcow2] },
+    { name: 'convert 1 MiB raw → qcow2', imago: ['convert', '-O', 'qcow2', tinyRaw, out], qemu: ['convert', '-O', 'qcow2', tinyRaw, out] },
+    { name: 'compare qcow2 with raw', imago: ['compare', emptyQcow2, tinyRaw], qemu: ['compare', emptyQcow2, tinyRaw] },
+  ];
+  const ms = (cmd: string, args: string[]) => {
+    const t: number[] = [];
+    for (let i = 0; i < starts; i++) {
+      const start = process.hrtime.bigint();
+      // compare exits 1 (the images differ): only the time matters here
+      spawnSync(cmd, args, { stdio: 'ignore' });
+      t.push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
+    return median(t);
+  };
+  const node = ms(process.execPath, ['-e', '0']);
+  const rows = [['command', `imago ms (median of ${starts})`, 'qemu-img ms', 'node -e 0 ms', 'imago − node ms', 'imago ≤ 60 ms']];
+  rows.push(['---', '---', '---', '---', '---', '---']);
+  for (const v of verbs) {
+    const ours = ms(process.execPath, [BIN, ...v.imago]);
+    rows.push([v.name, ours.toFixed(1), ms('qemu-img', v.qemu).toFixed(1), node.toFixed(1), (ours - node).toFixed(1), ours <= 60 ? 'yes' : 'no']);
+  }
+  rmSync(out, { force: true });
+  process.stdout.write('\nCLI start on small files\n');
   printTable(rows);
 }
