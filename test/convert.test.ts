@@ -560,4 +560,34 @@ test('CLI: imago convert and imago compare', async (t) => {
     assert.match(badSrc.stderr, /-T direct: unknown cache mode/);
     assert.ok(!existsSync(join(work, 'cli-cache-bad.raw')) && !existsSync(join(work, 'cli-cache-bad.raw.part')));
   });
+
+  await t.test('-t writeback on a large output flushes in the background as it goes (every 64 MiB), then once more before the rename', async () => {
+    const big = join(work, 'cli-early-flush.raw');
+    const fh = await open(big, 'w');
+    for (let i = 0; i < 12; i++) await fh.write(patternBytes(16 * MiB, 100 + i), 0, 16 * MiB, i * 16 * MiB); // 192 MiB of data
+    await fh.close();
+    const out = join(work, 'cli-early-flush.qcow2');
+    const r = await runCommand('strace', [
+      '-f',
+      '-qq',
+      '-e',
+      'trace=fdatasync',
+      '-o',
+      `${out}.trace`,
+      process.execPath,
+      BIN,
+      'convert',
+      '-t',
+      'writeback',
+      '-O',
+      'qcow2',
+      big,
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const flushes = (await readFile(`${out}.trace`, 'utf8')).split('\n').filter((l) => l.includes('fdatasync(')).length;
+    assert.ok(flushes >= 3, `192 MiB written: at least two background flushes and the final one (${flushes})`);
+    assert.equal((await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', big, out])).code, 0);
+    rmSync(big);
+  });
 });

@@ -59,6 +59,11 @@ export class FileSink {
   private unflushed = 0;
   /** the background fdatasync in progress, if any (see EARLY_FLUSH_BYTES) */
   private earlyFlush: Promise<void> | undefined;
+  /**
+   * The first background fdatasync failure. Kept to fail the commit: Linux reports a writeback
+   * error to a file descriptor once, so the final fdatasync may succeed after an earlier one failed.
+   */
+  private flushError: unknown;
 
   private constructor(
     readonly path: string,
@@ -135,10 +140,14 @@ export class FileSink {
     this.unflushed += total;
     if (this.policy.flush && !this.policy.syncEachWrite && this.unflushed >= EARLY_FLUSH_BYTES && this.earlyFlush === undefined) {
       this.unflushed = 0;
-      const f = this.fh.datasync().finally(() => {
-        if (this.earlyFlush === f) this.earlyFlush = undefined;
-      });
-      f.catch(() => undefined); // a failure shows again in the flush before the rename
+      const f = this.fh
+        .datasync()
+        .catch((e: unknown) => {
+          this.flushError ??= e;
+        })
+        .finally(() => {
+          if (this.earlyFlush === f) this.earlyFlush = undefined;
+        });
       this.earlyFlush = f;
     }
   }
@@ -169,8 +178,9 @@ export class FileSink {
 
   async commit(): Promise<void> {
     await this.settle();
+    await this.earlyFlush;
+    if (this.flushError !== undefined) throw this.flushError;
     // fdatasync, as qemu flushes: it also writes the metadata needed to read the data back (the size)
-    await this.earlyFlush?.catch(() => undefined);
     if (this.policy.flush) await this.fh.datasync();
     await this.fh.close();
     await rename(this.partPath, this.path);
