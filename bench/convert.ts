@@ -1,21 +1,27 @@
 /**
  * bench/convert — `imago convert` next to `qemu-img convert` on the same files in the same run.
  *
- * Input: a sparse raw disk (default 4 GiB) holding a quarter of its size in random data scattered in
- * chunks of 64 KiB–4 MiB, plus explicitly written zero regions (stored zeros, which both tools
+ * Input: a sparse raw disk (default 2 GiB, issue 20's shape) holding about half its size in random
+ * data scattered in runs of 64 KiB–4 MiB, plus explicitly written zero regions (stored zeros, which both tools
  * should turn into holes), and the same disk as qcow2 made by qemu-img. Paths: raw→qcow2,
- * qcow2→raw, raw→vmdk streamOptimized, raw→vhd dynamic, qcow2→vdi, raw→qcow2 -c. Both tools run
+ * qcow2→raw, raw→vmdk monolithicSparse and streamOptimized, raw→vhd dynamic, raw→vhdx, qcow2→vdi,
+ * raw→qcow2 -c. Both tools run
  * as a process (`node bin/imago.js convert` — build dist/ first — and `qemu-img convert`), output to
- * the same directory. Imago always fsyncs its output before the rename; qemu-img convert's default
- * output cache mode is `unsafe` (no flush at all), so qemu is timed twice: `-t writeback` (flushes
- * on close: the same durability, the ratio that counts) and its default. The page cache cannot be
- * dropped here, so the order rotates run by run.
+ * the same directory. Each tool is timed twice: with `-t writeback` (the output flushed before the
+ * tool ends: the ratio that counts) and with its defaults (both `-t unsafe`: no flush, imago
+ * following qemu-img convert's default). The page cache cannot be dropped here, so the order rotates
+ * run by run.
  *
- *   npm run bench -- convert [--size 4G] [--runs 3] [--only raw→qcow2,...] [--quick]   (--quick: 64M, 1 run)
+ * Then the CLI's start (issue 20: local verbs start in ≤ 60 ms): `imago --version` and inspect,
+ * convert and compare on small files (a 1 MiB raw, a 64 MiB empty qcow2), each the median of
+ * `--starts` runs, next to `node -e 0` (Node's own start, the floor) and qemu-img doing the same.
+ *
+ *   npm run bench -- convert [--size 2G] [--runs 3] [--starts 30] [--only raw→qcow2,...] [--quick]
+ *   (--quick: 64M, 1 run, 5 starts)
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BENCH_DIR, median, numberOption, printTable, timeCommand } from './support/harness.js';
@@ -37,8 +43,10 @@ interface Path {
 const PATHS: readonly Path[] = [
   { name: 'raw → qcow2', from: 'raw', to: 'qcow2', options: [], compress: false },
   { name: 'qcow2 → raw', from: 'qcow2', to: 'raw', options: [], compress: false },
+  { name: 'raw → vmdk monolithicSparse', from: 'raw', to: 'vmdk', options: ['subformat=monolithicSparse'], compress: false },
   { name: 'raw → vmdk streamOptimized', from: 'raw', to: 'vmdk', options: ['subformat=streamOptimized'], compress: false },
   { name: 'raw → vhd dynamic', from: 'raw', to: 'vpc', options: ['subformat=dynamic'], compress: false },
+  { name: 'raw → vhdx', from: 'raw', to: 'vhdx', options: [], compress: false },
   { name: 'qcow2 → vdi', from: 'qcow2', to: 'vdi', options: [], compress: false },
   { name: 'raw → qcow2 -c', from: 'raw', to: 'qcow2', options: [], compress: true },
 ];
@@ -60,20 +68,20 @@ async function makeSource(path: string, size: number): Promise<{ data: number; z
     x >>>= 0;
     return x % n;
   };
-  const target = size / 4;
+  const target = size / 2;
   const fh = await open(`${path}.tmp`, 'w');
   let data = 0;
   let zeros = 0;
   try {
     await fh.truncate(size);
-    // walk the disk in steps of 1/256 (at least 8 MiB); each step gets a quarter of its length
-    // in data chunks with random gaps (avg. 3× the chunk), one chunk in 8 stored zeros instead
+    // walk the disk in steps of 1/256 (at least 8 MiB); each step gets half its length in data
+    // chunks with random gaps (avg. the chunk's length), one chunk in 8 stored zeros instead
     const step = Math.max(8 * MiB, Math.floor(size / 256 / MiB) * MiB);
     for (let base = 0; base < size && data < target; base += step) {
       const end = Math.min(size, base + step);
       let inStep = 0;
       let at = base + rnd(64) * 4 * KiB;
-      while (at < end && inStep < step / 4) {
+      while (at < end && inStep < step / 2) {
         const len = Math.min(64 * KiB * (1 + rnd(64)), end - at); // 64 KiB – 4 MiB
         if (rnd(8) === 0) {
           await fh.write(Buffer.alloc(len), 0, len, at);
@@ -83,7 +91,7 @@ async function makeSource(path: string, size: number): Promise<{ data: number; z
           data += len;
           inStep += len;
         }
-        at += len + len * rnd(7);
+        at += len + len * rnd(3);
       }
     }
     // data in the very last bytes of the disk
@@ -106,7 +114,7 @@ function mib(n: number): string {
 
 export async function run(args: string[]): Promise<void> {
   const arg = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const size = parseSize(arg('--size') ?? (args.includes('--quick') ? '64M' : '4G'));
+  const size = parseSize(arg('--size') ?? (args.includes('--quick') ? '64M' : '2G'));
   const runs = numberOption(args, '--runs', 3, 1);
   const only = arg('--only')?.split(',');
   if (!existsSync(join(import.meta.dirname, '..', 'dist', 'cli', 'convert-command.js'))) {
@@ -130,16 +138,17 @@ export async function run(args: string[]): Promise<void> {
   const rows = [
     [
       'path',
-      `imago s (median of ${runs})`,
+      `imago -t writeback s (median of ${runs})`,
       'qemu-img -t writeback s',
       'ratio',
-      'qemu-img (default: no fsync) s',
+      'imago default s',
+      'qemu-img default s',
       'ratio',
       'imago out MiB',
       'qemu out MiB',
       'same guest bytes',
     ],
-    ['---', '---', '---', '---', '---', '---', '---', '---', '---'],
+    ['---', '---', '---', '---', '---', '---', '---', '---', '---', '---'],
   ];
   for (const p of PATHS) {
     if (only && !only.includes(p.name)) continue;
@@ -149,14 +158,17 @@ export async function run(args: string[]): Promise<void> {
     const theirs = join(dir, `out-qemu.${ext}`);
     const oursArgs = [BIN, 'convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, ours];
     const qemuArgs = ['convert', '-f', p.from, '-O', p.to, ...p.options.flatMap((o) => ['-o', o]), ...(p.compress ? ['-c'] : []), src, theirs];
+    const writeback = (args: string[], at: number) => [...args.slice(0, at), '-t', 'writeback', ...args.slice(at)];
     const tOurs: number[] = [];
     const tQemu: number[] = [];
-    const tQemuUnsafe: number[] = [];
+    const tOursDefault: number[] = [];
+    const tQemuDefault: number[] = [];
     for (let i = 0; i < runs; i++) {
       const jobs = [
-        () => tOurs.push(timeCommand(process.execPath, oursArgs)),
-        () => tQemu.push(timeCommand('qemu-img', ['convert', '-t', 'writeback', ...qemuArgs.slice(1)])),
-        () => tQemuUnsafe.push(timeCommand('qemu-img', qemuArgs)),
+        () => tOurs.push(timeCommand(process.execPath, writeback(oursArgs, 2))),
+        () => tQemu.push(timeCommand('qemu-img', writeback(qemuArgs, 1))),
+        () => tOursDefault.push(timeCommand(process.execPath, oursArgs)),
+        () => tQemuDefault.push(timeCommand('qemu-img', qemuArgs)),
       ];
       // rotate the order run by run: no tool always meets the page cache the previous one left
       for (let k = 0; k < jobs.length; k++) {
@@ -176,14 +188,16 @@ export async function run(args: string[]): Promise<void> {
     }
     const mo = median(tOurs);
     const mq = median(tQemu);
-    const mu = median(tQemuUnsafe);
+    const mod = median(tOursDefault);
+    const mqd = median(tQemuDefault);
     rows.push([
       p.name,
       mo.toFixed(2),
       mq.toFixed(2),
       (mo / mq).toFixed(2),
-      mu.toFixed(2),
-      (mo / mu).toFixed(2),
+      mod.toFixed(2),
+      mqd.toFixed(2),
+      (mod / mqd).toFixed(2),
       mib(allocated(ours)),
       mib(allocated(theirs)),
       same,
@@ -192,7 +206,43 @@ export async function run(args: string[]): Promise<void> {
     rmSync(theirs, { force: true });
   }
   process.stdout.write(
-    `convert of a ${mib(size)} MiB sparse disk (¼ random data in 64 KiB–4 MiB chunks, stored zero regions), ${runs} runs each, order rotating\n`,
+    `convert of a ${mib(size)} MiB sparse disk (½ random data in 64 KiB–4 MiB runs, stored zero regions), ${runs} runs each, order rotating\n`,
   );
+  printTable(rows);
+  startTable(dir, numberOption(args, '--starts', 30, 5));
+}
+
+/** Start-up of short CLI runs, in ms: imago, qemu-img doing the same, and Node's own start. */
+function startTable(dir: string, starts: number): void {
+  const tinyRaw = join(dir, 'tiny.raw');
+  const emptyQcow2 = join(dir, 'empty.qcow2');
+  writeFileSync(tinyRaw, randomBytes(MiB));
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', emptyQcow2, '64M']);
+  const out = join(dir, 'tiny-out.qcow2');
+  const verbs: { name: string; imago: string[]; qemu: string[] }[] = [
+    { name: '--version', imago: ['--version'], qemu: ['--version'] },
+    { name: 'inspect (qemu-img info) 64 MiB qcow2', imago: ['inspect', emptyQcow2], qemu: ['info', emptyQcow2] },
+    { name: 'convert 1 MiB raw → qcow2', imago: ['convert', '-O', 'qcow2', tinyRaw, out], qemu: ['convert', '-O', 'qcow2', tinyRaw, out] },
+    { name: 'compare qcow2 with raw', imago: ['compare', emptyQcow2, tinyRaw], qemu: ['compare', emptyQcow2, tinyRaw] },
+  ];
+  const ms = (cmd: string, args: string[]) => {
+    const t: number[] = [];
+    for (let i = 0; i < starts; i++) {
+      const start = process.hrtime.bigint();
+      // compare exits 1 (the images differ): only the time matters here
+      spawnSync(cmd, args, { stdio: 'ignore' });
+      t.push(Number(process.hrtime.bigint() - start) / 1e6);
+    }
+    return median(t);
+  };
+  const node = ms(process.execPath, ['-e', '0']);
+  const rows = [['command', `imago ms (median of ${starts})`, 'qemu-img ms', 'node -e 0 ms', 'imago − node ms', 'imago ≤ 60 ms']];
+  rows.push(['---', '---', '---', '---', '---', '---']);
+  for (const v of verbs) {
+    const ours = ms(process.execPath, [BIN, ...v.imago]);
+    rows.push([v.name, ours.toFixed(1), ms('qemu-img', v.qemu).toFixed(1), node.toFixed(1), (ours - node).toFixed(1), ours <= 60 ? 'yes' : 'no']);
+  }
+  rmSync(out, { force: true });
+  process.stdout.write('\nCLI start on small files\n');
   printTable(rows);
 }

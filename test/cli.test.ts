@@ -163,3 +163,23 @@ test('a missing PostgreSQL database is one clear message that says to create it,
     rmSync(data, { recursive: true, force: true });
   }
 });
+
+test('a start registers only its verb: VERB_MODULES names exactly the verbs each module registers', async () => {
+  const { Command } = await import('commander');
+  const { VERB_MODULES } = await import('../src/cli/main.js');
+  const all = new Set<string>();
+  for (const m of VERB_MODULES) {
+    const program = new Command();
+    await m.register(program, () => undefined);
+    const registered = program.commands.map((c) => c.name());
+    assert.deepEqual(registered, [...m.verbs], 'a verb missing from the table would still work (every module is then registered), only slower');
+    for (const v of registered) {
+      assert.ok(!all.has(v), `${v} is registered by one module only`);
+      all.add(v);
+    }
+  }
+  const version = imago('--version');
+  assert.deepEqual([version.code, version.stdout], [0, '0.1.0\n']);
+  const help = imago('--help');
+  for (const v of all) assert.match(help.stdout, new RegExp(`^  ${v}\\b`, 'm'), `imago --help lists ${v}`);
+});

@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, copyFileSync } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -415,6 +415,14 @@ function imago(...args: string[]): Promise<{ code: number; stdout: string; stder
   });
 }
 
+/** `imago convert ARGS` under strace; `flushes` counts its fdatasync and fsync calls (`out`.trace keeps them). */
+async function convertTraced(out: string, ...args: string[]): Promise<{ code: number; stderr: string; flushes: number }> {
+  const trace = `${out}.trace`;
+  const r = await runCommand('strace', ['-f', '-qq', '-e', 'trace=fdatasync,fsync', '-o', trace, process.execPath, BIN, 'convert', ...args]);
+  const flushes = (await readFile(trace, 'utf8')).split('\n').filter((l) => /f(data)?sync\(/.test(l)).length;
+  return { code: r.code, stderr: r.stderr, flushes };
+}
+
 test('CLI: imago convert and imago compare', async (t) => {
   await ensureBuilt();
   const pattern = await patternRaw();
@@ -495,5 +503,49 @@ test('CLI: imago convert and imago compare', async (t) => {
     assert.equal(cmpDeclared.code, 2);
     assert.match(cmpDeclared.stderr, /declared as vmdk but its bytes are qcow2/);
     assert.ok(!existsSync(out) && !existsSync(`${out}.part`));
+  });
+  await t.test('-t / -T: every qemu cache mode writes the identical image; flushes as the mode says; a bad mode is refused', async () => {
+    const outputs: string[] = [];
+    for (const mode of ['writeback', 'writethrough', 'none', 'directsync', 'unsafe']) {
+      const out = join(work, `cli-cache-${mode}.qcow2`);
+      // strace records the flushes: all modes but unsafe fdatasync the output before the rename
+      const { flushes, ...r } = await convertTraced(out, '-t', mode, '-T', mode, '-O', 'qcow2', qcow2, out);
+      assert.equal(r.code, 0, r.stderr);
+      if (mode === 'unsafe') assert.equal(flushes, 0, 'unsafe flushes nothing');
+      else assert.ok(flushes >= 2, `${mode}: the file and its directory are flushed (${flushes})`);
+      if (mode === 'none' || mode === 'directsync')
+        assert.match(r.stderr, new RegExp(`-t ${mode}: O_DIRECT is not used .*\\n.*-T ${mode}: O_DIRECT is not used`));
+      else assert.equal(r.stderr, '');
+      outputs.push(out);
+    }
+    // the default is qemu-img convert's: -t unsafe
+    const dflt = join(work, 'cli-cache-default.qcow2');
+    const d = await convertTraced(dflt, '-O', 'qcow2', qcow2, dflt);
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal(d.flushes, 0, 'the default output cache mode is unsafe, as qemu-img convert');
+    const first = await readFile(dflt);
+    for (const out of outputs) assert.ok(first.equals(await readFile(out)), `${out} is byte for byte the default's output`);
+    assert.equal((await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', pattern, dflt])).code, 0);
+
+    const bad = await imago('convert', '-t', 'writebak', '-O', 'raw', qcow2, join(work, 'cli-cache-bad.raw'));
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr, 'imago convert: -t writebak: unknown cache mode; use one of writeback, writethrough, none, directsync, unsafe (as qemu-img)\n');
+    const badSrc = await imago('convert', '-T', 'direct', '-O', 'raw', qcow2, join(work, 'cli-cache-bad.raw'));
+    assert.equal(badSrc.code, 2);
+    assert.match(badSrc.stderr, /-T direct: unknown cache mode/);
+    assert.ok(!existsSync(join(work, 'cli-cache-bad.raw')) && !existsSync(join(work, 'cli-cache-bad.raw.part')));
+  });
+
+  await t.test('-t writeback on a large output flushes in the background as it goes (every 64 MiB), then once more before the rename', async () => {
+    const big = join(work, 'cli-early-flush.raw');
+    const fh = await open(big, 'w');
+    for (let i = 0; i < 12; i++) await fh.write(patternBytes(16 * MiB, 100 + i), 0, 16 * MiB, i * 16 * MiB); // 192 MiB of data
+    await fh.close();
+    const out = join(work, 'cli-early-flush.qcow2');
+    const { flushes, ...r } = await convertTraced(out, '-t', 'writeback', '-O', 'qcow2', big, out);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(flushes >= 3, `192 MiB written: a background fdatasync or more, then the final one and the directory's fsync (${flushes})`);
+    assert.equal((await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', big, out])).code, 0);
+    rmSync(big);
   });
 });

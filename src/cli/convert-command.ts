@@ -1,10 +1,13 @@
 /**
  * `imago convert` and `imago compare` — local verbs on image files, with qemu-img's flags.
  *
- *   imago convert [-f FMT] -O FMT [-o key=value,...] [-c] [-p] [-q] [--allow-extent-dir DIR] IN OUT
+ *   imago convert [-f FMT] -O FMT [-o key=value,...] [-c] [-p] [-q] [-t CACHE] [-T SRC_CACHE]
+ *                 [--allow-extent-dir DIR] IN OUT
  *     Exit 0 converted; 1 the source is refused by the safety checks (the findings are printed);
  *     2 any other error (unknown format or option, missing file, I/O). A failed or interrupted
  *     conversion leaves no OUT (the writer commits `OUT.part` by rename only when complete).
+ *     -t / -T take qemu's cache modes with qemu-img convert's defaults (`-t unsafe`: no flush;
+ *     `-t writeback` flushes OUT before the rename); see src/disk/cache-mode.ts.
  *
  *   imago compare [-f FMT] [-F FMT] [-s] [-q] A B
  *     As `qemu-img compare`: exit 0 "Images are identical.", 1 "Content mismatch at offset N!"
@@ -14,11 +17,26 @@
  * `-o` may be repeated; inside one value a literal comma is written `,,` as qemu-img does.
  */
 import type { Command } from 'commander';
-import { compareDisks } from '../disk/compare.js';
-import { convertFile } from '../disk/convert.js';
-import { DiskError, type DiskReader } from '../disk/disk.js';
-import { openDisk } from '../disk/open-disk.js';
+import { CACHE_MODES, DiskError, type CacheMode, type DiskReader } from '../disk/disk.js';
 import { progressBar } from './progress-bar.js';
+
+// The disk engine is imported by the action that runs it, each verb what it needs, so that
+// `imago --version`, `--help` and the other verbs start without it (docs/BENCHMARKS.md, issue 20).
+const convertEngine = async () => {
+  const [cacheMode, convert] = await Promise.all([import('../disk/cache-mode.js'), import('../disk/convert.js')]);
+  return { ...cacheMode, ...convert };
+};
+const compareEngine = async () => {
+  const [compare, openDisk] = await Promise.all([import('../disk/compare.js'), import('../disk/open-disk.js')]);
+  return { ...compare, ...openDisk };
+};
+
+/**
+ * qemu-img convert's defaults (qemu-img.c `img_convert`: `cache = "unsafe"`, `src_cache =
+ * BDRV_DEFAULT_CACHE`): the output is not flushed unless `-t` asks (docs/BENCHMARKS.md, issue 20).
+ */
+const OUTPUT_CACHE_DEFAULT: CacheMode = 'unsafe';
+const SOURCE_CACHE_DEFAULT: CacheMode = 'writeback';
 
 export const EXIT_OK = 0;
 /** convert: the source was refused; compare: the images differ */
@@ -34,6 +52,8 @@ interface ConvertFlags {
   quiet?: boolean;
   allowExtentDir?: string;
   snapshot?: string;
+  cache: string;
+  sourceCache: string;
 }
 
 interface CompareFlags {
@@ -62,6 +82,8 @@ export function registerConvert(program: Command, setExit: (code: number) => voi
     .option('-q, --quiet', 'print nothing but errors')
     .option('--allow-extent-dir <dir>', "read a descriptor VMDK's extent files from this directory")
     .option('-l, --snapshot <id-or-name>', 'qcow2 source: convert this internal snapshot instead of the active layer')
+    .option('-t, --cache <mode>', `output cache mode, as qemu-img: ${CACHE_MODES.join(', ')} (unsafe: no flush)`, OUTPUT_CACHE_DEFAULT)
+    .option('-T, --source-cache <mode>', 'source cache mode, as qemu-img', SOURCE_CACHE_DEFAULT)
     .action(async (input: string, output: string, flags: ConvertFlags) => {
       setExit(await runConvert(input, output, flags));
     });
@@ -103,8 +125,17 @@ export async function runConvert(input: string, output: string, flags: ConvertFl
   process.once('SIGTERM', onSignal);
   const bar = flags.progress && !flags.quiet ? progressBar('converting') : undefined;
   try {
+    const { convertFile, directFallbackNote, parseCacheMode } = await convertEngine();
     const options = parseOptionList(flags.options ?? []);
+    const cache = parseCacheMode(flags.cache, '-t');
+    const sourceCache = parseCacheMode(flags.sourceCache, '-T');
+    if (!flags.quiet) {
+      for (const note of [directFallbackNote(cache, '-t'), directFallbackNote(sourceCache, '-T')]) {
+        if (note) process.stderr.write(`imago convert: ${note}\n`);
+      }
+    }
     await convertFile(input, output, {
+      cache,
       ...(flags.format === undefined ? {} : { inFormat: flags.format }),
       outFormat: flags.outputFormat,
       options,
@@ -131,6 +162,7 @@ export async function runCompare(a: string, b: string, flags: CompareFlags): Pro
   };
   const readers: DiskReader[] = [];
   try {
+    const { compareDisks, openDisk } = await compareEngine();
     const open = (path: string, format: string | undefined) =>
       openDisk(path, {
         ...(format === undefined ? {} : { format }),

@@ -3,15 +3,15 @@
  * verdict. The source is opened with `openDisk` (the format engine runs first: a backing file, an
  * external data file, extents outside `allowExtentDir` or any other error finding refuses the
  * source before a byte of guest data is read), then the writer of the output format consumes the
- * reader and commits `<out>.part` by fsync + rename, so a failed or aborted conversion leaves no
- * output that looks complete.
+ * reader and commits `<out>.part` by rename (flushed first unless the cache mode is `unsafe`), so
+ * a failed or aborted conversion leaves no output that looks complete.
  *
  * QED sources are accepted (`allowDeprecatedFormats`): converting them away is what they are
  * refused for storage for. Progress is in guest bytes of the virtual size processed.
  */
 import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { DiskError, type DiskFormat, type WriteProgress } from './disk.js';
+import { DiskError, type CacheMode, type DiskFormat, type WriteProgress } from './disk.js';
 import { DISK_FORMAT_NAMES, DISK_FORMAT_TABLE, isDiskFormat, writerFor } from './disk-formats.js';
 import { openDisk } from './open-disk.js';
 
@@ -30,6 +30,8 @@ export interface ConvertOptions {
   readonly allowExtentDir?: string;
   /** qcow2 source: read this internal snapshot (id or name) instead of the active layer */
   readonly snapshot?: string;
+  /** the output's cache mode (qemu's `-t`); default writeback, flushed before the rename */
+  readonly cache?: CacheMode;
 }
 
 export interface ConvertResult {
@@ -80,6 +82,7 @@ export async function convertFile(inPath: string, outPath: string, opts: Convert
         compress: opts.compress === true,
         ...(opts.onProgress === undefined ? {} : { onProgress: opts.onProgress }),
         ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+        ...(opts.cache === undefined ? {} : { cache: opts.cache }),
       },
     );
     return { inFormat: reader.format, outFormat, virtualSize: reader.virtualSize, bytesWritten };

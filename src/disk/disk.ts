@@ -59,6 +59,10 @@ export interface WriteProgress {
   readonly total: number;
 }
 
+/** qemu's cache modes (`-drive cache=`, `qemu-img convert -t`); what each means here: `cache-mode.ts`. */
+export const CACHE_MODES = ['writeback', 'writethrough', 'none', 'directsync', 'unsafe'] as const;
+export type CacheMode = (typeof CACHE_MODES)[number];
+
 export interface WriteOptions {
   /** Format-specific options from `-o key=value,...` (cluster_size, subformat, compression_type, ...). */
   readonly options?: Readonly<Record<string, string>>;
@@ -66,6 +70,8 @@ export interface WriteOptions {
   readonly compress?: boolean;
   readonly onProgress?: (p: WriteProgress) => void;
   readonly signal?: AbortSignal;
+  /** A file target's cache mode (qemu's `-t`; `cache-mode.ts`). Default writeback: flushed before the rename. */
+  readonly cache?: CacheMode;
 }
 
 export interface WriteResult {

@@ -10,7 +10,7 @@ test('a failed write to a stream target rejects with the error and closes the st
   const out = new PassThrough();
   const failure = new DiskError('qcow2 L2 table at offset 262144 lies past the end of the 300000-byte file');
   await assert.rejects(
-    withOutput({ kind: 'stream', stream: out }, 'raw', true, undefined, async (o) => {
+    withOutput({ kind: 'stream', stream: out }, 'raw', true, {}, async (o) => {
       assert.equal(o.kind, 'stream');
       if (o.kind === 'stream') await o.stream.write(new Uint8Array(512).fill(1));
       throw failure;
@@ -32,7 +32,7 @@ test('a stream target that fails itself (the sink behind it) rejects the write w
   let seen: unknown;
   out.on('error', (e) => (seen = e));
   await assert.rejects(
-    withOutput({ kind: 'stream', stream: out }, 'raw', true, undefined, async (o) => {
+    withOutput({ kind: 'stream', stream: out }, 'raw', true, {}, async (o) => {
       if (o.kind === 'stream') for (let i = 0; i < 4; i++) await o.stream.write(new Uint8Array(64 * 1024));
     }),
     /no space left on device/,

@@ -180,7 +180,7 @@ export const ovaWriter: DiskWriter = {
     try {
       await writeStreamOptimized(src, scratch.sequential(0), { fileName: diskFile, adapter: 'ide', hwVersion: '4' }, opts);
       await scratch.settle();
-      const bytesWritten = await withOutput(target, 'ova', false, opts.signal, async (out) => {
+      const bytesWritten = await withOutput(target, 'ova', false, opts, async (out) => {
         if (out.kind !== 'file') return;
         const sink = out.file.sequential(0);
         const diskSize = (await stat(scratch.partPath)).size;

@@ -211,7 +211,7 @@ export const qcow2Writer: DiskWriter = {
       );
     }
     const g = geometry(src.virtualSize, p.clusterSize);
-    const bytesWritten = await withOutput(target, 'qcow2', true, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, 'qcow2', true, opts, async (out) => {
       if (out.kind === 'stream') await writeStream(src, g, out.stream, opts);
       else await writeFile(src, g, p, out.file, opts);
     });

@@ -21,7 +21,7 @@ export const rawWriter: DiskWriter = {
   streamable: true,
   async write(src: DiskReader, target: OutputTarget, opts: WriteOptions = {}): Promise<WriteResult> {
     const size = src.virtualSize;
-    const bytesWritten = await withOutput(target, 'raw', true, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, 'raw', true, opts, async (out) => {
       const blocks = dataBlocks(src, BLOCK, opts);
       if (out.kind === 'file') {
         await out.file.truncate(size);

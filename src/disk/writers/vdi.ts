@@ -98,7 +98,7 @@ export const vdiWriter: DiskWriter = {
     const bmap = new Uint8Array(bmapBytes);
     const bv = new DataView(bmap.buffer);
 
-    const bytesWritten = await withOutput(target, isStatic ? 'vdi static' : 'vdi dynamic', isStatic, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, isStatic ? 'vdi static' : 'vdi dynamic', isStatic, opts, async (out) => {
       if (isStatic) {
         for (let i = 0; i < blocks; i++) bv.setUint32(i * 4, i, true);
         const end = dataOffset + blocks * BLOCK_SIZE;

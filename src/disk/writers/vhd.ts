@@ -225,7 +225,7 @@ export const vhdWriter: DiskWriter = {
   streamable: true,
   async write(src: DiskReader, target: OutputTarget, opts: WriteOptions = {}): Promise<WriteResult> {
     const { fixed, sizing } = parse(opts, src.virtualSize);
-    const bytesWritten = await withOutput(target, fixed ? 'vhd fixed' : 'vhd dynamic', fixed, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, fixed ? 'vhd fixed' : 'vhd dynamic', fixed, opts, async (out) => {
       if (fixed) await writeFixed(src, sizing, out.kind === 'file' ? out.file : out.stream, opts);
       else if (out.kind === 'file') await writeDynamic(src, sizing, out.file, opts);
     });

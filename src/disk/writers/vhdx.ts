@@ -171,7 +171,7 @@ export const vhdxWriter: DiskWriter = {
     const virtualSize = alignUp(src.virtualSize, LOGICAL_SECTOR);
     const blockSize = checkPowerOfTwo('vhdx', 'block_size', o.size('block_size', defaultBlockSize(virtualSize)), MIN_BLOCK, MAX_BLOCK);
     if (virtualSize > 64 * TiB) throw new DiskError('VHDX disks are at most 64 TiB', 'UNSUPPORTED');
-    const bytesWritten = await withOutput(target, 'vhdx', false, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, 'vhdx', false, opts, async (out) => {
       if (out.kind === 'file') await writeFile(src, virtualSize, blockSize, out.file, opts);
     });
     opts.onProgress?.({ done: src.virtualSize, total: src.virtualSize });

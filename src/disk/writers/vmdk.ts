@@ -181,7 +181,7 @@ export const vmdkWriter: DiskWriter = {
   async write(src: DiskReader, target: OutputTarget, opts: WriteOptions = {}): Promise<WriteResult> {
     const s = settings(opts, target);
     const streamable = s.subformat === 'streamOptimized';
-    const bytesWritten = await withOutput(target, `vmdk ${s.subformat}`, streamable, opts.signal, async (out) => {
+    const bytesWritten = await withOutput(target, `vmdk ${s.subformat}`, streamable, opts, async (out) => {
       if (s.subformat === 'monolithicSparse') {
         if (out.kind !== 'file') throw new DiskError('unreachable: monolithicSparse to a stream', 'UNSUPPORTED');
         await writeMonolithicSparse(src, out.file, s, opts);
