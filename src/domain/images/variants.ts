@@ -267,11 +267,14 @@ function tapInto(tap: Writable | undefined, onStarted: (() => void) | undefined)
   let started = false;
   return async (chunk) => {
     // a copy: the chunk's memory is filled again once staged, and the tap may still hold it queued
-    if (tap && !tap.destroyed && !tap.writableEnded && !tap.write(Buffer.from(chunk))) await drainedOrClosed(tap);
+    const full = tap !== undefined && !tap.destroyed && !tap.writableEnded && !tap.write(Buffer.from(chunk));
+    // told before waiting for the tap to drain: its reader starts only once told (a first chunk as
+    // large as the tap's buffer would otherwise wait for a reader that waits for it)
     if (!started) {
       started = true;
       onStarted?.();
     }
+    if (full) await drainedOrClosed(tap);
   };
 }
 
