@@ -103,3 +103,18 @@ test('a lone stream grows to all its slots; many at once share one budget beyond
   assert.equal(again.slotsUsed, LARGE.slots);
   await again.digest();
 });
+
+test('ended streams give their slot memory back: 100 streams one after another do not pile up their buffers', async () => {
+  const data = randomBytes(4 * 1024 * 1024);
+  const rss = () => process.memoryUsage().rss;
+  const before = rss();
+  let peak = before;
+  for (let i = 0; i < 100; i++) {
+    const h = new ParallelHasher([['sha256'], ['sha512']]);
+    await h.update(data);
+    await (i % 2 ? h.digest() : h.close());
+    peak = Math.max(peak, rss());
+  }
+  // each stream touched 4 MiB of slots: kept, they would be 400 MiB
+  assert.ok(peak - before < 128 * 1024 * 1024, `rss grew ${(peak - before) >> 20} MiB over 100 streams`);
+});
