@@ -6,7 +6,7 @@
  * cannot see addresses, so the addon tells where a view lies; without it (not built) nothing is
  * aligned and every write goes through the page cache as before.
  */
-import { createRequire } from 'node:module';
+import { loadNativeAddon } from './native-addon.js';
 
 export const PAGE_BYTES = 4096;
 
@@ -14,14 +14,7 @@ interface DirectIoAddon {
   pageOffset(view: Uint8Array): number;
 }
 
-const addon: DirectIoAddon | undefined = (() => {
-  try {
-    // src/io and dist/io are both two levels below the package root
-    return createRequire(import.meta.url)('../../native/build/Release/direct_io.node') as DirectIoAddon;
-  } catch {
-    return undefined;
-  }
-})();
+const addon = loadNativeAddon<DirectIoAddon>('direct_io');
 
 export const directIoSupported = addon !== undefined;
 

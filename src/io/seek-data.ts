@@ -3,21 +3,14 @@
  * node-gyp; Node has no binding for them). Optional: when the addon is missing, or the filesystem
  * cannot answer (EINVAL), callers fall back to reading and zero detection.
  */
-import { createRequire } from 'node:module';
+import { loadNativeAddon } from './native-addon.js';
 
 interface SeekAddon {
   seekData(fd: number, offset: number): number;
   seekHole(fd: number, offset: number): number;
 }
 
-const addon: SeekAddon | undefined = (() => {
-  try {
-    // src/io and dist/io are both two levels below the package root
-    return createRequire(import.meta.url)('../../native/build/Release/seek_data.node') as SeekAddon;
-  } catch {
-    return undefined;
-  }
-})();
+const addon = loadNativeAddon<SeekAddon>('seek_data');
 
 export const seekSupported = addon !== undefined;
 

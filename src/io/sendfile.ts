@@ -4,7 +4,7 @@
  * the event loop two calls (start, done) whatever its size. Optional like the SEEK_DATA addon:
  * when it did not build, `sendfileEngine()` is undefined and callers stream the bytes instead.
  */
-import { createRequire } from 'node:module';
+import { loadNativeAddon } from './native-addon.js';
 import { constants } from 'node:os';
 
 interface SendfileAddon {
@@ -44,17 +44,12 @@ export class SendfileError extends Error {
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
 /**
- * The engine of the addon at `modulePath` (relative to this file; src/io and dist/io are both two
- * levels below the package root), or undefined when it cannot be loaded. One per process: use
+ * The engine of the addon `name` (see loadNativeAddon), or undefined when it cannot be loaded. One per process: use
  * `sendfileEngine()`; tests load one from elsewhere to see the fallback.
  */
-export function loadSendfileEngine(modulePath = '../../native/build/Release/sendfile_engine.node'): SendfileEngine | undefined {
-  let addon: SendfileAddon;
-  try {
-    addon = createRequire(import.meta.url)(modulePath) as SendfileAddon;
-  } catch {
-    return undefined;
-  }
+export function loadSendfileEngine(name = 'sendfile_engine'): SendfileEngine | undefined {
+  const addon = loadNativeAddon<SendfileAddon>(name);
+  if (!addon) return undefined;
   const pending = new Map<number, { resolve: (sent: number) => void; reject: (e: SendfileError) => void }>();
   addon.init((id, errno, sent) => {
     const p = pending.get(id);
