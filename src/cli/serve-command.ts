@@ -1,6 +1,5 @@
 /** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
 import type { Command } from 'commander';
-import { setFlagsFromString } from 'node:v8';
 import { enableMemoryRelief } from '../io/memory-relief.js';
 import { loadConfig, type ConfigFlags } from '../config.js';
 // ../app.js (Fastify, the database drivers, jose, ...) is imported inside the actions that need it,
@@ -16,19 +15,6 @@ const withServerOptions = (c: Command) =>
     .option('--max-image-size <bytes>', 'largest image stored, e.g. 500G (default 1T)')
     .option('--max-virtual-size <bytes>', 'largest virtual size accepted (default 64T)');
 
-/**
- * Keeps V8's young generation at its initial size (semi-spaces of 1 MiB) instead of letting it
- * grow to 16 MiB. The server streams: every chunk a decoder or a socket hands over is a fresh
- * Buffer that dies at once, and the young generation's collection is what frees their memory.
- * With grown semi-spaces, ten concurrent uploads piled up 40–60 MiB of dead Buffers between two
- * collections and the spaces themselves held ~30 MiB (issue 18: peak RSS through 10 concurrent
- * bombs of every codec 244–262 MiB before, 217–228 after); upload speed is unchanged. V8 reads this
- * flag each time it would grow the spaces, so setting it before the server loads is enough.
- */
-function keepYoungGenerationSmall(): void {
-  setFlagsFromString('--semi-space-growth-factor=1');
-}
-
 export function registerServe(program: Command, setExit: (code: number) => void): void {
   withServerOptions(program.command('serve').description('run the Imago service (REST API under /api/v1)'))
     .option('--listen <host:port>', 'address to listen on (default IMAGO_LISTEN or 127.0.0.1:9393)')
@@ -38,7 +24,6 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--convert-to <format>', 'store every upload/import in this format (raw, qcow2, vmdk, vhd, vhdx, vdi), keeping the original as a variant')
     .option('--quiet', 'no request log')
     .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
-      keepYoungGenerationSmall();
       enableMemoryRelief();
       const config = loadConfig(flags);
       const { startApp } = await loadApp();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { enableMemoryRelief, passedBytes } from './memory-relief.js';
+import { enableMemoryRelief, passedBytes, youngGenerationBytes } from './memory-relief.js';
 
 const MiB = 1024 * 1024;
 
@@ -29,4 +29,22 @@ test('passing stepBytes of stream data frees the dropped buffers at once; less f
     after = process.memoryUsage().arrayBuffers;
   }
   assert.ok(after < before - 24 * MiB, `at the step the dropped 32 MiB are freed (${before} → ${after} bytes)`);
+});
+
+test('the young generation is grown to the held 4 MiB at once and stays there through allocation that would grow it to 32 MiB', () => {
+  enableMemoryRelief(4 * MiB);
+  assert.ok(youngGenerationBytes() >= 4 * MiB, `grown at enable: ${youngGenerationBytes()} bytes`);
+  let keep: object[] = [];
+  const sizes = new Set<number>();
+  for (let round = 0; round < 40; round++) {
+    // short-lived objects with survivors: what makes V8 grow its semi-spaces (to 32 MiB unheld)
+    for (let i = 0; i < 20_000; i++) {
+      keep.push({ i, a: [i] });
+      if (keep.length > 50_000) keep = [];
+    }
+    passedBytes(MiB);
+    sizes.add(youngGenerationBytes());
+  }
+  assert.ok(Math.max(...sizes) < 8 * MiB, `held under 8 MiB: ${[...sizes].join(', ')} bytes`);
+  assert.ok(keep.length > 0);
 });
