@@ -13,6 +13,8 @@ export interface BlobInfo {
   sizeBytes: number;
   /** when the blob was committed (used by GC's grace period) */
   committedAt: Date;
+  /** local backends, from `stat`: the blob's file (what `localPath` answers), found without a second look */
+  path?: string;
 }
 
 export interface ByteRange {

@@ -80,8 +80,9 @@ export class FsBlobStore implements BlobStore {
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
     try {
-      const st = await stat(this.blobPath(digest));
-      return { digest, sizeBytes: st.size, committedAt: st.mtime };
+      const path = this.blobPath(digest);
+      const st = await stat(path);
+      return { digest, sizeBytes: st.size, committedAt: st.mtime, path };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;

@@ -17,6 +17,7 @@ import type { BlobBody, FileRange } from '../../domain/images/variant-service.js
 import { SendfileError, type SendfileEngine } from '../../io/sendfile.js';
 import type { ByteRange } from '../../store/blob-store.js';
 import { header } from './request-header.js';
+import { requestTurns } from './turn-budget.js';
 
 export interface StoredBytes {
   /** `sha256:<hex>`; absent while the bytes have no digest yet */
@@ -68,6 +69,9 @@ export async function sendStoredBytes(reply: FastifyReply, bytes: StoredBytes, b
   if (body === undefined) return reply.send();
   const sendfile = opts.engine && body.file && plainSocketFd(reply.raw.socket) !== undefined;
   // a file that vanished since it was looked up (GC) is left to the stream path, which says so
+  // the download's second part (open, headers, sendfile) takes its turn like a request's first
+  const turn = requestTurns.enter();
+  if (turn) await turn;
   const file = sendfile ? await open(body.file!.path, 'r').catch(() => undefined) : undefined;
   if (file) return sendFromFile(reply, file, body.file!, opts.engine!, opts.idleTimeoutMs);
   return reply.send(await body.open());

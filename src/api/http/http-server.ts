@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { problemOnSocket } from './client-error.js';
+import { requestTurns } from './turn-budget.js';
 
 /** How a door answers an error (its own error table and body shape). */
 export type ErrorReply = (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;
@@ -38,6 +39,12 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     clientErrorHandler: problemOnSocket,
   });
   app.setErrorHandler((err: unknown, req, reply) => opts.errorReply(req, reply, err));
+  // the first hook of every request: a burst of them is spread over loop turns (turn-budget.ts)
+  app.addHook('onRequest', (_req, _reply, done) => {
+    const wait = requestTurns.enter();
+    if (wait) void wait.then(() => done());
+    else done();
+  });
   const durable = opts.durable;
   if (durable) {
     // a request that may have changed something is answered once its changes are durable; reads

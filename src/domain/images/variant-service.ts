@@ -178,8 +178,9 @@ export class VariantService {
       const stream = await this.store.read(digest, range).catch(missing);
       return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
     };
-    if (!this.store.localPath) return { open };
-    const path = await this.store.localPath(digest).catch(missing);
+    // a local store's stat names the file: no second look (one stat per download, issue 20)
+    const path = info.path ?? (this.store.localPath ? await this.store.localPath(digest).catch(missing) : undefined);
+    if (path === undefined) return { open };
     return { open, file: { path, start: range?.start ?? 0, length: expected } };
   }
 
