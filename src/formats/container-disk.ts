@@ -351,7 +351,7 @@ const EXTENSION: Record<string, string> = { qcow2: 'qcow2', raw: 'img' };
 export function containerDiskFileName(suggested: string | undefined, format: string): string {
   const base = suggested?.split(/[\\/]/).pop();
   if (base && safeFileName(base)) return base;
-  return `disk.${EXTENSION[format] ?? format.replace(/[^a-z0-9]/g, '') ?? 'img'}`;
+  return `disk.${EXTENSION[format] ?? (format.replace(/[^a-z0-9]/g, '').slice(0, 8) || 'img')}`;
 }
 
 function safeFileName(n: string): boolean {
@@ -380,15 +380,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
 
 // ---------------------------------------------------------------------------------------------
 // OCI JSON
-
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  annotations?: Record<string, string>;
-  data?: string;
-  artifactType?: string;
-}
 
 /** A JSON document as stored and served: its exact bytes, their digest and size. */
 export interface JsonBlob {
@@ -481,9 +472,4 @@ function sortedKeys(o: Record<string, string>): Record<string, string> {
 /** The media type a layer's bytes are, when it is a compressed or plain tar layer. */
 export function isTarLayerMediaType(mediaType: string): boolean {
   return TAR_LAYER_MEDIA_TYPES.includes(mediaType);
-}
-
-/** Exposed for tests and the door: where the disk's bytes begin in a generated layer. */
-export function diskOffset(layout: ContainerDiskLayout): number {
-  return layout.head.length;
 }

@@ -129,4 +129,8 @@ test('property keys as annotation keys; the file name of a pull', () => {
   assert.equal(imageFileName({ name: 'win.iso', diskFormat: 'iso', properties: {} }), 'win.iso');
   assert.equal(imageFileName({ name: 'x', diskFormat: undefined, properties: {} }), 'x.img');
   assert.equal(imageFileName({ name: 'x', diskFormat: 'raw', properties: { 'org.opencontainers.image.title': '../../etc/passwd' } }), 'passwd');
+  // served as another format (a containerDisk of a vmdk image is its qcow2 variant): the extension follows
+  assert.equal(imageFileName({ name: 'x', diskFormat: 'vmdk', properties: { 'org.opencontainers.image.title': 'win2022.vmdk' } }, 'qcow2'), 'win2022.qcow2');
+  assert.equal(imageFileName({ name: 'noble', diskFormat: 'qcow2', properties: { 'org.opencontainers.image.title': 'noble.img' } }), 'noble.img');
+  assert.equal(imageFileName({ name: 'disk.vmdk', diskFormat: 'vmdk', properties: {} }, 'qcow2'), 'disk.qcow2');
 });

@@ -201,20 +201,28 @@ export function annotationKeyOfProperty(key: string): string {
 }
 
 const EXTENSIONS: Record<string, string> = { qcow2: 'qcow2', raw: 'img', vmdk: 'vmdk', vdi: 'vdi', vhd: 'vhd', vhdx: 'vhdx', iso: 'iso', ploop: 'hds' };
+const DISK_EXTENSION = /\.(qcow2|raw|img|vmdk|vdi|vhdx?|iso|hds)$/i;
 
 /**
- * The file name an image is pulled as: the pushed `org.opencontainers.image.title` when it is a
- * plain file name, else the image's name made file-safe with the disk format's extension.
+ * The file name an image is pulled as. Served in its own format (`asFormat` absent or the image's
+ * disk format): the pushed `org.opencontainers.image.title` when it is a plain file name, so an
+ * oras pull writes the file that was pushed; else the image's name made file-safe. Served in
+ * another format (a containerDisk of a vmdk image is its qcow2 variant): that name with the
+ * other format's extension, so the name never declares a format the bytes are not.
  */
-export function imageFileName(image: Pick<Image, 'name' | 'diskFormat' | 'properties'>): string {
+export function imageFileName(image: Pick<Image, 'name' | 'diskFormat' | 'properties'>, asFormat: string | undefined = image.diskFormat): string {
+  const converted = asFormat !== undefined && asFormat !== (image.diskFormat ?? 'raw');
   const pushed = image.properties[OCI_TITLE]?.split(/[\\/]/).pop();
-  if (pushed && /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/.test(pushed)) return pushed;
+  const ext = EXTENSIONS[asFormat ?? 'raw'] ?? 'img';
+  if (pushed && /^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$/.test(pushed)) {
+    if (!converted) return pushed;
+    return `${pushed.replace(DISK_EXTENSION, '') || 'image'}.${ext}`;
+  }
   const stem =
     image.name
       .replace(/[^A-Za-z0-9._+-]+/g, '-')
       .replace(/^[^A-Za-z0-9]+/, '')
       .slice(0, 200)
       .replace(/[-.]+$/, '') || 'image';
-  const ext = EXTENSIONS[image.diskFormat ?? 'raw'] ?? 'img';
-  return stem.toLowerCase().endsWith(`.${ext}`) ? stem : `${stem}.${ext}`;
+  return `${stem.replace(DISK_EXTENSION, '') || 'image'}.${ext}`;
 }
