@@ -200,3 +200,17 @@ test('a stored blob that is missing or damaged fails the pull with BLOB_NOT_FOUN
   const head = await containerDiskPull(store, staged.blob, 'd.img').open({ start: 0, end: 511 });
   assert.equal(Buffer.concat(await head.toArray()).length, 512);
 });
+
+test("the layer's own read error comes out as itself (not the peeler's wrapper): vmLayerRefusal leaves it to the door", async () => {
+  const broken = (async function* () {
+    yield Buffer.alloc(10);
+    throw new Error('storage went away');
+  })();
+  const e = await openContainerDiskPush(broken).then(
+    () => assert.fail('accepted'),
+    (err: unknown) => err,
+  );
+  assert.ok(e instanceof Error);
+  assert.equal(e.message, 'storage went away');
+  assert.equal(vmLayerRefusal(e), undefined);
+});

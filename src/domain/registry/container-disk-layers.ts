@@ -14,6 +14,7 @@ import { Readable } from 'node:stream';
 import { containerDiskLayout, layoutSegments, type ContainerDiskLayout, type ContainerDiskLimits } from '../../formats/container-disk.js';
 import type { InspectLimits } from '../../formats/limits.js';
 import { openContainerDiskLayer, type ContainerDiskStream } from '../../inspect/container-disk-stream.js';
+import { SourceError } from '../../inspect/peel.js';
 import { ParallelHasher } from '../../io/parallel-hasher.js';
 import { BlobNotFound, type ByteRange, type BlobStore, type Digest } from '../../store/blob-store.js';
 import { DomainError } from '../errors.js';
@@ -36,10 +37,15 @@ export interface ContainerDiskPushOptions {
  * MANIFEST_INVALID message. The body fails the same way when the archive breaks a rule after the
  * disk, so the ingest it feeds keeps nothing.
  */
-export function openContainerDiskPush(layer: AsyncIterable<Uint8Array>, opts: ContainerDiskPushOptions = {}): Promise<ContainerDiskStream> {
+export async function openContainerDiskPush(layer: AsyncIterable<Uint8Array>, opts: ContainerDiskPushOptions = {}): Promise<ContainerDiskStream> {
   const tar: Partial<ContainerDiskLimits> = { ...opts.tar };
   if (opts.maxDiskBytes !== undefined) tar.maxDiskBytes = opts.maxDiskBytes;
-  return openContainerDiskLayer(layer, { limits: opts.inspectLimits, tar });
+  try {
+    return await openContainerDiskLayer(layer, { limits: opts.inspectLimits, tar });
+  } catch (e) {
+    // the layer's own read failed (storage, a client gone): its error, not the peeler's wrapper
+    throw e instanceof SourceError ? e.cause : e;
+  }
 }
 
 /** A stored blob the layer is generated around. */
