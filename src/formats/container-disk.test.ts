@@ -319,6 +319,35 @@ test('GNU long names and pax records abused: hidden bytes after a NUL, piles of 
   assert.equal(refusal(pyTar([{ name: 'disk/disk.img', data: 'x', pax: { size: '1e3' } }])).code, 'MALFORMED_HEADER');
 });
 
+test('GNU sparse entries (GNU tar --sparse, gnu and posix formats) are refused: what Go expands is not what the bytes say', () => {
+  const ctx = dir();
+  mkdirSync(join(ctx, 'disk'));
+  execFileSync('truncate', ['-s', '4M', join(ctx, 'disk', 'sparse.raw')]);
+  execFileSync('dd', ['if=/dev/urandom', `of=${join(ctx, 'disk', 'sparse.raw')}`, 'bs=64k', 'count=1', 'seek=20', 'conv=notrunc', 'status=none']);
+  const gnu = refusal(gnuTar(ctx, ['disk'], ['--sparse', '--format=gnu']));
+  assert.equal(gnu.code, 'UNSAFE_ENTRY');
+  assert.match(gnu.message, /tar type "S"/);
+  const posix = refusal(gnuTar(ctx, ['disk'], ['--sparse', '--format=posix']));
+  assert.equal(posix.code, 'MALFORMED_HEADER');
+  assert.match(posix.message, /GNU sparse file/);
+});
+
+test('two names for one entry (a GNU long name and a different pax path), and a pax key given twice, are refused', () => {
+  const long = `${'n'.repeat(120)}.img`;
+  const gnu = gnuTar(context({ [`disk/${long}`]: 'data' }), ['disk/' + long], ['--format=gnu']);
+  const pax = pyTar([{ name: 'disk/a.img', data: 'data', pax: { path: 'disk/other.img' } }]);
+  // the pax record of `pax`, then the L record and entry of `gnu`
+  const both = refusal(Buffer.concat([pax.subarray(0, 2 * BLOCK), gnu]));
+  assert.equal(both.code, 'MALFORMED_HEADER');
+  assert.match(both.message, /two names/);
+  const twice = Buffer.from(pyTar([{ name: 'disk/a.img', data: 'x', pax: { comment: 'aaaa', mtime: '0' } }]));
+  const at = twice.indexOf(' mtime=0\n', BLOCK);
+  twice.write(' path=b', at, 'latin1');
+  const at2 = twice.indexOf(' comment=aaaa\n', BLOCK);
+  twice.write(' path=cccc', at2, 'latin1');
+  assert.match(refusal(twice).message, /sets "path" twice/);
+});
+
 test('bytes after the end-of-archive block, bad checksums and declared sizes over the limit are refused', () => {
   const layer = gnuTar(context({ 'disk/disk.img': DISK }), ['disk']);
   const junk = Buffer.concat([layer, Buffer.from('PK\x03\x04 another archive')]);

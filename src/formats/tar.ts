@@ -367,6 +367,17 @@ export class TarStreamParser {
       else this.phase = { kind: 'extension', typeflag: block.typeflag, size: block.size, at };
       return;
     }
+    // GNU tar and Go's archive/tar disagree on which wins when both a GNU long name and a pax
+    // path are given: two names for one entry are refused, not resolved
+    if (this.longName !== undefined && this.pax.path !== undefined && this.longName !== this.pax.path) {
+      throw new FormatError(
+        `tar entry at ${at} has two names: ${JSON.stringify(this.longName)} (GNU long name) and ${JSON.stringify(this.pax.path)} (pax path)`,
+        'MALFORMED_HEADER',
+      );
+    }
+    if (this.longLink !== undefined && this.pax.linkpath !== undefined && this.longLink !== this.pax.linkpath) {
+      throw new FormatError(`tar entry at ${at} has two link names (GNU long link name and pax linkpath)`, 'MALFORMED_HEADER');
+    }
     let size = block.size;
     if (this.pax.size !== undefined) size = Number(this.pax.size);
     if (!Number.isSafeInteger(size)) throw new FormatError(`tar entry size at ${at} is out of range`, 'FIELD_OUT_OF_RANGE');
@@ -400,6 +411,10 @@ export class TarStreamParser {
     } else {
       const records = strictPaxRecords(body, at);
       for (const [k, v] of Object.entries(records)) {
+        // a sparse entry's bytes are a map plus the data without its holes: what Go's archive/tar
+        // (KubeVirt, CDI) expands is not what a reader that ignores the map sees; refused
+        if (k.startsWith('GNU.sparse.'))
+          throw new FormatError(`tar entry at ${at} is a GNU sparse file (pax ${k}); sparse entries are not accepted`, 'MALFORMED_HEADER');
         if ((k === 'path' || k === 'linkpath') && v.includes('\0')) throw new FormatError(`pax ${k} at ${at} holds a NUL byte`, 'MALFORMED_HEADER');
         if (k === 'size' && !/^\d{1,16}$/.test(v))
           throw new FormatError(`pax size at ${at} is not a decimal number (${JSON.stringify(v.slice(0, 40))})`, 'MALFORMED_HEADER');
@@ -447,7 +462,10 @@ export function strictPaxRecords(body: Uint8Array, at: number): Record<string, s
     const rec = new TextDecoder().decode(body.subarray(sp + 1, i + len - 1));
     const eq = rec.indexOf('=');
     if (eq <= 0) throw new FormatError(`pax record at ${at}+${i} is not key=value`, 'MALFORMED_HEADER');
-    out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    const key = rec.slice(0, eq);
+    // readers differ on which of two values wins
+    if (Object.hasOwn(out, key)) throw new FormatError(`pax header at ${at} sets ${JSON.stringify(key)} twice`, 'MALFORMED_HEADER');
+    out[key] = rec.slice(eq + 1);
     i += len;
   }
   return out;
