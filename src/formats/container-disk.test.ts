@@ -13,6 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, syml
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { writeOciLayout } from '../../test/support/containerdisk.js';
 import { CHUNK_SIZES } from '../../test/support/stream.js';
 import {
   ContainerDiskError,
@@ -470,19 +471,7 @@ test('config and manifests are deterministic JSON; skopeo reads a layout made of
     ).digest,
   );
   const oci = dir();
-  mkdirSync(join(oci, 'blobs', 'sha256'), { recursive: true });
-  const put = (b: Uint8Array) => writeFileSync(join(oci, 'blobs', 'sha256', sha(b)), b);
-  put(layer);
-  put(config.bytes);
-  put(m.bytes);
-  writeFileSync(join(oci, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(oci, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: m.mediaType, digest: m.digest, size: m.size, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }],
-    }),
-  );
+  writeOciLayout(oci, m, [layer, config.bytes]);
   const info = JSON.parse(execFileSync('skopeo', ['inspect', `oci:${oci}:v1`], { encoding: 'utf8' })) as Record<string, unknown>;
   assert.equal(info.Architecture, 'arm64');
   assert.deepEqual(info.Layers, [layerDigest]);

@@ -12,7 +12,7 @@ import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { makeContainerDisk } from '../../../test/support/containerdisk.js';
+import { makeContainerDisk, writeOciLayout } from '../../../test/support/containerdisk.js';
 import { patternedRaw, qemuConvert, qemuCreate, qemuInfo } from '../../../test/support/qemu.js';
 import { containerDiskConfig, containerDiskManifest } from '../../formats/container-disk.js';
 import { FsBlobStore } from '../../store/fs-blob-store.js';
@@ -158,19 +158,7 @@ test('a generated containerDisk is an OCI image skopeo copies (digests verified)
   const config = containerDiskConfig(layerDigest, 'x86_64');
   const manifest = containerDiskManifest(config, { digest: layerDigest, size: pull.size });
   const oci = fresh('oci');
-  mkdirSync(join(oci, 'blobs', 'sha256'), { recursive: true });
-  const blob = (d: string) => join(oci, 'blobs', 'sha256', d.slice(7));
-  writeFileSync(blob(layerDigest), Buffer.concat(await (await pull.open()).toArray()));
-  writeFileSync(blob(config.digest), config.bytes);
-  writeFileSync(blob(manifest.digest), manifest.bytes);
-  writeFileSync(join(oci, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(oci, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }],
-    }),
-  );
+  writeOciLayout(oci, manifest, [Buffer.concat(await (await pull.open()).toArray()), config.bytes]);
   // skopeo verifies every blob it reads; into an OCI layout it gzips the uncompressed layer itself
   const copy = fresh('copy');
   execFileSync('skopeo', ['copy', '--quiet', `oci:${oci}:v1`, `oci:${copy}:v1`]);

@@ -11,8 +11,9 @@ import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { writeOciLayout } from '../../../test/support/containerdisk.js';
 import { patternedRaw, qemuConvert, qemuInfo } from '../../../test/support/qemu.js';
-import { EMPTY_CONFIG, type JsonBlob } from '../../formats/container-disk.js';
+import { EMPTY_CONFIG } from '../../formats/container-disk.js';
 import { FsBlobStore } from '../../store/fs-blob-store.js';
 import { stageBlob } from '../images/stage-blob.js';
 import { annotationsToImage } from './vm-image-mapping.js';
@@ -41,19 +42,6 @@ async function egiImage(store: FsBlobStore): Promise<{ image: PulledImage; bytes
   return { image, bytes: readFileSync(qcow2) };
 }
 
-function ociLayout(dir: string, manifest: JsonBlob, blobs: Uint8Array[]): void {
-  mkdirSync(join(dir, 'blobs', 'sha256'), { recursive: true });
-  for (const b of [...blobs, manifest.bytes]) writeFileSync(join(dir, 'blobs', 'sha256', sha(b)), b);
-  writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  writeFileSync(
-    join(dir, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size, annotations: { 'org.opencontainers.image.ref.name': 'v1' } }],
-    }),
-  );
-}
-
 test("the artifact form of EGI's image: the stored qcow2 as the one layer titled alma-9.qcow2, EGI's annotations on layer and manifest", async () => {
   const store = new FsBlobStore(join(work, 'store-a'));
   const { image, bytes } = await egiImage(store);
@@ -71,7 +59,7 @@ test("the artifact form of EGI's image: the stored qcow2 as the one layer titled
   assert.equal(artifactForm(image).manifest.digest, form.manifest.digest, 'deterministic');
   // skopeo copies the artifact out of a layout (it verifies every digest it reads)
   const oci = join(work, 'oci-a');
-  ociLayout(oci, form.manifest, [bytes, Buffer.from('{}')]);
+  writeOciLayout(oci, form.manifest, [bytes, Buffer.from('{}')]);
   assert.equal(sha(Buffer.from('{}')), EMPTY_CONFIG.digest.slice(7));
   const out = join(work, 'dir-a');
   execFileSync('skopeo', ['copy', '--quiet', `oci:${oci}:v1`, `dir:${out}`]);
