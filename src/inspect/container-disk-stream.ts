@@ -29,7 +29,8 @@ export interface ContainerDiskStream {
   /**
    * The disk's bytes. It fails (ContainerDiskError, a DecompressionLimitError, a decoder's error or
    * the source's own SourceError) instead of ending when the archive breaks a rule after the disk.
-   * Destroying it stops the layer's decoders.
+   * Destroying it stops the layer's decoders (a zstd child process): a caller that does not read it
+   * to the end must destroy it.
    */
   body: Readable;
 }
