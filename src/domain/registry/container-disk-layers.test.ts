@@ -40,9 +40,9 @@ async function blobsIn(store: FsBlobStore): Promise<number> {
 }
 
 /** The door's push path: open the layer, ingest its disk with the declared format as the claim, decide. */
-async function push(store: FsBlobStore, layerPath: string) {
+async function push(store: FsBlobStore, layerPath: string, annotations: Record<string, string> = {}) {
   const disk = await openContainerDiskPush(createReadStream(layerPath), { maxDiskBytes: LIMITS.maxImageBytes });
-  const declared = declaredDiskFormat({ fileName: disk.fileName }) as DeclaredFormat | undefined;
+  const declared = declaredDiskFormat({ annotations }) as DeclaredFormat | undefined;
   const outcome = await ingest(disk.body, store, { ...LIMITS, claimedFormat: declared?.format, announcedSize: disk.size });
   return { disk, declared, outcome, decision: decideVmLayer(declared, outcome.report) };
 }
@@ -52,8 +52,8 @@ test('a containerDisk push (gzip and zstd) stores the qcow2 itself through the o
   for (const compression of ['gzip', 'zstd'] as const) {
     const store = new FsBlobStore(fresh('store'));
     const built = makeContainerDisk(qcow2, fresh(`oci-${compression}`), compression);
-    const { outcome, decision, declared } = await push(store, built.layerPath);
-    assert.deepEqual(declared, { format: 'qcow2', source: 'file name "disk.qcow2"' });
+    const { outcome, decision, declared } = await push(store, built.layerPath, { 'org.openstack.glance.disk_format': 'qcow2' });
+    assert.deepEqual(declared, { format: 'qcow2', source: 'annotation "org.openstack.glance.disk_format"' });
     assert.equal(outcome.kind, 'stored');
     assert.ok(outcome.kind === 'stored');
     assert.equal(outcome.blob.digest, `sha256:${sha(readFileSync(qcow2))}`);
@@ -77,14 +77,20 @@ test('a containerDisk whose qcow2 has a backing file: ingest refuses, MANIFEST_I
   assert.equal(await blobsIn(store), 0);
 });
 
-test('declared vs detected: a raw disk named disk.qcow2 (what make-containerdisk.sh names every disk) is refused with FORMAT_MISMATCH', async () => {
+test('declared vs detected: a raw disk declared qcow2 is refused (FORMAT_MISMATCH); undeclared, the same layer is a raw image', async () => {
   const raw = await patternedRaw('cdl-raw.raw', 4 << 20);
+  const layer = makeContainerDisk(raw, fresh('oci'), 'zstd').layerPath;
   const store = new FsBlobStore(fresh('store'));
-  const { outcome, decision } = await push(store, makeContainerDisk(raw, fresh('oci'), 'zstd').layerPath);
+  const { outcome, decision } = await push(store, layer, { 'org.openstack.glance.disk_format': 'qcow2' });
   assert.equal(outcome.kind, 'refused');
   assert.ok(!decision.accept);
   assert.match(decision.message, /FORMAT_MISMATCH: .*declared as qcow2 but its bytes are raw/);
   assert.equal(await blobsIn(store), 0);
+  // make-containerdisk.sh names every disk disk.qcow2: the name declares nothing (KubeVirt probes the bytes)
+  const plain = await push(store, layer);
+  assert.equal(plain.outcome.kind, 'stored');
+  assert.equal(plain.outcome.report.format, 'raw');
+  assert.deepEqual(plain.decision, { accept: true });
   // the same report, checked by the verdict alone (a door that did not pass the claim to ingest)
   const d = decideVmLayer({ format: 'qcow2', source: 'annotation "org.openstack.glance.disk_format"' }, { format: 'raw', findings: [] });
   assert.ok(!d.accept);

@@ -87,20 +87,23 @@ test('classification: an oras disk file, a containerDisk (make-containerdisk.sh)
   );
 });
 
-test('declared format: the annotation, then the media type, then the extension; two that disagree are MANIFEST_INVALID', () => {
-  assert.deepEqual(declaredDiskFormat({ annotations: { 'org.openstack.glance.disk_format': 'QCOW2' }, fileName: 'alma-9.qcow2' }), {
+test('declared format: the annotation or a disk media type; two that disagree are MANIFEST_INVALID; a file name declares nothing', () => {
+  assert.deepEqual(declaredDiskFormat({ annotations: { 'org.openstack.glance.disk_format': 'QCOW2' }, mediaType: 'application/vnd.oci.image.layer.v1.tar' }), {
     format: 'qcow2',
     source: 'annotation "org.openstack.glance.disk_format"',
   });
   assert.deepEqual(declaredDiskFormat({ mediaType: 'application/x-vmdk-disk' }), { format: 'vmdk', source: 'media type application/x-vmdk-disk' });
-  assert.deepEqual(declaredDiskFormat({ fileName: 'noble.img' }), undefined, '.img says nothing (Ubuntu .img are qcow2)');
-  assert.deepEqual(declaredDiskFormat({ fileName: 'x.raw', annotations: { 'org.openstack.glance.disk_format': 'gpt' } }), {
+  assert.equal(declaredDiskFormat({ mediaType: 'application/vnd.oci.image.layer.v1.tar' }), undefined, "oras's media type for any file declares nothing");
+  assert.deepEqual(declaredDiskFormat({ annotations: { 'org.openstack.glance.disk_format': 'gpt' }, mediaType: 'application/x-raw-disk-image' }), {
     format: 'gpt',
     source: 'annotation "org.openstack.glance.disk_format"',
   });
-  const conflict = declaredDiskFormat({ annotations: { 'org.openstack.glance.disk_format': 'raw' }, fileName: 'alma-9.qcow2' });
+  const conflict = declaredDiskFormat({ annotations: { 'org.openstack.glance.disk_format': 'raw' }, mediaType: 'application/x-qemu-disk' });
   assert.ok(conflict && 'code' in conflict);
-  assert.match(conflict.message, /declares two formats: raw \(annotation "org.openstack.glance.disk_format"\) and qcow2 \(file name "alma-9.qcow2"\)/);
+  assert.match(
+    conflict.message,
+    /declares two formats: raw \(annotation "org.openstack.glance.disk_format"\) and qcow2 \(media type application\/x-qemu-disk\)/,
+  );
 });
 
 test('the decision: verdict findings first, then declared vs detected (raw accepts an ISO, nothing accepts qcow2 as raw)', () => {

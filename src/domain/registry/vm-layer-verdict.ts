@@ -4,10 +4,11 @@
  * answer. A refusal is always MANIFEST_INVALID with a message naming the finding; nothing here
  * stores or tags anything.
  *
- * Declared format, strongest first (two that disagree are a refusal, never "first wins"):
+ * Declared format (two that disagree are a refusal, never "first wins"):
  * 1. `org.openstack.glance.disk_format` (layer annotation over manifest annotation),
- * 2. the layer's media type, when it is a disk image type (table below),
- * 3. the file name's extension (`.qcow2`, `.vmdk`, …; `.img` says nothing: Ubuntu's `.img` are qcow2).
+ * 2. the layer's media type, when it is a disk image type (table below).
+ * A file name's extension declares nothing: no consumer acts on it (KubeVirt and qemu probe the
+ * bytes), Ubuntu's `.img` are qcow2, and make-containerdisk.sh names every disk `disk.qcow2`.
  * The claim is checked against the detected format by the format engine's own table (a `raw` claim
  * accepts an ISO, nothing accepts a format a hypervisor would interpret: claimFindings). The door
  * best passes it as the image's diskFormat before the upload, so ingest itself refuses a mismatch
@@ -51,17 +52,6 @@ export const DISK_MEDIA_TYPES: Readonly<Record<string, string>> = {
   'application/vnd.efi.iso': 'iso',
 };
 
-const EXTENSION_FORMATS: Readonly<Record<string, string>> = {
-  qcow2: 'qcow2',
-  raw: 'raw',
-  vmdk: 'vmdk',
-  vhd: 'vhd',
-  vpc: 'vhd',
-  vhdx: 'vhdx',
-  vdi: 'vdi',
-  iso: 'iso',
-};
-
 export interface DeclaredFormat {
   /** a Glance / qemu format name as declared (lower case) */
   format: string;
@@ -73,8 +63,6 @@ export interface LayerDeclarations {
   /** the manifest's and the layer's annotations merged (the layer's win) */
   annotations?: Record<string, string>;
   mediaType?: string;
-  /** the file name (org.opencontainers.image.title, or the containerDisk's file in disk/) */
-  fileName?: string;
 }
 
 /**
@@ -87,9 +75,6 @@ export function declaredDiskFormat(d: LayerDeclarations): DeclaredFormat | Manif
   if (annotated !== undefined) claims.push({ format: annotated.toLowerCase(), source: `annotation "${GLANCE_PREFIX}disk_format"` });
   const byType = d.mediaType ? DISK_MEDIA_TYPES[d.mediaType.toLowerCase()] : undefined;
   if (byType) claims.push({ format: byType, source: `media type ${d.mediaType}` });
-  const ext = d.fileName ? /\.([A-Za-z0-9]+)$/.exec(d.fileName)?.[1]?.toLowerCase() : undefined;
-  const byName = ext ? EXTENSION_FORMATS[ext] : undefined;
-  if (byName) claims.push({ format: byName, source: `file name ${JSON.stringify(d.fileName)}` });
   const first = claims[0];
   if (!first) return undefined;
   for (const c of claims.slice(1)) {
