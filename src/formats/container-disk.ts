@@ -17,8 +17,11 @@
  * `./` and a trailing `/`), exactly one regular file `disk/<name>` (one path component, not a
  * whiteout, printable, ≤ 255 bytes), pax and GNU extension records (tar.ts, strict), then the
  * end-of-archive block and zero padding. Everything else is refused with the entry named:
- * an absolute or `..` path, a link, a device, a fifo, a file outside `disk/` or nested in it, a
- * second disk, no disk, an archive that ends early or declares more bytes than it holds.
+ * an absolute or `..` path, a link, a device, a fifo, a GNU sparse file, a file outside `disk/` or
+ * nested in it, a second disk, no disk, an archive that ends early or declares more bytes than it
+ * holds. A layer with no entry in `disk/` at all is not a containerDisk (NOT_A_CONTAINER_DISK,
+ * `isContainerDisk` false): an ordinary container layer, stored as a plain blob by the door.
+ * The table of every refusal, and the pull rule, are in docs/OCI-VM-IMAGES.md.
  * Compression (gzip, zstd) is peeled before this reader by the one bounded decoder
  * (src/inspect/peel.ts); the disk's bytes then go through the one ingest path like any upload.
  *
