@@ -171,7 +171,8 @@ async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectCon
   }
 }
 
-function claimFindings(claimed: string, detected: FormatName): Finding[] {
+/** FORMAT_MISMATCH when a claimed (Glance / qemu) format name does not fit the detected format; none when it does. */
+export function claimFindings(claimed: string, detected: FormatName): Finding[] {
   const key = claimed.toLowerCase();
   const ok = CLAIM_COMPATIBLE.get(key);
   if (!ok) {

@@ -14,6 +14,8 @@ export const PROPERTY_VOCABULARY: Record<string, readonly string[]> = {
   architecture: ['x86_64', 'i686', 'aarch64', 'armv7l', 'ppc64le', 's390x', 'riscv64', 'mips64el', 'alpha', 'sparc64'],
   os_type: ['linux', 'windows'],
   os_distro: [
+    // EGI's documented oras annotation file (docs.egi.eu, "alma-9.qcow2") says `alma`
+    'alma',
     'almalinux',
     'alpine',
     'arch',
