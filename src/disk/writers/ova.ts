@@ -20,7 +20,6 @@
  * beside the target (`<path>.vmdk.part`, deleted in every case) and copied in, hashed as it passes.
  * Options: name (default: the file name without .ova), cpus (1), memory_mb (1024).
  */
-import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
@@ -185,7 +184,7 @@ export const ovaWriter: DiskWriter = {
         const sink = out.file.sequential(0);
         const diskSize = (await stat(scratch.partPath)).size;
         const ovf = new TextEncoder().encode(ovfDescriptor({ ...s, diskFile, diskFileSize: diskSize, capacity: src.virtualSize }));
-        const ovfDigest = createHash('sha256').update(ovf).digest('hex');
+        const ovfDigest = process.getBuiltinModule('node:crypto').createHash('sha256').update(ovf).digest('hex');
         await member(sink, ovfFile, ovf);
         await sink.write(tarHeader(diskFile, diskSize));
         const diskDigest = await copyHashed(scratch.partPath, sink, opts.signal);
@@ -209,7 +208,7 @@ async function member(sink: SequentialSink, name: string, data: Uint8Array): Pro
 }
 
 async function copyHashed(path: string, sink: SequentialSink, signal: AbortSignal | undefined): Promise<string> {
-  const hash = createHash('sha256');
+  const hash = process.getBuiltinModule('node:crypto').createHash('sha256');
   const fh = await open(path, 'r');
   try {
     for (let at = 0; ;) {
