@@ -65,13 +65,17 @@ function writeCache(bundleId, script) {
   }
 }
 
-/** The bundle's exports, compiled from its code cache when that is valid; `done()` writes a new cache if needed. */
-function loadBundle() {
+/**
+ * The bundle's `main`, compiled from its code cache when that is valid (`fresh`: do not look for
+ * one); `done()` writes a new cache when there was none to use, after the run, so that it also
+ * holds the functions the run compiled.
+ */
+function loadBundle(fresh = false) {
   const vm = require('node:vm');
   const source = fs.readFileSync(BUNDLE, 'utf8');
   const firstLine = source.slice(0, source.indexOf('\n'));
   const bundleId = firstLine.startsWith(BUNDLE_ID_PREFIX) ? firstLine.slice(BUNDLE_ID_PREFIX.length) : undefined;
-  const cachedData = bundleId === undefined ? undefined : readCache(bundleId);
+  const cachedData = bundleId === undefined || fresh ? undefined : readCache(bundleId);
   // the wrapper of Node's own CommonJS loader (module.wrap), so the bundle runs as imago.cjs would,
   // plus the import of the server (dist/app.js, an ES module) for `imago serve`: a vm.Script has
   // no import() of its own on Node 20 (scripts/bundle-cli.js)
@@ -79,30 +83,51 @@ function loadBundle() {
     filename: BUNDLE,
     cachedData,
   });
-  const module = { exports: {} };
+  const bundle = { exports: {} };
   const importServer = () => import(require('node:url').pathToFileURL(path.join(ROOT, 'dist', 'app.js')).href);
-  script.runInThisContext()(module.exports, require('node:module').createRequire(BUNDLE), module, BUNDLE, path.dirname(BUNDLE), importServer);
+  script.runInThisContext()(bundle.exports, require('node:module').createRequire(BUNDLE), bundle, BUNDLE, path.dirname(BUNDLE), importServer);
   const stale = cachedData === undefined || script.cachedDataRejected === true;
-  return { main: module.exports.main, done: () => bundleId !== undefined && stale && writeCache(bundleId, script) };
+  return { main: bundle.exports.main, done: () => bundleId !== undefined && stale && writeCache(bundleId, script) };
 }
 
 async function loadMain() {
   const bundled = mtime(BUNDLE);
   if (bundled >= 0 && bundled >= mtime(COMPILED)) return loadBundle();
-  if (mtime(COMPILED) < 0) throw new Error(`${path.relative(process.cwd(), COMPILED)} is missing: build imago first with "npm run build"`);
+  if (mtime(COMPILED) < 0) throw Object.assign(new Error(`${COMPILED} is missing: build imago first with "npm run build"`), { notBuilt: true });
   const { main } = await import(require('node:url').pathToFileURL(COMPILED).href);
   return { main, done: () => undefined };
 }
 
-loadMain()
-  .then(async ({ main, done }) => {
-    try {
-      process.exitCode = await main(process.argv.slice(2));
-    } finally {
-      done();
-    }
-  })
-  .catch((err) => {
-    process.stderr.write(`imago: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 2;
-  });
+/**
+ * For scripts/bundle-cli.js: runs the bundle on each command line of `runs` in this process, its
+ * output discarded, then writes the code cache, which thus holds what those verbs compiled.
+ * Returns their exit codes.
+ */
+async function warmUpCodeCache(runs) {
+  const { main, done } = loadBundle(true);
+  const codes = [];
+  const write = process.stdout.write;
+  process.stdout.write = () => true;
+  try {
+    for (const argv of runs) codes.push(await main(argv));
+  } finally {
+    process.stdout.write = write;
+  }
+  done();
+  return codes;
+}
+
+if (require.main === module) {
+  loadMain()
+    .then(async ({ main, done }) => {
+      try {
+        process.exitCode = await main(process.argv.slice(2));
+      } finally {
+        done();
+      }
+    })
+    .catch((err) => {
+      process.stderr.write(`imago: ${err instanceof Error ? ((err.notBuilt ? undefined : err.stack) ?? err.message) : String(err)}\n`);
+      process.exitCode = 2;
+    });
+} else module.exports = { warmUpCodeCache };

@@ -9,7 +9,7 @@
  *   lazy module initializer inside the script (esbuild), so a verb still evaluates only its own
  *   modules and the node: modules they import.
  * - Packages stay in node_modules (native addons, wasm and worker files are found from there) but
- *   commander, which every start loads, and fzstd (pure JS). The server (`../app.js`) is not
+ *   commander, which every start loads. The server (`../app.js`) is not
  *   bundled at all: `imago serve` imports dist/app.js through `__imagoImportServer()`, a
  *   function bin/imago.js passes in (a vm.Script has no import() of its own on Node 20).
  * - The bundle lives two levels below the package root, as dist/io does, so the relative path to
@@ -19,9 +19,10 @@
  * - Its first line names the build (`//# imago-bundle <sha256 of the rest>`); a code cache is used
  *   only for the bundle it was made from (bin/imago.js).
  *
- * The code cache is made here by running the bundle once on a tiny raw disk (`imago inspect`), so
- * that it holds the functions a start runs, not only the top level; bin/imago.js remakes it when
- * V8 rejects it (another Node, other V8 flags). Without esbuild this prints a note and bin/imago.js
+ * The code cache is made here by running convert, inspect and compare once on tiny disks in one
+ * process (bin/imago.js `warmUpCodeCache`), so that it holds the functions they run, not only the
+ * top level; bin/imago.js remakes it when it is missing, stale or rejected (another Node, other V8
+ * flags). Without esbuild this prints a note and bin/imago.js
  * runs dist/cli as before.
  */
 import { spawnSync } from 'node:child_process';
@@ -77,7 +78,7 @@ const result = await esbuild.build({
   target: 'node20',
   minifyWhitespace: true,
   minifySyntax: true,
-  external: Object.keys(pkg.dependencies).filter((name) => name !== 'commander' && name !== 'fzstd'),
+  external: Object.keys(pkg.dependencies).filter((name) => name !== 'commander'),
   // our modules are ES modules: their import.meta.url is the bundle's own URL
   define: { 'import.meta.url': '__imagoModuleUrl' },
   banner: { js: "const __imagoModuleUrl=require('node:url').pathToFileURL(__filename).href;" },
@@ -102,14 +103,22 @@ const id = createHash('sha256').update(code).digest('hex');
 mkdirSync(outdir, { recursive: true });
 writeFileSync(outfile, `//# imago-bundle ${id}\n${code}`);
 
-// the code cache: bin/imago.js writes it after a run that found none
+// The code cache, made after running the local verbs once on tiny disks, so that it holds the
+// functions they run and not only the bundle's top level (a run compiles what the cache lacks).
 const scratch = mkdtempSync(join(tmpdir(), 'imago-bundle-'));
 try {
-  const disk = join(scratch, 'warm-up.raw');
-  writeFileSync(disk, Buffer.alloc(1 << 20));
-  const run = spawnSync(process.execPath, [join(root, 'bin', 'imago.js'), 'inspect', disk], { encoding: 'utf8' });
-  if (run.status !== 0 || !existsSync(`${outfile}.cache`)) {
-    process.stderr.write(`bundle-cli: the bundle did not run or wrote no code cache (exit ${run.status}): ${run.stderr}\n`);
+  const raw = join(scratch, 'warm-up.raw');
+  const qcow2 = join(scratch, 'warm-up.qcow2');
+  writeFileSync(raw, Buffer.alloc(1 << 20, 1));
+  const runs = [
+    ['convert', '-O', 'qcow2', raw, qcow2],
+    ['inspect', raw, qcow2],
+    ['compare', qcow2, raw],
+  ];
+  const warmUp = `require(${JSON.stringify(join(root, 'bin', 'imago.js'))}).warmUpCodeCache(${JSON.stringify(runs)}).then((codes) => process.stdout.write(JSON.stringify(codes)))`;
+  const run = spawnSync(process.execPath, ['-e', warmUp], { encoding: 'utf8' });
+  if (run.status !== 0 || run.stdout !== '[0,0,0]' || !existsSync(`${outfile}.cache`)) {
+    process.stderr.write(`bundle-cli: the bundle did not run or wrote no code cache (exit ${run.status}, exit codes ${run.stdout}): ${run.stderr}\n`);
     process.exit(1);
   }
 } finally {
