@@ -88,7 +88,7 @@ test('a corrupt code cache (its V8 data damaged, its header intact) is not given
   const b = readFileSync(cache);
   const eol = b.indexOf(10);
   // several places: V8 does not checksum code caches (release builds) and crashes or misbehaves on some
-  for (const at of [eol + 200, Math.floor(b.length / 2), b.length - 5000]) for (let i = 0; i < 64; i++) b[at + i] ^= 0x5a;
+  for (const at of [eol + 200, Math.floor(b.length / 2), b.length - 5000]) for (let i = 0; i < 64; i++) b[at + i] = b[at + i]! ^ 0x5a;
   writeFileSync(cache, b);
   assertInspected(inspect(root));
   assert.ok(cacheHeader(cache).intact, 'the run wrote a fresh cache');
