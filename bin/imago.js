@@ -50,6 +50,7 @@ function readCache(bundleId) {
   return crc !== undefined && crc === crc32(data) ? data : undefined;
 }
 
+/** Writes V8's cache of `script` with our header; never throws (a cache is only a speed-up). */
 function writeCache(bundleId, script) {
   const tmp = `${CACHE}.${process.pid}.tmp`;
   try {
@@ -61,7 +62,11 @@ function writeCache(bundleId, script) {
     fs.writeFileSync(tmp, Buffer.concat([header, data]), { flag: 'wx' });
     fs.renameSync(tmp, CACHE);
   } catch {
-    fs.rmSync(tmp, { force: true });
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // nothing more to do: the cache is only a speed-up
+    }
   }
 }
 
