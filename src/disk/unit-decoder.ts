@@ -11,9 +11,14 @@
  *   fzstd's streaming decoder, whose output we count and stop at the unit size.
  * - VMDK: zlib with header (RFC 1950), qemu `vmdk_read_extent` → `uncompress`.
  */
+import { createRequire } from 'node:module';
 import { constants, inflateRawSync, inflateSync } from 'node:zlib';
-import { Decompress } from 'fzstd';
 import { DiskError } from './disk.js';
+
+type Fzstd = typeof import('fzstd');
+let fzstd: Fzstd | undefined;
+/** fzstd (whose module builds its tables when loaded) is loaded by the first zstd unit: most disks have none (issue 20, CLI start). */
+const zstdDecoder = (): Fzstd['Decompress'] => (fzstd ??= createRequire(import.meta.url)('fzstd') as Fzstd).Decompress;
 
 export function inflateRawUnit(data: Uint8Array, unitBytes: number, what: string): Uint8Array {
   return zlibUnit(() => inflateRawSync(data, { maxOutputLength: unitBytes, finishFlush: constants.Z_SYNC_FLUSH }), what);
@@ -69,6 +74,7 @@ export function zstdUnit(data: Uint8Array, unitBytes: number, what: string): Uin
   const frame = data.subarray(0, zstdFrameLength(data, what));
   const out = new Uint8Array(unitBytes);
   let filled = 0;
+  const Decompress = zstdDecoder();
   const d = new Decompress((chunk) => {
     if (filled + chunk.length > unitBytes) throw new UnitOverflow();
     out.set(chunk, filled);

@@ -39,6 +39,58 @@ test('a scan fed in pieces of any size (1, 3, 17 bytes, whole) gives the same re
   assert.deepEqual(whole.result.problem, { index: 123, message: 'maps to data block 5000, past the 300 blocks of the image' });
 });
 
+/** The scan as `check` says entry by entry, with no shortcut: what TableScanner must agree with. */
+function referenceScan(rule: Parameters<typeof scanTable>[3], bytes: Uint8Array) {
+  let maxNeed = 0;
+  let worst: { index: number; offset: number; what: string } | undefined;
+  let problem: { index: number; message: string } | undefined;
+  const entries = Math.floor(bytes.length / rule.entryBytes);
+  for (let i = 0; i < entries; i++) {
+    const c = rule.check(view(bytes), i * rule.entryBytes, i, true);
+    if (typeof c === 'string') problem ??= { index: i, message: c };
+    else if (c > maxNeed) {
+      maxNeed = c;
+      worst = { index: i, offset: c - rule.span, what: rule.what };
+    }
+  }
+  return { entries, maxNeed, ...(worst ? { worst } : {}), ...(problem ? { problem } : {}) };
+}
+
+test('runs of zero entries are counted at once, at any alignment, and agree with checking each entry', () => {
+  // mostly zeros, as in a young image, with mapped entries and a bad one in between
+  const l1 = new Uint8Array(8 * 5000);
+  view(l1).setBigUint64(8 * 7, 0x80000000_00040000n); // an L2 table at 262144
+  view(l1).setBigUint64(8 * 4095, 0x80000000_00060000n); // the largest need
+  view(l1).setBigUint64(8 * 4096, 0x00000000_00041000n); // not cluster-aligned: a problem
+  const gd = new Uint8Array(4 * 3001);
+  view(gd).setUint32(4 * 3000, 1000, true); // the very last entry
+  // a zero entry is a problem or a need here: no shortcut may apply
+  const vdi = new Uint8Array(4 * 64);
+  const cases = [
+    { rule: qcow2L1Rule({ ...g, l1Bytes: l1.length }), bytes: l1 },
+    { rule: vmdkGdRule(512, 0), bytes: gd },
+    { rule: vdiMapRule({ dataOffset: 1 << 20, blockSize: 1 << 20, blocks: 8 }), bytes: vdi },
+  ];
+  for (const { rule, bytes } of cases) {
+    const expected = referenceScan(rule, bytes);
+    for (const shift of [0, 1, 2, 3, 4]) {
+      // the same bytes at every byte alignment of the underlying buffer
+      const shifted = new Uint8Array(bytes.length + shift).subarray(shift);
+      shifted.set(bytes);
+      for (const size of [1, 3, 8, 17, 4096, bytes.length]) {
+        const s = new TableScanner(rule);
+        for (let i = 0; i < shifted.length; i += size) s.update(shifted.subarray(i, i + size));
+        assert.deepEqual(s.result, expected, `${rule.table}, shift ${shift}, pieces of ${size}`);
+      }
+    }
+  }
+  assert.equal(referenceScan(cases[0]!.rule, l1).entries, 5000);
+  assert.equal(referenceScan(cases[0]!.rule, l1).problem?.index, 4096);
+  assert.equal(referenceScan(cases[0]!.rule, l1).maxNeed, 0x60000 + 65536);
+  assert.equal(referenceScan(cases[1]!.rule, gd).maxNeed, 1000 * 512 + 512 * 4);
+  assert.equal(referenceScan(cases[2]!.rule, vdi).maxNeed, (1 << 20) + 1); // block 0
+});
+
 test('qcow2 L2 entries: data and compressed clusters need their first byte; bad ones are problems', () => {
   const rule = qcow2L2Rule(g, 262144);
   const check = (e: bigint) => rule.check(view(be64([e])), 0, 0);

@@ -41,7 +41,9 @@ export interface TableRule {
   readonly entryBytes: number;
   /**
    * The entry at `at`: without `why` a problem is only `PROBLEM` (a scan checks millions of
-   * entries; the message is built once, for the first problem of a table).
+   * entries; the message is built once, for the first problem of a table). The result depends on
+   * the entry's bytes alone (`index` may name it in a message): when an all-zero entry maps
+   * nothing, `TableScanner` counts runs of them without calling this.
    */
   check(v: DataView, at: number, index: number, why?: boolean): EntryCheck;
 }
@@ -67,9 +69,18 @@ export class TableScanner {
   private problem?: { index: number; message: string };
   private readonly partial: Uint8Array;
   private partialLength = 0;
+  /**
+   * 32-bit words per entry when an all-zero entry maps nothing under this rule (qcow2, VMDK and
+   * VHDX tables, mostly zeros in a young image), else 0. Runs of zero entries are then counted with
+   * a plain loop over words instead of a `check` call each: a fresh 64 MiB qcow2's 8,192-entry
+   * refcount table cost `imago inspect` ~2 ms of its start in V8's interpreter (issue 20).
+   */
+  private readonly zeroRunWords: number;
 
   constructor(private readonly rule: TableRule) {
     this.partial = new Uint8Array(rule.entryBytes);
+    const eb = rule.entryBytes;
+    this.zeroRunWords = (eb === 4 || eb === 8) && rule.check(view(new Uint8Array(eb)), 0, 0, false) === 0 ? eb / 4 : 0;
   }
 
   update(piece: Uint8Array): void {
@@ -86,7 +97,24 @@ export class TableScanner {
       }
     }
     const v = view(piece);
-    for (; at + eb <= piece.length; at += eb) this.entry(v, at);
+    const wpe = this.zeroRunWords;
+    const start = at;
+    // whole words from `start`, when they can be read as such (aligned)
+    const words =
+      wpe > 0 && (piece.byteOffset + start) % 4 === 0 ? new Uint32Array(piece.buffer, piece.byteOffset + start, (piece.length - start) >>> 2) : undefined;
+    for (; at + eb <= piece.length; at += eb) {
+      if (words !== undefined) {
+        const from = (at - start) >>> 2;
+        let w = from;
+        while (w + wpe <= words.length && words[w] === 0 && (wpe === 1 || words[w + 1] === 0)) w += wpe;
+        if (w > from) {
+          this.entries += (w - from) / wpe;
+          at += (w - from) * 4;
+          if (at + eb > piece.length) break;
+        }
+      }
+      this.entry(v, at);
+    }
     if (at < piece.length) {
       this.partial.set(piece.subarray(at), 0);
       this.partialLength = piece.length - at;

@@ -5,8 +5,6 @@
  * safe integers (exact up to 8 PiB, far beyond any image). 64-bit *fields* decoded from headers
  * stay `bigint` until converted with `toSafeNumber`, which refuses values that are not exact.
  */
-import { createHash } from 'node:crypto';
-
 export type DigestAlgorithm = 'sha1' | 'sha256' | 'sha512' | 'md5';
 
 export interface ByteSource {
@@ -56,7 +54,8 @@ export class FormatError extends Error {
 export async function digestRange(src: ByteSource, offset: number, length: number, algorithm: DigestAlgorithm): Promise<string> {
   checkRange(offset, length);
   if (src.digest) return src.digest(offset, length, algorithm);
-  const h = createHash(algorithm);
+  // node:crypto is loaded on first use: most inspections never hash (issue 20, CLI start)
+  const h = process.getBuiltinModule('node:crypto').createHash(algorithm);
   const chunk = 1024 * 1024;
   for (let done = 0; done < length;) {
     const b = await readExact(src, offset + done, Math.min(chunk, length - done), 'hashed range');

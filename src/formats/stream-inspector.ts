@@ -10,12 +10,15 @@
  * headBytes + tailBytes + maxCaptureBytes, whatever the stream's length.
  */
 import type { ByteSource } from './byte-source.js';
-import { createHash, type Hash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { FormatError, NeedBytes, NeedDigest, checkRange, type DigestAlgorithm } from './byte-source.js';
 import { TableScanner, type TableRule, type TableScan, type TableSweep } from './block-map-rules.js';
 import { finding } from './findings.js';
 import { inspectSource, verdictOf, type InspectOptions, type InspectionReport } from './inspect-source.js';
 import { limitsWith, type InspectLimits } from './limits.js';
+
+/** node:crypto, loaded on first use: most inspections never hash (issue 20, CLI start) */
+const createHash = (algorithm: DigestAlgorithm): Hash => process.getBuiltinModule('node:crypto').createHash(algorithm);
 
 interface DigestRegion {
   offset: number;

@@ -13,11 +13,13 @@
  * 2–30 times faster (docs/DEPENDENCIES.md). A child is killed when its stream is destroyed (the
  * consumer stopped, a limit fired, the client went away), so none outlives its request.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
+import type { ChildProcess } from 'node:child_process';
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { zeroBytesIn } from './zero-blocks.js';
+
+// node:child_process, node:os and node:zlib are loaded when a wrapper is decoded: `imago inspect`
+// and `convert` of a plain image need none of them (issue 20, CLI start)
+const childProcess = () => process.getBuiltinModule('node:child_process');
 
 export type WrapperName = 'gzip' | 'xz' | 'zstd' | 'bzip2';
 
@@ -76,7 +78,11 @@ const TOOLS: Record<Exclude<WrapperName, 'gzip'>, DecoderTool> = {
  * too) on every core: 2.5 times bzip2's speed on two cores (docs/DEPENDENCIES.md). Used when
  * installed; bzip2 otherwise. Its memory is its own process's, bounded by the block size × threads.
  */
-const LBZIP2: DecoderTool = { command: 'lbzip2', args: ['-d', '-c', '-n', String(availableParallelism())], debianPackage: 'lbzip2' };
+const lbzip2 = (): DecoderTool => ({
+  command: 'lbzip2',
+  args: ['-d', '-c', '-n', String(process.getBuiltinModule('node:os').availableParallelism())],
+  debianPackage: 'lbzip2',
+});
 let lbzip2Installed: boolean | undefined;
 
 /** The command that decodes `wrapper` on this machine (`imago inspect` and the tests say which). */
@@ -86,8 +92,8 @@ export function decoderCommand(wrapper: WrapperName): string {
 
 function toolFor(wrapper: Exclude<WrapperName, 'gzip'>): DecoderTool {
   if (wrapper !== 'bzip2') return TOOLS[wrapper];
-  lbzip2Installed ??= spawnSync(LBZIP2.command, ['--version'], { stdio: 'ignore' }).error === undefined;
-  return lbzip2Installed ? LBZIP2 : TOOLS.bzip2;
+  lbzip2Installed ??= childProcess().spawnSync('lbzip2', ['--version'], { stdio: 'ignore' }).error === undefined;
+  return lbzip2Installed ? lbzip2() : TOOLS.bzip2;
 }
 
 const GUNZIP_CHUNK_BYTES = 64 * 1024;
@@ -96,7 +102,7 @@ const GUNZIP_CHUNK_BYTES = 64 * 1024;
 export function createDecoder(wrapper: WrapperName): Duplex {
   // 64 KiB output chunks (zlib's default is 16 KiB), the size of Node's reads of the tools' pipes: a
   // quarter of the chunks through the limiter and the consumer, 25% more MB/s (bench/decompress)
-  if (wrapper === 'gzip') return createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
+  if (wrapper === 'gzip') return process.getBuiltinModule('node:zlib').createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
   return new ChildDecoder(wrapper);
 }
 
@@ -130,7 +136,7 @@ class ChildDecoder extends Duplex {
     // 128 KiB (two pipe reads) lets the tool run ahead while we consume; more only held memory per upload
     super({ readableHighWaterMark: 128 * 1024 });
     const tool = toolFor(wrapper);
-    this.child = spawn(tool.command, tool.args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = childProcess().spawn(tool.command, tool.args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const { stdin, stdout, stderr } = this.child as ChildProcess & {
       stdin: NodeJS.WritableStream;
       stdout: NodeJS.ReadableStream;

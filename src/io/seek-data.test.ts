@@ -8,7 +8,7 @@ import { dataRegions, seekSupported } from './seek-data.js';
 const MiB = 1024 * 1024;
 
 test('SEEK_DATA addon: built by npm install, finds the data of a sparse file without reading it', () => {
-  assert.ok(seekSupported, 'native/build/Release/seek_data.node is missing: npm install (node-gyp) did not build it');
+  assert.ok(seekSupported(), 'native/build/Release/seek_data.node is missing: npm install (node-gyp) did not build it');
   const dir = mkdtempSync(join(tmpdir(), 'imago-seek-'));
   const path = join(dir, 'sparse.raw');
   const fd = openSync(path, 'w+');

@@ -10,15 +10,22 @@ interface SeekAddon {
   seekHole(fd: number, offset: number): number;
 }
 
-const addon = loadNativeAddon<SeekAddon>('seek_data');
+// loaded on first use (dlopen of the .node file): an inspection of a qcow2 never asks (issue 20, CLI start)
+let loaded: SeekAddon | null | undefined;
+function seekAddon(): SeekAddon | undefined {
+  if (loaded === undefined) loaded = loadNativeAddon<SeekAddon>('seek_data') ?? null;
+  return loaded ?? undefined;
+}
 
-export const seekSupported = addon !== undefined;
+/** Whether the addon is there (the tests check that `npm install` built it). */
+export const seekSupported = (): boolean => seekAddon() !== undefined;
 
 /**
  * The data regions of the open file `fd` inside [from, to), ascending, as [start, end) pairs;
  * undefined when the platform or filesystem cannot tell (then treat the whole range as data).
  */
 export function dataRegions(fd: number, from: number, to: number): [number, number][] | undefined {
+  const addon = seekAddon();
   if (!addon) return undefined;
   const out: [number, number][] = [];
   try {

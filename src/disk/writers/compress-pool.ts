@@ -11,12 +11,13 @@
  * The worker's code is an inline CommonJS string (`eval: true`): it then runs the same from the
  * TypeScript sources under tsx and from the compiled `dist/`, with no path to resolve.
  *
+ * node:worker_threads is loaded, and the encoder looked up, only when a pool starts: every writer
+ * imports this module, most conversions compress nothing (issue 20, CLI start).
+ *
  * Input blocks are copied once into a transferable buffer: posting a view of a larger read chunk
  * would structured-clone the whole chunk. Results come back as small copies (compressed bytes).
  */
-import { createRequire } from 'node:module';
-import { cpus } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { DiskError } from '../disk.js';
 
 const POOL_SIZE = 2;
@@ -29,14 +30,22 @@ export type Codec =
   /** one zstd frame — qcow2 compression_type=zstd clusters (encoder: @bokuweb/zstd-wasm in the worker) */
   | { readonly kind: 'zstd'; readonly level: number };
 
+let zstdEncoderResolved: string | null | undefined;
+
 /** Where the zstd encoder lives (resolved here, required by path in the workers); undefined when not installed. */
-export const ZSTD_ENCODER_PATH: string | undefined = (() => {
-  try {
-    return createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm');
-  } catch {
-    return undefined;
+export function zstdEncoderPath(): string | undefined {
+  if (zstdEncoderResolved === undefined) {
+    try {
+      zstdEncoderResolved = process
+        .getBuiltinModule('node:module')
+        .createRequire(import.meta.url)
+        .resolve('@bokuweb/zstd-wasm');
+    } catch {
+      zstdEncoderResolved = null;
+    }
   }
-})();
+  return zstdEncoderResolved ?? undefined;
+}
 
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -76,9 +85,10 @@ export class CompressPool {
   private nextId = 1;
   private closed = false;
 
-  constructor(size = Math.max(1, Math.min(POOL_SIZE, cpus().length))) {
+  constructor(size = Math.max(1, Math.min(POOL_SIZE, process.getBuiltinModule('node:os').cpus().length))) {
+    const threads = process.getBuiltinModule('node:worker_threads');
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { zstdPath: ZSTD_ENCODER_PATH } });
+      const worker = new threads.Worker(WORKER_SOURCE, { eval: true, workerData: { zstdPath: zstdEncoderPath() } });
       const slot: Slot = { worker, jobs: new Map() };
       worker.on('message', (m: { id: number; data?: Uint8Array; error?: string }) => {
         const job = slot.jobs.get(m.id);

@@ -19,11 +19,15 @@
  */
 import { once } from 'node:events';
 import { constants } from 'node:fs';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
 import { cachePolicy, type CachePolicy } from '../cache-mode.js';
 import { DiskError, type CacheMode, type OutputTarget, type WriteOptions } from '../disk.js';
+
+// node:fs/promises (eight modules) is loaded when an output is opened: `imago compare` imports every
+// writer and writes nothing (issue 20, CLI start)
+const fsp = () => process.getBuiltinModule('node:fs/promises');
 
 const COALESCE_BYTES = 2 * 1024 * 1024;
 /**
@@ -76,7 +80,7 @@ export class FileSink {
     const partPath = `${path}.part`;
     const policy = cachePolicy(cache);
     const flags = constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | (policy.syncEachWrite ? constants.O_DSYNC : 0);
-    const fh = await open(partPath, flags, 0o666);
+    const fh = await fsp().open(partPath, flags, 0o666);
     return new FileSink(path, partPath, fh, policy);
   }
 
@@ -183,19 +187,19 @@ export class FileSink {
     // fdatasync, as qemu flushes: it also writes the metadata needed to read the data back (the size)
     if (this.policy.flush) await this.fh.datasync();
     await this.fh.close();
-    await rename(this.partPath, this.path);
+    await fsp().rename(this.partPath, this.path);
     if (this.policy.flush) await syncDirectory(dirname(this.path));
   }
 
   async abort(): Promise<void> {
     await Promise.allSettled([this.inFlight, this.earlyFlush]);
     await this.fh.close().catch(() => undefined);
-    await rm(this.partPath, { force: true });
+    await fsp().rm(this.partPath, { force: true });
   }
 }
 
 async function syncDirectory(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+  const fh = await fsp().open(dir, 'r');
   try {
     await fh.sync();
   } catch {

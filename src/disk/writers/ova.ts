@@ -20,14 +20,15 @@
  * beside the target (`<path>.vmdk.part`, deleted in every case) and copied in, hashed as it passes.
  * Options: name (default: the file name without .ova), cpus (1), memory_mb (1024).
  */
-import { createHash } from 'node:crypto';
-import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { alignUp } from './data-blocks.js';
 import { FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { writeStreamOptimized } from './vmdk.js';
 import { WriterOptions } from './write-options.js';
+
+// node:crypto and node:fs/promises are loaded when an OVA is written: every conversion and every
+// comparison imports every writer (issue 20, CLI start)
 
 const BLOCK = 512;
 const COPY_CHUNK = 4 * 1024 * 1024;
@@ -183,9 +184,9 @@ export const ovaWriter: DiskWriter = {
       const bytesWritten = await withOutput(target, 'ova', false, opts, async (out) => {
         if (out.kind !== 'file') return;
         const sink = out.file.sequential(0);
-        const diskSize = (await stat(scratch.partPath)).size;
+        const diskSize = (await process.getBuiltinModule('node:fs/promises').stat(scratch.partPath)).size;
         const ovf = new TextEncoder().encode(ovfDescriptor({ ...s, diskFile, diskFileSize: diskSize, capacity: src.virtualSize }));
-        const ovfDigest = createHash('sha256').update(ovf).digest('hex');
+        const ovfDigest = process.getBuiltinModule('node:crypto').createHash('sha256').update(ovf).digest('hex');
         await member(sink, ovfFile, ovf);
         await sink.write(tarHeader(diskFile, diskSize));
         const diskDigest = await copyHashed(scratch.partPath, sink, opts.signal);
@@ -209,8 +210,8 @@ async function member(sink: SequentialSink, name: string, data: Uint8Array): Pro
 }
 
 async function copyHashed(path: string, sink: SequentialSink, signal: AbortSignal | undefined): Promise<string> {
-  const hash = createHash('sha256');
-  const fh = await open(path, 'r');
+  const hash = process.getBuiltinModule('node:crypto').createHash('sha256');
+  const fh = await process.getBuiltinModule('node:fs/promises').open(path, 'r');
   try {
     for (let at = 0; ;) {
       signal?.throwIfAborted();

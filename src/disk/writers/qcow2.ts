@@ -48,7 +48,7 @@
  */
 import { compressedSizeShift, QCOW2 } from '../../formats/qcow2-layout.js';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
-import { CompressPool, mapOrdered, ZSTD_ENCODER_PATH, type Codec } from './compress-pool.js';
+import { CompressPool, mapOrdered, zstdEncoderPath, type Codec } from './compress-pool.js';
 import { alignUp, dataBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
@@ -190,7 +190,7 @@ function parseOptions(opts: WriteOptions): Parsed {
   const clusterSize = checkPowerOfTwo('qcow2', 'cluster_size', o.size('cluster_size', DEFAULT_CLUSTER), MIN_CLUSTER, MAX_CLUSTER);
   if (o.size('refcount_bits', 16) !== 16) throw new DiskError("qcow2 writer supports refcount_bits=16 only (qemu's default)", 'BAD_OPTION');
   const type = o.string('compression_type', COMPRESSION_TYPES, 'zlib');
-  if (type === 'zstd' && !ZSTD_ENCODER_PATH) {
+  if (type === 'zstd' && zstdEncoderPath() === undefined) {
     throw new DiskError(
       'qcow2 compression_type=zstd needs the @bokuweb/zstd-wasm package, which is not installed; use compression_type=zlib (the default)',
       'UNSUPPORTED',

@@ -27,11 +27,13 @@
  * zeros). Static (streamable): every block allocated, map[i] = i, holes zeros. The map is held in
  * memory (4 bytes per MiB).
  */
-import { randomBytes } from 'node:crypto';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { alignUp, dataBlocks, writeIntoBlocks } from './data-blocks.js';
 import { withOutput } from './output-sink.js';
 import { WriterOptions } from './write-options.js';
+
+// node:crypto is loaded on first use: every conversion imports every writer (issue 20, CLI start)
+const randomBytes = (n: number): Buffer => process.getBuiltinModule('node:crypto').randomBytes(n);
 
 const SECTOR = 512;
 const MiB = 1024 * 1024;

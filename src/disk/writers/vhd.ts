@@ -39,7 +39,6 @@
  *
  * Fixed layout (streamable): the data (zeros for holes — holes in a file), then the footer.
  */
-import { randomBytes } from 'node:crypto';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { alignUp, dataBlocks, writeIntoBlocks } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
@@ -61,6 +60,9 @@ import {
   F_CHECKSUM,
   F_UNIQUE_ID,
 } from '../../formats/vhd.js';
+
+// node:crypto is loaded on first use: every conversion imports every writer (issue 20, CLI start)
+const randomBytes = (n: number): Buffer => process.getBuiltinModule('node:crypto').randomBytes(n);
 
 const SECTOR = 512;
 const FOOTER_SIZE = 512;

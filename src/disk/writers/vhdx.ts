@@ -29,13 +29,15 @@
  * NOT_PRESENT (read as zeros); in an allocated block only non-zero units are written, the rest a
  * file hole. The BAT (8 bytes per block) is held in memory.
  */
-import { randomBytes } from 'node:crypto';
 import { crc32c } from '../../formats/crc32c.js';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { alignUp, writeIntoBlocks } from './data-blocks.js';
 import { type FileSink, withOutput } from './output-sink.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
 import { BAT_GUID, ITEM, METADATA_GUID } from '../../formats/vhdx.js';
+
+// node:crypto is loaded on first use: every conversion imports every writer (issue 20, CLI start)
+const randomBytes = (n: number): Buffer => process.getBuiltinModule('node:crypto').randomBytes(n);
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -36,7 +36,6 @@
  * Memory: one GT and the GD (4 bytes per 32 MiB of disk).
  */
 import { basename } from 'node:path';
-import { randomInt } from 'node:crypto';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { CompressPool, mapOrdered, type Codec } from './compress-pool.js';
 import { alignUp, dataBlocks, type DataBlock } from './data-blocks.js';
@@ -122,7 +121,7 @@ function headerSector(h: Header): Uint8Array {
 /** The embedded descriptor, as qemu writes it (geometry 16 heads × 63 sectors, cylinders capped at 16383). */
 function descriptor(subformat: Subformat, capacity: number, fileName: string, adapter: string, hwVersion: string): Uint8Array {
   const cylinders = Math.min(16383, Math.floor(capacity / (16 * 63)));
-  const cid = randomInt(0, 0xffffffff).toString(16).padStart(8, '0');
+  const cid = process.getBuiltinModule('node:crypto').randomInt(0, 0xffffffff).toString(16).padStart(8, '0');
   const text = [
     '# Disk DescriptorFile',
     'version=1',
