@@ -31,7 +31,8 @@ export function listingRoutes(registry: OciRegistry): OciRoute[] {
         const artifactType = queryOf(req).artifactType;
         const manifests = await registry.referrers(ctxOf(req), name!, parseDigest(digest!), artifactType);
         if (artifactType !== undefined) void reply.header('oci-filters-applied', 'artifactType');
-        return reply.type(OCI_INDEX).send({ schemaVersion: 2, mediaType: OCI_INDEX, manifests });
+        // the body is an image index: its media type exactly, no charset parameter
+        return reply.header('content-type', OCI_INDEX).send(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests })));
       },
     },
     {
