@@ -124,7 +124,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   });
   // what GC keeps: every blob an image, a variant, or the registry (manifests, linked blobs, open uploads) references
   const referenced = async () => {
-    const [images, oci] = await Promise.all([repo.referencedDigests(), registryRepo.referencedDigests()]);
+    const [images, oci] = await Promise.all([repo.referencedDigests(), uploads.referencedDigests()]);
     for (const d of oci) images.add(d);
     return images;
   };

@@ -7,6 +7,7 @@
  * Bearer, reader/writer/outsider), quotas, one store with the REST API, GC, and hostile input.
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startApp } from '../src/app.js';
 import { apiRequest, startTestServer, type Dialect, type TestServer } from './support/server.js';
@@ -212,6 +213,39 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.equal((await writer.req('PUT', `${loc}?digest=${sha256(bytes)}`)).status, 201);
       });
 
+      test('a chunk cut off by the client is not kept: the session resumes at its last whole chunk', async () => {
+        const bytes = Buffer.alloc(400_000);
+        for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 17 + 3) & 0xff;
+        const loc = (await writer.req('POST', '/v2/proj/cutoff/blobs/uploads/')).headers.get('location')!;
+        assert.equal((await writer.req('PATCH', loc, { body: bytes.subarray(0, 100_000), headers: { 'content-range': '0-99999' } })).status, 202);
+        const blobs = await countBlobs(s);
+        // the second chunk announces 300,000 bytes, sends 150,000 and the connection drops
+        await new Promise<void>((resolve) => {
+          const u = new URL(`${s.url}${loc}`);
+          const r = http.request({
+            host: u.hostname,
+            port: u.port,
+            path: u.pathname,
+            method: 'PATCH',
+            headers: {
+              authorization: `Basic ${Buffer.from(`u:${writer.token}`).toString('base64')}`,
+              'content-range': '100000-399999',
+              'content-length': '300000',
+            },
+          });
+          r.on('error', () => resolve());
+          r.write(bytes.subarray(100_000, 250_000), () => setTimeout(() => r.destroy(), 200));
+          r.on('close', () => resolve());
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(await countBlobs(s), blobs, 'nothing half-written in the store');
+        const status = await writer.req('GET', loc);
+        assert.equal(status.headers.get('range'), '0-99999');
+        assert.equal((await writer.req('PATCH', loc, { body: bytes.subarray(100_000), headers: { 'content-range': '100000-399999' } })).status, 202);
+        assert.equal((await writer.req('PUT', `${loc}?digest=${sha256(bytes)}`)).status, 201);
+        assert.ok((await writer.req('GET', `/v2/proj/cutoff/blobs/${sha256(bytes)}`)).body.equals(bytes));
+      });
+
       test('cancel: DELETE on the session, then BLOB_UPLOAD_UNKNOWN', async () => {
         const loc = (await writer.req('POST', '/v2/proj/cancel/blobs/uploads/')).headers.get('location')!;
         assert.equal((await writer.req('PATCH', loc, { body: 'abc' })).status, 202);
@@ -233,7 +267,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         const chunk = Buffer.from(`chunk of a session that expires ${dialect}`);
         assert.equal((await writer.req('PATCH', loc, { body: chunk })).status, 202);
         const id = loc.split('/').pop()!;
-        assert.ok((await s.app.registry.referencedDigests()).has(sha256(chunk) as `sha256:${string}`), 'an open session keeps its chunk');
+        assert.ok((await s.app.uploads.referencedDigests()).has(sha256(chunk) as `sha256:${string}`), 'an open session keeps its chunk');
         // a day passes (the default lifetime is 24 h)
         await s.app.db.kysely
           .updateTable('oci_uploads')
@@ -244,11 +278,25 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.equal(r.status, 404);
         assert.equal(r.json.errors[0].code, 'BLOB_UPLOAD_UNKNOWN');
         assert.match(r.json.errors[0].message, /expired/);
-        assert.ok(!(await s.app.registry.referencedDigests()).has(sha256(chunk) as `sha256:${string}`));
+        assert.ok(!(await s.app.uploads.referencedDigests()).has(sha256(chunk) as `sha256:${string}`));
         const plan = (await s.app.gc({ dryRun: true })).plan;
         assert.ok(
           plan.candidates.some((b) => b.digest === sha256(chunk)),
           'gc --check lists the expired chunk',
+        );
+        // a session that expired and was never touched again: gc --check lists its chunk too
+        const loc2 = (await writer.req('POST', '/v2/proj/expiry/blobs/uploads/')).headers.get('location')!;
+        const chunk2 = Buffer.from(`chunk of a session nobody comes back to ${dialect}`);
+        assert.equal((await writer.req('PATCH', loc2, { body: chunk2 })).status, 202);
+        assert.ok(!(await s.app.gc({ dryRun: true })).plan.candidates.some((b) => b.digest === sha256(chunk2)), 'live: kept');
+        await s.app.db.kysely
+          .updateTable('oci_uploads')
+          .set({ updated_at: Date.now() - 25 * 3600_000 })
+          .where('id', '=', loc2.split('/').pop()!)
+          .execute();
+        assert.ok(
+          (await s.app.gc({ dryRun: true })).plan.candidates.some((b) => b.digest === sha256(chunk2)),
+          'expired: listed',
         );
       });
 

@@ -210,12 +210,13 @@ export class KyselyRegistryRepository implements RegistryRepository {
     });
   }
 
-  async referencedDigests(): Promise<Set<Digest>> {
+  async referencedDigests(liveSince: Date): Promise<Set<Digest>> {
     const out = new Set<Digest>();
     for (const r of await this.db.selectFrom('oci_blobs').select('digest').distinct().execute()) out.add(r.digest);
     for (const r of await this.db.selectFrom('oci_manifests').select('digest').distinct().execute()) out.add(r.digest);
     for (const r of await this.db.selectFrom('oci_manifest_refs').select('child').distinct().execute()) out.add(r.child);
-    for (const r of await this.db.selectFrom('oci_upload_chunks').select('digest').distinct().execute()) out.add(r.digest);
+    const live = this.db.selectFrom('oci_uploads').select('id').where('updated_at', '>=', liveSince.getTime());
+    for (const r of await this.db.selectFrom('oci_upload_chunks').select('digest').distinct().where('upload_id', 'in', live).execute()) out.add(r.digest);
     return out;
   }
 

@@ -199,6 +199,11 @@ export class BlobUploads {
     return this.repo.expireUploads(new Date(this.now().getTime() - this.opts.uploadTtlMs));
   }
 
+  /** Every digest the registry references (GC keeps them): the chunks of live sessions only. */
+  referencedDigests(): Promise<Set<Digest>> {
+    return this.repo.referencedDigests(new Date(this.now().getTime() - this.opts.uploadTtlMs));
+  }
+
   /** The live session `id` of `repo`; UPLOAD_NOT_FOUND when unknown, another repository's, or expired. */
   private async session(repo: RepositoryName, id: string): Promise<UploadRecord> {
     const u = /^[0-9a-f-]{36}$/.test(id) ? await this.repo.upload(id) : undefined;

@@ -230,11 +230,6 @@ export class OciRegistry {
     const rows = await this.repo.repositories({ projects, last: opts.last, limit: limit + 1 });
     return page(rows, limit);
   }
-
-  /** Every digest the registry references, for GC. */
-  referencedDigests(): Promise<Set<Digest>> {
-    return this.repo.referencedDigests();
-  }
 }
 
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {

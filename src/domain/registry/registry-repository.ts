@@ -74,8 +74,12 @@ export interface RegistryRepository {
   /** Deletes the sessions that received nothing since `before`; returns how many. */
   expireUploads(before: Date): Promise<number>;
 
-  /** Every digest the registry references: linked blobs, manifests, what manifests reference, upload chunks. */
-  referencedDigests(): Promise<Set<Digest>>;
+  /**
+   * Every digest the registry references: linked blobs, manifests, what manifests reference, and
+   * the chunks of upload sessions that received something since `liveSince` (older ones have
+   * expired, even if their rows are not removed yet).
+   */
+  referencedDigests(liveSince: Date): Promise<Set<Digest>>;
   /** Bytes the project's repositories hold (linked blobs, manifests, chunks of open uploads), counted per repository as the REST API counts per image. */
   projectBytes(project: string): Promise<number>;
 }
