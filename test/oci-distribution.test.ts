@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startApp } from '../src/app.js';
+import { DomainError } from '../src/domain/errors.js';
 import { apiRequest, startTestServer, type Dialect, type TestServer } from './support/server.js';
 import { DOCKER_LIST, DOCKER_MANIFEST, imageManifest, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, OciClient, sha256 } from './support/oci-client.js';
 
@@ -480,6 +481,28 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       });
     });
 
+    test('the manifest PUT hook (the seam for VM images) sees the manifest and its layers; throwing refuses the PUT', async () => {
+      const cfg = await writer.pushBlob('proj/hooked', '{}');
+      const layerBytes = Buffer.from('hooked layer');
+      const layer = await writer.pushBlob('proj/hooked', layerBytes);
+      const seen: { tag?: string; digest: string; layers: string[]; project: string }[] = [];
+      s.app.registry.whenManifestPut(async (e) => {
+        if (e.repository.name !== 'proj/hooked') return;
+        seen.push({ tag: e.tag, digest: e.digest, layers: e.layers.map((l) => l.digest), project: e.repository.project });
+        if (e.tag === 'refused') throw new DomainError('MANIFEST_INVALID', 'layer 0 is a qcow2 with a backing file', { digest: e.layers[0]?.digest });
+      });
+      const body = JSON.stringify(imageManifest({ digest: cfg, size: 2 }, [{ digest: layer, size: layerBytes.length }]));
+      assert.equal((await writer.putManifest('proj/hooked', 'ok', body, OCI_MANIFEST)).status, 201);
+      assert.deepEqual(seen[0], { tag: 'ok', digest: sha256(body), layers: [layer], project: 'proj' });
+      const other = JSON.stringify(imageManifest({ digest: cfg, size: 2 }, [{ digest: layer, size: layerBytes.length }], { annotations: { a: 'b' } }));
+      const r = await writer.putManifest('proj/hooked', 'refused', other, OCI_MANIFEST);
+      assert.equal(r.status, 400);
+      assert.equal(r.json.errors[0].code, 'MANIFEST_INVALID');
+      assert.match(r.json.errors[0].message, /backing file/);
+      assert.equal((await writer.req('GET', '/v2/proj/hooked/manifests/refused')).status, 404, 'nothing tagged');
+      assert.equal((await writer.req('GET', `/v2/proj/hooked/manifests/${sha256(other)}`)).status, 404, 'nothing recorded');
+    });
+
     describe('content discovery', () => {
       test('tags in lexical order with n, last and Link', async () => {
         const cfg = await writer.pushBlob('proj/tags', '{}');
@@ -530,6 +553,10 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         }
         assert.deepEqual(seen, all);
         assert.equal((await anon.req('GET', '/v2/_catalog')).status, 401);
+        // a project holding OCI content is not deleted from under it
+        const del = await apiRequest(s, 'DELETE', '/api/v1/projects/other');
+        assert.equal(del.status, 409);
+        assert.match(del.json!.detail, /OCI repositories/);
       });
     });
 
