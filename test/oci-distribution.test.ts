@@ -247,6 +247,17 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.ok((await writer.req('GET', `/v2/proj/cutoff/blobs/${sha256(bytes)}`)).body.equals(bytes));
       });
 
+      test('two chunks racing for one offset: one is appended, the other is 416', async () => {
+        const loc = (await writer.req('POST', '/v2/proj/race/blobs/uploads/')).headers.get('location')!;
+        const a = Buffer.alloc(200_000, 0xaa);
+        const b = Buffer.alloc(200_000, 0xbb);
+        const results = await Promise.all([a, b].map((body) => writer.req('PATCH', loc, { body, headers: { 'content-range': '0-199999' } })));
+        assert.deepEqual(results.map((r) => r.status).sort(), [202, 416]);
+        const winner = results[0]!.status === 202 ? a : b;
+        assert.equal((await writer.req('GET', loc)).headers.get('range'), '0-199999');
+        assert.equal((await writer.req('PUT', `${loc}?digest=${sha256(winner)}`)).status, 201);
+      });
+
       test('cancel: DELETE on the session, then BLOB_UPLOAD_UNKNOWN', async () => {
         const loc = (await writer.req('POST', '/v2/proj/cancel/blobs/uploads/')).headers.get('location')!;
         assert.equal((await writer.req('PATCH', loc, { body: 'abc' })).status, 202);
