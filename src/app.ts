@@ -15,6 +15,7 @@ import { migrateToLatest } from './db/migrations.js';
 import { KyselyAccessRepository } from './db/access-repository.js';
 import { KyselyImageRepository } from './db/image-repository.js';
 import { KyselyJobQueue } from './db/job-queue.js';
+import { KyselyRegistryRepository } from './db/registry-repository.js';
 import type { AccessRepository } from './domain/access/access-repository.js';
 import { AuditLog } from './domain/access/audit-log.js';
 import { Authenticator, mintToken } from './domain/access/authenticator.js';
@@ -33,6 +34,10 @@ import { GcJob } from './domain/jobs/gc-job.js';
 import { ImportJobs } from './domain/jobs/import-job.js';
 import { JobRunner } from './domain/jobs/job-runner.js';
 import { Converter } from './domain/images/variants.js';
+import { BlobUploads } from './domain/registry/blob-uploads.js';
+import { OciRegistry } from './domain/registry/oci-registry.js';
+import { RegistryAccess } from './domain/registry/registry-access.js';
+import { RegistryQuota } from './domain/registry/registry-quota.js';
 import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
 import { blobStoreFromUrl } from './store/blob-store-from-url.js';
@@ -62,6 +67,9 @@ export interface App {
   /** users, groups, tokens, OIDC settings */
   identity: IdentityAdmin;
   audit: AuditLog;
+  /** the OCI registry (manifests, tags, referrers, catalog, blob reads) and its blob pushes */
+  registry: OciRegistry;
+  uploads: BlobUploads;
   api: FastifyInstance;
   /** the server-admin token made at the first start (print it once); absent on later starts */
   bootstrapToken?: string;
@@ -106,6 +114,20 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
   const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
   const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);
+  const registryRepo = new KyselyRegistryRepository(db);
+  const registryAccess = new RegistryAccess(accessRepo);
+  const registryQuota = new RegistryQuota(accessRepo, repo);
+  const registry = new OciRegistry(registryRepo, store, registryAccess, registryQuota, audit);
+  const uploads = new BlobUploads(registryRepo, store, registryAccess, registryQuota, {
+    maxBlobBytes: config.maxImageBytes,
+    uploadTtlMs: config.ociUploadTtlMs,
+  });
+  // what GC keeps: every blob an image, a variant, or the registry (manifests, linked blobs, open uploads) references
+  const referenced = async () => {
+    const [images, oci] = await Promise.all([repo.referencedDigests(), uploads.referencedDigests()]);
+    for (const d of oci) images.add(d);
+    return images;
+  };
   let bootstrapToken: string | undefined;
   try {
     bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
@@ -121,13 +143,15 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     projects,
     identity,
     audit,
+    registry,
+    uploads,
     events,
     logger: opts.logger,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
     eventsRecheckMs: config.eventsRecheckMs,
     durable: () => db.durable(),
   });
-  const gcJob = new GcJob(queue, jobs, { store, referenced: () => repo.referencedDigests(), graceMs: config.gcGraceMs, log: api.log });
+  const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
   const app: App = {
     config,
@@ -147,12 +171,16 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     projects,
     identity,
     audit,
+    registry,
+    uploads,
     api,
     bootstrapToken,
     async gc({ dryRun }) {
-      const plan = await planGc({ store, referenced: await repo.referencedDigests(), now: new Date(), graceMs: config.gcGraceMs });
+      // expired upload sessions release their chunks first
+      if (!dryRun) await uploads.expire();
+      const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
       if (dryRun) return { plan };
-      const deleted = await runGc(plan, store, { recheck: () => repo.referencedDigests() });
+      const deleted = await runGc(plan, store, { recheck: referenced });
       return { plan, deleted };
     },
     async close() {
@@ -182,13 +210,15 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
     // what a crash left: uploads cut off, deletions half done, staging and conversion scratch
     const { interrupted, swept } = await app.ingests.recover();
     const deleted = await app.images.finishDeletions();
+    // OCI upload sessions survive a restart; those idle past their lifetime end here
+    const uploadsExpired = await app.uploads.expire();
     await app.variants.sweep();
-    const rec = { interrupted, deleted, swept };
+    const rec = { interrupted, deleted, swept, uploadsExpired };
     const resumed = await app.jobs.start();
     const unlocked = await app.converts.freeStrandedLocks();
     const importsResumed = resumed.import ?? 0;
     const convertsResumed = resumed.convert ?? 0;
-    if (rec.interrupted || rec.deleted || rec.swept || importsResumed || convertsResumed || unlocked) {
+    if (rec.interrupted || rec.deleted || rec.swept || rec.uploadsExpired || importsResumed || convertsResumed || unlocked) {
       app.api.log.info({ ...rec, importsResumed, convertsResumed, convertLocksFreed: unlocked }, 'recovered from an unclean stop');
     }
     // node's default backlog (511) overflowed under 1,000 clients connecting at once (resets); the

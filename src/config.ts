@@ -22,6 +22,7 @@
  * | convert-on-import: store images in this format (raw, qcow2, vmdk, vhd, vhdx, vdi) | `--convert-to FMT` | `IMAGO_CONVERT_TO` | none (keep as uploaded) |
  * | request body: longest wait for the next byte before the request is cut off | | `IMAGO_BODY_IDLE_TIMEOUT` (`60`, `60s`, `1500ms`) | 60 s |
  * | event streams: how often an open stream re-checks its credentials | | `IMAGO_EVENTS_RECHECK` (`3`, `3s`, `500ms`) | 3 s |
+ * | OCI: an upload session that receives nothing for this long expires (BLOB_UPLOAD_UNKNOWN) | | `IMAGO_OCI_UPLOAD_TTL` (`86400`, `3600s`, `500ms`) | 24 h |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
@@ -48,6 +49,8 @@ export interface Config {
   bodyIdleTimeoutMs: number;
   /** an open event stream re-authorizes its credentials this often (and before every event) */
   eventsRecheckMs: number;
+  /** an OCI upload session that received nothing for this long expires */
+  ociUploadTtlMs: number;
 }
 
 export interface ConfigFlags {
@@ -92,6 +95,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const convertTo = parseConvertTo(flags.convertTo ?? env.IMAGO_CONVERT_TO);
   const bodyIdleTimeoutMs = parseDuration('body idle timeout', env.IMAGO_BODY_IDLE_TIMEOUT, 60_000);
   const eventsRecheckMs = parseDuration('event stream recheck interval', env.IMAGO_EVENTS_RECHECK, 3_000);
+  const ociUploadTtlMs = parseDuration('OCI upload session lifetime', env.IMAGO_OCI_UPLOAD_TTL, 24 * 3600_000);
   return {
     dataDir,
     listen,
@@ -109,6 +113,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     convertTo,
     bodyIdleTimeoutMs,
     eventsRecheckMs,
+    ociUploadTtlMs,
   };
 }
 

@@ -1,15 +1,16 @@
 /**
- * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins.
- * Today one door, the native REST API under /api/v1; OCI (/v2/), Glance (/image) and the web
- * console come as siblings of it.
+ * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins:
+ * the native REST API under /api/v1 and the OCI Distribution API under /v2/; Glance (/image) and
+ * the web console come as siblings of them.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ImageEvents } from '../domain/images/events.js';
 import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
+import { OCI_PREFIX, ociDoor, type OciServices } from './oci/oci-door.js';
 import { REST_PREFIX, restDoor, type RestServices } from './rest/rest-door.js';
 
-export interface ApiDeps extends RestServices {
+export interface ApiDeps extends RestServices, OciServices {
   events: ImageEvents;
   logger?: boolean;
   /** a request body idle this long is cut off (default 60 s) */
@@ -35,6 +36,13 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     events: deps.events,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
+  });
+  void app.register(ociDoor, {
+    prefix: OCI_PREFIX,
+    authenticator: deps.authenticator,
+    registry: deps.registry,
+    uploads: deps.uploads,
+    bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;
 }

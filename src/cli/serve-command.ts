@@ -45,7 +45,7 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       setExit(0);
     });
 
-  withServerOptions(program.command('gc').description('reclaim blobs that no image references'))
+  withServerOptions(program.command('gc').description('reclaim blobs that no image, variant, OCI repository, manifest or open upload references'))
     .option('--check', 'only report total/used/reclaimable bytes and the blobs that would be deleted')
     .option('--json', 'machine-readable output')
     .action(async (flags: ConfigFlags & { check?: boolean; json?: boolean }) => {

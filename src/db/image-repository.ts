@@ -6,6 +6,7 @@
  */
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type NotNull, type SqlBool, type Transaction } from 'kysely';
 import { isUniqueViolation, type Database } from './database.js';
+import { ociProjectBytes } from './registry-repository.js';
 import type { ImageMembersTable, ImagesTable, ImageVariantsTable, Schema } from './schema.js';
 import type { Digest } from '../store/blob-store.js';
 import { DomainError, invalid } from '../domain/errors.js';
@@ -362,9 +363,11 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
     .where('state', '!=', 'deleting');
   if (exceptImage) q = q.where('id', '!=', exceptImage);
   const r = await q.executeTakeFirstOrThrow();
+  // the project's OCI repositories draw on the same stored-bytes quota
+  const oci = await ociProjectBytes(db, project);
   return {
     images: Number(r.images),
-    storedBytes: Number(r.stored),
+    storedBytes: Number(r.stored) + oci,
     stagingBytes: Number(r.staging),
     imports: Number(r.imports),
     imagesWithData: Number(r.with_data),

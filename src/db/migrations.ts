@@ -256,6 +256,82 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('jobs_claim').on('jobs').columns(['state', 'lease_until', 'created_at']).execute();
     },
   },
+  '0007-oci-registry': {
+    // issue 10: the OCI door. Repositories live in projects; blobs are the content-addressed blobs
+    // of the one store, linked to the repositories that pushed or mounted them; manifests are
+    // blobs too, with the facts listing and GC need; upload sessions are rows whose received
+    // chunks are committed blobs, so a session survives a restart.
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('oci_repositories')
+        .addColumn('name', 'varchar(255)', (c) => c.primaryKey())
+        .addColumn('project', 'varchar(64)', (c) => c.notNull().references('projects.name').onDelete('cascade'))
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('oci_repositories_project').on('oci_repositories').columns(['project', 'name']).execute();
+      await db.schema
+        .createTable('oci_blobs')
+        .addColumn('repository', 'varchar(255)', (c) => c.notNull().references('oci_repositories.name').onDelete('cascade'))
+        .addColumn('digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_blobs_pk', ['repository', 'digest'])
+        .execute();
+      await db.schema.createIndex('oci_blobs_digest').on('oci_blobs').columns(['digest']).execute();
+      await db.schema
+        .createTable('oci_manifests')
+        .addColumn('repository', 'varchar(255)', (c) => c.notNull().references('oci_repositories.name').onDelete('cascade'))
+        .addColumn('digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('media_type', 'varchar(255)', (c) => c.notNull())
+        .addColumn('artifact_type', 'varchar(255)')
+        .addColumn('subject', 'varchar(80)')
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('depth', 'integer', (c) => c.notNull())
+        .addColumn('annotations', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_manifests_pk', ['repository', 'digest'])
+        .execute();
+      await db.schema.createIndex('oci_manifests_subject').on('oci_manifests').columns(['repository', 'subject']).execute();
+      await db.schema.createIndex('oci_manifests_digest').on('oci_manifests').columns(['digest']).execute();
+      await db.schema
+        .createTable('oci_manifest_refs')
+        .addColumn('repository', 'varchar(255)', (c) => c.notNull())
+        .addColumn('manifest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('child', 'varchar(80)', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_manifest_refs_pk', ['repository', 'manifest', 'child'])
+        .addForeignKeyConstraint('oci_manifest_refs_manifest', ['repository', 'manifest'], 'oci_manifests', ['repository', 'digest'], (c) =>
+          c.onDelete('cascade'),
+        )
+        .execute();
+      await db.schema.createIndex('oci_manifest_refs_child').on('oci_manifest_refs').columns(['child']).execute();
+      await db.schema
+        .createTable('oci_tags')
+        .addColumn('repository', 'varchar(255)', (c) => c.notNull())
+        .addColumn('tag', 'varchar(128)', (c) => c.notNull())
+        .addColumn('digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_tags_pk', ['repository', 'tag'])
+        .addForeignKeyConstraint('oci_tags_manifest', ['repository', 'digest'], 'oci_manifests', ['repository', 'digest'], (c) => c.onDelete('cascade'))
+        .execute();
+      await db.schema
+        .createTable('oci_uploads')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('repository', 'varchar(255)', (c) => c.notNull().references('oci_repositories.name').onDelete('cascade'))
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('started_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('oci_uploads_updated').on('oci_uploads').columns(['updated_at']).execute();
+      await db.schema
+        .createTable('oci_upload_chunks')
+        .addColumn('upload_id', 'varchar(64)', (c) => c.notNull().references('oci_uploads.id').onDelete('cascade'))
+        .addColumn('offset', 'bigint', (c) => c.notNull())
+        .addColumn('digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_upload_chunks_pk', ['upload_id', 'offset'])
+        .execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

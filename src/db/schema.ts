@@ -201,6 +201,67 @@ export interface ImageVariantsTable {
   created_at: number;
 }
 
+/** An OCI repository `<project>/<path>` (0007-oci-registry). */
+export interface OciRepositoriesTable {
+  name: string;
+  project: string;
+  created_at: number;
+}
+
+/** A blob of the one store linked to a repository (pushed or mounted there). */
+export interface OciBlobsTable {
+  repository: string;
+  digest: Digest;
+  size: number;
+  created_at: number;
+}
+
+/** A manifest (its bytes are a blob of the one store) and the facts listing, referrers and GC need. */
+export interface OciManifestsTable {
+  repository: string;
+  digest: Digest;
+  media_type: string;
+  artifact_type: string | null;
+  subject: Digest | null;
+  size: number;
+  /** 0 for an image manifest; an index is one more than its deepest child */
+  depth: number;
+  /** JSON object, or null */
+  annotations: string | null;
+  created_at: number;
+}
+
+/** What a manifest references: its config and layers, or an index's child manifests. */
+export interface OciManifestRefsTable {
+  repository: string;
+  manifest: Digest;
+  child: Digest;
+}
+
+export interface OciTagsTable {
+  repository: string;
+  tag: string;
+  digest: Digest;
+  updated_at: number;
+}
+
+export interface OciUploadsTable {
+  id: string;
+  repository: string;
+  /** bytes received so far (the sum of its chunks) */
+  size: number;
+  started_at: number;
+  updated_at: number;
+}
+
+/** A received chunk of an upload session: a committed blob of the one store, at its offset. */
+export interface OciUploadChunksTable {
+  upload_id: string;
+  offset: number;
+  digest: Digest;
+  size: number;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -224,4 +285,11 @@ export interface Schema {
   claim_rules: ClaimRulesTable;
   audit_log: AuditTable;
   image_variants: ImageVariantsTable;
+  oci_repositories: OciRepositoriesTable;
+  oci_blobs: OciBlobsTable;
+  oci_manifests: OciManifestsTable;
+  oci_manifest_refs: OciManifestRefsTable;
+  oci_tags: OciTagsTable;
+  oci_uploads: OciUploadsTable;
+  oci_upload_chunks: OciUploadChunksTable;
 }

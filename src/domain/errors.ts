@@ -28,6 +28,14 @@ export const ERROR_CODES = [
   'REQUEST_TIMEOUT', // the client stopped sending the request (body idle too long)
   'UNSUPPORTED_MEDIA_TYPE', // a body in a Content-Type the route does not take
   'EMPTY_IMAGE', // an upload or import of 0 bytes
+  // the OCI registry concern (domain/registry): each has its own code in the distribution spec
+  'NAME_INVALID', // a repository name outside the grammar (or without a project)
+  'REPOSITORY_NOT_FOUND', // no such repository, or the caller may not know it exists
+  'MANIFEST_NOT_FOUND', // no manifest under that tag or digest
+  'MANIFEST_INVALID', // a manifest that does not parse, is over a limit, or breaks its media type's rules
+  'MANIFEST_BLOB_UNKNOWN', // a manifest names a blob or child manifest the repository does not hold
+  'UPLOAD_NOT_FOUND', // an upload session that never existed, finished, was cancelled or expired
+  'DIGEST_INVALID', // a digest that is not sha256:<64 hex>
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -76,18 +76,20 @@ export async function startTestServer(opts: { dialect?: Dialect; env?: Record<st
   const config = loadConfig({}, env);
   const app = await startApp(config);
   const token = registerAdminToken(app.url!, dataDir);
-  return {
+  const server: TestServer = {
     app,
     url: app.url!,
     dataDir,
     config,
     token,
     async stop() {
-      await app.close();
+      // the app running now: a test may have restarted it on the same data (server.app replaced)
+      await server.app.close();
       await dropDb?.();
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  return server;
 }
 
 /** A JSON request to a test server as its server admin; the body parsed when there is one. */

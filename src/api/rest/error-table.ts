@@ -31,6 +31,13 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   REQUEST_TIMEOUT: 408,
   UNSUPPORTED_MEDIA_TYPE: 415,
   EMPTY_IMAGE: 422,
+  NAME_INVALID: 400,
+  REPOSITORY_NOT_FOUND: 404,
+  MANIFEST_NOT_FOUND: 404,
+  MANIFEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  UPLOAD_NOT_FOUND: 404,
+  DIGEST_INVALID: 400,
 };
 
 export function sendProblem(req: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {

@@ -56,6 +56,13 @@ export class ProjectAdmin {
       const used = await this.images.repo.usage(name);
       if (used.images > 0)
         throw new DomainError('CONFLICT', `project ${name} still owns ${used.images} image(s); delete them first`, { project: name, images: used.images });
+      // what is left is its OCI repositories' blobs, manifests and open uploads
+      if (used.storedBytes > 0)
+        throw new DomainError(
+          'CONFLICT',
+          `project ${name} still holds ${used.storedBytes} bytes in its OCI repositories (blobs, manifests, open uploads); delete them first (DELETE /v2/${name}/<repo>/manifests/<digest>, /blobs/<digest>)`,
+          { project: name, storedBytes: used.storedBytes },
+        );
       if (!(await this.access.deleteProject(name))) throw new DomainError('NOT_FOUND', `project "${name}" does not exist`, { project: name });
     });
   }

@@ -12,7 +12,8 @@
  * `onChunk` all read; a slot is filled again once they are all done with it.
  */
 import { ParallelHasher, type HashAlgorithm } from '../../io/parallel-hasher.js';
-import type { BlobInfo, BlobStore } from '../../store/blob-store.js';
+import type { BlobInfo, BlobStore, Digest } from '../../store/blob-store.js';
+import { DomainError } from '../errors.js';
 
 export interface StagedBlob {
   blob: BlobInfo;
@@ -37,6 +38,11 @@ export interface StageOptions {
    * nothing. Absent: a failure is thrown, an ended stream is committed.
    */
   keep?: (failure: { error: unknown } | undefined) => Promise<boolean>;
+  /**
+   * The digest the bytes must have (a client's claim, e.g. an OCI blob push): any other is
+   * DIGEST_MISMATCH and nothing is kept.
+   */
+  expect?: Digest;
 }
 
 export function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Array>, opts: StageOptions & { keep?: undefined }): Promise<StagedBlob>;
@@ -100,7 +106,18 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
       return undefined;
     }
     const digests = await hasher.digest();
-    const blob = await session.commit(`sha256:${digests.sha256!}`);
+    const actual: Digest = `sha256:${digests.sha256!}`;
+    if (opts.expect !== undefined && actual !== opts.expect) {
+      throw new DomainError(
+        'DIGEST_MISMATCH',
+        `the bytes hash to ${actual}, not the ${opts.expect} they were sent as; nothing was stored — send the bytes again`,
+        {
+          expected: opts.expect,
+          actual,
+        },
+      );
+    }
+    const blob = await session.commit(actual);
     const staged: StagedBlob = { blob, sha512: digests.sha512! };
     if (digests.md5) staged.md5 = digests.md5;
     return staged;

@@ -164,24 +164,14 @@ export class VariantService {
    * storage now (damaged after it was stored) is refused before any byte; one that changes while
    * it is read errors its stream (exactLength), so the transfer is aborted, never cut short.
    */
-  private async readBlob(img: Image, digest: Digest, sizeBytes: number, range: ByteRange | undefined): Promise<BlobBody> {
-    const lost = (what: string) =>
-      new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} ${what} (ImageLost); upload it again`, { id: img.id, digest });
-    const info = await this.store.stat(digest);
-    if (!info) throw lost('is missing from storage');
-    if (info.sizeBytes !== sizeBytes) throw lost(`is damaged in storage: ${info.sizeBytes} bytes are there, ${sizeBytes} were stored`);
-    const missing = (e: unknown) => {
-      throw e instanceof BlobNotFound ? lost('is missing from storage') : e;
-    };
-    const expected = range ? range.end - range.start + 1 : sizeBytes;
-    const open = async () => {
-      const stream = await this.store.read(digest, range).catch(missing);
-      return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
-    };
-    // a local store's stat names the file: no second look (one stat per download, issue 20)
-    const path = info.path ?? (this.store.localPath ? await this.store.localPath(digest).catch(missing) : undefined);
-    if (path === undefined) return { open };
-    return { open, file: { path, start: range?.start ?? 0, length: expected } };
+  private readBlob(img: Image, digest: Digest, sizeBytes: number, range: ByteRange | undefined): Promise<BlobBody> {
+    return storedBlobBody(
+      this.store,
+      digest,
+      sizeBytes,
+      range,
+      (what) => new DomainError('BLOB_NOT_FOUND', `the data of image ${img.id} ${what} (ImageLost); upload it again`, { id: img.id, digest }),
+    );
   }
 
   /** A stored variant as a blob read; undefined when there is none (or its blob is gone: it is made again). */
@@ -226,4 +216,33 @@ export class VariantService {
       .catch(() => undefined);
     return made;
   }
+}
+
+/**
+ * A stored blob of `sizeBytes` (as recorded) for sending, for every reader of stored bytes (an
+ * image, a variant, an OCI blob): refused with `lost(what)` when it is missing or of another size
+ * now; its stream errors, never ends short, when it changes while it is read.
+ */
+export async function storedBlobBody(
+  store: BlobStore,
+  digest: Digest,
+  sizeBytes: number,
+  range: ByteRange | undefined,
+  lost: (what: string) => DomainError,
+): Promise<BlobBody> {
+  const info = await store.stat(digest);
+  if (!info) throw lost('is missing from storage');
+  if (info.sizeBytes !== sizeBytes) throw lost(`is damaged in storage: ${info.sizeBytes} bytes are there, ${sizeBytes} were stored`);
+  const missing = (e: unknown) => {
+    throw e instanceof BlobNotFound ? lost('is missing from storage') : e;
+  };
+  const expected = range ? range.end - range.start + 1 : sizeBytes;
+  const open = async () => {
+    const stream = await store.read(digest, range).catch(missing);
+    return exactLength(stream, expected, (actual) => lost(`changed in storage while it was read (${actual} bytes of ${expected} read)`));
+  };
+  // a local store's stat names the file: no second look (one stat per download, issue 20)
+  const path = info.path ?? (store.localPath ? await store.localPath(digest).catch(missing) : undefined);
+  if (path === undefined) return { open };
+  return { open, file: { path, start: range?.start ?? 0, length: expected } };
 }
