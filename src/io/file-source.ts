@@ -42,6 +42,11 @@ export class FileSource {
     return done === want ? buf : buf.subarray(0, done);
   }
 
+  /** The open file's descriptor (valid until `close`). */
+  get fd(): number {
+    return this.fh.fd;
+  }
+
   /** Where the file's data is inside [from, to) (SEEK_DATA/SEEK_HOLE); undefined when that is unknown. */
   dataRegions(from: number, to: number): [number, number][] | undefined {
     return dataRegions(this.fh.fd, from, Math.min(to, this.size));
