@@ -177,16 +177,36 @@ static int64_t copy_through_buffer(job *j, int64_t from, int64_t to, int64_t len
   return done;
 }
 
+typedef struct {
+  int64_t lo, hi;
+} span;
+
+/* notes [at, at + n) as written; starts the writeback of what was noted once it spans WRITEBACK_EVERY */
+static void written(job *j, span *wb, int64_t at, int64_t n, int last) {
+  if (!j->start_writeback) return;
+  if (n > 0) {
+    if (wb->lo < 0 || at < wb->lo) wb->lo = at;
+    if (at + n > wb->hi) wb->hi = at + n;
+  }
+  if (wb->lo >= 0 && (last || wb->hi - wb->lo >= WRITEBACK_EVERY)) {
+    sync_file_range(j->dst, wb->lo, wb->hi - wb->lo, SYNC_FILE_RANGE_WRITE); /* a hint: its failure changes nothing */
+    wb->lo = wb->hi = -1;
+  }
+}
+
 static void run_copy(job *j) {
   unsigned char *buf = NULL;
   int kernel = 1;
-  int64_t wb_lo = -1, wb_hi = -1;
+  span wb = {-1, -1};
   for (size_t i = 0; i < j->count && !j->err; i++) {
     int64_t from = (int64_t)j->triples[3 * i], to = (int64_t)j->triples[3 * i + 1], len = (int64_t)j->triples[3 * i + 2];
     int64_t done = 0;
     while (done < len && kernel) {
       loff_t a = from + done, b = to + done;
-      ssize_t r = copy_file_range(j->src, &a, j->dst, &b, (size_t)(len - done), 0);
+      /* in WRITEBACK_EVERY steps when the writeback is started as we go */
+      size_t want = (size_t)(len - done);
+      if (j->start_writeback && want > WRITEBACK_EVERY) want = WRITEBACK_EVERY;
+      ssize_t r = copy_file_range(j->src, &a, j->dst, &b, want, 0);
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) {
@@ -197,20 +217,17 @@ static void run_copy(job *j) {
         break;
       }
       if (r == 0) break; /* the source ended */
+      written(j, &wb, to + done, r, 0);
       done += r;
     }
-    if (!kernel && !j->err && done < len) done += copy_through_buffer(j, from + done, to + done, len - done, &buf);
-    j->copied += (double)done;
-    if (j->start_writeback && done > 0) {
-      if (wb_lo < 0 || to < wb_lo) wb_lo = to;
-      if (to + done > wb_hi) wb_hi = to + done;
-      if (wb_hi - wb_lo >= WRITEBACK_EVERY) {
-        sync_file_range(j->dst, wb_lo, wb_hi - wb_lo, SYNC_FILE_RANGE_WRITE); /* a hint: its failure changes nothing */
-        wb_lo = wb_hi = -1;
-      }
+    if (!kernel && !j->err && done < len) {
+      int64_t n = copy_through_buffer(j, from + done, to + done, len - done, &buf);
+      written(j, &wb, to + done, n, 0);
+      done += n;
     }
+    j->copied += (double)done;
   }
-  if (j->start_writeback && wb_lo >= 0 && !j->err) sync_file_range(j->dst, wb_lo, wb_hi - wb_lo, SYNC_FILE_RANGE_WRITE);
+  if (!j->err) written(j, &wb, 0, 0, 1);
   free(buf);
 }
 

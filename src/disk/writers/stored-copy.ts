@@ -109,7 +109,13 @@ export async function* copyItems(
     if (batch.length === 0) return undefined;
     const stored = batch.filter((r) => r.kind === 'stored');
     const bits =
-      stored.length === 0 ? undefined : engine.scan(layout.fd, stored.map((r) => [r.fileOffset, r.offset, r.length] as const), granule);
+      stored.length === 0
+        ? undefined
+        : engine.scan(
+            layout.fd,
+            stored.map((r) => [r.fileOffset, r.offset, r.length] as const),
+            granule,
+          );
     bits?.catch(() => undefined); // surfaces when its batch's turn comes
     return { runs: batch, bits };
   };
