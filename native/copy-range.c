@@ -12,7 +12,9 @@
  *       the result has one byte per granule, ranges one after the other: 1 when any byte of it is
  *       not zero, 0 when all are (bytes past the end of the file read zeros). A granule of 16 KiB or
  *       more is read 4 KiB first and not further when those are not all zero (data almost always
- *       shows in its first bytes); smaller granules are read in 256 KiB pieces.
+ *       shows in its first bytes); smaller granules are looked at in the page cache through a
+ *       mapping of the range (no copy; see scan_mapped), or read in 256 KiB pieces where the file
+ *       cannot be mapped. A file that shrinks under a scan fails it with EIO.
  *   copy(srcFd, dstFd, runs, startWriteback) → Promise<number>
  *       runs: Float64Array of triples [srcOffset, dstOffset, length]; copies each and resolves with
  *       the bytes copied (short only when the source ended first: the rest stays unwritten, which
@@ -28,6 +30,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +89,44 @@ static int has_data(int fd, unsigned char *buf, off_t at, size_t n) {
   return 0;
 }
 
+/*
+ * Small granules need every byte looked at. Reading them into a buffer costs a copy of each; the
+ * scan looks at them in the page cache instead, through a read-only shared mapping of the range
+ * (MAP_POPULATE: the page tables are filled in one go). A mapping has one hazard reads do not:
+ * touching a page past the end of a file that shrank after the fstat raises SIGBUS. The handler
+ * below turns that into EIO for the scan that touched it (a thread-local jump set only while a
+ * scan reads its mapping); a SIGBUS anywhere else goes to the handler that was there before, or
+ * ends the process as it would have.
+ */
+static __thread sigjmp_buf *volatile scan_jump; /* volatile: its stores must happen where written, around the reads of the mapping */
+static struct sigaction previous_bus;
+static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
+
+static void on_bus(int sig, siginfo_t *info, void *context) {
+  sigjmp_buf *jump = scan_jump;
+  if (jump) siglongjmp(*jump, 1);
+  if (previous_bus.sa_flags & SA_SIGINFO) {
+    if (previous_bus.sa_sigaction) previous_bus.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (previous_bus.sa_handler == SIG_IGN) return;
+  if (previous_bus.sa_handler == SIG_DFL) {
+    signal(SIGBUS, SIG_DFL);
+    raise(SIGBUS);
+    return;
+  }
+  previous_bus.sa_handler(sig);
+}
+
+static void install_bus_handler(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_bus;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &previous_bus);
+}
+
 typedef struct {
   napi_async_work work;
   napi_deferred deferred;
@@ -96,6 +141,50 @@ typedef struct {
   int err;
 } job;
 
+/* flags the granules of a mapped range; `bytes` are the first `stored` bytes of the range, the rest reads zeros */
+static size_t flag_mapped(job *j, const unsigned char *bytes, int64_t stored, int64_t guest, int64_t len, size_t out) {
+  const int64_t g = (int64_t)j->granule;
+  for (int64_t pos = 0; pos < len;) {
+    int64_t gEnd = ((guest + pos) / g + 1) * g - guest;
+    int64_t e = gEnd < len ? gEnd : len;
+    int64_t in = e < stored ? e : stored;
+    j->bitmap[out++] = (unsigned char)(in > pos && !all_zero(bytes + pos, (size_t)(in - pos)));
+    pos = e;
+  }
+  return out;
+}
+
+/*
+ * The small-granule scan of one range through a mapping; 0 when done (j->err set on SIGBUS), -1
+ * when the file cannot be mapped (the caller reads instead).
+ */
+static int scan_mapped(job *j, int64_t file, int64_t guest, int64_t len, size_t *outp) {
+  struct stat st;
+  if (fstat(j->src, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+  int64_t stored = st.st_size > file ? st.st_size - file : 0; /* bytes of the range the file holds */
+  if (stored > len) stored = len;
+  const int64_t base = file & ~(int64_t)4095;
+  /* volatile: read after a jump back to sigsetjmp */
+  volatile size_t mapped = (size_t)(file - base + stored);
+  unsigned char *volatile map = NULL;
+  if (stored > 0) {
+    map = mmap(NULL, mapped, PROT_READ, MAP_SHARED | MAP_POPULATE, j->src, (off_t)base);
+    if (map == MAP_FAILED) return -1;
+  }
+  pthread_once(&bus_once, install_bus_handler);
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1) == 0) {
+    scan_jump = &jump;
+    *outp = flag_mapped(j, map + (file - base), stored, guest, len, *outp);
+    scan_jump = NULL;
+  } else {
+    scan_jump = NULL;
+    j->err = EIO; /* the file shrank while we read it */
+  }
+  if (map) munmap(map, mapped);
+  return 0;
+}
+
 static void run_scan(job *j) {
   unsigned char *buf = malloc(READ_CHUNK);
   if (!buf) {
@@ -107,7 +196,9 @@ static void run_scan(job *j) {
   for (size_t i = 0; i < j->count && !j->err; i++) {
     int64_t file = (int64_t)j->triples[3 * i], guest = (int64_t)j->triples[3 * i + 1], len = (int64_t)j->triples[3 * i + 2];
     int64_t pos = 0;
-    if (g < PROBE_FROM_GRANULE) {
+    if (g < PROBE_FROM_GRANULE && scan_mapped(j, file, guest, len, &out) == 0) {
+      continue;
+    } else if (g < PROBE_FROM_GRANULE) {
       /* small granules: read a piece, decide each granule inside it */
       while (pos < len && !j->err) {
         int64_t n = len - pos < READ_CHUNK ? len - pos : READ_CHUNK;

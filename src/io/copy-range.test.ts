@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { open, readFile, writeFile } from 'node:fs/promises';
@@ -146,6 +147,39 @@ test(
     }
   },
 );
+
+test('a source that shrinks while a scan looks at its pages (SIGBUS) fails that scan with EIO and nothing else', { skip }, async () => {
+  const path = join(dir, 'shrinking.bin');
+  await writeFile(path, randomBytes(8 * 1024 * KiB));
+  // another process cuts the file to nothing and back, over and over
+  const cutter = spawn(
+    'python3',
+    ['-c', `import os,time\nend=time.time()+12\nwhile time.time()<end:\n  os.truncate(${JSON.stringify(path)},0); os.truncate(${JSON.stringify(path)},8<<20)`],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const fh = await open(path, 'r');
+  let ok = 0;
+  let eio = 0;
+  try {
+    for (const start = Date.now(); Date.now() - start < 10_000 && eio < 3;) {
+      try {
+        const bits = await engine!.scan(fh.fd, [[0, 0, 8 * 1024 * KiB]], 4 * KiB);
+        assert.equal(bits.length, 2048);
+        ok++;
+      } catch (e) {
+        assert.equal((e as NodeJS.ErrnoException).code, 'EIO', String(e));
+        eio++;
+      }
+    }
+  } finally {
+    cutter.kill();
+    await fh.close();
+  }
+  // still alive: the SIGBUS of a scan became that scan's error
+  assert.ok(eio >= 1, `the scans met the shrinking file (${ok} whole, ${eio} EIO)`);
+});
 
 test('errors reject with the errno name; bad arguments throw at once', { skip }, async () => {
   await assert.rejects(engine!.scan(987654, [[0, 0, 4096]], 4096), (e: NodeJS.ErrnoException) => e.code === 'EBADF');
