@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -150,7 +150,8 @@ test(
     assert.deepEqual(await regions(ours), await regions(theirs), 'the data regions (SEEK_DATA) qemu-img writes');
     const fallback = await readBack(qcow2, 'qcow2', {});
     assert.ok(bytes.equals(await readFile(fallback)), 'the same bytes as without the addon');
-    assert.ok((await stat(ours)).blocks <= (await stat(fallback)).blocks, 'no more allocated than the 64 KiB zero detection of the read path');
+    const bytesIn = (r: [number, number][] | undefined) => (r ?? []).reduce((n, [a, b]) => n + b - a, 0);
+    assert.ok(bytesIn(await regions(ours)) < bytesIn(await regions(fallback)), 'less allocated than the 64 KiB zero detection of the read path');
   },
 );
 

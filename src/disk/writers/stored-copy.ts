@@ -119,8 +119,9 @@ export async function* copyItems(
     bits?.catch(() => undefined); // surfaces when its batch's turn comes
     return { runs: batch, bits };
   };
+  let next: Batch | undefined;
   try {
-    let next = await nextBatch();
+    next = await nextBatch();
     while (next) {
       const batch = next;
       const bits = batch.bits ? await batch.bits : new Uint8Array(0);
@@ -139,6 +140,8 @@ export async function* copyItems(
       }
     }
   } finally {
+    // a scan still running reads the source's descriptor: it ends before the caller closes the source
+    await next?.bits?.catch(() => undefined);
     await runs.return?.();
   }
 }
