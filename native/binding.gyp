@@ -12,6 +12,11 @@
       "target_name": "sendfile_engine",
       "sources": ["sendfile-engine.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
+      "target_name": "copy_range",
+      "sources": ["copy-range.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]
 }

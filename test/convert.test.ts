@@ -22,6 +22,7 @@ import { compareDisks } from '../src/disk/compare.js';
 import { convertFile } from '../src/disk/convert.js';
 import { DiskError } from '../src/disk/disk.js';
 import { openDisk } from '../src/disk/open-disk.js';
+import { copyEngine } from '../src/io/copy-range.js';
 import { cached, qemuConvert, qemuInfo, sh } from './support/qemu.js';
 import { patternBytes } from './support/disk-oracle.js';
 
@@ -415,12 +416,28 @@ function imago(...args: string[]): Promise<{ code: number; stdout: string; stder
   });
 }
 
-/** `imago convert ARGS` under strace; `flushes` counts its fdatasync and fsync calls (`out`.trace keeps them). */
-async function convertTraced(out: string, ...args: string[]): Promise<{ code: number; stderr: string; flushes: number }> {
+/**
+ * `imago convert ARGS` under strace; `flushes` counts its fdatasync and fsync calls, `writebacks`
+ * its sync_file_range calls (the copy engine's writeback starts), `copies` its copy_file_range
+ * calls (`out`.trace keeps them).
+ */
+async function convertTraced(out: string, ...args: string[]): Promise<{ code: number; stderr: string; flushes: number; writebacks: number; copies: number }> {
   const trace = `${out}.trace`;
-  const r = await runCommand('strace', ['-f', '-qq', '-e', 'trace=fdatasync,fsync', '-o', trace, process.execPath, BIN, 'convert', ...args]);
-  const flushes = (await readFile(trace, 'utf8')).split('\n').filter((l) => /f(data)?sync\(/.test(l)).length;
-  return { code: r.code, stderr: r.stderr, flushes };
+  const r = await runCommand('strace', [
+    '-f',
+    '-qq',
+    '-e',
+    'trace=fdatasync,fsync,sync_file_range,copy_file_range',
+    '-o',
+    trace,
+    process.execPath,
+    BIN,
+    'convert',
+    ...args,
+  ]);
+  const lines = (await readFile(trace, 'utf8')).split('\n');
+  const count = (re: RegExp) => lines.filter((l) => re.test(l)).length;
+  return { code: r.code, stderr: r.stderr, flushes: count(/f(data)?sync\(/), writebacks: count(/sync_file_range\(/), copies: count(/copy_file_range\(/) };
 }
 
 test('CLI: imago convert and imago compare', async (t) => {
@@ -536,16 +553,29 @@ test('CLI: imago convert and imago compare', async (t) => {
     assert.ok(!existsSync(join(work, 'cli-cache-bad.raw')) && !existsSync(join(work, 'cli-cache-bad.raw.part')));
   });
 
-  await t.test('-t writeback on a large output flushes in the background as it goes (every 64 MiB), then once more before the rename', async () => {
+  await t.test('-t writeback on a large output starts writing back as it goes, then flushes once more before the rename', async () => {
     const big = join(work, 'cli-early-flush.raw');
     const fh = await open(big, 'w');
     for (let i = 0; i < 12; i++) await fh.write(patternBytes(16 * MiB, 100 + i), 0, 16 * MiB, i * 16 * MiB); // 192 MiB of data
     await fh.close();
-    const out = join(work, 'cli-early-flush.qcow2');
-    const { flushes, ...r } = await convertTraced(out, '-t', 'writeback', '-O', 'qcow2', big, out);
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(flushes >= 3, `192 MiB written: a background fdatasync or more, then the final one and the directory's fsync (${flushes})`);
-    assert.equal((await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', big, out])).code, 0);
+    for (const mode of ['writeback', 'writethrough']) {
+      const out = join(work, `cli-early-flush-${mode}.qcow2`);
+      const { flushes, writebacks, copies, ...r } = await convertTraced(out, '-t', mode, '-O', 'qcow2', big, out);
+      assert.equal(r.code, 0, r.stderr);
+      if (mode === 'writeback' && copyEngine()) {
+        // the kernel-copy path: the data is copied file to file, its writeback started every 8 MiB copied
+        assert.ok(copies >= 1, `192 MiB copied with copy_file_range (${copies} calls)`);
+        assert.ok(writebacks >= 192 / 8 - 1, `writeback started about every 8 MiB (${writebacks})`);
+        assert.ok(flushes >= 2, `then the final fdatasync and the directory's fsync (${flushes})`);
+      } else if (mode === 'writeback') {
+        assert.ok(flushes >= 3, `192 MiB written: a background fdatasync or more, then the final one and the directory's fsync (${flushes})`);
+      } else {
+        // O_DSYNC (each write durable before the next): not the kernel-copy path (FileSink.canCopy)
+        assert.equal(copies, 0, 'writethrough takes the read and write path');
+        assert.ok(flushes >= 2, `writethrough: the file and its directory are flushed (${flushes})`);
+      }
+      assert.equal((await runCommand('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', big, out])).code, 0);
+    }
     rmSync(big);
   });
 });

@@ -4,7 +4,7 @@
  * into `read` and `extents`. Reads of neighbouring data blocks that are also neighbours in the file
  * are coalesced into one positional read; decompressed units are kept in a bounded LRU.
  */
-import type { DiskFormat, DiskReader, Extent, ExtentKind } from './disk.js';
+import type { DiskFormat, DiskReader, Extent, ExtentKind, StoredLayout, StoredRun } from './disk.js';
 import { DiskError } from './disk.js';
 import type { DiskFile } from './disk-file.js';
 import { DISK_LIMITS } from './limits.js';
@@ -36,6 +36,7 @@ export class BlockMapReader implements DiskReader {
   readonly format: DiskFormat;
   readonly virtualSize: number;
   readonly clusterSize: number;
+  readonly stored?: StoredLayout;
   private readonly decoded = new LruCache<number, Uint8Array>(DISK_LIMITS.decodedCacheBytes, (b) => b.length);
 
   constructor(
@@ -46,6 +47,41 @@ export class BlockMapReader implements DiskReader {
     this.virtualSize = map.virtualSize;
     this.clusterSize = map.clusterSize ?? map.blockSize;
     if (!Number.isSafeInteger(map.blockSize) || map.blockSize <= 0) throw new DiskError(`${map.format}: block size ${map.blockSize} is not valid`);
+    const fd = file.fd;
+    if (fd !== undefined) {
+      const bs = map.blockSize;
+      // runs change only at block boundaries: aligned to whatever divides the block size
+      this.stored = { fd, alignsTo: (align) => bs % align === 0, runs: (offset, length) => this.storedRuns(offset, length) };
+    }
+  }
+
+  /** The `stored` layout's runs: `data` blocks are the file's bytes, `decoded` ones are not, holes and zeros read zeros. */
+  private async *storedRuns(offset = 0, length = this.virtualSize - offset): AsyncIterable<StoredRun> {
+    checkGuestRange(this, offset, length, Number.MAX_SAFE_INTEGER);
+    const bs = this.map.blockSize;
+    const end = offset + length;
+    let cur: { offset: number; length: number; kind: StoredRun['kind']; fileOffset: number } | undefined;
+    const run = (c: NonNullable<typeof cur>): StoredRun =>
+      c.kind === 'stored'
+        ? { offset: c.offset, length: c.length, kind: 'stored', fileOffset: c.fileOffset }
+        : { offset: c.offset, length: c.length, kind: c.kind };
+    for (let pos = offset; pos < end;) {
+      const block = Math.floor(pos / bs);
+      const inBlock = pos - block * bs;
+      const m = await this.map.lookup(block);
+      const span = m.kind === 'hole' || m.kind === 'zero' ? (m.blocks ?? 1) : 1;
+      const n = Math.min(span * bs - inBlock, end - pos);
+      const kind = m.kind === 'data' ? 'stored' : m.kind === 'decoded' ? 'other' : 'zero';
+      const fileOffset = m.kind === 'data' ? m.fileOffset + inBlock : 0;
+      if (cur && cur.kind === kind && (kind !== 'stored' || cur.fileOffset + cur.length === fileOffset)) {
+        cur.length += n;
+      } else {
+        if (cur) yield run(cur);
+        cur = { offset: pos, length: n, kind, fileOffset };
+      }
+      pos += n;
+    }
+    if (cur) yield run(cur);
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {

@@ -13,7 +13,12 @@
  * What that means for an output file: every mode but `unsafe` flushes it (fdatasync) and its
  * directory before the rename that publishes it, as qemu flushes when it closes the image;
  * `writethrough` and `directsync` also open it O_DSYNC. `unsafe` writes and renames without any
- * flush: fastest, and what a crash may leave is an incomplete file under the final name.
+ * flush: fastest, and what a crash may leave is an incomplete file under the final name. A
+ * flushing mode also starts writing back early (`writers/output-sink.ts`: a background fdatasync
+ * every 64 MiB written, or sync_file_range every 8 MiB copied by the copy engine), which changes
+ * when the disk works, not what is durable when. The O_DSYNC modes never take the copy engine's
+ * path: each of their writes must return once durable, and whether copy_file_range honours
+ * O_DSYNC on every filesystem is not something we have checked, so they keep the plain writes.
  *
  * "bypassed" (O_DIRECT) is not done: O_DIRECT needs buffers aligned in memory, and Node.js gives no
  * way to allocate or find one. `none` and `directsync` therefore go through the page cache with

@@ -12,6 +12,8 @@ export interface DiskFile extends ByteSource {
   close?(): Promise<void>;
   /** Optional: reads into the caller's buffer (no allocation); returns the bytes read (short at the end). */
   readInto?(buf: Uint8Array, offset: number, length: number): Promise<number>;
+  /** Optional: the open file's descriptor, when the DiskFile is a whole local file (its offsets are the file's). */
+  readonly fd?: number;
   /** Optional: the file's data regions inside [from, to) as the filesystem knows them (SEEK_DATA); undefined when unknown. */
   dataRegions?(from: number, to: number): [number, number][] | undefined;
 }

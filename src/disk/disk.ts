@@ -44,7 +44,36 @@ export interface DiskReader {
   extents(offset?: number, length?: number): AsyncIterable<Extent>;
   /** Guest bytes [offset, offset + length); zeros for unallocated ranges. Never a short read inside the disk. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Optional: where the guest bytes lie in the image file, for a reader whose data is stored as
+   * is in one local file (raw, and the block-mapped formats read from a file). Writers use it to
+   * copy data runs file to file inside the kernel (`src/io/copy-range.ts`) instead of reading them.
+   */
+  readonly stored?: StoredLayout;
   close(): Promise<void>;
+}
+
+/**
+ * A stretch of guest bytes and how it is stored. `stored`: the image file's bytes
+ * [fileOffset, fileOffset + length) as they are (they may still be zeros; past the end of the file
+ * they read zeros). `zero`: reads zeros (a hole, a zero cluster). `other`: must be read through
+ * `read()` (compressed, or otherwise not the file's bytes as they are).
+ */
+export type StoredRun =
+  | { readonly offset: number; readonly length: number; readonly kind: 'stored'; readonly fileOffset: number }
+  | { readonly offset: number; readonly length: number; readonly kind: 'zero' | 'other' };
+
+export interface StoredLayout {
+  /** the open image file (`fileOffset` is an offset in it); valid until the reader is closed */
+  readonly fd: number;
+  /** True when `runs(…, align)` can start and end every run on a multiple of `align` (or at the end of the disk). */
+  alignsTo(align: number): boolean;
+  /**
+   * Runs covering [offset, offset + length), ascending and contiguous, each clipped to the range;
+   * with `align` (one `alignsTo` accepts; default 1) every run boundary inside the range is a
+   * multiple of it.
+   */
+  runs(offset: number, length: number, align?: number): AsyncIterable<StoredRun>;
 }
 
 /** Where a writer puts its output. */

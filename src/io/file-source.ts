@@ -19,7 +19,8 @@ export class FileSource {
   private closed = false;
 
   private constructor(
-    private readonly fd: number,
+    /** the open file's descriptor (valid until `close`) */
+    readonly fd: number,
     readonly size: number,
     readonly path: string,
   ) {}

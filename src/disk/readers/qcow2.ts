@@ -80,6 +80,7 @@ class Qcow2Map {
   private g?: Qcow2Geometry;
   private l1Rule?: TableRule;
   private readonly l2Cache = new LruCache<number, DataView>(DISK_LIMITS.tableCacheBytes, (v) => v.byteLength);
+  private lastL2?: { l1Index: number; offset: number; table: DataView; rule: TableRule };
   private readonly csizeShift: bigint;
   private readonly csizeMask: bigint;
 
@@ -123,6 +124,21 @@ class Qcow2Map {
     if (offset < this.clusterSize) throw new DiskError(`qcow2 ${what} at offset ${offset} points into the header cluster`);
   }
 
+  /**
+   * The L2 table an L1 entry names, with its rule, after the L1 entry's check. The last one is kept
+   * aside: lookups of neighbouring clusters (a whole-disk walk) skip the cache and the checks
+   * they already passed.
+   */
+  private async l2For(l1Index: number, l2Offset: number, cluster: number): Promise<{ table: DataView; rule: TableRule }> {
+    const last = this.lastL2;
+    if (last && last.l1Index === l1Index && last.offset === l2Offset) return last;
+    this.follow(this.l1Rule!, this.l1View, l1Index, `L2 table of cluster ${cluster}`);
+    const table = await this.l2(l2Offset);
+    const found = { l1Index, offset: l2Offset, table, rule: qcow2L2Rule(this.g!, l2Offset) };
+    this.lastL2 = found;
+    return found;
+  }
+
   private async l2(offset: number): Promise<DataView> {
     return this.l2Cache.get(offset, async () => view(await readStructure(this.file, offset, this.clusterSize, 'qcow2 L2 table')));
   }
@@ -137,14 +153,19 @@ class Qcow2Map {
     const l2Offset = fieldNumber(l1Entry & E.offsetMask, 'qcow2 L1 entry');
     const blocksPerCluster = this.clusterSize / this.blockSize;
     if (l2Offset === 0) return { kind: 'hole', blocks: (this.l2Entries - l2Index) * blocksPerCluster - sub };
-    this.follow(this.l1Rule!, this.l1View, l1Index, `L2 table of cluster ${cluster}`);
-    const t = await this.l2(l2Offset);
-    this.follow(qcow2L2Rule(this.g!, l2Offset), t, l2Index, `data cluster ${cluster}`);
+    const { table: t, rule } = await this.l2For(l1Index, l2Offset, cluster);
+    this.follow(rule, t, l2Index, `data cluster ${cluster}`);
     const entry = t.getBigUint64(l2Index * this.entryBytes);
     if (entry & E.compressed) return this.compressed(entry, cluster, sub);
     const host = fieldNumber(entry & E.offsetMask, 'qcow2 L2 entry');
     if (!this.d.extendedL2) {
       if (entry & E.zero) return { kind: 'zero' };
+      if (entry === 0n) {
+        // unallocated, as are the empty entries after it in this table: one answer for all of them
+        let n = 1;
+        while (l2Index + n < this.l2Entries && t.getBigUint64((l2Index + n) * this.entryBytes) === 0n) n++;
+        return { kind: 'hole', blocks: n };
+      }
       if (host === 0) return { kind: 'hole' };
       return { kind: 'data', fileOffset: host };
     }

@@ -13,7 +13,7 @@
  * writer reading a data extent just scanned copies it from memory instead of reading it twice.
  * Without SEEK_DATA the cost that remains is reading every hole: about 1–2 GB/s here.
  */
-import type { DiskFormat, DiskReader, Extent, ExtentKind } from '../disk.js';
+import type { DiskFormat, DiskReader, Extent, ExtentKind, StoredLayout, StoredRun } from '../disk.js';
 import { checkGuestRange } from '../block-map-reader.js';
 import type { DiskFile } from '../disk-file.js';
 
@@ -60,12 +60,39 @@ class RawReader implements DiskReader {
    * chunks are holes, and 4 MiB allocations per chunk kept the garbage collector busy.
    */
   private readonly spare: Uint8Array[] = [];
+  readonly stored?: StoredLayout;
   constructor(
     private readonly file: DiskFile,
     readonly format: DiskFormat,
     private readonly dataOffset: number,
     readonly virtualSize: number,
-  ) {}
+  ) {
+    const fd = file.fd;
+    // the guest bytes are the file's: a run may be widened over a hole (which reads zeros) to any alignment
+    if (fd !== undefined) this.stored = { fd, alignsTo: () => true, runs: (offset, length, align) => this.storedRuns(offset, length, align) };
+  }
+
+  /**
+   * The `stored` layout's runs: the filesystem's data regions (SEEK_DATA) widened to `align` are
+   * stored, the rest (holes, and everything past the end of the file) reads zeros; where the
+   * filesystem cannot tell, every byte of the file is stored. No byte is read: deciding which
+   * stored bytes are zeros is the copier's (`src/io/copy-range.ts` scans them).
+   */
+  private async *storedRuns(offset = 0, length = this.virtualSize - offset, align = 1): AsyncIterable<StoredRun> {
+    checkGuestRange(this, offset, length, Number.MAX_SAFE_INTEGER);
+    const end = offset + length;
+    let at = offset;
+    for (const [a, b] of this.fileRegions(offset, end)) {
+      // widened to `align`, a region may overlap the previous one's widening: it starts at `at`
+      const from = Math.max(at, Math.floor(a / align) * align);
+      const to = Math.min(end, Math.ceil(b / align) * align);
+      if (to <= from) continue;
+      if (from > at) yield { offset: at, length: from - at, kind: 'zero' };
+      yield { offset: from, length: to - from, kind: 'stored', fileOffset: this.dataOffset + from };
+      at = to;
+    }
+    if (at < end) yield { offset: at, length: end - at, kind: 'zero' };
+  }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     checkGuestRange(this, offset, length);
@@ -213,6 +240,20 @@ class RawReader implements DiskReader {
         }
       }
       if (pending) yield pending;
+    }
+  }
+
+  /** The guest ranges inside [from, to) the filesystem says hold data (all of the file's part when it cannot say), asked a window at a time. */
+  private *fileRegions(from: number, to: number): Generator<[number, number]> {
+    const inFile = Math.min(to, Math.max(from, this.file.size - this.dataOffset));
+    for (let w = from; w < inFile; w += REGION_WINDOW) {
+      const wEnd = Math.min(inFile, w + REGION_WINDOW);
+      const found = this.file.dataRegions?.(this.dataOffset + w, this.dataOffset + wEnd);
+      if (!found) {
+        yield [w, inFile];
+        return;
+      }
+      for (const [a, b] of found) yield [a - this.dataOffset, b - this.dataOffset];
     }
   }
 

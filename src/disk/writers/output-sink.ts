@@ -16,12 +16,18 @@
  * Writes are coalesced: contiguous `pwrite`s are gathered (up to COALESCE_BYTES) into one
  * `writev`, so writers may emit cluster-sized pieces without paying a syscall each. The sink keeps
  * the caller's buffers until they are flushed: callers hand them over and never reuse them.
+ *
+ * A file sink also takes kernel copies from another file (`copyRuns`, through the copy engine of
+ * `src/io/copy-range.ts`) when the engine built and the mode does not open the file O_DSYNC
+ * (`canCopy`). A flushing mode then starts the writeback of each copied range as it goes, instead
+ * of the background fdatasync of EARLY_FLUSH_BYTES; the fdatasync before the rename is the same.
  */
 import { once } from 'node:events';
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Writable } from 'node:stream';
+import { copyEngine } from '../../io/copy-range.js';
 import { cachePolicy, type CachePolicy } from '../cache-mode.js';
 import { DiskError, type CacheMode, type OutputTarget, type WriteOptions } from '../disk.js';
 
@@ -68,6 +74,8 @@ export class FileSink {
    * error to a file descriptor once, so the final fdatasync may succeed after an earlier one failed.
    */
   private flushError: unknown;
+  /** the kernel copies started and not yet awaited by `settle` (each in order after the previous) */
+  private copying: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly path: string,
@@ -126,6 +134,32 @@ export class FileSink {
   async settle(): Promise<void> {
     await this.flush();
     await this.inFlight;
+    await this.copying;
+  }
+
+  /** True when `copyRuns` may be used: the copy engine built, and each write need not be synchronous (O_DSYNC). */
+  get canCopy(): boolean {
+    return copyEngine() !== undefined && !this.policy.syncEachWrite;
+  }
+
+  /**
+   * Copies runs [srcOffset, dstOffset, length] of the open file `srcFd` into this file inside the
+   * kernel; only when `canCopy`. Returns once the *previous* copy is done (one stays in flight
+   * while the caller prepares the next, as `flush` does); `settle` waits for the last. `srcFd`
+   * must stay open until then. A source that ends early leaves the rest unwritten (zeros).
+   */
+  async copyRuns(srcFd: number, runs: readonly (readonly [number, number, number])[]): Promise<void> {
+    const engine = copyEngine();
+    if (!engine || this.policy.syncEachWrite) throw new DiskError('kernel copies are not available for this output', 'IO');
+    if (runs.length === 0) return;
+    const previous = this.copying;
+    const copy = (async () => {
+      await previous;
+      this.bytesWritten += await engine.copy(srcFd, this.fh.fd, runs, this.policy.flush);
+    })();
+    copy.catch(() => undefined); // surfaces at the next copyRuns or settle
+    this.copying = copy;
+    await previous;
   }
 
   private async writeAll(buffers: Uint8Array[], at: number, total: number): Promise<void> {
@@ -192,7 +226,8 @@ export class FileSink {
   }
 
   async abort(): Promise<void> {
-    await Promise.allSettled([this.inFlight, this.earlyFlush]);
+    // a copy still running on the thread pool uses this file's descriptor: it must end before the close
+    await Promise.allSettled([this.inFlight, this.earlyFlush, this.copying]);
     await this.fh.close().catch(() => undefined);
     await fsp().rm(this.partPath, { force: true });
   }

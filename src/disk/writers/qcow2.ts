@@ -42,6 +42,12 @@
  * a `data` extent touches is stored even if its bytes turn out to be zeros (the layout is fixed
  * before the bytes are read; re-reading the source to find them would double the I/O).
  *
+ * File layout, kernel-copy path: when the source says where its bytes are stored and the copy
+ * engine is there (`stored-copy.ts`), each cluster-aligned stored run is scanned for clusters that
+ * hold data, and those are copied file to file with copy_file_range into the clusters allocated
+ * for them — the same clusters in the same places as the read path, only the tables are written
+ * from here.
+ *
  * zstd (`-o compression_type=zstd`): one zstd frame per cluster (level 3, as qemu), encoded on
  * the worker threads by @bokuweb/zstd-wasm (Node 20's zlib has no zstd); sets incompatible bit 3
  * and header byte 104 = 1, so the image needs qemu ≥ 5.1.
@@ -49,8 +55,9 @@
 import { compressedSizeShift, QCOW2 } from '../../formats/qcow2-layout.js';
 import { DiskError, type DiskReader, type DiskWriter, type OutputTarget, type WriteOptions, type WriteResult } from '../disk.js';
 import { CompressPool, mapOrdered, zstdEncoderPath, type Codec } from './compress-pool.js';
-import { alignUp, dataBlocks } from './data-blocks.js';
+import { alignUp, dataBlocks, isAllZero } from './data-blocks.js';
 import { type FileSink, type SequentialSink, withOutput } from './output-sink.js';
+import { copyItems, RunGatherer, storedCopy } from './stored-copy.js';
 import { checkPowerOfTwo, WriterOptions } from './write-options.js';
 
 const H = QCOW2.header;
@@ -257,9 +264,36 @@ async function writeFile(src: DiskReader, g: Geometry, p: Parsed, file: FileSink
     return ((offset % g.slotBytes) / cs) * 8;
   };
 
-  const blocks = dataBlocks(src, cs, opts);
-  if (!p.compress) {
-    for await (const b of blocks) {
+  const copy = p.compress ? undefined : storedCopy(src, file, cs);
+  if (copy) {
+    // the kernel-copy path: the same clusters in the same places as below, the data copied file to file
+    const runs = new RunGatherer(file, copy.layout.fd);
+    for await (const item of copyItems(src, copy, cs, cs, opts)) {
+      const end = item.offset + item.length;
+      if (item.kind === 'granules') {
+        for (let i = 0; i < item.bits.length; i++) {
+          if (item.bits[i] === 0) continue;
+          const guest = item.offset + i * cs;
+          const entry = await enterSlot(guest);
+          const at = allocCluster();
+          await runs.add([[item.fileOffset + i * cs, at, Math.min(cs, end - guest)]]);
+          l2!.setBigUint64(entry, BigInt(at) | OFLAG_COPIED);
+        }
+        continue;
+      }
+      for (let guest = item.offset; guest < end; guest += cs) {
+        const data = new Uint8Array(cs);
+        data.set(await src.read(guest, Math.min(cs, end - guest)));
+        if (isAllZero(data)) continue;
+        const entry = await enterSlot(guest);
+        const at = allocCluster();
+        await file.pwrite(data, at);
+        l2!.setBigUint64(entry, BigInt(at) | OFLAG_COPIED);
+      }
+    }
+    await runs.flush();
+  } else if (!p.compress) {
+    for await (const b of dataBlocks(src, cs, opts)) {
       const entry = await enterSlot(b.offset);
       const at = allocCluster();
       await file.pwrite(b.data, at);
@@ -271,7 +305,7 @@ async function writeFile(src: DiskReader, g: Geometry, p: Parsed, file: FileSink
       p.compressionType === 1 ? { kind: 'zstd', level: ZSTD_LEVEL } : { kind: 'deflate-raw', windowBits: ZLIB_WINDOW_BITS, level: ZLIB_LEVEL };
     const csizeShift = compressedSizeShift(g.clusterBits);
     try {
-      for await (const [b, z] of mapOrdered(blocks, (blk) => pool.compress(blk.data, codec), MAX_IN_FLIGHT)) {
+      for await (const [b, z] of mapOrdered(dataBlocks(src, cs, opts), (blk) => pool.compress(blk.data, codec), MAX_IN_FLIGHT)) {
         const entry = await enterSlot(b.offset);
         if (z.length >= cs) {
           // Did not shrink: stored plain, as qemu does when the output would not fit in cluster_size − 1.
