@@ -1,10 +1,11 @@
 /**
  * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins.
- * Today one door, the native REST API under /api/v1; OCI (/v2/), Glance (/image) and the web
- * console come as siblings of it.
+ * The native REST API under /api/v1 and the OpenStack Image API v2 under /image; OCI (/v2/) and
+ * the web console come as siblings of them.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ImageEvents } from '../domain/images/events.js';
+import { GLANCE_PREFIX, glanceDoor } from './glance/glance-door.js';
 import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
 import { REST_PREFIX, restDoor, type RestServices } from './rest/rest-door.js';
@@ -35,6 +36,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     events: deps.events,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
+  });
+  void app.register(glanceDoor, {
+    prefix: GLANCE_PREFIX,
+    authenticator: deps.authenticator,
+    imageAccess: deps.imageAccess,
+    bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;
 }

@@ -256,6 +256,19 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('jobs_claim').on('jobs').columns(['state', 'lease_until', 'created_at']).execute();
     },
   },
+  '0007-image-protection': {
+    // issue 11: Glance's `protected` (no delete) and `os_hidden` (not in default lists)
+    async up(db: Kysely<any>) {
+      await db.schema
+        .alterTable('images')
+        .addColumn('is_protected', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .alterTable('images')
+        .addColumn('hidden', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -95,6 +95,8 @@ const IMAGE_FIELDS: ReadonlySet<string> = new Set([
   'minDisk',
   'minRam',
   'persistent',
+  'protected',
+  'hidden',
   'properties',
   'tags',
 ]);
@@ -151,6 +153,11 @@ function parseAttributes(o: Obj): Partial<ImageAttributes> {
   if (o.persistent !== undefined) {
     if (typeof o.persistent !== 'boolean') throw invalid('field "persistent" must be true or false', { field: 'persistent' });
     out.persistent = o.persistent;
+  }
+  for (const k of ['protected', 'hidden'] as const) {
+    if (o[k] === undefined) continue;
+    if (typeof o[k] !== 'boolean') throw invalid(`field "${k}" must be true or false`, { field: k });
+    out[k] = o[k];
   }
   if (o.properties !== undefined) out.properties = parseProperties(o.properties);
   if (o.tags !== undefined) out.tags = parseTags(o.tags);
