@@ -246,6 +246,23 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(wrongType.status, 415);
       assert.match(wrongType.headers.get('accept-patch')!, /openstack-images-v2\.1-json-patch/);
       assert.equal((await patch(img.id, 'not json')).status, 400);
+      // keys that name Object.prototype members are plain properties, nothing more
+      const protoKeys = await patch(img.id, [
+        { op: 'add', path: '/constructor', value: 'c' },
+        { op: 'add', path: '/toString', value: 't' },
+      ]);
+      assert.equal(protoKeys.status, 200, protoKeys.text);
+      assert.equal(protoKeys.json.constructor, 'c');
+      assert.equal((await patch(img.id, [{ op: 'remove', path: '/hasOwnProperty' }])).status, 409);
+      assert.equal(
+        (
+          await patch(img.id, [
+            { op: 'remove', path: '/constructor' },
+            { op: 'remove', path: '/toString' },
+          ])
+        ).status,
+        200,
+      );
       // nothing of the refused patches was applied
       const after = (await call('GET', `/v2/images/${img.id}`)).json;
       assert.equal(after.keep, 'k');

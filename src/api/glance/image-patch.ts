@@ -72,7 +72,8 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
     min_ram: img.minRam,
     tags: img.tags,
   };
-  const extra: Record<string, unknown> = { ...img.properties };
+  // keys come from the client: a map without a prototype, and own-key lookups only (`/constructor`, `/__proto__`)
+  const extra: Record<string, unknown> = Object.assign(Object.create(null) as Record<string, unknown>, img.properties);
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) extra[key] = img[attr];
   const touched = new Set<string>();
   const removed = new Set<string>();
@@ -88,7 +89,7 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
     if (READ_ONLY.has(key)) throw new GlanceError(403, `Attribute '${key}' is read-only.`);
     if (op !== 'remove' && !('value' in (change as object))) throw new GlanceError(400, `Operation "${op}" requires a member named "value".`);
     if (QUEUED_ONLY.has(key) && img.state !== 'pending') throw new GlanceError(403, `Attribute ${key} can be only replaced for a queued image.`);
-    if (key in CORE) {
+    if (Object.hasOwn(CORE, key)) {
       if (op === 'remove') throw new GlanceError(403, `Properties ${key} can not be removed: it is a core attribute.`);
       core[key] = value;
       touched.add(key);
@@ -97,7 +98,7 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
     if (op === 'add') {
       extra[key] = value;
       removed.delete(key);
-    } else if (!(key in extra)) {
+    } else if (!Object.hasOwn(extra, key)) {
       throw new GlanceError(409, `Property ${key} does not exist.`);
     } else if (op === 'replace') {
       extra[key] = value;
@@ -109,26 +110,31 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
   }
 
   const out: ImageChanges = { attrs: {}, cleared: [] };
-  const properties: Record<string, unknown> = {};
+  const properties = Object.create(null) as Record<string, unknown>;
   let propertiesTouched = false;
   for (const [k, v] of Object.entries(extra)) {
-    const attr = (ATTRIBUTE_KEYS as Record<string, string>)[k];
+    const attr = attributeOf(k);
     if (attr) {
       if (touched.has(k)) out.attrs[attr] = v;
     } else properties[k] = v;
   }
   for (const k of touched) {
-    if (k in CORE) {
+    if (Object.hasOwn(CORE, k)) {
       if (k === 'visibility') out.visibility = visibilityOf(core.visibility, img.project !== undefined);
       else out.attrs[CORE[k]!] = core[k] === null && (k === 'disk_format' || k === 'container_format') ? undefined : core[k];
-    } else if (!(k in ATTRIBUTE_KEYS)) propertiesTouched = true;
+    } else if (!attributeOf(k)) propertiesTouched = true;
   }
   for (const k of removed) {
-    const attr = (ATTRIBUTE_KEYS as Record<string, string>)[k];
+    const attr = attributeOf(k);
     if (attr) out.cleared.push(attr);
   }
   if (propertiesTouched) out.attrs.properties = properties;
   return out;
+}
+
+/** The Imago attribute a top-level Glance key names (architecture → architecture, os_distro → osDistro), if any. */
+export function attributeOf(key: string): string | undefined {
+  return Object.hasOwn(ATTRIBUTE_KEYS, key) ? (ATTRIBUTE_KEYS as Record<string, string>)[key] : undefined;
 }
 
 export function visibilityOf(v: unknown, hasProject: boolean): ImageChanges['visibility'] {

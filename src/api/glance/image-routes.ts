@@ -9,8 +9,8 @@ import { parseCreateInput, parseUpdateInput, type OwnershipInput } from '../../d
 import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { GlanceError } from './error-table.js';
-import { applyImagePatch, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
-import { ATTRIBUTE_KEYS, glanceImage } from './image-view.js';
+import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
+import { glanceImage } from './image-view.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
@@ -52,7 +52,7 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     const body = req.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GlanceError(400, 'The request body must be a JSON object.');
     const attrs: Record<string, unknown> = {};
-    const properties: Record<string, unknown> = {};
+    const properties = Object.create(null) as Record<string, unknown>;
     const ownership: OwnershipInput = {};
     for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
       if (k.startsWith(RESERVED_PREFIX)) throw new GlanceError(403, `Attribute '${k}' is reserved.`);
@@ -64,9 +64,9 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
       } else if (k === 'visibility') {
         const hasProject = ownership.project !== undefined || defaultProject(req.principal) !== undefined;
         ownership.visibility = visibilityOf(v, hasProject);
-      } else if (k in CORE_CREATE) {
+      } else if (Object.hasOwn(CORE_CREATE, k)) {
         if (v !== null) attrs[CORE_CREATE[k]!] = v;
-      } else if (k in ATTRIBUTE_KEYS) attrs[(ATTRIBUTE_KEYS as Record<string, string>)[k]!] = v;
+      } else if (attributeOf(k)) attrs[attributeOf(k)!] = v;
       else properties[k] = v;
     }
     if (attrs.name === undefined)

@@ -91,7 +91,7 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
   const status = values('status');
   if (status) {
     query.state = status.flatMap((s) => {
-      const st = STATES_OF[s.toLowerCase()];
+      const st = Object.hasOwn(STATES_OF, s.toLowerCase()) ? STATES_OF[s.toLowerCase()] : undefined;
       if (!st) throw new GlanceError(400, `Invalid status value: ${s.slice(0, 40)}`);
       return st;
     });
@@ -133,7 +133,8 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
   dateFilter(one('updated_at'), 'updated_at', query, 'updatedAfter', 'updatedBefore');
   for (const [k, v] of Object.entries(q)) {
     if (KNOWN.has(k)) continue;
-    (query.properties ??= {})[k] = Array.isArray(v) ? String(v[0]) : String(v);
+    // a map without a prototype: the keys are the client's
+    (query.properties ??= Object.create(null) as Record<string, string>)[k] = Array.isArray(v) ? String(v[0]) : String(v);
   }
   query.sort = parseSort(q);
   const out: GlanceListQuery = { query };
@@ -158,7 +159,7 @@ function parseSort(q: Record<string, unknown>): ImageQuery['sort'] {
     key = list(q.sort_key)[0] ?? key;
     dir = list(q.sort_dir)[0] ?? dir;
   }
-  const sortKey = SORT_KEYS[key];
+  const sortKey = Object.hasOwn(SORT_KEYS, key) ? SORT_KEYS[key] : undefined;
   if (!sortKey) throw new GlanceError(400, `Unsupported sort_key: ${key.slice(0, 40)}; this server sorts by ${Object.keys(SORT_KEYS).join(', ')}.`);
   if (dir !== 'asc' && dir !== 'desc') throw new GlanceError(400, `Invalid sort direction: ${dir.slice(0, 40)}`);
   return { key: sortKey, dir };

@@ -176,7 +176,8 @@ export function parseProperties(v: unknown): Record<string, string> {
     }
     if (typeof val !== 'string' || val.length > 65535) throw invalid(`property "${k}" must be a string (up to 65535 characters)`, { field: `properties.${k}` });
     const bare = k.startsWith('org.openstack.glance.') ? k.slice('org.openstack.glance.'.length) : k;
-    if (PROPERTY_VOCABULARY[bare]?.length) vocab(bare, val);
+    // own keys only: a property named `constructor` or `toString` is free-form, not Object.prototype's
+    if (Object.hasOwn(PROPERTY_VOCABULARY, bare) && PROPERTY_VOCABULARY[bare]!.length) vocab(bare, val);
     out[k] = val;
   }
   return out;
@@ -194,7 +195,7 @@ function parseTags(v: unknown): string[] {
 }
 
 function vocab(key: string, value: string): string {
-  const allowed = PROPERTY_VOCABULARY[key];
+  const allowed = Object.hasOwn(PROPERTY_VOCABULARY, key) ? PROPERTY_VOCABULARY[key] : undefined;
   if (allowed && allowed.length > 0 && !allowed.includes(value)) {
     throw invalid(`"${value}" is not a known ${key}; use one of ${allowed.join(', ')}`, { field: key, allowed });
   }
