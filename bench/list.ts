@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sql } from 'kysely';
+import { sql, type Insertable } from 'kysely';
 import pg from 'pg';
 import type { ImagesTable } from '../src/db/schema.js';
 import { openDatabase, type Database } from '../src/db/database.js';
@@ -33,7 +33,7 @@ const BATCH = 500;
 async function fill(db: Database, n: number): Promise<void> {
   const now = Date.now();
   for (let i = 0; i < n; i += BATCH) {
-    const rows: ImagesTable[] = [];
+    const rows: Insertable<ImagesTable>[] = [];
     const tags: { image_id: string; tag: string }[] = [];
     for (let k = i; k < Math.min(n, i + BATCH); k++) {
       const id = randomUUID();

@@ -1,10 +1,11 @@
 /**
  * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins:
- * the native REST API under /api/v1 and the OCI Distribution API under /v2/; Glance (/image) and
- * the web console come as siblings of them.
+ * the native REST API under /api/v1, the OCI Distribution API under /v2/ and the OpenStack Image
+ * API v2 under /image; the web console comes as a sibling of them.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ImageEvents } from '../domain/images/events.js';
+import { GLANCE_PREFIX, glanceDoor } from './glance/glance-door.js';
 import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
 import { OCI_PREFIX, ociDoor, type OciServices } from './oci/oci-door.js';
@@ -42,6 +43,12 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     authenticator: deps.authenticator,
     registry: deps.registry,
     uploads: deps.uploads,
+    bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
+  });
+  void app.register(glanceDoor, {
+    prefix: GLANCE_PREFIX,
+    authenticator: deps.authenticator,
+    imageAccess: deps.imageAccess,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;

@@ -4,7 +4,18 @@
  * both are written in the same transaction. Lists use keyset pagination (never OFFSET): the
  * cursor carries the last row's sort value and id.
  */
-import { sql, type Expression, type ExpressionBuilder, type Kysely, type NotNull, type SqlBool, type Transaction } from 'kysely';
+import {
+  sql,
+  type Expression,
+  type Insertable,
+  type Selectable,
+  type Updateable,
+  type ExpressionBuilder,
+  type Kysely,
+  type NotNull,
+  type SqlBool,
+  type Transaction,
+} from 'kysely';
 import { isUniqueViolation, type Database } from './database.js';
 import { ociProjectBytes } from './registry-repository.js';
 import type { ImageMembersTable, ImagesTable, ImageVariantsTable, Schema } from './schema.js';
@@ -122,6 +133,11 @@ export class KyselyImageRepository implements ImageRepository {
     }
     if (q.type?.length) query = query.where('type', 'in', q.type);
     if (q.diskFormat?.length) query = query.where('disk_format', 'in', q.diskFormat);
+    if (q.containerFormat?.length) query = query.where('container_format', 'in', q.containerFormat);
+    if (q.sizeMin !== undefined) query = query.where('stored_size', '>=', q.sizeMin);
+    if (q.sizeMax !== undefined) query = query.where('stored_size', '<=', q.sizeMax);
+    if (q.protected !== undefined) query = query.where('is_protected', '=', q.protected ? 1 : 0);
+    if (q.hidden !== undefined) query = query.where('hidden', '=', q.hidden ? 1 : 0);
     for (const tag of q.tags ?? []) {
       query = query.where(({ exists, selectFrom }) =>
         exists(selectFrom('image_tags').select('tag').whereRef('image_tags.image_id', '=', 'images.id').where('tag', '=', tag)),
@@ -138,6 +154,13 @@ export class KyselyImageRepository implements ImageRepository {
     if (q.createdBefore) query = query.where('created_at', '<', q.createdBefore.getTime());
     if (q.updatedAfter) query = query.where('updated_at', '>=', q.updatedAfter.getTime());
     if (q.updatedBefore) query = query.where('updated_at', '<', q.updatedBefore.getTime());
+    if (q.marker !== undefined) {
+      const m = await this.db.selectFrom('images').selectAll().where('id', '=', q.marker).executeTakeFirst();
+      if (!m) throw invalid(`marker ${q.marker} is not an image id; start again without a marker`, { field: 'marker' });
+      const v = sortValue(fromRow(m), sortKey);
+      const op = sql.raw(dir === 'asc' ? '>' : '<');
+      query = query.where(sql<SqlBool>`(${col} ${op} ${v} or (${col} = ${v} and id ${op} ${m.id}))` as Expression<SqlBool>);
+    }
     if (q.cursor) {
       const c = decodeCursor(q.cursor, sortKey);
       const op = sql.raw(dir === 'asc' ? '>' : '<');
@@ -499,7 +522,12 @@ function decodeCursor(cursor: string, key: ImageSortKey): { v: string | number; 
 
 // ---- rows ----------------------------------------------------------------------------------
 
-function toRow(img: Image): ImagesTable {
+/**
+ * The row of a new image. Columns added after the first schema that hold their default are left
+ * to it (`is_protected`, `hidden`), so a row written now also fits a schema migrated up to an
+ * older version (the data migrations' tests write such rows).
+ */
+function toRow(img: Image): Insertable<ImagesTable> {
   return {
     id: img.id,
     name: img.name,
@@ -514,6 +542,8 @@ function toRow(img: Image): ImagesTable {
     min_disk: img.minDisk,
     min_ram: img.minRam,
     persistent: img.persistent ? 1 : 0,
+    ...(img.protected ? { is_protected: 1 } : {}),
+    ...(img.hidden ? { hidden: 1 } : {}),
     properties: JSON.stringify(img.properties),
     tags: JSON.stringify(img.tags),
     state: img.state,
@@ -569,7 +599,7 @@ const PATCH_COLUMNS: Record<string, keyof ImagesTable> = {
   reservedBytes: 'reserved_bytes',
 };
 
-function toPatchRow(p: ImagePatch): Partial<ImagesTable> {
+function toPatchRow(p: ImagePatch): Updateable<ImagesTable> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(p)) {
     if (v === undefined) continue;
@@ -577,6 +607,8 @@ function toPatchRow(p: ImagePatch): Partial<ImagesTable> {
     if (col) out[col] = v;
   }
   if (p.persistent !== undefined) out.persistent = p.persistent ? 1 : 0;
+  if (p.protected !== undefined) out.is_protected = p.protected ? 1 : 0;
+  if (p.hidden !== undefined) out.hidden = p.hidden ? 1 : 0;
   if (p.properties !== undefined) out.properties = JSON.stringify(p.properties ?? {});
   if (p.tags !== undefined) out.tags = JSON.stringify(p.tags ?? []);
   if (p.checksums !== undefined) {
@@ -584,10 +616,10 @@ function toPatchRow(p: ImagePatch): Partial<ImagesTable> {
     out.checksum_sha512 = p.checksums?.sha512 ?? null;
   }
   if (p.inspection !== undefined) out.inspection = p.inspection === null ? null : JSON.stringify(p.inspection);
-  return out as Partial<ImagesTable>;
+  return out as Updateable<ImagesTable>;
 }
 
-function fromRow(r: ImagesTable): Image {
+function fromRow(r: Selectable<ImagesTable>): Image {
   const img: Image = {
     id: r.id,
     name: r.name,
@@ -607,6 +639,8 @@ function fromRow(r: ImagesTable): Image {
     perms: Number(r.perms),
     reservedBytes: Number(r.reserved_bytes),
   };
+  if (Number(r.is_protected) === 1) img.protected = true;
+  if (Number(r.hidden) === 1) img.hidden = true;
   if (r.project !== null) img.project = r.project;
   if (r.owner !== null) img.owner = r.owner;
   if (r.description !== null) img.description = r.description;

@@ -332,6 +332,19 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0008-image-protection': {
+    // issue 11: Glance's `protected` (no delete) and `os_hidden` (not in default lists)
+    async up(db: Kysely<any>) {
+      await db.schema
+        .alterTable('images')
+        .addColumn('is_protected', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema
+        .alterTable('images')
+        .addColumn('hidden', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -25,6 +25,10 @@ export interface ImagesTable {
   min_disk: number;
   min_ram: number;
   persistent: number;
+  /** 1: Glance `protected` (migration 0008; defaults to 0) */
+  is_protected: Generated<number>;
+  /** 1: Glance `os_hidden` (migration 0008; defaults to 0) */
+  hidden: Generated<number>;
   properties: string;
   tags: string;
   state: ImageState;

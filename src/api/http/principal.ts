@@ -19,6 +19,8 @@ export interface PrincipalOptions {
   authenticate(authorization: string | undefined): Promise<Principal>;
   /** paths that are answered without looking at credentials */
   openPaths: readonly string[];
+  /** how the door reads the credentials (default: the Authorization header) */
+  credentials?: (req: FastifyRequest) => string | undefined;
 }
 
 export function authenticateRequests(app: FastifyInstance, opts: PrincipalOptions): void {
@@ -29,7 +31,7 @@ export function authenticateRequests(app: FastifyInstance, opts: PrincipalOption
       req.principal = ANONYMOUS;
       return;
     }
-    req.principal = await opts.authenticate(header(req, 'authorization'));
+    req.principal = await opts.authenticate(opts.credentials ? opts.credentials(req) : header(req, 'authorization'));
   });
 }
 

@@ -24,6 +24,10 @@ export interface ImageJson {
   /** MiB */
   minRam: number;
   persistent: boolean;
+  /** delete is refused until cleared (Glance `protected`) */
+  protected: boolean;
+  /** left out of Glance's default image list (Glance `os_hidden`) */
+  hidden: boolean;
   properties: Record<string, string>;
   tags: string[];
   /** owning project; null = cluster scope */
@@ -77,6 +81,8 @@ export function imageJson(img: Image): ImageJson {
     minDisk: img.minDisk,
     minRam: img.minRam,
     persistent: img.persistent,
+    protected: img.protected === true,
+    hidden: img.hidden === true,
     properties: img.properties,
     tags: img.tags,
     project: img.project ?? null,
@@ -122,6 +128,8 @@ const IMAGE_SCHEMA = {
     minDisk: int,
     minRam: int,
     persistent: { type: 'boolean' },
+    protected: { type: 'boolean', description: 'delete is refused until cleared (Glance protected)' },
+    hidden: { type: 'boolean', description: "left out of Glance's default image list (os_hidden)" },
     properties: { type: 'object', additionalProperties: { type: 'string' } },
     tags: { type: 'array', items: str },
     project: { type: ['string', 'null'], description: 'owning project; null = cluster scope (server admins only, unless public)' },

@@ -136,7 +136,9 @@ export class ImageAccess {
 
   deleteImage(ctx: RequestContext, id: string): Promise<void> {
     return this.audit.record(ctx, 'image.delete', { target: id }, async (note) => {
-      note(await this.authz.require(ctx, id, 'manage', 'delete'));
+      const img = await this.authz.require(ctx, id, 'manage', 'delete');
+      note(img);
+      if (img.protected) throw forbidden(`image ${id} is protected; clear "protected" first, then delete it`);
       await this.images.delete(id);
     });
   }

@@ -97,6 +97,8 @@ const IMAGE_FIELDS: ReadonlySet<string> = new Set([
   'minDisk',
   'minRam',
   'persistent',
+  'protected',
+  'hidden',
   'properties',
   'tags',
 ]);
@@ -154,6 +156,11 @@ function parseAttributes(o: Obj): Partial<ImageAttributes> {
     if (typeof o.persistent !== 'boolean') throw invalid('field "persistent" must be true or false', { field: 'persistent' });
     out.persistent = o.persistent;
   }
+  for (const k of ['protected', 'hidden'] as const) {
+    if (o[k] === undefined) continue;
+    if (typeof o[k] !== 'boolean') throw invalid(`field "${k}" must be true or false`, { field: k });
+    out[k] = o[k];
+  }
   if (o.properties !== undefined) out.properties = parseProperties(o.properties);
   if (o.tags !== undefined) out.tags = parseTags(o.tags);
   return out;
@@ -171,7 +178,8 @@ export function parseProperties(v: unknown): Record<string, string> {
     }
     if (typeof val !== 'string' || val.length > 65535) throw invalid(`property "${k}" must be a string (up to 65535 characters)`, { field: `properties.${k}` });
     const bare = k.startsWith('org.openstack.glance.') ? k.slice('org.openstack.glance.'.length) : k;
-    if (PROPERTY_VOCABULARY[bare]?.length) vocab(bare, val);
+    // own keys only: a property named `constructor` or `toString` is free-form, not Object.prototype's
+    if (Object.hasOwn(PROPERTY_VOCABULARY, bare) && PROPERTY_VOCABULARY[bare]!.length) vocab(bare, val);
     out[k] = val;
   }
   return out;
@@ -189,7 +197,7 @@ function parseTags(v: unknown): string[] {
 }
 
 function vocab(key: string, value: string): string {
-  const allowed = PROPERTY_VOCABULARY[key];
+  const allowed = Object.hasOwn(PROPERTY_VOCABULARY, key) ? PROPERTY_VOCABULARY[key] : undefined;
   if (allowed && allowed.length > 0 && !allowed.includes(value)) {
     throw invalid(`"${value}" is not a known ${key}; use one of ${allowed.join(', ')}`, { field: key, allowed });
   }

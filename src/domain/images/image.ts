@@ -51,6 +51,10 @@ export interface ImageAttributes {
   /** MiB (Glance min_ram) */
   minRam: number;
   persistent: boolean;
+  /** refuses deletion until cleared (Glance `protected`); absent = false */
+  protected?: boolean;
+  /** left out of default listings (Glance `os_hidden`); absent = false */
+  hidden?: boolean;
   properties: Record<string, string>;
   tags: string[];
 }
@@ -98,6 +102,15 @@ export interface ImageQuery {
   tags?: string[];
   /** every property must equal */
   properties?: Record<string, string>;
+  containerFormat?: ContainerFormat[];
+  /** stored size bounds in bytes, inclusive (Glance size_min/size_max) */
+  sizeMin?: number;
+  sizeMax?: number;
+  protected?: boolean;
+  /** true: hidden images only; false: visible ones only; absent: both */
+  hidden?: boolean;
+  /** start after this image (Glance's marker: an image id) in the chosen sort; an unknown id is INVALID_REQUEST */
+  marker?: string;
   createdAfter?: Date;
   createdBefore?: Date;
   updatedAfter?: Date;
