@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -54,6 +54,11 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       const r = await apiRequest(s, 'GET', `/api/v1/images?project=egi&property=${encodeURIComponent(`imago.oci.reference=${reference}`)}`);
       assert.equal(r.status, 200, r.text);
       return (r.json!.images ?? []) as Record<string, any>[];
+    };
+    const countBlobs = async () => {
+      let n = 0;
+      for await (const b of s.app.store.list()) if (b) n++;
+      return n;
     };
     const allImages = async () => ((await apiRequest(s, 'GET', '/api/v1/images?project=egi&limit=1000')).json!.images ?? []) as Record<string, any>[];
     const tagsOf = async (repo: string) => {
@@ -212,6 +217,65 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.deepEqual(await tagsOf(repo), []);
         assert.deepEqual(await imagesOf(`${repo}:v1`), []);
       }
+    });
+
+    test('an image uploaded through REST pulls as a containerDisk (skopeo; plain tag and -containerdisk) and as an oras artifact (-artifact); outsiders get 404', async () => {
+      const qcow2 = await qemuConvert('ocivm-rest.qcow2', await patternedRaw('ocivm-rest.raw', 16 << 20), 'qcow2');
+      const bytes = readFileSync(qcow2);
+      const created = await apiRequest(s, 'POST', '/api/v1/images', { name: 'cirros:0.6', project: 'egi', architecture: 'x86_64' });
+      assert.equal(created.status, 201, created.text);
+      const id = created.json!.id as string;
+      const up = await fetch(`${s.url}/api/v1/images/${id}/file`, {
+        method: 'PUT',
+        body: bytes,
+        headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/octet-stream' },
+      });
+      assert.equal(up.status, 200, await up.text());
+      const blobsBefore = await countBlobs();
+
+      const authFile = join(work, 'auth.json');
+      writeFileSync(authFile, '{}');
+      const env = { ...process.env, REGISTRY_AUTH_FILE: authFile, HOME: work, XDG_RUNTIME_DIR: work };
+      const registry = new URL(s.url).host;
+      const manifests: string[] = [];
+      for (const tag of ['0.6', '0.6-containerdisk']) {
+        const out = join(work, `pull-${dialect}-${tag}`);
+        await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--src-creds', creds, `docker://${registry}/egi/cirros:${tag}`, `dir:${out}`], {
+          env,
+          timeout: 120_000,
+        });
+        const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')) as { layers: { digest: string }[] };
+        manifests.push(sha256(readFileSync(join(out, 'manifest.json'))));
+        const x = join(out, 'x');
+        mkdirSync(x);
+        await run('tar', ['-xf', join(out, manifest.layers[0]!.digest.slice('sha256:'.length)), '-C', x]);
+        const files = readdirSync(join(x, 'disk'));
+        assert.equal(files.length, 1);
+        assert.match(files[0]!, /\.qcow2$/);
+        assert.ok(readFileSync(join(x, 'disk', files[0]!)).equals(bytes), 'the disk in the layer is the uploaded file');
+      }
+      assert.equal(manifests[0], manifests[1], 'the same manifest, the same digest, for both tags');
+      const inspected = JSON.parse((await run('skopeo', ['inspect', '--no-tags', '--tls-verify=false', '--creds', creds, `docker://${registry}/egi/cirros:0.6`], { env })).stdout) as {
+        Architecture: string;
+      };
+      assert.equal(inspected.Architecture, 'amd64');
+
+      const art = await pusher.req('GET', '/v2/egi/cirros/manifests/0.6-artifact', { headers: { accept: OCI_MANIFEST } });
+      assert.equal(art.status, 200, art.body.toString());
+      const layer = art.json.layers[0];
+      assert.equal(layer.digest, sha256(bytes), 'the artifact layer is the stored blob');
+      const blob = await pusher.req('GET', `/v2/egi/cirros/blobs/${layer.digest}`);
+      assert.equal(blob.status, 200);
+      assert.ok(blob.body.equals(bytes));
+      assert.equal((await pusher.req('GET', `/v2/egi/cirros/manifests/${art.headers.get('docker-content-digest')}`)).status, 200);
+      assert.equal(await countBlobs(), blobsBefore, 'pulls write nothing to the store');
+
+      assert.equal((await apiRequest(s, 'POST', '/api/v1/projects', { name: 'elsewhere' })).status, 201);
+      const outsiderToken = (await apiRequest(s, 'POST', '/api/v1/tokens', { name: 'o', project: 'elsewhere', role: 'writer', user: 'otto' })).json!.token as string;
+      const outsider = new OciClient(s.url, outsiderToken);
+      assert.equal((await outsider.req('GET', '/v2/egi/cirros/manifests/0.6')).status, 404);
+      assert.equal((await outsider.req('GET', `/v2/egi/cirros/blobs/${layer.digest}`)).status, 404);
+      assert.equal((await pusher.req('GET', '/v2/egi/cirros/manifests/0.7')).status, 404);
     });
 
     test('an ordinary container layer and a plain artifact stay plain manifests: no image', async () => {
