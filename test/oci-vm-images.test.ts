@@ -182,7 +182,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal((await pusher.req('GET', '/v2/egi/overlay/manifests/v1')).status, 404);
     });
 
-    test('a raw layer declared qcow2 → MANIFEST_INVALID FORMAT_MISMATCH; no tag, no image', async () => {
+    test('a raw layer declared qcow2 → MANIFEST_INVALID FORMAT_MISMATCH; an unknown os_distro and a reserved tag suffix → MANIFEST_INVALID; no tag, no image', async () => {
       const raw = readFileSync(await patternedRaw('ocivm-declared.raw', 4 << 20));
       const { put } = await orasPush('egi/liar', 'v1', raw, { [TITLE]: 'disk.qcow2', 'org.openstack.glance.disk_format': 'qcow2' });
       assert.equal(put.status, 400);
@@ -190,6 +190,20 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.match(put.json.errors[0].message, /FORMAT_MISMATCH/);
       assert.deepEqual(await tagsOf('egi/liar'), []);
       assert.deepEqual(await imagesOf('egi/liar:v1'), []);
+      // annotations the image cannot take are refused naming the annotation
+      const qcow2 = readFileSync(await qemuConvert('ocivm-plan9.qcow2', await patternedRaw('ocivm-plan9.raw', 4 << 20), 'qcow2'));
+      const plan9 = await orasPush('egi/plan9', 'v1', qcow2, { [TITLE]: 'plan9.qcow2', 'org.openstack.glance.os_distro': 'plan9' });
+      assert.equal(plan9.put.status, 400);
+      assert.equal(plan9.put.json.errors[0].code, 'MANIFEST_INVALID');
+      assert.match(plan9.put.json.errors[0].message, /org\.openstack\.glance\.os_distro/);
+      assert.deepEqual(await imagesOf('egi/plan9:v1'), []);
+      // the tag suffixes the pull side derives are refused for any push
+      for (const tag of ['v1-containerdisk', 'v1-artifact']) {
+        const r = await orasPush('egi/reserved', tag, Buffer.from('not a disk'), { [TITLE]: 'notes.txt' });
+        assert.equal(r.put.status, 400);
+        assert.equal(r.put.json.errors[0].code, 'MANIFEST_INVALID');
+        assert.match(r.put.json.errors[0].message, /reserves/);
+      }
     });
 
     test('containerDisk tars with a ../ path or two disks → MANIFEST_INVALID naming the entry; no tag, no image', async () => {

@@ -24,6 +24,9 @@
  * the manifest's fault (quota, size limit, storage) fail the PUT as they are, and the image is
  * deleted the same way.
  *
+ * Tags ending in `-containerdisk` or `-artifact` are refused for every push (MANIFEST_INVALID):
+ * the pull side derives them (vm-image-serving.ts), so a pushed tag and a generated form never collide.
+ *
  * Not VM images (left as plain manifests, as any registry would): indexes, PUTs by digest (no tag to
  * name an image by; the children of a multi-platform index are pushed this way), configs,
  * signatures, SBOMs, tar layers with nothing in `disk/`.
@@ -41,6 +44,9 @@ import { openContainerDiskPush } from './container-disk-layers.js';
 import type { ManifestPutEvent } from './oci-registry.js';
 import { annotationsToImage } from './vm-image-mapping.js';
 import { classifyVmManifest, declaredDiskFormat, decideVmLayer, notContainerDisk, vmLayerRefusal, type ManifestInvalid } from './vm-layer-verdict.js';
+
+/** Tags the pull side derives (vm-image-serving.ts): a push may not take them. */
+export const RESERVED_TAG = /-(containerdisk|artifact)$/;
 
 /** The property that ties an image to the OCI reference whose push made it. */
 export const OCI_REFERENCE_PROPERTY = 'imago.oci.reference';
@@ -65,6 +71,13 @@ export class VmImagePushes {
 
   /** The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID naming the finding). */
   async onManifestPut(e: ManifestPutEvent): Promise<void> {
+    if (e.tag !== undefined && RESERVED_TAG.test(e.tag)) {
+      throw new DomainError(
+        'MANIFEST_INVALID',
+        `tag "${e.tag}" ends in a suffix Imago reserves for the forms it serves every image in (-containerdisk, -artifact); push under another tag`,
+        { tag: e.tag },
+      );
+    }
     if (e.manifest.kind !== 'image' || e.tag === undefined) return;
     const kind = classifyVmManifest(e.manifest);
     if ('code' in kind) throw manifestInvalid(kind);
