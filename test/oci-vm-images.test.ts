@@ -269,10 +269,11 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.ok(readFileSync(join(x, 'disk', files[0]!)).equals(bytes), 'the disk in the layer is the uploaded file');
       }
       assert.equal(manifests[0], manifests[1], 'the same manifest, the same digest, for both tags');
-      const inspected = JSON.parse((await run('skopeo', ['inspect', '--no-tags', '--tls-verify=false', '--creds', creds, `docker://${registry}/egi/cirros:0.6`], { env })).stdout) as {
+      const inspected = JSON.parse((await run('skopeo', ['inspect', '--tls-verify=false', '--creds', creds, `docker://${registry}/egi/cirros:0.6`], { env })).stdout) as {
         Architecture: string;
       };
       assert.equal(inspected.Architecture, 'amd64');
+      assert.deepEqual(await tagsOf('egi/cirros'), ['0.6'], 'the tags list shows the image');
 
       const art = await pusher.req('GET', '/v2/egi/cirros/manifests/0.6-artifact', { headers: { accept: OCI_MANIFEST } });
       assert.equal(art.status, 200, art.body.toString());

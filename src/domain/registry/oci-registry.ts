@@ -52,6 +52,8 @@ export interface GeneratedBlob {
 export interface GeneratedContent {
   manifest(ctx: RequestContext, repo: RepositoryName, reference: string): Promise<StoredManifest | undefined>;
   blob(ctx: RequestContext, repo: RepositoryName, digest: Digest): Promise<GeneratedBlob | undefined>;
+  /** the tags it answers for the repository (listed with the stored ones) */
+  tags(ctx: RequestContext, repo: RepositoryName): Promise<string[]>;
 }
 
 export interface StoredManifest {
@@ -237,8 +239,12 @@ export class OciRegistry {
 
   /** The repository's tags in lexical (byte) order, `n` after `last`. */
   async tags(ctx: RequestContext, name: string, opts: { n?: number; last?: string }): Promise<Page<string>> {
-    const repo = await this.readable(ctx, name);
-    const all = (await this.repo.tags(repo.name)).sort(byteOrder);
+    const repo = await this.access.pull(ctx, name);
+    const exists = await this.repo.repositoryExists(repo.name);
+    const stored = exists ? await this.repo.tags(repo.name) : [];
+    const generated = (await this.generated?.tags(ctx, repo)) ?? [];
+    if (!exists && generated.length === 0) throw repositoryNotFound(repo.name);
+    const all = [...new Set([...stored, ...generated])].sort(byteOrder);
     const after = opts.last === undefined ? all : all.filter((t) => byteOrder(t, opts.last!) > 0);
     return page(after, opts.n);
   }

@@ -11,6 +11,8 @@
  * | `:<tag>-artifact` | the same | oras artifact (the stored blob as the layer) |
  * | `@<digest>` | a manifest generated earlier by this process | as generated |
  *
+ * The tags list shows the plain tags of those images with the stored ones (not the suffixed forms).
+ *
  * Nothing is written: the containerDisk layer is generated on the fly around the stored blob
  * (container-disk-layers.ts), its digest computed once per (blob digest, file name) and cached.
  * Blobs are answered for the digests a generated manifest named (a client fetches the manifest
@@ -31,6 +33,10 @@ import { storedBlobBody, type BlobBody } from '../images/variant-service.js';
 import type { GeneratedBlob, GeneratedContent, StoredManifest } from './oci-registry.js';
 import type { RepositoryName } from './repository-name.js';
 import { artifactForm, containerDiskForm, containerDiskFormat } from './vm-image-pulls.js';
+import { RESERVED_TAG } from './vm-image-pushes.js';
+
+/** the distribution spec's tag grammar (repository-name.ts) */
+const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 
 type Served =
   | { kind: 'manifest'; imageId: string; manifest: StoredManifest }
@@ -94,6 +100,24 @@ export class VmImageServing implements GeneratedContent {
             storedBlobBody(this.store, s.digest, s.sizeBytes, range, (what) => new DomainError('BLOB_NOT_FOUND', `blob ${digest} of ${repo.name} ${what}`, { digest })),
         };
     }
+  }
+
+  /**
+   * The plain tags of the repository's ready images the caller sees: `<repo>:<tag>` → `<tag>`,
+   * `<repo>` → `latest` (the suffixed forms are derived, not listed). Names that are no valid tag are
+   * skipped.
+   */
+  async tags(ctx: RequestContext, repo: RepositoryName): Promise<string[]> {
+    const path = repo.name.slice(repo.project.length + 1);
+    const out: string[] = [];
+    for (const name of [`${path}:*`, path]) {
+      const page = await this.imageAccess.listImages(ctx, { project: repo.project, name, state: ['ready'], limit: 1000 });
+      for (const img of page.items) {
+        const tag = img.name === path ? 'latest' : img.name.slice(path.length + 1);
+        if (TAG.test(tag) && !RESERVED_TAG.test(tag)) out.push(tag);
+      }
+    }
+    return out;
   }
 
   /** The newest ready image of the project named for the reference, among those the caller sees. */
