@@ -38,6 +38,8 @@ import { BlobUploads } from './domain/registry/blob-uploads.js';
 import { OciRegistry } from './domain/registry/oci-registry.js';
 import { RegistryAccess } from './domain/registry/registry-access.js';
 import { RegistryQuota } from './domain/registry/registry-quota.js';
+import { VmImagePushes } from './domain/registry/vm-image-pushes.js';
+import { VmImageServing } from './domain/registry/vm-image-serving.js';
 import { UrlPolicy } from './io/url-policy.js';
 import type { BlobStore } from './store/blob-store.js';
 import { blobStoreFromUrl } from './store/blob-store-from-url.js';
@@ -118,6 +120,13 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const registryAccess = new RegistryAccess(accessRepo);
   const registryQuota = new RegistryQuota(accessRepo, repo);
   const registry = new OciRegistry(registryRepo, store, registryAccess, registryQuota, audit);
+  // issue 10 §3: a pushed VM image (disk file or containerDisk) becomes an image through the one ingest path
+  const vmPushes = new VmImagePushes(images, imageAccess, store, { maxImageBytes: config.maxImageBytes, inspectLimits: config.inspectLimits }, {
+    warn: (obj, msg) => api.log.warn(obj, msg),
+  });
+  registry.whenManifestPut((e) => vmPushes.onManifestPut(e));
+  // issue 10 §4: every image pulls as a containerDisk (and `<tag>-artifact` as an oras artifact)
+  registry.serveGenerated(new VmImageServing(imageAccess, store));
   const uploads = new BlobUploads(registryRepo, store, registryAccess, registryQuota, {
     maxBlobBytes: config.maxImageBytes,
     uploadTtlMs: config.ociUploadTtlMs,

@@ -8,6 +8,11 @@
  * manifest was checked and its bytes stored, before it is recorded or tagged, with the manifest and
  * its layer descriptors. A hook that throws (e.g. MANIFEST_INVALID naming a refused layer) refuses
  * the PUT: nothing is recorded and no tag moves.
+ *
+ * The read side's seam (issue 10 §4): `serveGenerated(source)` answers the manifests and blobs the
+ * repository does not hold — the OCI forms of Imago images (vm-image-serving.ts) — after the
+ * caller's pull right on the repository was checked and the stored content missed. Stored content
+ * always wins.
  */
 import type { Readable } from 'node:stream';
 import type { RequestContext } from '../access/authorizer.js';
@@ -37,6 +42,20 @@ export interface ManifestPutEvent {
 /** Runs before a stored manifest is recorded and tagged; throwing refuses the PUT. */
 export type ManifestPutHook = (e: ManifestPutEvent) => Promise<void>;
 
+/** A blob the registry does not hold but can produce (a generated layer or config, an image's blob). */
+export interface GeneratedBlob {
+  sizeBytes: number;
+  body(range: ByteRange | undefined): Promise<BlobBody>;
+}
+
+/** Manifests and blobs generated for a repository (undefined: none; the usual 404 follows). */
+export interface GeneratedContent {
+  manifest(ctx: RequestContext, repo: RepositoryName, reference: string): Promise<StoredManifest | undefined>;
+  blob(ctx: RequestContext, repo: RepositoryName, digest: Digest): Promise<GeneratedBlob | undefined>;
+  /** the tags it answers for the repository (listed with the stored ones) */
+  tags(ctx: RequestContext, repo: RepositoryName): Promise<string[]>;
+}
+
 export interface StoredManifest {
   record: ManifestRecord;
   /** absent for HEAD */
@@ -59,6 +78,7 @@ export interface Page<T> {
 
 export class OciRegistry {
   private readonly hooks: ManifestPutHook[] = [];
+  private generated: GeneratedContent | undefined;
 
   constructor(
     private readonly repo: RegistryRepository,
@@ -71,6 +91,11 @@ export class OciRegistry {
   /** The hook runs on every manifest PUT (see the file's comment). */
   whenManifestPut(hook: ManifestPutHook): void {
     this.hooks.push(hook);
+  }
+
+  /** What reads fall back to when the repository holds no such manifest or blob (see the file's comment). */
+  serveGenerated(source: GeneratedContent): void {
+    this.generated = source;
   }
 
   /** GET /v2/: the caller is authenticated. */
@@ -91,9 +116,16 @@ export class OciRegistry {
     digest: Digest,
     opts: { head: boolean; rangeFor?: (sizeBytes: number) => ByteRange | null },
   ): Promise<BlobRead> {
-    const repo = await this.readable(ctx, name);
-    const sizeBytes = await this.repo.linkedBlob(repo.name, digest);
-    if (sizeBytes === undefined) throw blobUnknown(repo.name, digest);
+    const repo = await this.access.pull(ctx, name);
+    const exists = await this.repo.repositoryExists(repo.name);
+    const sizeBytes = exists ? await this.repo.linkedBlob(repo.name, digest) : undefined;
+    if (sizeBytes === undefined) {
+      const g = await this.generated?.blob(ctx, repo, digest);
+      if (!g) throw exists ? blobUnknown(repo.name, digest) : repositoryNotFound(repo.name);
+      const range = opts.rangeFor?.(g.sizeBytes) ?? undefined;
+      if (opts.head) return { digest, sizeBytes: g.sizeBytes, range };
+      return { digest, sizeBytes: g.sizeBytes, range, body: await g.body(range) };
+    }
     const range = opts.rangeFor?.(sizeBytes) ?? undefined;
     if (opts.head) return { digest, sizeBytes, range };
     const body = await storedBlobBody(
@@ -115,10 +147,15 @@ export class OciRegistry {
   }
 
   async getManifest(ctx: RequestContext, name: string, reference: string, head: boolean): Promise<StoredManifest> {
-    const repo = await this.readable(ctx, name);
+    const repo = await this.access.pull(ctx, name);
     const ref = parseReference(reference);
-    const record = ref.kind === 'tag' ? await this.repo.tagged(repo.name, ref.tag) : await this.repo.manifest(repo.name, ref.digest);
-    if (!record) throw manifestUnknown(repo.name, reference);
+    const exists = await this.repo.repositoryExists(repo.name);
+    const record = !exists ? undefined : ref.kind === 'tag' ? await this.repo.tagged(repo.name, ref.tag) : await this.repo.manifest(repo.name, ref.digest);
+    if (!record) {
+      const g = await this.generated?.manifest(ctx, repo, reference);
+      if (!g) throw exists ? manifestUnknown(repo.name, reference) : repositoryNotFound(repo.name);
+      return head ? { record: g.record } : g;
+    }
     if (head) return { record };
     const stream: Readable = await this.store.read(record.digest).catch(() => {
       throw new DomainError('BLOB_NOT_FOUND', `the bytes of manifest ${record.digest} are missing from storage; push the manifest again`, {
@@ -202,8 +239,12 @@ export class OciRegistry {
 
   /** The repository's tags in lexical (byte) order, `n` after `last`. */
   async tags(ctx: RequestContext, name: string, opts: { n?: number; last?: string }): Promise<Page<string>> {
-    const repo = await this.readable(ctx, name);
-    const all = (await this.repo.tags(repo.name)).sort(byteOrder);
+    const repo = await this.access.pull(ctx, name);
+    const exists = await this.repo.repositoryExists(repo.name);
+    const stored = exists ? await this.repo.tags(repo.name) : [];
+    const generated = (await this.generated?.tags(ctx, repo)) ?? [];
+    if (!exists && generated.length === 0) throw repositoryNotFound(repo.name);
+    const all = [...new Set([...stored, ...generated])].sort(byteOrder);
     const after = opts.last === undefined ? all : all.filter((t) => byteOrder(t, opts.last!) > 0);
     return page(after, opts.n);
   }
