@@ -26,10 +26,13 @@ export function numberOption(args: string[], name: string, full: number, quick: 
   return args.includes('--quick') ? quick : full;
 }
 
-/** A file of `mib` MiB of incompressible-looking data (a 1 MiB random block, varied per MiB). */
-export function dataFile(mib: number): string {
+/**
+ * A file of `mib` MiB of incompressible-looking data (a 1 MiB random block, varied per MiB);
+ * `variant` > 0 gives another file of the same size with other bytes.
+ */
+export function dataFile(mib: number, variant = 0): string {
   mkdirSync(BENCH_DIR, { recursive: true });
-  const path = join(BENCH_DIR, `data-${mib}m.raw`);
+  const path = join(BENCH_DIR, `data-${mib}m${variant > 0 ? `-v${variant}` : ''}.raw`);
   if (existsSync(path)) return path;
   const seed = randomBytes(1 << 20);
   const fd = openSync(`${path}.tmp`, 'w');
