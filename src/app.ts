@@ -121,9 +121,15 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const registryQuota = new RegistryQuota(accessRepo, repo);
   const registry = new OciRegistry(registryRepo, store, registryAccess, registryQuota, audit);
   // issue 10 §3: a pushed VM image (disk file or containerDisk) becomes an image through the one ingest path
-  const vmPushes = new VmImagePushes(images, imageAccess, store, { maxImageBytes: config.maxImageBytes, inspectLimits: config.inspectLimits }, {
-    warn: (obj, msg) => api.log.warn(obj, msg),
-  });
+  const vmPushes = new VmImagePushes(
+    images,
+    imageAccess,
+    store,
+    { maxImageBytes: config.maxImageBytes, inspectLimits: config.inspectLimits },
+    {
+      warn: (obj, msg) => api.log.warn(obj, msg),
+    },
+  );
   registry.whenManifestPut((e) => vmPushes.onManifestPut(e));
   // issue 10 §4: every image pulls as a containerDisk (and `<tag>-artifact` as an oras artifact)
   registry.serveGenerated(new VmImageServing(imageAccess, store));

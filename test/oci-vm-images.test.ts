@@ -67,7 +67,13 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     };
 
     /** What `oras push --annotation-file` sends: the empty config, the file as one layer, annotations on both. */
-    async function orasPush(repo: string, tag: string, file: Buffer, layerAnnotations: Record<string, string>, manifestAnnotations: Record<string, string> = {}) {
+    async function orasPush(
+      repo: string,
+      tag: string,
+      file: Buffer,
+      layerAnnotations: Record<string, string>,
+      manifestAnnotations: Record<string, string> = {},
+    ) {
       const config = await pusher.pushBlob(repo, '{}');
       const layer = await pusher.pushBlob(repo, file);
       const manifest = {
@@ -135,7 +141,13 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(sha256(Buffer.from(await file.arrayBuffer())), layer);
 
       // a re-push of the tag (a new EGI tag) replaces the image: one image for the reference, the new properties
-      const again = await orasPush('egi/alma-9', '9', bytes, { [TITLE]: 'alma-9.qcow2', ...EGI['alma-9.qcow2'], 'eu.egi.cloud.tag': '2025-07-01-aaaaaaaa' }, EGI.$manifest);
+      const again = await orasPush(
+        'egi/alma-9',
+        '9',
+        bytes,
+        { [TITLE]: 'alma-9.qcow2', ...EGI['alma-9.qcow2'], 'eu.egi.cloud.tag': '2025-07-01-aaaaaaaa' },
+        EGI.$manifest,
+      );
       assert.equal(again.put.status, 201, again.put.body.toString());
       const after = await imagesOf('egi/alma-9:9');
       assert.equal(after.length, 1);
@@ -152,10 +164,14 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       writeFileSync(authFile, '{}');
       const env = { ...process.env, REGISTRY_AUTH_FILE: authFile, HOME: work, XDG_RUNTIME_DIR: work };
       const registry = new URL(s.url).host;
-      await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', creds, `oci:${built.ociDir}:v1`, `docker://${registry}/egi/fedora/disk:v1`], {
-        env,
-        timeout: 120_000,
-      });
+      await run(
+        'skopeo',
+        ['copy', '--quiet', '--dest-tls-verify=false', '--dest-creds', creds, `oci:${built.ociDir}:v1`, `docker://${registry}/egi/fedora/disk:v1`],
+        {
+          env,
+          timeout: 120_000,
+        },
+      );
       assert.deepEqual(await tagsOf('egi/fedora/disk'), ['v1']);
       const [img, ...more] = await imagesOf('egi/fedora/disk:v1');
       assert.equal(more.length, 0);
@@ -219,11 +235,27 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         return readFileSync(out);
       };
       const gz = 'application/vnd.oci.image.layer.v1.tar+gzip';
-      const dotdot = await imagePush('egi/dotdot', 'v1', await tar('dotdot.tar.gz', [[qcow2, 'disk/disk.qcow2'], [evil, '../etc/passwd']]), gz);
+      const dotdot = await imagePush(
+        'egi/dotdot',
+        'v1',
+        await tar('dotdot.tar.gz', [
+          [qcow2, 'disk/disk.qcow2'],
+          [evil, '../etc/passwd'],
+        ]),
+        gz,
+      );
       assert.equal(dotdot.status, 400, dotdot.body.toString());
       assert.equal(dotdot.json.errors[0].code, 'MANIFEST_INVALID');
       assert.match(dotdot.json.errors[0].message, /UNSAFE_ENTRY.*\.\.\/etc\/passwd/);
-      const two = await imagePush('egi/two', 'v1', await tar('two.tar.gz', [[qcow2, 'disk/a.qcow2'], [qcow2, 'disk/b.qcow2']]), gz);
+      const two = await imagePush(
+        'egi/two',
+        'v1',
+        await tar('two.tar.gz', [
+          [qcow2, 'disk/a.qcow2'],
+          [qcow2, 'disk/b.qcow2'],
+        ]),
+        gz,
+      );
       assert.equal(two.status, 400, two.body.toString());
       assert.equal(two.json.errors[0].code, 'MANIFEST_INVALID');
       assert.match(two.json.errors[0].message, /TWO_DISKS.*disk\/a\.qcow2.*disk\/b\.qcow2/);
@@ -269,7 +301,9 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.ok(readFileSync(join(x, 'disk', files[0]!)).equals(bytes), 'the disk in the layer is the uploaded file');
       }
       assert.equal(manifests[0], manifests[1], 'the same manifest, the same digest, for both tags');
-      const inspected = JSON.parse((await run('skopeo', ['inspect', '--tls-verify=false', '--creds', creds, `docker://${registry}/egi/cirros:0.6`], { env })).stdout) as {
+      const inspected = JSON.parse(
+        (await run('skopeo', ['inspect', '--tls-verify=false', '--creds', creds, `docker://${registry}/egi/cirros:0.6`], { env })).stdout,
+      ) as {
         Architecture: string;
       };
       assert.equal(inspected.Architecture, 'amd64');
@@ -286,7 +320,8 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(await countBlobs(), blobsBefore, 'pulls write nothing to the store');
 
       assert.equal((await apiRequest(s, 'POST', '/api/v1/projects', { name: 'elsewhere' })).status, 201);
-      const outsiderToken = (await apiRequest(s, 'POST', '/api/v1/tokens', { name: 'o', project: 'elsewhere', role: 'writer', user: 'otto' })).json!.token as string;
+      const outsiderToken = (await apiRequest(s, 'POST', '/api/v1/tokens', { name: 'o', project: 'elsewhere', role: 'writer', user: 'otto' })).json!
+        .token as string;
       const outsider = new OciClient(s.url, outsiderToken);
       assert.equal((await outsider.req('GET', '/v2/egi/cirros/manifests/0.6')).status, 404);
       assert.equal((await outsider.req('GET', `/v2/egi/cirros/blobs/${layer.digest}`)).status, 404);

@@ -64,7 +64,11 @@ export class VmImageServing implements GeneratedContent {
       return s.manifest;
     }
     const artifact = reference.endsWith('-artifact');
-    const base = artifact ? reference.slice(0, -'-artifact'.length) : reference.endsWith('-containerdisk') ? reference.slice(0, -'-containerdisk'.length) : reference;
+    const base = artifact
+      ? reference.slice(0, -'-artifact'.length)
+      : reference.endsWith('-containerdisk')
+        ? reference.slice(0, -'-containerdisk'.length)
+        : reference;
     if (base === '') return undefined;
     const image = await this.find(ctx, repo, base);
     if (!image?.digest || image.storedSize === undefined) return undefined;
@@ -97,7 +101,13 @@ export class VmImageServing implements GeneratedContent {
         return {
           sizeBytes: s.sizeBytes,
           body: (range) =>
-            storedBlobBody(this.store, s.digest, s.sizeBytes, range, (what) => new DomainError('BLOB_NOT_FOUND', `blob ${digest} of ${repo.name} ${what}`, { digest })),
+            storedBlobBody(
+              this.store,
+              s.digest,
+              s.sizeBytes,
+              range,
+              (what) => new DomainError('BLOB_NOT_FOUND', `blob ${digest} of ${repo.name} ${what}`, { digest }),
+            ),
         };
     }
   }
