@@ -37,11 +37,12 @@ async function answers(): Promise<boolean> {
   }
 }
 
-function script(name: string): string {
+/** A script of the shared peers (`../shared/peers/NAME`); throws naming what is missing without it. */
+export function peerScript(name: string, peer = 'the Glance peer'): string {
   const path = join(PEERS_DIR, name);
   if (!existsSync(path)) {
     throw new Error(
-      `the Glance peer needs ${path} (the shared peer scripts, at ../shared/peers next to the repository); without it this bench cannot measure its peer`,
+      `${peer} needs ${path} (the shared peer scripts, at ../shared/peers next to the repository); without it this bench cannot measure its peer`,
     );
   }
   return path;
@@ -51,7 +52,7 @@ function script(name: string): string {
 export async function startGlance(): Promise<GlancePeer> {
   let startedHere = false;
   if (!(await answers())) {
-    const start = script('glance-start.sh');
+    const start = peerScript('glance-start.sh');
     try {
       execFileSync('glance-api', ['--version'], { stdio: 'ignore' });
     } catch {
@@ -87,7 +88,7 @@ export async function startGlance(): Promise<GlancePeer> {
       return ['-H', 'content-type: application/octet-stream', '-T', file, `${GLANCE_URL}/v2/images/${id}/file`];
     },
     async stop() {
-      if (startedHere) execFileSync(script('glance-stop.sh'), [], { stdio: 'ignore' });
+      if (startedHere) execFileSync(peerScript('glance-stop.sh'), [], { stdio: 'ignore' });
     },
   };
 }

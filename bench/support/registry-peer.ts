@@ -5,9 +5,8 @@
  * same run; when it cannot start, the bench fails.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PEERS_DIR } from './glance-peer.js';
+import { PEERS_DIR, peerScript } from './glance-peer.js';
 
 export const REGISTRY_HOST = '127.0.0.1:5000';
 
@@ -26,15 +25,7 @@ async function answers(): Promise<boolean> {
   }
 }
 
-function script(name: string): string {
-  const path = join(PEERS_DIR, name);
-  if (!existsSync(path)) {
-    throw new Error(
-      `the registry peer needs ${path} (the shared peer scripts, at ../shared/peers next to the repository); without it this bench cannot measure its peer`,
-    );
-  }
-  return path;
-}
+const script = (name: string) => peerScript(name, 'the registry peer');
 
 /** Starts the registry through registry-start.sh unless it already answers /v2/; throws when it cannot start. */
 export async function startRegistry(): Promise<RegistryPeer> {

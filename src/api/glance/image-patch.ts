@@ -6,29 +6,11 @@
  * operation or path Glance does not take.
  */
 import type { Image } from '../../domain/images/image.js';
-import { ATTRIBUTE_KEYS, imagoVisibility, type GlanceVisibility } from './image-view.js';
+import { ATTRIBUTE_KEYS, imagoVisibility, SHOWN_ONLY, type GlanceVisibility } from './image-view.js';
 import { GlanceError } from './error-table.js';
 
-/** Shown by Glance, never set through it. */
-const READ_ONLY = new Set([
-  'id',
-  'status',
-  'checksum',
-  'os_hash_algo',
-  'os_hash_value',
-  'size',
-  'virtual_size',
-  'created_at',
-  'updated_at',
-  'self',
-  'file',
-  'schema',
-  'direct_url',
-  'stores',
-  'locations',
-  // an Imago image stays in the project it was created in
-  'owner',
-]);
+/** Never set by a patch: what Glance only shows, the id, and the owner (an Imago image stays in the project it was created in). */
+const READ_ONLY: ReadonlySet<string> = new Set([...SHOWN_ONLY, 'id', 'owner']);
 
 /** Core attributes: replaced, never removed. */
 const CORE: Record<string, string> = {

@@ -10,31 +10,13 @@ import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { GlanceError } from './error-table.js';
 import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
-import { glanceImage } from './image-view.js';
+import { glanceImage, SHOWN_ONLY } from './image-view.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 /** glanceclient sends bodiless requests as application/octet-stream: those routes take no body and read none */
 const NO_BODY = { rawBody: true } as const;
 const TagParams = Type.Object({ id: Type.String({ maxLength: 64 }), tag: Type.String({ maxLength: 255 }) });
-
-/** What Glance shows but never takes on create (403, as Glance). */
-const CREATE_READ_ONLY = new Set([
-  'status',
-  'checksum',
-  'os_hash_algo',
-  'os_hash_value',
-  'size',
-  'virtual_size',
-  'created_at',
-  'updated_at',
-  'self',
-  'file',
-  'schema',
-  'direct_url',
-  'stores',
-  'locations',
-]);
 
 const CORE_CREATE: Record<string, string> = {
   name: 'name',
@@ -56,7 +38,7 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     const ownership: OwnershipInput = {};
     for (const [k, v] of Object.entries(body as Record<string, unknown>)) {
       if (k.startsWith(RESERVED_PREFIX)) throw new GlanceError(403, `Attribute '${k}' is reserved.`);
-      if (CREATE_READ_ONLY.has(k)) throw new GlanceError(403, `Attribute '${k}' is read-only.`);
+      if (SHOWN_ONLY.has(k)) throw new GlanceError(403, `Attribute '${k}' is read-only.`);
       if (k === 'id') throw new GlanceError(400, 'This server chooses image ids; create the image without "id".');
       if (k === 'owner') {
         if (v !== null && typeof v !== 'string') throw new GlanceError(400, 'Invalid owner: it must be a project name.');

@@ -19,6 +19,24 @@ import { glanceStatus } from '../../domain/images/lifecycle.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
 
+/** What Glance shows but never takes, on create or update (403 "read-only", as Glance). */
+export const SHOWN_ONLY: ReadonlySet<string> = new Set([
+  'status',
+  'checksum',
+  'os_hash_algo',
+  'os_hash_value',
+  'size',
+  'virtual_size',
+  'created_at',
+  'updated_at',
+  'self',
+  'file',
+  'schema',
+  'direct_url',
+  'stores',
+  'locations',
+]);
+
 /** Top-level keys that are Imago attributes of their own (everything else free-form is a property). */
 export const ATTRIBUTE_KEYS = {
   architecture: 'architecture',
