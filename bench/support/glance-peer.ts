@@ -15,6 +15,8 @@ import { REPO_ROOT } from './harness.js';
 
 export const PEERS_DIR = join(REPO_ROOT, '..', 'shared', 'peers');
 export const GLANCE_URL = 'http://127.0.0.1:9292';
+/** where glance-start.sh's file store keeps image data */
+export const GLANCE_IMAGES_DIR = '/tmp/peers/glance/images';
 
 export interface GlancePeer {
   url: string;
