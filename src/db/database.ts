@@ -12,7 +12,7 @@
  * checksums keep the file consistent either way.
  */
 import { mkdirSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase as KyselySqlite } from 'kysely';
@@ -60,8 +60,13 @@ export async function openDatabase(url: string): Promise<Database> {
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
   const kysely = new Kysely<Schema>({ dialect: new SqliteDialect({ database: preparedOnce(sqlite) }) });
-  const durable = path === ':memory:' ? async () => undefined : groupSync(() => datasync(`${path}-wal`));
-  return { kysely, dialect: 'sqlite', url, durable, close: () => kysely.destroy() };
+  if (path === ':memory:') return { kysely, dialect: 'sqlite', url, durable: async () => undefined, close: () => kysely.destroy() };
+  const wal = walSyncer(`${path}-wal`);
+  const close = async () => {
+    await kysely.destroy();
+    await wal.close();
+  };
+  return { kysely, dialect: 'sqlite', url, durable: groupSync(() => wal.sync()), close };
 }
 
 /**
@@ -113,21 +118,31 @@ export function groupSync(sync: () => Promise<void>): () => Promise<void> {
   };
 }
 
-/** fdatasync of `file`; nothing to do when it does not exist. */
-async function datasync(file: string): Promise<void> {
-  let fh;
-  try {
-    fh = await open(file, 'r+');
-  } catch (e) {
-    // no WAL: the database is closed (its last close checkpointed and synced it)
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw e;
-  }
-  try {
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+/**
+ * fdatasync of `file` (the WAL) through a handle opened once and kept: opening and closing it per
+ * sync was a sixth of a create's main-thread time (issue 11's create rate). The WAL exists from the
+ * first write until the connection closes (a checkpoint truncates it in place), so the handle stays
+ * valid while the database is open. Nothing to do while the file does not exist yet.
+ */
+function walSyncer(file: string): { sync(): Promise<void>; close(): Promise<void> } {
+  let handle: Promise<FileHandle | undefined> | undefined;
+  const opened = (): Promise<FileHandle | undefined> =>
+    (handle ??= open(file, 'r+').catch((e: NodeJS.ErrnoException) => {
+      handle = undefined; // not there yet: try again next time
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    }));
+  return {
+    async sync() {
+      const fh = await opened();
+      await fh?.datasync();
+    },
+    async close() {
+      const fh = await handle?.catch(() => undefined);
+      handle = undefined;
+      await fh?.close();
+    },
+  };
 }
 
 /** What went wrong connecting to PostgreSQL at `url`, and what to do about it; no password shown. */
