@@ -31,13 +31,20 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <node_api.h>
 
 /* one sendfile call at most; Linux caps a call near 2 GiB anyway */
 #define MAX_CALL (1 << 30)
+/* The engine thread's nice value, as the hashing workers' (src/io/parallel-hasher.ts): moving bytes is
+ * throughput work; on a saturated machine the scheduler serves the event loop first (weight 1024
+ * against 110) and the engine takes all the rest. Best effort: a process already niced above it
+ * cannot lower its value without privileges, and then keeps its own. */
+#define ENGINE_NICE 10
 /* how often idle transfers are looked for */
 #define SCAN_MS 100
 
@@ -117,6 +124,7 @@ static void pump(engine *e, transfer *t) {
 
 static void *run(void *arg) {
   engine *e = arg;
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), ENGINE_NICE);
   struct epoll_event evs[256];
   int64_t last_scan = now_ms();
   for (;;) {
