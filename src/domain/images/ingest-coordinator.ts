@@ -95,8 +95,8 @@ export class IngestCoordinator {
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     let lastProgress = -1;
     try {
-      const source = abortable(body, abort.signal);
-      const outcome = await ingest(source, this.store, {
+      const outcome = await ingest(body, this.store, {
+        signal: abort.signal,
         claimedFormat: started.diskFormat,
         claimedContainerFormat: started.containerFormat,
         announcedSize: opts.announcedSize,
@@ -362,12 +362,4 @@ function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
     `the ${what} of image ${id} had no bytes (0 bytes after unwrapping); send the image file's contents — for an empty disk, create a blank one (qemu-img create -f qcow2 disk.qcow2 10G) and upload that`,
     { id },
   );
-}
-
-/** Ends the iteration with the signal's reason as soon as it aborts. */
-async function* abortable(body: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<Uint8Array> {
-  for await (const chunk of body) {
-    if (signal.aborted) throw signal.reason ?? new Error('aborted');
-    yield chunk;
-  }
 }

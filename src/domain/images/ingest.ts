@@ -35,6 +35,8 @@ export interface IngestOptions {
   /** called as bytes arrive at the door (before unwrapping), at most every `progressEveryMs` */
   onProgress?: (bytesReceived: number) => void;
   progressEveryMs?: number;
+  /** ends the ingest with the signal's reason at the next chunk once it aborts */
+  signal?: AbortSignal;
 }
 
 export type IngestOutcome =
@@ -56,6 +58,7 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   const every = opts.progressEveryMs ?? 250;
   const counted = (async function* () {
     for await (const chunk of source) {
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
       bytesReceived += chunk.length;
       if (opts.onProgress) {
         const now = Date.now();
