@@ -284,6 +284,15 @@ async function mintAdminToken(repo: AccessRepository, dataDir: string, name: str
 export const ADMIN_TOKEN_FILE = 'admin.token';
 
 /**
+ * Memory relief (src/io/memory-relief.ts) as the server's own modules see it. `imago serve` turns
+ * it on through here, not by importing memory-relief itself: the CLI runs from one bundle
+ * (scripts/bundle-cli.js) while the server is this unbundled module graph, so the CLI's copy of
+ * memory-relief is another module instance than the one ingest reports to — enabled there, the
+ * relief never ran (issue 20, found in the fourth session).
+ */
+export { enableMemoryRelief } from './io/memory-relief.js';
+
+/**
  * This node's identity as a job worker: the same after a restart on the same host and data
  * directory (so it takes its own jobs back at once), different for every other node.
  */

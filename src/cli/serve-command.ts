@@ -1,6 +1,5 @@
 /** `imago serve` and `imago gc`: run the service on the embedded default (or configured backends). */
 import type { Command } from 'commander';
-import { enableMemoryRelief } from '../io/memory-relief.js';
 import { loadConfig, type ConfigFlags } from '../config.js';
 // ../app.js (Fastify, the database drivers, jose, ...) is imported inside the actions that need it,
 // so local verbs (convert, compare, inspect) and remote ones start without loading the server.
@@ -24,9 +23,9 @@ export function registerServe(program: Command, setExit: (code: number) => void)
     .option('--convert-to <format>', 'store every upload/import in this format (raw, qcow2, vmdk, vhd, vhdx, vdi), keeping the original as a variant')
     .option('--quiet', 'no request log')
     .action(async (flags: ConfigFlags & { quiet?: boolean }) => {
-      enableMemoryRelief();
       const config = loadConfig(flags);
-      const { startApp } = await loadApp();
+      const { startApp, enableMemoryRelief } = await loadApp();
+      enableMemoryRelief();
       const app = await startApp(config, { logger: !flags.quiet });
       process.stderr.write(
         `imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`,
