@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream';
 import { Readable } from 'node:stream';
 import { COMPRESSION_PROBE_BYTES, detectCompression, type Compression } from '../formats/compression.js';
 import type { InspectLimits } from '../formats/limits.js';
+import { prepend, relabelErrors } from '../io/chunk-iterators.js';
 import { ByteCounter, createDecoder, OutputLimiter } from '../io/decompress.js';
 
 export interface CompressionLayer {
@@ -57,18 +58,8 @@ function layersOf(counters: { format: Compression; input: ByteCounter; output: O
 }
 
 /** Wraps the outermost input so that its own errors are told apart from decoders'. */
-async function* guard(input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-  const it = input[Symbol.asyncIterator]();
-  for (;;) {
-    let r: IteratorResult<Uint8Array>;
-    try {
-      r = await it.next();
-    } catch (e) {
-      throw e instanceof SourceError ? e : new SourceError(e);
-    }
-    if (r.done) return;
-    yield r.value;
-  }
+function guard(input: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+  return relabelErrors(input, (e) => (e instanceof SourceError ? e : new SourceError(e)));
 }
 
 /** Reads at least `n` bytes (or to the end) and gives them back along with the whole stream. */
@@ -99,21 +90,6 @@ async function peek(input: AsyncIterable<Uint8Array>, n: number): Promise<{ head
     head.set(p.subarray(0, k), at);
     at += k;
   }
-  const rest = (async function* () {
-    try {
-      yield* peeked;
-      if (failure !== undefined) throw failure;
-      for (;;) {
-        if (done) return;
-        const r = await it.next();
-        if (r.done) done = true;
-        else yield r.value;
-      }
-    } finally {
-      // the consumer stopped early (or failed): stop the stream below too, so that a decoder's
-      // pipeline is destroyed and its child process killed, instead of waiting on a full pipe forever
-      if (!done && failure === undefined) await it.return?.()?.catch(() => undefined);
-    }
-  })();
+  const rest = prepend(peeked, failure, it, done);
   return { head, rest };
 }

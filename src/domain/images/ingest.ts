@@ -16,6 +16,7 @@ import { limitsWith } from '../../formats/limits.js';
 import { StreamInspector } from '../../formats/stream-inspector.js';
 import { finishReport, streamFinding, type ImageReport } from '../../inspect/inspect-stream.js';
 import { peel, SourceError } from '../../inspect/peel.js';
+import { tapChunks } from '../../io/chunk-iterators.js';
 import { passedBytes } from '../../io/memory-relief.js';
 import type { BlobInfo, BlobStore } from '../../store/blob-store.js';
 import { DomainError } from '../errors.js';
@@ -56,20 +57,17 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   let bytesReceived = 0;
   let lastProgress = 0;
   const every = opts.progressEveryMs ?? 250;
-  const counted = (async function* () {
-    for await (const chunk of source) {
-      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-      bytesReceived += chunk.length;
-      if (opts.onProgress) {
-        const now = Date.now();
-        if (now - lastProgress >= every) {
-          lastProgress = now;
-          opts.onProgress(bytesReceived);
-        }
+  const counted = tapChunks(source, (chunk) => {
+    if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
+    bytesReceived += chunk.length;
+    if (opts.onProgress) {
+      const now = Date.now();
+      if (now - lastProgress >= every) {
+        lastProgress = now;
+        opts.onProgress(bytesReceived);
       }
-      yield chunk;
     }
-  })();
+  });
 
   const peeled = await peel(counted, limits);
   const inspector = new StreamInspector({ limits: opts.inspectLimits, claimedFormat: opts.claimedFormat, claimedContainerFormat: opts.claimedContainerFormat });
