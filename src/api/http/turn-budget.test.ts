@@ -8,16 +8,12 @@ function busy(ms: number): void {
   while (performance.now() < end);
 }
 
-test('a burst of 200 requests of 1 ms each is spread over turns: a timer runs at least every ~budget, all run, in arrival order', async () => {
+test('a burst of 200 requests of 1 ms each is spread over turns: a timer runs between them, all run, in arrival order', async () => {
   const turns = new TurnBudget(10);
   const ran: number[] = [];
-  let lastTick = performance.now();
-  let worstGap = 0;
-  const ticker = setInterval(() => {
-    const now = performance.now();
-    worstGap = Math.max(worstGap, now - lastTick);
-    lastTick = now;
-  }, 1);
+  // counted in turns, not milliseconds: on a loaded machine a turn's wall time stretches, its count does not
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 1);
   // a failed assertion must not leave the process running
   ticker.unref();
   // the burst arrives in one turn, as node:http hands over requests whose bytes are all there
@@ -36,16 +32,19 @@ test('a burst of 200 requests of 1 ms each is spread over turns: a timer runs at
   }
   assert.ok(immediate >= 1 && immediate <= 12, `went on at once within the 10 ms budget: ${immediate}`);
   assert.ok(turns.queued > 150, `the rest waits for later turns: ${turns.queued}`);
+  const ticksBefore = ticks;
   await Promise.all(all);
   clearInterval(ticker);
+  const ticksDuring = ticks - ticksBefore;
   assert.equal(ran.length, 200);
   assert.deepEqual(
     ran.filter((i) => i >= immediate),
     Array.from({ length: 200 - immediate }, (_, k) => k + immediate),
     'the waiting ones run in arrival order',
   );
-  // unbudgeted, the 200 ms of work would run in one turn; spread, a 1 ms timer waits at most a turn
-  assert.ok(worstGap < 60, `worst gap between timer runs ${worstGap.toFixed(1)} ms`);
+  // unbudgeted, the 200 ms of work would run in one turn and the 1 ms timer not once meanwhile;
+  // spread over ~10 ms turns, it runs in (nearly) every one of them
+  assert.ok(ticksDuring >= 10, `the 1 ms timer ran ${ticksDuring} time(s) while the burst drained`);
   assert.equal(turns.queued, 0);
 });
 
