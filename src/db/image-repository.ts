@@ -120,7 +120,7 @@ export class KyselyImageRepository implements ImageRepository {
     const dir = q.sort?.dir ?? 'asc';
     const col = sql.raw(SORT_COLUMN[sortKey]);
     let query = this.db.selectFrom('images').selectAll();
-    if (q.access) query = query.where(visibleTo(q.access, q.memberStatus));
+    if (q.access) query = query.where(visibleTo(q.access, q.memberStatus, q.sharedStatus ?? 'accepted', q.visibility?.includes('community') === true));
     if (q.project !== undefined) query = query.where('project', '=', q.project);
     if (q.visibility?.length) query = query.where('visibility', 'in', q.visibility);
     if (q.state?.length) query = query.where('state', 'in', q.state);
@@ -372,7 +372,7 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
         .whereRef('o.digest', '=', 'images.digest')
         .whereRef('o.id', '<>', 'images.id')
         .where('o.state', '!=', 'deleting');
-      if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer)));
+      if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer, undefined, 'accepted', true)));
       return [
         sql<number>`count(*)`.as('images'),
         sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
@@ -435,22 +435,26 @@ const GROUP_USE = 0o040;
 /**
  * The SQL form of `rightsOn(...).has('use')` (src/domain/access/policy.ts) for listings; the matrix test
  * checks both agree. With `memberStatus`, only images offered to one of the caller's projects
- * with that status (Glance's member_status filter).
+ * with that status (the REST door's offers). `shared`: the member status that lists another project's
+ * shared image (Glance's member_status, `all` for any). Community images of other projects are
+ * listed only when asked for (`community`), as Glance lists them; `rightsOn` lets every signed-in
+ * principal use them.
  */
-function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
+function visibleTo(a: AccessScope, memberStatus: MemberStatus | undefined, shared: MemberStatus | 'all', community: boolean) {
   const mine = [...a.adminProjects, ...a.memberProjects];
   return ({ eb, or, and, exists, selectFrom }: ExpressionBuilder<Schema, 'images'>) => {
-    const memberOf = (status: MemberStatus) =>
-      exists(
-        selectFrom('image_members')
-          .select('image_members.project')
-          .whereRef('image_members.image_id', '=', 'images.id')
-          .where('image_members.project', 'in', mine.length ? mine : [''])
-          .where('image_members.status', '=', status),
-      );
+    const memberOf = (status: MemberStatus | 'all') => {
+      let members = selectFrom('image_members')
+        .select('image_members.project')
+        .whereRef('image_members.image_id', '=', 'images.id')
+        .where('image_members.project', 'in', mine.length ? mine : ['']);
+      if (status !== 'all') members = members.where('image_members.status', '=', status);
+      return exists(members);
+    };
     if (memberStatus) return mine.length ? and([eb('visibility', '=', 'shared'), memberOf(memberStatus)]) : eb.val(false);
     if (a.anonymous) return eb('visibility', '=', 'public');
     const terms = [eb('visibility', '=', 'public')];
+    if (community) terms.push(eb('visibility', '=', 'community'));
     if (a.adminProjects.length) terms.push(eb('project', 'in', a.adminProjects));
     if (a.memberProjects.length) {
       const isOwner = a.user === undefined ? eb.val(false) : eb('owner', '=', a.user);
@@ -466,9 +470,9 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
           ]),
         ]),
       );
-      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf(shared)]));
     } else if (a.adminProjects.length) {
-      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf(shared)]));
     }
     return or(terms);
   };

@@ -120,8 +120,7 @@ export function attributeOf(key: string): string | undefined {
 }
 
 export function visibilityOf(v: unknown, hasProject: boolean): ImageChanges['visibility'] {
-  if (v === 'community') throw new GlanceError(400, 'Visibility community is not offered by this server yet; use private, shared or public.');
-  if (v !== 'private' && v !== 'shared' && v !== 'public') throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
+  if (v !== 'private' && v !== 'shared' && v !== 'public' && v !== 'community') throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
   return imagoVisibility(v as GlanceVisibility, hasProject);
 }
 

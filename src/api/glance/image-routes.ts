@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { ImageAccess } from '../../domain/access/image-access.js';
+import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import { defaultProject } from '../../domain/access/policy.js';
 import { DomainError } from '../../domain/errors.js';
 import type { ImageAttributes } from '../../domain/images/image.js';
@@ -12,6 +13,7 @@ import { GlanceError } from './error-table.js';
 import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
 import { glanceImage, SHOWN_ONLY } from './image-view.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
+import { findImage } from './member-routes.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 /** glanceclient sends bodiless requests as application/octet-stream: those routes take no body and read none */
@@ -29,7 +31,7 @@ const CORE_CREATE: Record<string, string> = {
   tags: 'tags',
 };
 
-export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }> = async (app, { imageAccess }) => {
+export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess; sharing: ImageSharing }> = async (app, { imageAccess, sharing }) => {
   app.post('/v2/images', async (req, reply) => {
     const body = req.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GlanceError(400, 'The request body must be a JSON object.');
@@ -82,7 +84,8 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     return { images: items.map(glanceImage), first: links.first, schema: '/v2/schemas/images', ...(links.next ? { next: links.next } : {}) };
   });
 
-  app.get('/v2/images/:id', { schema: { params: IdParams } }, async (req) => glanceImage(await imageAccess.getImage(ctxOf(req), req.params.id)));
+  // a member project sees a shared image offered to it in any member status, as in Glance
+  app.get('/v2/images/:id', { schema: { params: IdParams } }, async (req) => glanceImage(await findImage(imageAccess, sharing, req, req.params.id)));
 
   app.patch('/v2/images/:id', { schema: { params: IdParams } }, async (req) => {
     const type = (header(req, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();

@@ -5,7 +5,7 @@
  * |---|---|
  * | `status` | `glanceStatus(state)` (domain/images/lifecycle.ts) |
  * | `visibility` private | `project` (the owning project sees it) or `private` (its creator only) |
- * | `visibility` shared / public | `shared` / `public`; `community` is not offered yet |
+ * | `visibility` shared / public / community | `shared` / `public` / `community` |
  * | `owner` | the owning project (null for cluster scope) |
  * | `size`, `virtual_size` | `storedSize`, `virtualSize` |
  * | `checksum` / `os_hash_algo` + `os_hash_value` | md5 (when enabled) / sha512 |
@@ -47,13 +47,12 @@ export const ATTRIBUTE_KEYS = {
 } as const satisfies Record<string, keyof Image>;
 
 export function glanceVisibility(v: Visibility): GlanceVisibility {
-  return v === 'public' ? 'public' : v === 'shared' ? 'shared' : 'private';
+  return v === 'project' ? 'private' : v;
 }
 
 /** Glance's word for who sees an image → Imago's, for an image with (or without) a project. */
 export function imagoVisibility(v: GlanceVisibility, hasProject: boolean): Visibility {
   if (v === 'private') return hasProject ? 'project' : 'private';
-  if (v === 'community') throw new Error('community visibility is checked by the caller');
   return v;
 }
 

@@ -5,6 +5,7 @@
 import type { ImageQuery, ImageSortKey } from '../../domain/images/image.js';
 import type { ImageState } from '../../domain/images/lifecycle.js';
 import { CONTAINER_FORMATS, DISK_FORMATS } from '../../domain/images/image.js';
+import { VISIBILITIES } from '../../domain/access/policy.js';
 import { GlanceError } from './error-table.js';
 
 /** Glance's `api_limit_max` and `limit_param_default` */
@@ -97,18 +98,21 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
     });
   }
   const visibility = one('visibility');
-  if (visibility !== undefined && visibility !== 'all') {
+  // `all` lists community images of other projects too (Glance leaves them out unless asked)
+  if (visibility === 'all') query.visibility = [...VISIBILITIES];
+  else if (visibility !== undefined) {
     if (visibility === 'private') query.visibility = ['private', 'project'];
-    else if (visibility === 'shared' || visibility === 'public') query.visibility = [visibility];
-    else if (visibility === 'community') query.visibility = [];
+    else if (visibility === 'shared' || visibility === 'public' || visibility === 'community') query.visibility = [visibility];
     else throw new GlanceError(400, `Invalid visibility value: ${visibility.slice(0, 40)}`);
   }
   const owner = one('owner');
   if (owner !== undefined) query.project = owner;
   const member = one('member_status');
-  if (member !== undefined && member !== 'all') {
-    if (member !== 'pending' && member !== 'accepted' && member !== 'rejected') throw new GlanceError(400, `Invalid status value: ${member.slice(0, 40)}`);
-    query.memberStatus = member;
+  if (member !== undefined) {
+    // as Glance: which other projects' shared images are listed with the rest (default accepted)
+    if (member !== 'pending' && member !== 'accepted' && member !== 'rejected' && member !== 'all')
+      throw new GlanceError(400, `Invalid status value: ${member.slice(0, 40)}`);
+    query.sharedStatus = member;
   }
   const tags = q.tag === undefined ? undefined : (Array.isArray(q.tag) ? q.tag : [q.tag]).map(String);
   if (tags) query.tags = tags;

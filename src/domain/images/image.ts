@@ -123,6 +123,11 @@ export interface ImageQuery {
   access?: AccessScope;
   /** only images shared with one of the caller's projects with this member status */
   memberStatus?: MemberStatus;
+  /**
+   * Glance's member_status: which shared images of other projects are listed along with the rest
+   * (default: the accepted ones; `all`: every status).
+   */
+  sharedStatus?: MemberStatus | 'all';
   /** page size, 1..1000 */
   limit: number;
   /** opaque, from a previous page's nextCursor */

@@ -1,0 +1,193 @@
+/**
+ * The Glance door's members, visibilities and refusals over HTTP on a real server (SQLite and
+ * PostgreSQL): `/v2/images/{id}/members` onto Imago's sharing with Glance's rules (only the owner
+ * adds and removes, only the member answers, only shared images have members, 409 on a duplicate),
+ * the member's view of the image and its list with member_status; `community` visibility; a
+ * hostile upload ending `killed` with its reason; Glance's error codes. The real clients drive the
+ * same routes in test/glance-cli.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { MEMBER_SCHEMA } from '../src/api/glance/schemas.js';
+import { startTestServer, type Dialect, type TestServer } from './support/server.js';
+
+const PATCH = 'application/openstack-images-v2.1-json-patch';
+
+for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
+  describe(`Glance members, visibility and refusals under /image (${dialect})`, () => {
+    let s: TestServer;
+    /** tokens: demo admin (the owner side), demo writer, other writer (the member), outsider reader */
+    const t: Record<'owner' | 'writer' | 'member' | 'outsider', string> = { owner: '', writer: '', member: '', outsider: '' };
+
+    async function call(who: keyof typeof t | null, method: string, path: string, body?: unknown, type = 'application/json') {
+      const headers: Record<string, string> = {};
+      if (who !== null) headers['x-auth-token'] = t[who];
+      if (body !== undefined) headers['content-type'] = type;
+      const r = await fetch(`${s.url}/image${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await r.text();
+      let json: any;
+      try {
+        json = text ? JSON.parse(text) : undefined;
+      } catch {
+        json = undefined;
+      }
+      return { status: r.status, text, json };
+    }
+    const create = async (who: keyof typeof t, body: Record<string, unknown>) => {
+      const r = await call(who, 'POST', '/v2/images', body);
+      assert.equal(r.status, 201, r.text);
+      return r.json as Record<string, any>;
+    };
+    const listIds = async (who: keyof typeof t, query = '') =>
+      ((await call(who, 'GET', `/v2/images${query}`)).json.images as { id: string }[]).map((i) => i.id);
+    async function upload(who: keyof typeof t, id: string, bytes: Uint8Array) {
+      const r = await fetch(`${s.url}/image/v2/images/${id}/file`, {
+        method: 'PUT',
+        headers: { 'x-auth-token': t[who], 'content-type': 'application/octet-stream' },
+        body: bytes,
+      });
+      return { status: r.status, text: await r.text() };
+    }
+
+    before(async () => {
+      s = await startTestServer({ dialect });
+      const admin = async (path: string, body: unknown, method = 'POST') => {
+        const r = await fetch(`${s.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+        const text = await r.text();
+        assert.ok(r.ok, `${path}: ${r.status} ${text}`);
+        return text ? (JSON.parse(text) as Record<string, string>) : {};
+      };
+      for (const name of ['demo', 'other', 'outside']) await admin('/api/v1/projects', { name });
+      t.owner = (await admin('/api/v1/tokens', { name: 'o', project: 'demo', role: 'admin', user: 'ada' })).token!;
+      t.writer = (await admin('/api/v1/tokens', { name: 'w', project: 'demo', role: 'writer', user: 'wendy' })).token!;
+      t.member = (await admin('/api/v1/tokens', { name: 'm', project: 'other', role: 'writer', user: 'otto' })).token!;
+      t.outsider = (await admin('/api/v1/tokens', { name: 'x', project: 'outside', role: 'reader', user: 'xavier' })).token!;
+      await admin('/api/v1/projects/demo/quota', { storedBytes: 1 << 20 }, 'PUT');
+    });
+    after(() => s?.stop());
+
+    test("members: the owner adds, the member finds, answers and lists; Glance's shapes and refusals", async () => {
+      const img = await create('owner', { name: 'shared-one', disk_format: 'raw', container_format: 'bare' });
+      assert.equal(img.visibility, 'shared');
+      const bytes = randomBytes(70_000);
+      assert.equal((await upload('owner', img.id, bytes)).status, 204);
+
+      // the member project cannot see it before the offer
+      assert.equal((await call('member', 'GET', `/v2/images/${img.id}`)).status, 404);
+      assert.equal((await call('member', 'POST', `/v2/images/${img.id}/members`, { member: 'other' })).status, 404);
+
+      const added = await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: 'other' });
+      assert.equal(added.status, 200, added.text);
+      assert.deepEqual(Object.keys(added.json).sort(), Object.keys(MEMBER_SCHEMA.properties).sort(), 'exactly the member schema');
+      assert.equal(added.json.member_id, 'other');
+      assert.equal(added.json.image_id, img.id);
+      assert.equal(added.json.status, 'pending');
+      assert.equal(added.json.schema, '/v2/schemas/member');
+      assert.match(added.json.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+
+      assert.equal((await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: 'other' })).status, 409, 'a duplicate member');
+      assert.equal((await call('writer', 'POST', `/v2/images/${img.id}/members`, { member: 'outside' })).status, 403, 'a writer is not the owner');
+      assert.equal((await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: 'nosuch' })).status, 404);
+      assert.equal((await call('owner', 'POST', `/v2/images/${img.id}/members`, {})).status, 400);
+      assert.equal((await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: '' })).status, 400);
+
+      // pending: the member finds the image and its own membership, but it is not in its default list
+      assert.equal((await call('member', 'GET', `/v2/images/${img.id}`)).status, 200);
+      const mine = await call('member', 'GET', `/v2/images/${img.id}/members`);
+      assert.equal(mine.status, 200);
+      assert.equal(mine.json.schema, '/v2/schemas/members');
+      assert.deepEqual(
+        mine.json.members.map((m: any) => [m.member_id, m.status]),
+        [['other', 'pending']],
+      );
+      assert.equal((await call('member', 'GET', `/v2/images/${img.id}/members/other`)).json.status, 'pending');
+      assert.equal((await call('outsider', 'GET', `/v2/images/${img.id}/members/other`)).status, 404);
+      assert.equal((await call('outsider', 'GET', `/v2/images/${img.id}`)).status, 404);
+      assert.ok(!(await listIds('member')).includes(img.id), 'pending: not in the default list');
+      assert.ok((await listIds('member', '?member_status=pending')).includes(img.id));
+      assert.ok((await listIds('member', '?member_status=all')).includes(img.id));
+      assert.ok(!(await listIds('member', '?member_status=accepted')).includes(img.id));
+      assert.equal((await call('member', 'GET', `/v2/images/${img.id}/file`)).status, 404, 'Imago: using the bytes needs accepted');
+
+      // only the member answers; only the owner removes
+      assert.equal((await call('owner', 'PUT', `/v2/images/${img.id}/members/other`, { status: 'accepted' })).status, 403);
+      assert.equal((await call('member', 'PUT', `/v2/images/${img.id}/members/other`, { status: 'maybe' })).status, 400);
+      assert.equal((await call('member', 'PUT', `/v2/images/${img.id}/members/other`, {})).status, 400);
+      assert.equal((await call('member', 'DELETE', `/v2/images/${img.id}/members/other`)).status, 403);
+      assert.equal((await call('member', 'POST', `/v2/images/${img.id}/members`, { member: 'outside' })).status, 403);
+
+      const accepted = await call('member', 'PUT', `/v2/images/${img.id}/members/other`, { status: 'accepted' });
+      assert.equal(accepted.status, 200, accepted.text);
+      assert.equal(accepted.json.status, 'accepted');
+      assert.ok((await listIds('member')).includes(img.id), 'accepted: in the default list');
+      assert.ok((await listIds('member', '?visibility=shared')).includes(img.id));
+      const file = await fetch(`${s.url}/image/v2/images/${img.id}/file`, { headers: { 'x-auth-token': t.member } });
+      assert.equal(file.status, 200);
+      assert.ok(Buffer.from(await file.arrayBuffer()).equals(bytes));
+      // the same membership on the REST door
+      const rest = await fetch(`${s.url}/api/v1/images/${img.id}/members`, { headers: { authorization: `Bearer ${t.owner}` } });
+      assert.match(await rest.text(), /"accepted"/);
+
+      assert.equal((await call('member', 'PUT', `/v2/images/${img.id}/members/other`, { status: 'rejected' })).json.status, 'rejected');
+      assert.ok(!(await listIds('member')).includes(img.id), 'rejected: out of the default list');
+      assert.ok((await listIds('member', '?member_status=rejected')).includes(img.id));
+
+      const all = await call('owner', 'GET', `/v2/images/${img.id}/members`);
+      assert.deepEqual(
+        all.json.members.map((m: any) => m.member_id),
+        ['other'],
+      );
+      assert.equal((await call('owner', 'DELETE', `/v2/images/${img.id}/members/other`)).status, 204);
+      assert.equal((await call('owner', 'DELETE', `/v2/images/${img.id}/members/other`)).status, 404);
+      assert.equal((await call('member', 'GET', `/v2/images/${img.id}`)).status, 404, 'no longer a member');
+      assert.equal((await call('owner', 'DELETE', `/v2/images/${img.id}`)).status, 204);
+    });
+
+    test('only shared images have members (403; 404 on show)', async () => {
+      const img = await create('owner', { name: 'private-one', visibility: 'private' });
+      assert.equal(img.visibility, 'private');
+      const add = await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: 'other' });
+      assert.equal(add.status, 403);
+      assert.match(add.text, /Only shared images have members/);
+      assert.equal((await call('owner', 'GET', `/v2/images/${img.id}/members`)).status, 403);
+      assert.equal((await call('owner', 'GET', `/v2/images/${img.id}/members/other`)).status, 404);
+      await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+
+    test('community: every signed-in project sees and uses it; listed for the owner or with visibility=community', async () => {
+      const img = await create('owner', { name: 'comm', visibility: 'community', disk_format: 'raw', container_format: 'bare' });
+      assert.equal(img.visibility, 'community');
+      const bytes = randomBytes(9000);
+      assert.equal((await upload('owner', img.id, bytes)).status, 204);
+      const shown = await call('outsider', 'GET', `/v2/images/${img.id}`);
+      assert.equal(shown.status, 200);
+      assert.equal(shown.json.visibility, 'community');
+      const file = await fetch(`${s.url}/image/v2/images/${img.id}/file`, { headers: { 'x-auth-token': t.outsider } });
+      assert.equal(file.status, 200);
+      assert.ok(Buffer.from(await file.arrayBuffer()).equals(bytes));
+      assert.equal((await call(null, 'GET', `/v2/images/${img.id}`)).status, 401, 'not to the anonymous');
+      assert.ok(!(await listIds('outsider')).includes(img.id), 'not in an outsider default list');
+      assert.ok((await listIds('outsider', '?visibility=community')).includes(img.id));
+      assert.ok((await listIds('outsider', '?visibility=all')).includes(img.id));
+      assert.ok((await listIds('owner')).includes(img.id), 'the owner lists it');
+      assert.equal((await call('outsider', 'PATCH', `/v2/images/${img.id}`, [{ op: 'replace', path: '/name', value: 'x' }], PATCH)).status, 403);
+      assert.equal((await call('owner', 'POST', `/v2/images/${img.id}/members`, { member: 'other' })).status, 403);
+      // back to private: gone for the outsider
+      const back = await call('owner', 'PATCH', `/v2/images/${img.id}`, [{ op: 'replace', path: '/visibility', value: 'private' }], PATCH);
+      assert.equal(back.status, 200, back.text);
+      assert.equal(back.json.visibility, 'private');
+      assert.equal((await call('outsider', 'GET', `/v2/images/${img.id}`)).status, 404);
+      const again = await call('owner', 'PATCH', `/v2/images/${img.id}`, [{ op: 'replace', path: '/visibility', value: 'community' }], PATCH);
+      assert.equal(again.json.visibility, 'community');
+      assert.equal((await call('outsider', 'GET', `/v2/images/${img.id}`)).status, 200);
+      await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+  });
+}
