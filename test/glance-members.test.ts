@@ -8,13 +8,25 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MEMBER_SCHEMA } from '../src/api/glance/schemas.js';
+import { qcow2WithBacking } from './support/qemu.js';
 import { startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const PATCH = 'application/openstack-images-v2.1-json-patch';
+
+/** Every file under `dir` (none when it does not exist). */
+function filesUnder(dir: string): string[] {
+  try {
+    return readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name));
+  } catch {
+    return [];
+  }
+}
 
 for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
   describe(`Glance members, visibility and refusals under /image (${dialect})`, () => {
@@ -188,6 +200,57 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(again.json.visibility, 'community');
       assert.equal((await call('outsider', 'GET', `/v2/images/${img.id}`)).status, 200);
       await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+
+    test('a hostile upload (qcow2 with a backing file) ends killed, its reason in imago_killed_reason, nothing stored', async () => {
+      const overlay = readFileSync(await qcow2WithBacking('glance'));
+      const blobsBefore = filesUnder(join(s.dataDir, 'blobs'));
+      assert.ok(blobsBefore.length > 0, 'the earlier uploads are stored where this test looks');
+      const img = await create('owner', { name: 'hostile', disk_format: 'qcow2', container_format: 'bare' });
+      const r = await upload('owner', img.id, overlay);
+      assert.equal(r.status, 400, r.text);
+      assert.match(r.text, /backing file/);
+      const shown = (await call('owner', 'GET', `/v2/images/${img.id}`)).json;
+      assert.equal(shown.status, 'killed');
+      assert.match(shown.imago_killed_reason, /backing file/);
+      assert.equal(shown.size, null);
+      assert.equal(shown.os_hash_value, null);
+      assert.deepEqual(filesUnder(join(s.dataDir, 'blobs')), blobsBefore, 'no blob stored');
+      assert.deepEqual(filesUnder(join(s.dataDir, 'uploads')), [], 'no staging left behind');
+      assert.equal((await call('owner', 'GET', `/v2/images/${img.id}/file`)).status, 204, 'no data to download');
+      const set = await call('owner', 'PATCH', `/v2/images/${img.id}`, [{ op: 'add', path: '/imago_killed_reason', value: 'x' }], PATCH);
+      assert.equal(set.status, 403, 'the reason is read-only');
+      assert.equal((await call('owner', 'POST', '/v2/images', { name: 'x', imago_killed_reason: 'x' })).status, 403);
+      await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+
+    test("Glance's error codes: 409 second upload, 404 unknown id, 400 bad disk_format, 413 over the project's quota", async () => {
+      const img = await create('writer', { name: 'codes', disk_format: 'raw', container_format: 'bare' });
+      assert.equal((await upload('writer', img.id, randomBytes(1000))).status, 204);
+      const again = await upload('writer', img.id, randomBytes(1000));
+      assert.equal(again.status, 409, again.text);
+      const unknown = '00000000-0000-4000-8000-000000000000';
+      for (const [method, path, body, type] of [
+        ['GET', `/v2/images/${unknown}`],
+        ['DELETE', `/v2/images/${unknown}`],
+        ['PATCH', `/v2/images/${unknown}`, [{ op: 'replace', path: '/name', value: 'y' }], PATCH],
+        ['GET', `/v2/images/${unknown}/file`],
+        ['GET', `/v2/images/${unknown}/members`],
+        ['POST', `/v2/images/${unknown}/members`, { member: 'other' }],
+      ] as [string, string, unknown?, string?][])
+        assert.equal((await call('writer', method, path, body, type)).status, 404, `${method} ${path}`);
+      assert.equal((await upload('writer', unknown, randomBytes(10))).status, 404);
+      const bad = await call('writer', 'POST', '/v2/images', { name: 'bad', disk_format: 'floppy' });
+      assert.equal(bad.status, 400);
+      assert.match(bad.text, /disk_format|floppy/);
+      const queued = await create('writer', { name: 'queued' });
+      assert.equal((await call('writer', 'PATCH', `/v2/images/${queued.id}`, [{ op: 'add', path: '/disk_format', value: 'floppy' }], PATCH)).status, 400);
+      // demo's stored-bytes quota is 1 MiB
+      const big = await create('writer', { name: 'big', disk_format: 'raw', container_format: 'bare' });
+      const over = await upload('writer', big.id, randomBytes(2 << 20));
+      assert.equal(over.status, 413, over.text);
+      assert.match(over.text, /quota/);
+      for (const id of [img.id, queued.id, big.id]) await call('writer', 'DELETE', `/v2/images/${id}`);
     });
   });
 }

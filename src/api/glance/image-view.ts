@@ -12,6 +12,7 @@
  * | `protected`, `os_hidden` | `protected`, `hidden` |
  * | `architecture`, `os_distro`, `os_version`, `os_type`, `description` | the attributes of those names |
  * | any other top-level key | a property |
+ * | `imago_killed_reason` (killed images only) | `stateReason` |
  */
 import type { Visibility } from '../../domain/access/policy.js';
 import type { Image } from '../../domain/images/image.js';
@@ -19,8 +20,16 @@ import { glanceStatus } from '../../domain/images/lifecycle.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
 
+/**
+ * Why a `killed` image was killed (Imago's state reason: the refused upload's finding, an
+ * interrupted transfer, ...), shown as a property while the image is killed. Glance itself keeps
+ * no such reason on the image; the name is Imago's, and read-only like Glance's own fields.
+ */
+export const KILLED_REASON = 'imago_killed_reason';
+
 /** What Glance shows but never takes, on create or update (403 "read-only", as Glance). */
 export const SHOWN_ONLY: ReadonlySet<string> = new Set([
+  KILLED_REASON,
   'status',
   'checksum',
   'os_hash_algo',
@@ -89,5 +98,6 @@ export function glanceImage(img: Image): Record<string, unknown> {
     file: `/v2/images/${img.id}/file`,
     schema: '/v2/schemas/image',
   });
+  if (img.state === 'error' && img.stateReason !== undefined) out[KILLED_REASON] = img.stateReason;
   return out;
 }
