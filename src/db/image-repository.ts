@@ -372,7 +372,15 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
         .whereRef('o.digest', '=', 'images.digest')
         .whereRef('o.id', '<>', 'images.id')
         .where('o.state', '!=', 'deleting');
-      if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer, undefined, 'accepted', true)));
+      if (viewer)
+        twin = twin.where(
+          'o.id',
+          'in',
+          eb
+            .selectFrom('images')
+            .select('images.id')
+            .where(visibleTo(viewer, undefined, 'accepted', true)),
+        );
       return [
         sql<number>`count(*)`.as('images'),
         sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),

@@ -120,7 +120,8 @@ export function attributeOf(key: string): string | undefined {
 }
 
 export function visibilityOf(v: unknown, hasProject: boolean): ImageChanges['visibility'] {
-  if (v !== 'private' && v !== 'shared' && v !== 'public' && v !== 'community') throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
+  if (v !== 'private' && v !== 'shared' && v !== 'public' && v !== 'community')
+    throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
   return imagoVisibility(v as GlanceVisibility, hasProject);
 }
 

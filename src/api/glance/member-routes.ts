@@ -93,10 +93,7 @@ export const glanceMemberRoutes: FastifyPluginAsyncTypebox<GlanceMemberRoutesOpt
   // the name as given (osc's find_project), as it does for a user Keystone does not let look.
   for (const path of ['/v2/projects', '/v2/projects/:id']) {
     app.get(path, async () => {
-      throw new GlanceError(
-        403,
-        'This server does not serve the identity API: a member is named by its project (openstack image add project IMAGE PROJECT).',
-      );
+      throw new GlanceError(403, 'This server does not serve the identity API: a member is named by its project (openstack image add project IMAGE PROJECT).');
     });
   }
 
