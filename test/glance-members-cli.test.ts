@@ -10,8 +10,8 @@
  * admin_token the same happens.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -180,5 +180,37 @@ describe('members, visibility and refusals through glance and openstack (sqlite)
     );
     assert.match(over, /413|quota/i);
     ok('delete', await glance('writer', 'image-delete', id));
+  });
+});
+
+describe('glance and openstack verify an os_hash_algo sha256 server (sqlite)', () => {
+  let s: TestServer;
+  let home: string;
+  before(async () => {
+    s = await startTestServer({ env: { IMAGO_OS_HASH_ALGO: 'sha256', IMAGO_MD5: '1' } });
+    home = mkdtempSync(join(tmpdir(), 'imago-glance-sha256-'));
+  });
+  after(async () => {
+    await s?.stop();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  test('create --file, show sha256, download byte-identical (the clients check os_hash_value with os_hash_algo)', async () => {
+    const bytes = randomBytes(300_001);
+    const disk = join(home, 'd.raw');
+    writeFileSync(disk, bytes);
+    const out = await runGlance(s.url, s.token, home, ['image-create', '--name', 'h256', '--disk-format', 'raw', '--container-format', 'bare', '--file', disk]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stdout, /\|\s+os_hash_algo\s+\|\s+sha256\s/);
+    assert.match(out.stdout, new RegExp(`\\|\\s+os_hash_value\\s+\\|\\s+${createHash('sha256').update(bytes).digest('hex')}\\s`));
+    const id = /\|\s+id\s+\|\s+(\S+)/.exec(out.stdout)![1]!;
+    const g = join(home, 'g.out');
+    const dl = await runGlance(s.url, s.token, home, ['image-download', '--file', g, id]);
+    assert.equal(dl.code, 0, dl.stderr);
+    assert.ok(readFileSync(g).equals(bytes));
+    const o = join(home, 'o.out');
+    const saved = await runOpenstack(s.url, s.token, home, ['image', 'save', '--file', o, id]);
+    assert.equal(saved.code, 0, saved.stderr);
+    assert.ok(readFileSync(o).equals(bytes));
   });
 });

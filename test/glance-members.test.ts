@@ -7,7 +7,7 @@
  * same routes in test/glance-cli.test.ts.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -254,3 +254,33 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     });
   });
 }
+
+describe('os_hash_algo sha256 (IMAGO_OS_HASH_ALGO), md5 checksum off', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startTestServer({ env: { IMAGO_OS_HASH_ALGO: 'sha256' } });
+  });
+  after(() => s?.stop());
+
+  test('os_hash_value is the sha256 of the bytes (the digest, computed in the one ingest pass); checksum null without md5', async () => {
+    const h = { 'x-auth-token': s.token };
+    const made = await fetch(`${s.url}/image/v2/images`, {
+      method: 'POST',
+      headers: { ...h, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'h', disk_format: 'raw', container_format: 'bare' }),
+    });
+    const img = (await made.json()) as { id: string; os_hash_algo: unknown };
+    assert.equal(img.os_hash_algo, null, 'no data, no hash');
+    const bytes = randomBytes(123_457);
+    const put = await fetch(`${s.url}/image/v2/images/${img.id}/file`, {
+      method: 'PUT',
+      headers: { ...h, 'content-type': 'application/octet-stream' },
+      body: bytes,
+    });
+    assert.equal(put.status, 204);
+    const shown = (await (await fetch(`${s.url}/image/v2/images/${img.id}`, { headers: h })).json()) as Record<string, unknown>;
+    assert.equal(shown.os_hash_algo, 'sha256');
+    assert.equal(shown.os_hash_value, createHash('sha256').update(bytes).digest('hex'));
+    assert.equal(shown.checksum, null);
+  });
+});

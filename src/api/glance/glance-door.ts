@@ -9,6 +9,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../domain/access/authenticator.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import type { ImageSharing } from '../../domain/access/image-sharing.js';
+import type { OsHashAlgo } from '../../domain/images/image.js';
 import { acceptJsonBodies } from '../http/json-bodies.js';
 import { authenticateRequests } from '../http/principal.js';
 import { header } from '../http/request-header.js';
@@ -28,6 +29,8 @@ export interface GlanceDoorOptions {
   imageAccess: ImageAccess;
   /** image members */
   sharing: ImageSharing;
+  /** what os_hash_algo / os_hash_value show */
+  hashAlgo: OsHashAlgo;
   /** a request body idle this long is cut off */
   bodyIdleTimeoutMs: number;
 }
@@ -67,7 +70,7 @@ export const glanceDoor: FastifyPluginAsyncTypebox<GlanceDoorOptions> = async (a
   app.get('/v2/schemas/member', async () => MEMBER_SCHEMA);
   app.get('/v2/schemas/members', async () => MEMBERS_SCHEMA);
 
-  await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing });
+  await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing, view: { hashAlgo: opts.hashAlgo } });
   await app.register(glanceMemberRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing });
   await app.register(glanceFileRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
 };

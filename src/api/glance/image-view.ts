@@ -8,14 +8,14 @@
  * | `visibility` shared / public / community | `shared` / `public` / `community` |
  * | `owner` | the owning project (null for cluster scope) |
  * | `size`, `virtual_size` | `storedSize`, `virtualSize` |
- * | `checksum` / `os_hash_algo` + `os_hash_value` | md5 (when enabled) / sha512 |
+ * | `checksum` / `os_hash_algo` + `os_hash_value` | md5 (when enabled) / sha512, or sha256 (the digest) when configured |
  * | `protected`, `os_hidden` | `protected`, `hidden` |
  * | `architecture`, `os_distro`, `os_version`, `os_type`, `description` | the attributes of those names |
  * | any other top-level key | a property |
  * | `imago_killed_reason` (killed images only) | `stateReason` |
  */
 import type { Visibility } from '../../domain/access/policy.js';
-import type { Image } from '../../domain/images/image.js';
+import type { Image, OsHashAlgo } from '../../domain/images/image.js';
 import { glanceStatus } from '../../domain/images/lifecycle.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
@@ -70,10 +70,21 @@ export function glanceTime(d: Date): string {
   return `${d.toISOString().slice(0, 19)}Z`;
 }
 
-export function glanceImage(img: Image): Record<string, unknown> {
+/** How the door shows images: the configured os_hash_algo. */
+export interface GlanceView {
+  hashAlgo: OsHashAlgo;
+}
+
+/** The image's hex hash in `algo`, when it has data. */
+export function osHashValue(img: Image, algo: OsHashAlgo): string | undefined {
+  if (algo === 'sha512') return img.checksums.sha512;
+  return img.digest?.startsWith('sha256:') ? img.digest.slice('sha256:'.length) : undefined;
+}
+
+export function glanceImage(img: Image, view: GlanceView): Record<string, unknown> {
   const out: Record<string, unknown> = { ...img.properties };
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) out[key] = img[attr];
-  const sha512 = img.checksums.sha512;
+  const hash = osHashValue(img, view.hashAlgo);
   Object.assign(out, {
     name: img.name,
     disk_format: img.diskFormat ?? null,
@@ -88,8 +99,8 @@ export function glanceImage(img: Image): Record<string, unknown> {
     min_disk: img.minDisk,
     owner: img.project ?? null,
     os_hidden: img.hidden === true,
-    os_hash_algo: sha512 ? 'sha512' : null,
-    os_hash_value: sha512 ?? null,
+    os_hash_algo: hash ? view.hashAlgo : null,
+    os_hash_value: hash ?? null,
     id: img.id,
     created_at: glanceTime(img.createdAt),
     updated_at: glanceTime(img.updatedAt),

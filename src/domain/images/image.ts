@@ -20,6 +20,13 @@ export type ConvertFormat = (typeof CONVERT_FORMATS)[number];
 export const CONTAINER_FORMATS = ['bare', 'ova', 'ovf', 'docker', 'aki', 'ari', 'ami', 'compressed'] as const;
 export type ContainerFormat = (typeof CONTAINER_FORMATS)[number];
 
+/**
+ * The whole-image hashes every ingest computes in its one pass, besides the optional md5: sha256
+ * (the digest, the blob's address) and sha512. What Glance's `os_hash_algo` may name.
+ */
+export const OS_HASH_ALGOS = ['sha512', 'sha256'] as const;
+export type OsHashAlgo = (typeof OS_HASH_ALGOS)[number];
+
 export interface Checksums {
   /** hex md5 (Glance `checksum`); only when md5 is enabled in config */
   md5?: string;
