@@ -224,6 +224,65 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       await call('owner', 'DELETE', `/v2/images/${img.id}`);
     });
 
+    test('sort by several keys (both syntaxes) with marker paging; status, disk_format, id; name=in:', async () => {
+      const specs: [string, string][] = [
+        ['s-b', 'raw'],
+        ['s-a', 'qcow2'],
+        ['s-b', 'qcow2'],
+        ['s-c', 'raw'],
+        ['s-a', 'raw'],
+        ['s-b', 'raw'],
+        ['s-a', 'qcow2'],
+      ];
+      const made: { id: string; name: string; disk_format: string }[] = [];
+      for (const [name, disk_format] of specs) made.push((await create('owner', { name, disk_format, container_format: 'bare', tags: ['sorted'] })) as any);
+      // two raw ones get data: status active; the rest stay queued
+      const active = new Set([made[0]!.id, made[3]!.id]);
+      for (const img of made.filter((i) => active.has(i.id))) assert.equal((await upload('owner', img.id, randomBytes(1000))).status, 204);
+      const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+      const expected = [...made].sort((x, y) => cmp(x.name, y.name) || -cmp(x.disk_format, y.disk_format) || -cmp(x.id, y.id)).map((i) => i.id);
+      /** every page, following `next` as glanceclient does */
+      const walk = async (query: string) => {
+        const ids: string[] = [];
+        let path: string | undefined = `/v2/images?${query}`;
+        while (path) {
+          const r = await call('owner', 'GET', path);
+          assert.equal(r.status, 200, r.text);
+          ids.push(...r.json.images.map((i: { id: string }) => i.id));
+          path = r.json.next;
+        }
+        return ids;
+      };
+      assert.deepEqual(await walk('tag=sorted&limit=2&sort=name:asc,disk_format:desc'), expected);
+      assert.deepEqual(await walk('tag=sorted&limit=3&sort_key=name&sort_key=disk_format&sort_dir=asc&sort_dir=desc'), expected);
+      assert.deepEqual(await walk('tag=sorted&limit=2&sort_key=name,disk_format&sort_dir=asc,desc'), expected);
+      assert.deepEqual(await walk('tag=sorted&limit=4&sort=name:desc,disk_format:asc'), [...expected].reverse());
+      const byStatus = [...made]
+        .map((i) => ({ id: i.id, state: active.has(i.id) ? 'ready' : 'pending' }))
+        .sort((x, y) => cmp(x.state, y.state) || cmp(x.id, y.id))
+        .map((i) => i.id);
+      assert.deepEqual(await walk('tag=sorted&limit=2&sort=status:asc,id:asc'), byStatus);
+      assert.deepEqual(await walk('tag=sorted&limit=5&sort=id:asc'), [...made.map((i) => i.id)].sort());
+      const named = await walk('tag=sorted&name=in:s-a,s-c&sort=name:asc,id:asc');
+      assert.deepEqual(
+        named,
+        made
+          .filter((i) => i.name !== 's-b')
+          .sort((x, y) => cmp(x.name, y.name) || cmp(x.id, y.id))
+          .map((i) => i.id),
+      );
+      for (const bad of [
+        'sort_key=name&sort_key=name',
+        'sort_key=name&sort_key=id&sort_dir=asc&sort_dir=desc&sort_dir=asc',
+        'sort=name:up',
+        'sort=name:asc:x',
+        'sort=checksum',
+        'sort=name&sort_key=id',
+      ])
+        assert.equal((await call('owner', 'GET', `/v2/images?${bad}`)).status, 400, bad);
+      for (const img of made) await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+
     test("Glance's error codes: 409 second upload, 404 unknown id, 400 bad disk_format, 413 over the project's quota", async () => {
       const img = await create('writer', { name: 'codes', disk_format: 'raw', container_format: 'bare' });
       assert.equal((await upload('writer', img.id, randomBytes(1000))).status, 204);

@@ -98,10 +98,34 @@ export interface Image extends ImageAttributes {
   version: number;
 }
 
-export type ImageSortKey = 'name' | 'createdAt' | 'updatedAt' | 'storedSize' | 'virtualSize';
+export const IMAGE_SORT_KEYS = [
+  'name',
+  'createdAt',
+  'updatedAt',
+  'storedSize',
+  'virtualSize',
+  'state',
+  'diskFormat',
+  'containerFormat',
+  'id',
+  'minDisk',
+  'minRam',
+  'project',
+  'visibility',
+] as const;
+export type ImageSortKey = (typeof IMAGE_SORT_KEYS)[number];
+
+/** One key of a listing's order; an absent value (no disk format, no size yet) sorts before every present one. */
+export interface ImageSort {
+  key: ImageSortKey;
+  dir: 'asc' | 'desc';
+}
 
 export interface ImageQuery {
+  /** exactly this name, or a prefix when it ends with `*` */
   name?: string;
+  /** any of these names exactly (Glance's `name=in:a,b`) */
+  names?: string[];
   state?: ImageState[];
   type?: ImageType[];
   diskFormat?: DiskFormat[];
@@ -122,7 +146,8 @@ export interface ImageQuery {
   createdBefore?: Date;
   updatedAfter?: Date;
   updatedBefore?: Date;
-  sort?: { key: ImageSortKey; dir: 'asc' | 'desc' };
+  /** the order, key by key (Glance's `sort=name:asc,created_at:desc`); the id breaks ties; default createdAt asc */
+  sort?: ImageSort[];
   /** only images of this project */
   project?: string;
   visibility?: Visibility[];

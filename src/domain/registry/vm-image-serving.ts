@@ -139,7 +139,7 @@ export class VmImageServing implements GeneratedContent {
         project: repo.project,
         name,
         state: ['ready'],
-        sort: { key: 'createdAt', dir: 'desc' },
+        sort: [{ key: 'createdAt', dir: 'desc' }],
         limit: 1,
       });
       if (page.items[0]) return page.items[0];
