@@ -154,6 +154,16 @@ describe('members, visibility and refusals through glance and openstack (sqlite)
     assert.match(out, /400|backing file/i);
   });
 
+  test('glance image-create without --name: a nameless image, listed; openstack names it', async () => {
+    const out = ok('create nameless', await glance('writer', 'image-create', '--disk-format', 'raw', '--container-format', 'bare'));
+    const id = /\|\s+id\s+\|\s+(\S+)/.exec(out)![1]!;
+    assert.match(out, /\|\s+name\s+\|\s+None\s/);
+    assert.match(ok('list', await glance('writer', 'image-list')), new RegExp(id));
+    ok('set --name', await openstack('writer', 'image', 'set', '--name', 'named-later', id));
+    assert.match(ok('show', await glance('writer', 'image-show', id)), /\|\s+name\s+\|\s+named-later\s/);
+    ok('delete', await glance('writer', 'image-delete', id));
+  });
+
   test("Glance's error codes as the clients show them: 409 second upload, 404 unknown id, 400 bad disk_format, 413 over quota", async () => {
     const disk = join(home, 'codes.raw');
     writeFileSync(disk, randomBytes(4096));

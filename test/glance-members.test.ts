@@ -283,6 +283,39 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       for (const img of made) await call('owner', 'DELETE', `/v2/images/${img.id}`);
     });
 
+    test('nameless images: created without a name (or with null), shown and listed with name null, named and unnamed by patch', async () => {
+      const a = await create('owner', { disk_format: 'raw', container_format: 'bare', tags: ['nameless'] });
+      assert.equal(a.name, null);
+      const b = await create('owner', { name: null, tags: ['nameless'] });
+      assert.equal(b.name, null);
+      const c = await create('owner', { name: 'zzz', tags: ['nameless'] });
+      assert.equal((await call('owner', 'GET', `/v2/images/${a.id}`)).json.name, null);
+      const listed = (await call('owner', 'GET', '/v2/images?tag=nameless&sort=name:asc,id:asc')).json.images as { id: string; name: unknown }[];
+      assert.deepEqual(
+        listed.map((i) => i.name),
+        [null, null, 'zzz'],
+        'a nameless image sorts before every name',
+      );
+      const named = await call('owner', 'PATCH', `/v2/images/${a.id}`, [{ op: 'replace', path: '/name', value: 'now-named' }], PATCH);
+      assert.equal(named.json.name, 'now-named');
+      const unnamed = await call('owner', 'PATCH', `/v2/images/${a.id}`, [{ op: 'replace', path: '/name', value: null }], PATCH);
+      assert.equal(unnamed.status, 200, unnamed.text);
+      assert.equal(unnamed.json.name, null);
+      // the same image on the REST door: no name
+      const rest = await fetch(`${s.url}/api/v1/images/${a.id}`, { headers: { authorization: `Bearer ${t.owner}` } });
+      const json = (await rest.json()) as Record<string, unknown>;
+      assert.equal(json.id, a.id);
+      assert.ok(!('name' in json), 'absent on REST');
+      // the REST door still asks for a name
+      const noName = await fetch(`${s.url}/api/v1/images`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.owner}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ project: 'demo' }),
+      });
+      assert.equal(noName.status, 400);
+      for (const img of [a, b, c]) await call('owner', 'DELETE', `/v2/images/${img.id}`);
+    });
+
     test("Glance's error codes: 409 second upload, 404 unknown id, 400 bad disk_format, 413 over the project's quota", async () => {
       const img = await create('writer', { name: 'codes', disk_format: 'raw', container_format: 'bare' });
       assert.equal((await upload('writer', img.id, randomBytes(1000))).status, 204);

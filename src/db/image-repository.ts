@@ -545,7 +545,7 @@ async function writeSide(db: Db, id: string, tags: string[], properties: Record<
 function sortValue(img: Image, key: ImageSortKey): string | number {
   switch (key) {
     case 'name':
-      return img.name;
+      return img.name ?? '';
     case 'createdAt':
       return img.createdAt.getTime();
     case 'updatedAt':
@@ -605,7 +605,9 @@ function decodeCursor(cursor: string, order: ImageSort[]): { v: (string | number
 function toRow(img: Image): Insertable<ImagesTable> {
   return {
     id: img.id,
-    name: img.name,
+    // a nameless image (Glance's null name) is stored as '' (the column is NOT NULL since the first
+    // schema; no name is '': names are 1 to 255 printable characters); fromRow reads it back as absent
+    name: img.name ?? '',
     description: img.description ?? null,
     type: img.type,
     disk_format: img.diskFormat ?? null,
@@ -681,6 +683,7 @@ function toPatchRow(p: ImagePatch): Updateable<ImagesTable> {
     const col = PATCH_COLUMNS[k];
     if (col) out[col] = v;
   }
+  if (p.name === null) out.name = '';
   if (p.persistent !== undefined) out.persistent = p.persistent ? 1 : 0;
   if (p.protected !== undefined) out.is_protected = p.protected ? 1 : 0;
   if (p.hidden !== undefined) out.hidden = p.hidden ? 1 : 0;
@@ -697,7 +700,6 @@ function toPatchRow(p: ImagePatch): Updateable<ImagesTable> {
 function fromRow(r: Selectable<ImagesTable>): Image {
   const img: Image = {
     id: r.id,
-    name: r.name,
     type: r.type,
     minDisk: Number(r.min_disk),
     minRam: Number(r.min_ram),
@@ -714,6 +716,7 @@ function fromRow(r: Selectable<ImagesTable>): Image {
     perms: Number(r.perms),
     reservedBytes: Number(r.reserved_bytes),
   };
+  if (r.name !== '') img.name = r.name;
   if (Number(r.is_protected) === 1) img.protected = true;
   if (Number(r.hidden) === 1) img.hidden = true;
   if (r.project !== null) img.project = r.project;

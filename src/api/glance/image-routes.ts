@@ -57,12 +57,10 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
       } else if (attributeOf(k)) attrs[attributeOf(k)!] = v;
       else properties[k] = v;
     }
-    if (attrs.name === undefined)
-      throw new GlanceError(400, 'This server needs a name for every image: send "name" (glance image-create --name, openstack image create NAME).');
     if (Object.keys(properties).length > 0) attrs.properties = properties;
     // Glance's default is `shared` (members may be added later); without a project only private exists
     if (ownership.visibility === undefined && (ownership.project ?? defaultProject(req.principal)) !== undefined) ownership.visibility = 'shared';
-    const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs), ownership);
+    const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs, { nameless: true }), ownership);
     void reply.code(201).header('location', `/v2/images/${image.id}`);
     return glanceImage(image, view);
   });

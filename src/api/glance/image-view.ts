@@ -86,7 +86,7 @@ export function glanceImage(img: Image, view: GlanceView): Record<string, unknow
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) out[key] = img[attr];
   const hash = osHashValue(img, view.hashAlgo);
   Object.assign(out, {
-    name: img.name,
+    name: img.name ?? null,
     disk_format: img.diskFormat ?? null,
     container_format: img.containerFormat ?? null,
     visibility: glanceVisibility(img.visibility),

@@ -10,7 +10,8 @@ import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/imag
 /** An image as `GET /api/v1/images/{id}` returns it. */
 export interface ImageJson {
   id: string;
-  name: string;
+  /** absent for an image made nameless through the Glance door */
+  name?: string;
   description?: string;
   type: Image['type'];
   diskFormat?: Image['diskFormat'];

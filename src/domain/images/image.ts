@@ -44,7 +44,7 @@ export interface InspectionSummary {
 }
 
 export interface ImageAttributes {
-  name: string;
+  name?: string;
   description?: string;
   type: ImageType;
   diskFormat?: DiskFormat;
