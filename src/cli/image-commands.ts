@@ -342,7 +342,7 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
 
   withAttributeOptions(remote(image.command('update').description('update image metadata').argument('<image>')))
     .option('--name <name>', 'new name')
-    .option('--visibility <v>', 'private, project, shared or public (admins)')
+    .option('--visibility <v>', 'private, project, shared, community or public (admins)')
     .action(
       run(async (id: string, f: AttrFlags & Common & { visibility?: string }) => {
         const c = ctx.client(f);

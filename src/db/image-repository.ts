@@ -54,14 +54,10 @@ const SORT_COLUMN: Record<ImageSortKey, string> = {
   diskFormat: "coalesce(disk_format, '')",
   containerFormat: "coalesce(container_format, '')",
   id: 'id',
-  minDisk: 'min_disk',
-  minRam: 'min_ram',
-  project: "coalesce(project, '')",
-  visibility: 'visibility',
 };
 
 /** Keys whose value compares as a number (the rest as text). */
-const NUMERIC_SORT: ReadonlySet<ImageSortKey> = new Set(['createdAt', 'updatedAt', 'storedSize', 'virtualSize', 'minDisk', 'minRam']);
+const NUMERIC_SORT: ReadonlySet<ImageSortKey> = new Set(['createdAt', 'updatedAt', 'storedSize', 'virtualSize']);
 
 /**
  * Rows strictly after the row with these sort `values` and `id` in the order `keys` (then id, in
@@ -562,14 +558,6 @@ function sortValue(img: Image, key: ImageSortKey): string | number {
       return img.containerFormat ?? '';
     case 'id':
       return img.id;
-    case 'minDisk':
-      return img.minDisk;
-    case 'minRam':
-      return img.minRam;
-    case 'project':
-      return img.project ?? '';
-    case 'visibility':
-      return img.visibility;
   }
 }
 

@@ -12,7 +12,7 @@ import { GlanceError } from './error-table.js';
 const LIMIT_MAX = 1000;
 const LIMIT_DEFAULT = 25;
 
-/** Glance's sort keys (its `SUPPORTED_SORT_KEYS`) and a few more of its fields → the catalog's. */
+/** Glance's sort keys (its `_available_sort_keys`, and virtual_size) → the catalog's; any other is 400, as in Glance. */
 const SORT_KEYS: Record<string, ImageSortKey> = {
   name: 'name',
   status: 'state',
@@ -23,10 +23,6 @@ const SORT_KEYS: Record<string, ImageSortKey> = {
   created_at: 'createdAt',
   updated_at: 'updatedAt',
   virtual_size: 'virtualSize',
-  min_disk: 'minDisk',
-  min_ram: 'minRam',
-  owner: 'project',
-  visibility: 'visibility',
 };
 
 const STATES_OF: Record<string, ImageState[]> = {

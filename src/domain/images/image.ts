@@ -98,21 +98,7 @@ export interface Image extends ImageAttributes {
   version: number;
 }
 
-export const IMAGE_SORT_KEYS = [
-  'name',
-  'createdAt',
-  'updatedAt',
-  'storedSize',
-  'virtualSize',
-  'state',
-  'diskFormat',
-  'containerFormat',
-  'id',
-  'minDisk',
-  'minRam',
-  'project',
-  'visibility',
-] as const;
+export const IMAGE_SORT_KEYS = ['name', 'createdAt', 'updatedAt', 'storedSize', 'virtualSize', 'state', 'diskFormat', 'containerFormat', 'id'] as const;
 export type ImageSortKey = (typeof IMAGE_SORT_KEYS)[number];
 
 /** One key of a listing's order; an absent value (no disk format, no size yet) sorts before every present one. */
