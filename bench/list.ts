@@ -89,7 +89,7 @@ async function measure(db: Database, queries: number): Promise<[number, number]>
   const times: number[] = [];
   for (let i = 0; i < queries + 10; i++) {
     const t = process.hrtime.bigint();
-    const page = await repo.list({ limit: 50, state: ['ready'], type: ['OS'], tags: ['golden'], sort: { key: 'createdAt', dir: 'desc' } });
+    const page = await repo.list({ limit: 50, state: ['ready'], type: ['OS'], tags: ['golden'], sort: [{ key: 'createdAt', dir: 'desc' }] });
     if (page.items.length === 0) throw new Error('benchmark query matched nothing');
     if (i >= 10) times.push(Number(process.hrtime.bigint() - t) / 1e6);
   }

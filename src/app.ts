@@ -164,6 +164,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     logger: opts.logger,
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
     eventsRecheckMs: config.eventsRecheckMs,
+    osHashAlgo: config.osHashAlgo,
     durable: () => db.durable(),
   });
   const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });

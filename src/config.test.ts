@@ -36,3 +36,15 @@ test('compression limits: IMAGO_ZERO_BOMB_RATIO (0 = off) and IMAGO_MAX_COMPRESS
   );
   assert.throws(() => loadConfig({}, { IMAGO_MAX_COMPRESSION_RATIO: '0' }), ConfigError);
 });
+
+test('os_hash_algo: sha512 by default, sha256 by flag or environment; one the ingest pass does not compute refused, naming what is', () => {
+  assert.equal(loadConfig({}, {}).osHashAlgo, 'sha512');
+  assert.equal(loadConfig({}, { IMAGO_OS_HASH_ALGO: 'SHA256' }).osHashAlgo, 'sha256');
+  assert.equal(loadConfig({ osHashAlgo: 'sha512' }, { IMAGO_OS_HASH_ALGO: 'sha256' }).osHashAlgo, 'sha512', 'the flag wins');
+  for (const bad of ['sha384', 'sha3_512', 'md5', 'blake2b'])
+    assert.throws(
+      () => loadConfig({}, { IMAGO_OS_HASH_ALGO: bad }),
+      (e: unknown) => e instanceof ConfigError && e.message.includes(`"${bad}" is not supported`) && /sha512 and sha256/.test(e.message),
+      bad,
+    );
+});

@@ -8,6 +8,7 @@
  * | listen address | `--listen HOST:PORT` | `IMAGO_LISTEN` | `127.0.0.1:9393` |
  * | catalog database | `--database URL` | `IMAGO_DATABASE_URL` | `sqlite:<data>/imago.db` |
  * | md5 checksums (Glance `checksum`) | `--md5` | `IMAGO_MD5=1` | off |
+ * | Glance `os_hash_algo`: sha512 or sha256 (both computed in the one ingest pass; others refused at start) | `--os-hash-algo A` | `IMAGO_OS_HASH_ALGO` | sha512 |
  * | largest stored image (bytes) | `--max-image-size N` | `IMAGO_MAX_IMAGE_SIZE` | 1 TiB |
  * | largest virtual size (bytes) | `--max-virtual-size N` | `IMAGO_MAX_VIRTUAL_SIZE` | 64 TiB |
  * | compressed uploads: expansion ratio limit (past 64 MiB of output) | | `IMAGO_MAX_COMPRESSION_RATIO` | 5000 |
@@ -26,7 +27,7 @@
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
-import { CONVERT_FORMATS, type ConvertFormat } from './domain/images/image.js';
+import { CONVERT_FORMATS, OS_HASH_ALGOS, type ConvertFormat, type OsHashAlgo } from './domain/images/image.js';
 import type { InspectLimits } from './formats/limits.js';
 
 export interface Config {
@@ -34,6 +35,8 @@ export interface Config {
   listen: { host: string; port: number };
   databaseUrl: string;
   md5: boolean;
+  /** the hash the Glance door shows as os_hash_algo / os_hash_value */
+  osHashAlgo: OsHashAlgo;
   maxImageBytes: number;
   inspectLimits: Partial<InspectLimits>;
   importAllow: { hosts: string[]; cidrs: string[] };
@@ -58,6 +61,7 @@ export interface ConfigFlags {
   listen?: string;
   database?: string;
   md5?: boolean;
+  osHashAlgo?: string;
   maxImageSize?: string;
   maxVirtualSize?: string;
   importAllow?: string;
@@ -78,6 +82,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const listen = parseListen(flags.listen ?? env.IMAGO_LISTEN ?? '127.0.0.1:9393');
   const databaseUrl = flags.database ?? env.IMAGO_DATABASE_URL ?? `sqlite:${join(dataDir, 'imago.db')}`;
   const md5 = flags.md5 ?? /^(1|true|yes|on)$/i.test(env.IMAGO_MD5 ?? '');
+  const osHashAlgo = parseOsHashAlgo(flags.osHashAlgo ?? env.IMAGO_OS_HASH_ALGO);
   const maxImageBytes = parseBytes('max image size', flags.maxImageSize ?? env.IMAGO_MAX_IMAGE_SIZE, TiB);
   const maxVirtual = flags.maxVirtualSize ?? env.IMAGO_MAX_VIRTUAL_SIZE;
   const inspectLimits: Partial<InspectLimits> = {};
@@ -101,6 +106,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     listen,
     databaseUrl,
     md5,
+    osHashAlgo,
     maxImageBytes,
     inspectLimits,
     importAllow,
@@ -115,6 +121,20 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     eventsRecheckMs,
     ociUploadTtlMs,
   };
+}
+
+/**
+ * Glance's `hashing_algorithm` takes any hashlib name; Imago offers what its one ingest pass already
+ * computes (a third hash would be a second pass over the bytes, or a slower one), and refuses the rest.
+ */
+function parseOsHashAlgo(s: string | undefined): OsHashAlgo {
+  if (s === undefined || s === '') return 'sha512';
+  const a = s.toLowerCase();
+  if (!(OS_HASH_ALGOS as readonly string[]).includes(a))
+    throw new ConfigError(
+      `os_hash_algo "${s}" is not supported: the ingest pass computes ${OS_HASH_ALGOS.join(' and ')} (sha256 is the blob address); set IMAGO_OS_HASH_ALGO / --os-hash-algo to one of them (sha512 is Glance's default)`,
+    );
+  return a as OsHashAlgo;
 }
 
 function parseConvertTo(s: string | undefined): ConvertFormat | undefined {

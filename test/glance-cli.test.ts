@@ -6,38 +6,13 @@
  * verify the hashes), protected, deactivate/reactivate, delete.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { runGlance, runOpenstack } from './support/glance-clients.js';
 import { startTestServer, type Dialect, type TestServer } from './support/server.js';
-
-const GLANCE = '/work/shared/peers/bin/glance';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs a client with its standard input closed: glanceclient's image-create reads image data from
- * any stdin that is not a terminal (even /dev/null), so an open one would upload 0 bytes.
- */
-function run(cmd: string, args: string[], home: string): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      '/bin/sh',
-      ['-c', 'exec "$@" 0<&-', 'sh', cmd, ...args],
-      { env: { PATH: process.env.PATH, HOME: home, LANG: 'C.UTF-8' }, timeout: 120_000, maxBuffer: 16 << 20 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
 
 // the clients are slow to start (~2-3 s a call on a busy machine): they run against SQLite;
 // test/glance-api.test.ts drives the same door over HTTP on both dialects
@@ -50,22 +25,18 @@ for (const dialect of ['sqlite'] as Dialect[]) {
     let bytes: Buffer;
 
     const glance = async (...args: string[]): Promise<string> => {
-      const r = await run(GLANCE, ['--os-image-url', `${s.url}/image`, '--os-auth-token', token, ...args], home);
+      const r = await runGlance(s.url, token, home, args);
       assert.equal(r.code, 0, `glance ${args.join(' ')}: ${r.stderr}${r.stdout}`);
       return r.stdout;
     };
     const glanceFails = async (...args: string[]): Promise<string> => {
-      const r = await run(GLANCE, ['--os-image-url', `${s.url}/image`, '--os-auth-token', token, ...args], home);
+      const r = await runGlance(s.url, token, home, args);
       assert.notEqual(r.code, 0, `glance ${args.join(' ')} should fail: ${r.stdout}`);
       return r.stderr + r.stdout;
     };
     // keystoneauth's admin_token plugin takes the endpoint as given: the versioned one, as for Glance itself
     const openstack = async (...args: string[]): Promise<string> => {
-      const r = await run(
-        'openstack',
-        ['--os-auth-type', 'admin_token', '--os-endpoint', `${s.url}/image/v2`, '--os-token', token, '--os-image-api-version', '2', ...args],
-        home,
-      );
+      const r = await runOpenstack(s.url, token, home, args);
       assert.equal(r.code, 0, `openstack ${args.join(' ')}: ${r.stderr}${r.stdout}`);
       return r.stdout;
     };

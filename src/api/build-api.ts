@@ -5,6 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { ImageEvents } from '../domain/images/events.js';
+import type { OsHashAlgo } from '../domain/images/image.js';
 import { GLANCE_PREFIX, glanceDoor } from './glance/glance-door.js';
 import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
@@ -20,6 +21,8 @@ export interface ApiDeps extends RestServices, OciServices {
   eventsRecheckMs?: number;
   /** the catalog's durability barrier (Database.durable) */
   durable?: () => Promise<void>;
+  /** the Glance door's os_hash_algo (default sha512) */
+  osHashAlgo?: OsHashAlgo;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
@@ -49,6 +52,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     prefix: GLANCE_PREFIX,
     authenticator: deps.authenticator,
     imageAccess: deps.imageAccess,
+    sharing: deps.sharing,
+    hashAlgo: deps.osHashAlgo ?? 'sha512',
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;

@@ -342,7 +342,7 @@ export function registerAccessCommands(program: Command, ctx: RemoteContext): vo
     run(async (c, f: Common & { status: string }) => {
       const r = await c.list({ memberStatus: f.status, limit: '1000' });
       out(f, r.images, () =>
-        table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageJson) => [i.id, i.name, String(i.project ?? ''), i.state])]),
+        table([['ID', 'NAME', 'FROM PROJECT', 'STATE'], ...r.images.map((i: ImageJson) => [i.id, i.name ?? '', String(i.project ?? ''), i.state])]),
       );
     }),
   );

@@ -114,7 +114,7 @@ export const WATCH_HEADER = ['NAME', 'PHASE', 'PROGRESS', 'STOREDSIZE', 'UNPACKE
 export function watchRow(i: ImageJson): string[] {
   const progress = i.state === 'ready' ? '100%' : i.progress !== undefined && i.progress !== null ? `${i.progress}%` : '';
   return [
-    i.name,
+    i.name ?? '',
     i.deckhousePhase,
     progress,
     i.storedSize !== undefined ? humanBytes(i.storedSize) : '',
@@ -132,7 +132,7 @@ function printImages(images: ImageJson[], output: Out | undefined): void {
   for (const i of images) {
     rows.push([
       i.id,
-      i.name,
+      i.name ?? '',
       String(i.project ?? '(cluster)'),
       String(i.visibility ?? ''),
       i.state,
@@ -152,7 +152,7 @@ export function printImage(i: ImageJson, output: Out | undefined): void {
   }
   const rows: [string, string][] = [
     ['id', i.id],
-    ['name', i.name],
+    ['name', i.name ?? '(none)'],
     ['state', `${i.state}${i.stateReason ? ` (${i.stateReason})` : ''}`],
     ['glance / opennebula / deckhouse', `${i.glanceStatus} / ${i.openNebulaState} / ${i.deckhousePhase}`],
     ['project', String(i.project ?? '(cluster scope)')],
@@ -342,7 +342,7 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
 
   withAttributeOptions(remote(image.command('update').description('update image metadata').argument('<image>')))
     .option('--name <name>', 'new name')
-    .option('--visibility <v>', 'private, project, shared or public (admins)')
+    .option('--visibility <v>', 'private, project, shared, community or public (admins)')
     .action(
       run(async (id: string, f: AttrFlags & Common & { visibility?: string }) => {
         const c = ctx.client(f);

@@ -156,7 +156,7 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
         let pages = 0;
         const inserted: string[] = [];
         do {
-          const page = await repo.list({ limit: 100, tags: [tag], sort, cursor });
+          const page = await repo.list({ limit: 100, tags: [tag], sort: [sort], cursor });
           for (const i of page.items) {
             assert.ok(!seen.has(i.id), `duplicate ${i.id} with sort ${sort.key}`);
             seen.add(i.id);

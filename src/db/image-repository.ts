@@ -30,6 +30,7 @@ import type {
   ImagePatch,
   ImageQuery,
   ImageRepository,
+  ImageSort,
   ImageSortKey,
   ImageVariant,
   ProjectTx,
@@ -39,13 +40,40 @@ import type { ImageState } from '../domain/images/lifecycle.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
 
+/**
+ * Each sort key's column as the order compares it: an absent value is coalesced to one below every
+ * present one ('' or -1), so NULLs take part in keyset comparisons (the marker and cursor).
+ */
 const SORT_COLUMN: Record<ImageSortKey, string> = {
   name: 'name',
   createdAt: 'created_at',
   updatedAt: 'updated_at',
   storedSize: 'coalesce(stored_size, -1)',
   virtualSize: 'coalesce(virtual_size, -1)',
+  state: 'state',
+  diskFormat: "coalesce(disk_format, '')",
+  containerFormat: "coalesce(container_format, '')",
+  id: 'id',
 };
+
+/** Keys whose value compares as a number (the rest as text). */
+const NUMERIC_SORT: ReadonlySet<ImageSortKey> = new Set(['createdAt', 'updatedAt', 'storedSize', 'virtualSize']);
+
+/**
+ * Rows strictly after the row with these sort `values` and `id` in the order `keys` (then id, in
+ * the last key's direction): the keyset predicate of a marker or cursor, for any mix of directions.
+ */
+function after(keys: ImageSort[], values: (string | number)[], id: string): Expression<SqlBool> {
+  const op = (dir: 'asc' | 'desc') => sql.raw(dir === 'asc' ? '>' : '<');
+  const col = (k: ImageSortKey) => sql.raw(SORT_COLUMN[k]);
+  const terms = [];
+  for (let i = 0; i <= keys.length; i++) {
+    const eqs = keys.slice(0, i).map((k, j) => sql`${col(k.key)} = ${values[j]}`);
+    const last = i < keys.length ? sql`${col(keys[i]!.key)} ${op(keys[i]!.dir)} ${values[i]}` : sql`id ${op(keys[keys.length - 1]!.dir)} ${id}`;
+    terms.push(sql`(${sql.join([...eqs, last], sql` and `)})`);
+  }
+  return sql<SqlBool>`(${sql.join(terms, sql` or `)})` as Expression<SqlBool>;
+}
 
 export class KyselyImageRepository implements ImageRepository {
   private readonly db: Kysely<Schema>;
@@ -116,15 +144,14 @@ export class KyselyImageRepository implements ImageRepository {
 
   async list(q: ImageQuery): Promise<ImagePage> {
     if (!Number.isInteger(q.limit) || q.limit < 1 || q.limit > 1000) throw invalid(`limit must be between 1 and 1000 (got ${q.limit})`);
-    const sortKey = q.sort?.key ?? 'createdAt';
-    const dir = q.sort?.dir ?? 'asc';
-    const col = sql.raw(SORT_COLUMN[sortKey]);
+    const order: ImageSort[] = q.sort?.length ? q.sort : [{ key: 'createdAt', dir: 'asc' }];
     let query = this.db.selectFrom('images').selectAll();
-    if (q.access) query = query.where(visibleTo(q.access, q.memberStatus));
+    if (q.access) query = query.where(visibleTo(q.access, q.memberStatus, q.sharedStatus ?? 'accepted', q.visibility?.includes('community') === true));
     if (q.project !== undefined) query = query.where('project', '=', q.project);
     if (q.visibility?.length) query = query.where('visibility', 'in', q.visibility);
     if (q.state?.length) query = query.where('state', 'in', q.state);
     else query = query.where('state', '!=', 'deleting');
+    if (q.names !== undefined) query = q.names.length ? query.where('name', 'in', q.names) : query.where(sql<SqlBool>`1 = 0`);
     if (q.name !== undefined) {
       if (q.name.endsWith('*')) {
         const prefix = q.name.slice(0, -1).replace(/[\\%_]/g, (c) => `\\${c}`);
@@ -157,25 +184,33 @@ export class KyselyImageRepository implements ImageRepository {
     if (q.marker !== undefined) {
       const m = await this.db.selectFrom('images').selectAll().where('id', '=', q.marker).executeTakeFirst();
       if (!m) throw invalid(`marker ${q.marker} is not an image id; start again without a marker`, { field: 'marker' });
-      const v = sortValue(fromRow(m), sortKey);
-      const op = sql.raw(dir === 'asc' ? '>' : '<');
-      query = query.where(sql<SqlBool>`(${col} ${op} ${v} or (${col} = ${v} and id ${op} ${m.id}))` as Expression<SqlBool>);
+      const marker = fromRow(m);
+      query = query.where(
+        after(
+          order,
+          order.map((o) => sortValue(marker, o.key)),
+          marker.id,
+        ),
+      );
     }
     if (q.cursor) {
-      const c = decodeCursor(q.cursor, sortKey);
-      const op = sql.raw(dir === 'asc' ? '>' : '<');
-      query = query.where(sql<SqlBool>`(${col} ${op} ${c.v} or (${col} = ${c.v} and id ${op} ${c.id}))` as Expression<SqlBool>);
+      const c = decodeCursor(q.cursor, order);
+      query = query.where(after(order, c.v, c.id));
     }
+    for (const o of order) query = query.orderBy(sql`${sql.raw(SORT_COLUMN[o.key])} ${sql.raw(o.dir)}`);
     const rows = await query
-      .orderBy(sql`${col} ${sql.raw(dir)}`)
-      .orderBy('id', dir)
+      .orderBy('id', order[order.length - 1]!.dir)
       .limit(q.limit + 1)
       .execute();
     const items = rows.slice(0, q.limit).map(fromRow);
     const page: ImagePage = { items };
     if (rows.length > q.limit) {
       const last = items[items.length - 1]!;
-      page.nextCursor = encodeCursor(sortKey, sortValue(last, sortKey), last.id);
+      page.nextCursor = encodeCursor(
+        order,
+        order.map((o) => sortValue(last, o.key)),
+        last.id,
+      );
     }
     return page;
   }
@@ -372,7 +407,15 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
         .whereRef('o.digest', '=', 'images.digest')
         .whereRef('o.id', '<>', 'images.id')
         .where('o.state', '!=', 'deleting');
-      if (viewer) twin = twin.where('o.id', 'in', eb.selectFrom('images').select('images.id').where(visibleTo(viewer)));
+      if (viewer)
+        twin = twin.where(
+          'o.id',
+          'in',
+          eb
+            .selectFrom('images')
+            .select('images.id')
+            .where(visibleTo(viewer, undefined, 'accepted', true)),
+        );
       return [
         sql<number>`count(*)`.as('images'),
         sql<number>`coalesce(sum(case when digest is not null then stored_size else 0 end), 0)`.as('stored'),
@@ -435,22 +478,26 @@ const GROUP_USE = 0o040;
 /**
  * The SQL form of `rightsOn(...).has('use')` (src/domain/access/policy.ts) for listings; the matrix test
  * checks both agree. With `memberStatus`, only images offered to one of the caller's projects
- * with that status (Glance's member_status filter).
+ * with that status (the REST door's offers). `shared`: the member status that lists another project's
+ * shared image (Glance's member_status, `all` for any). Community images of other projects are
+ * listed only when asked for (`community`), as Glance lists them; `rightsOn` lets every signed-in
+ * principal use them.
  */
-function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
+function visibleTo(a: AccessScope, memberStatus: MemberStatus | undefined, shared: MemberStatus | 'all', community: boolean) {
   const mine = [...a.adminProjects, ...a.memberProjects];
   return ({ eb, or, and, exists, selectFrom }: ExpressionBuilder<Schema, 'images'>) => {
-    const memberOf = (status: MemberStatus) =>
-      exists(
-        selectFrom('image_members')
-          .select('image_members.project')
-          .whereRef('image_members.image_id', '=', 'images.id')
-          .where('image_members.project', 'in', mine.length ? mine : [''])
-          .where('image_members.status', '=', status),
-      );
+    const memberOf = (status: MemberStatus | 'all') => {
+      let members = selectFrom('image_members')
+        .select('image_members.project')
+        .whereRef('image_members.image_id', '=', 'images.id')
+        .where('image_members.project', 'in', mine.length ? mine : ['']);
+      if (status !== 'all') members = members.where('image_members.status', '=', status);
+      return exists(members);
+    };
     if (memberStatus) return mine.length ? and([eb('visibility', '=', 'shared'), memberOf(memberStatus)]) : eb.val(false);
     if (a.anonymous) return eb('visibility', '=', 'public');
     const terms = [eb('visibility', '=', 'public')];
+    if (community) terms.push(eb('visibility', '=', 'community'));
     if (a.adminProjects.length) terms.push(eb('project', 'in', a.adminProjects));
     if (a.memberProjects.length) {
       const isOwner = a.user === undefined ? eb.val(false) : eb('owner', '=', a.user);
@@ -466,9 +513,9 @@ function visibleTo(a: AccessScope, memberStatus?: MemberStatus) {
           ]),
         ]),
       );
-      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf(shared)]));
     } else if (a.adminProjects.length) {
-      terms.push(and([eb('visibility', '=', 'shared'), memberOf('accepted')]));
+      terms.push(and([eb('visibility', '=', 'shared'), memberOf(shared)]));
     }
     return or(terms);
   };
@@ -490,10 +537,11 @@ async function writeSide(db: Db, id: string, tags: string[], properties: Record<
 
 // ---- cursor ------------------------------------------------------------------------------
 
+/** The value SORT_COLUMN compares, computed from the record (absent: '' or -1, as the column's coalesce). */
 function sortValue(img: Image, key: ImageSortKey): string | number {
   switch (key) {
     case 'name':
-      return img.name;
+      return img.name ?? '';
     case 'createdAt':
       return img.createdAt.getTime();
     case 'updatedAt':
@@ -502,18 +550,33 @@ function sortValue(img: Image, key: ImageSortKey): string | number {
       return img.storedSize ?? -1;
     case 'virtualSize':
       return img.virtualSize ?? -1;
+    case 'state':
+      return img.state;
+    case 'diskFormat':
+      return img.diskFormat ?? '';
+    case 'containerFormat':
+      return img.containerFormat ?? '';
+    case 'id':
+      return img.id;
   }
 }
 
-function encodeCursor(key: ImageSortKey, v: string | number, id: string): string {
-  return Buffer.from(JSON.stringify({ k: key, v, id })).toString('base64url');
+const sortName = (order: ImageSort[]) => order.map((o) => `${o.key}:${o.dir}`).join(',');
+
+function encodeCursor(order: ImageSort[], v: (string | number)[], id: string): string {
+  return Buffer.from(JSON.stringify({ k: sortName(order), v, id })).toString('base64url');
 }
 
-function decodeCursor(cursor: string, key: ImageSortKey): { v: string | number; id: string } {
+function decodeCursor(cursor: string, order: ImageSort[]): { v: (string | number)[]; id: string } {
   try {
-    const c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { k: string; v: unknown; id: unknown };
-    const ok = c.k === key && typeof c.id === 'string' && (key === 'name' ? typeof c.v === 'string' : typeof c.v === 'number');
-    if (ok) return { v: c.v as string | number, id: c.id as string };
+    const c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { k: unknown; v: unknown; id: unknown };
+    const ok =
+      c.k === sortName(order) &&
+      typeof c.id === 'string' &&
+      Array.isArray(c.v) &&
+      c.v.length === order.length &&
+      order.every((o, i) => typeof (c.v as unknown[])[i] === (NUMERIC_SORT.has(o.key) ? 'number' : 'string'));
+    if (ok) return { v: c.v as (string | number)[], id: c.id as string };
   } catch {
     // fall through
   }
@@ -530,7 +593,9 @@ function decodeCursor(cursor: string, key: ImageSortKey): { v: string | number; 
 function toRow(img: Image): Insertable<ImagesTable> {
   return {
     id: img.id,
-    name: img.name,
+    // a nameless image (Glance's null name) is stored as '' (the column is NOT NULL since the first
+    // schema; no name is '': names are 1 to 255 printable characters); fromRow reads it back as absent
+    name: img.name ?? '',
     description: img.description ?? null,
     type: img.type,
     disk_format: img.diskFormat ?? null,
@@ -606,6 +671,7 @@ function toPatchRow(p: ImagePatch): Updateable<ImagesTable> {
     const col = PATCH_COLUMNS[k];
     if (col) out[col] = v;
   }
+  if (p.name === null) out.name = '';
   if (p.persistent !== undefined) out.persistent = p.persistent ? 1 : 0;
   if (p.protected !== undefined) out.is_protected = p.protected ? 1 : 0;
   if (p.hidden !== undefined) out.hidden = p.hidden ? 1 : 0;
@@ -622,7 +688,6 @@ function toPatchRow(p: ImagePatch): Updateable<ImagesTable> {
 function fromRow(r: Selectable<ImagesTable>): Image {
   const img: Image = {
     id: r.id,
-    name: r.name,
     type: r.type,
     minDisk: Number(r.min_disk),
     minRam: Number(r.min_ram),
@@ -639,6 +704,7 @@ function fromRow(r: Selectable<ImagesTable>): Image {
     perms: Number(r.perms),
     reservedBytes: Number(r.reserved_bytes),
   };
+  if (r.name !== '') img.name = r.name;
   if (Number(r.is_protected) === 1) img.protected = true;
   if (Number(r.hidden) === 1) img.hidden = true;
   if (r.project !== null) img.project = r.project;

@@ -45,6 +45,14 @@ export async function qemuCreate(name: string, fmt: string, size: string, option
   });
 }
 
+/** A qcow2 whose backing file is a path on the machine (`<prefix>-overlay.qcow2`): the classic hostile upload. */
+export async function qcow2WithBacking(prefix: string): Promise<string> {
+  const base = await qemuCreate(`${prefix}-base.qcow2`, 'qcow2', '64M');
+  return cached(`${prefix}-overlay.qcow2`, async (tmp) => {
+    await sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', tmp]);
+  });
+}
+
 /** `qemu-img convert` of `src` into FMT (cached by name). */
 export async function qemuConvert(name: string, src: string, fmt: string, options: string[] = [], extra: string[] = []): Promise<string> {
   return cached(name, async (tmp) => {

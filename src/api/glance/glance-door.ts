@@ -8,12 +8,15 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../domain/access/authenticator.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
+import type { ImageSharing } from '../../domain/access/image-sharing.js';
+import type { OsHashAlgo } from '../../domain/images/image.js';
 import { acceptJsonBodies } from '../http/json-bodies.js';
 import { authenticateRequests } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { sendGlanceError, sendGlanceNoRoute } from './error-table.js';
 import { glanceFileRoutes } from './file-routes.js';
 import { glanceImageRoutes } from './image-routes.js';
+import { glanceMemberRoutes } from './member-routes.js';
 import { PATCH_MEDIA_TYPES } from './image-patch.js';
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, MEMBER_SCHEMA, MEMBERS_SCHEMA } from './schemas.js';
 
@@ -24,6 +27,10 @@ export interface GlanceDoorOptions {
   /** credentials → principal */
   authenticator: Authenticator;
   imageAccess: ImageAccess;
+  /** image members */
+  sharing: ImageSharing;
+  /** what os_hash_algo / os_hash_value show */
+  hashAlgo: OsHashAlgo;
   /** a request body idle this long is cut off */
   bodyIdleTimeoutMs: number;
 }
@@ -63,6 +70,7 @@ export const glanceDoor: FastifyPluginAsyncTypebox<GlanceDoorOptions> = async (a
   app.get('/v2/schemas/member', async () => MEMBER_SCHEMA);
   app.get('/v2/schemas/members', async () => MEMBERS_SCHEMA);
 
-  await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess });
+  await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing, view: { hashAlgo: opts.hashAlgo } });
+  await app.register(glanceMemberRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing });
   await app.register(glanceFileRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
 };

@@ -35,7 +35,7 @@ export const RESERVED_PREFIX = 'os_glance';
 export interface ImageChanges {
   /** attributes in Imago's names, for the domain's parseUpdateInput */
   attrs: Record<string, unknown>;
-  /** attributes of their own (architecture, ...) that the patch removed */
+  /** attributes of their own (architecture, ...) that the patch removed, and `name` when set to null */
   cleared: string[];
   visibility?: ReturnType<typeof imagoVisibility>;
 }
@@ -44,7 +44,7 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
   if (!Array.isArray(body)) throw new GlanceError(400, 'Request body must be a JSON array of operation objects.');
   // the document the patch edits: what Glance shows that can change
   const core: Record<string, unknown> = {
-    name: img.name,
+    name: img.name ?? null,
     visibility: undefined,
     protected: img.protected === true,
     os_hidden: img.hidden === true,
@@ -103,6 +103,8 @@ export function applyImagePatch(img: Image, body: unknown): ImageChanges {
   for (const k of touched) {
     if (Object.hasOwn(CORE, k)) {
       if (k === 'visibility') out.visibility = visibilityOf(core.visibility, img.project !== undefined);
+      // Glance's name may be null: the image becomes nameless
+      else if (k === 'name' && core.name === null) out.cleared.push('name');
       else out.attrs[CORE[k]!] = core[k] === null && (k === 'disk_format' || k === 'container_format') ? undefined : core[k];
     } else if (!attributeOf(k)) propertiesTouched = true;
   }
@@ -120,8 +122,8 @@ export function attributeOf(key: string): string | undefined {
 }
 
 export function visibilityOf(v: unknown, hasProject: boolean): ImageChanges['visibility'] {
-  if (v === 'community') throw new GlanceError(400, 'Visibility community is not offered by this server yet; use private, shared or public.');
-  if (v !== 'private' && v !== 'shared' && v !== 'public') throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
+  if (v !== 'private' && v !== 'shared' && v !== 'public' && v !== 'community')
+    throw new GlanceError(400, `Invalid visibility value: ${String(v).slice(0, 40)}`);
   return imagoVisibility(v as GlanceVisibility, hasProject);
 }
 

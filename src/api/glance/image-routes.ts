@@ -2,6 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { ImageAccess } from '../../domain/access/image-access.js';
+import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import { defaultProject } from '../../domain/access/policy.js';
 import { DomainError } from '../../domain/errors.js';
 import type { ImageAttributes } from '../../domain/images/image.js';
@@ -10,8 +11,10 @@ import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { GlanceError } from './error-table.js';
 import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
-import { glanceImage, SHOWN_ONLY } from './image-view.js';
+import { glanceImage, SHOWN_ONLY, type GlanceView } from './image-view.js';
+import { glanceStatus } from '../../domain/images/lifecycle.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
+import { findImage } from './member-routes.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 /** glanceclient sends bodiless requests as application/octet-stream: those routes take no body and read none */
@@ -29,7 +32,10 @@ const CORE_CREATE: Record<string, string> = {
   tags: 'tags',
 };
 
-export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }> = async (app, { imageAccess }) => {
+export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess; sharing: ImageSharing; view: GlanceView }> = async (
+  app,
+  { imageAccess, sharing, view },
+) => {
   app.post('/v2/images', async (req, reply) => {
     const body = req.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new GlanceError(400, 'The request body must be a JSON object.');
@@ -51,14 +57,12 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
       } else if (attributeOf(k)) attrs[attributeOf(k)!] = v;
       else properties[k] = v;
     }
-    if (attrs.name === undefined)
-      throw new GlanceError(400, 'This server needs a name for every image: send "name" (glance image-create --name, openstack image create NAME).');
     if (Object.keys(properties).length > 0) attrs.properties = properties;
     // Glance's default is `shared` (members may be added later); without a project only private exists
     if (ownership.visibility === undefined && (ownership.project ?? defaultProject(req.principal)) !== undefined) ownership.visibility = 'shared';
-    const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs), ownership);
+    const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs, { nameless: true }), ownership);
     void reply.code(201).header('location', `/v2/images/${image.id}`);
-    return glanceImage(image);
+    return glanceImage(image, view);
   });
 
   app.get('/v2/images', async (req) => {
@@ -79,10 +83,11 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     const rawQuery = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
     const last = page.items[page.items.length - 1];
     const links = pageLinks(rawQuery, page.nextCursor !== undefined && last ? last.id : undefined);
-    return { images: items.map(glanceImage), first: links.first, schema: '/v2/schemas/images', ...(links.next ? { next: links.next } : {}) };
+    return { images: items.map((i) => glanceImage(i, view)), first: links.first, schema: '/v2/schemas/images', ...(links.next ? { next: links.next } : {}) };
   });
 
-  app.get('/v2/images/:id', { schema: { params: IdParams } }, async (req) => glanceImage(await imageAccess.getImage(ctxOf(req), req.params.id)));
+  // a member project sees a shared image offered to it in any member status, as in Glance
+  app.get('/v2/images/:id', { schema: { params: IdParams } }, async (req) => glanceImage(await findImage(imageAccess, sharing, req, req.params.id), view));
 
   app.patch('/v2/images/:id', { schema: { params: IdParams } }, async (req) => {
     const type = (header(req, 'content-type') ?? '').split(';')[0]!.trim().toLowerCase();
@@ -98,8 +103,8 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     // attributes of their own that the patch removed are cleared (null in the catalog's patch)
     for (const attr of changes.cleared) (patch as Record<string, unknown>)[attr] = null;
     const ownership: OwnershipInput = changes.visibility === undefined ? {} : { visibility: changes.visibility };
-    if (Object.keys(patch).length === 0 && ownership.visibility === undefined) return glanceImage(img);
-    return glanceImage(await imageAccess.updateImage(ctx, img.id, patch, ownership));
+    if (Object.keys(patch).length === 0 && ownership.visibility === undefined) return glanceImage(img, view);
+    return glanceImage(await imageAccess.updateImage(ctx, img.id, patch, ownership), view);
   });
 
   app.delete('/v2/images/:id', { schema: { params: IdParams }, config: NO_BODY }, async (req, reply) => {
@@ -117,8 +122,7 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
       // Glance answers 204 when the image is already where the action would take it
       const already = enabled ? img.state === 'ready' : img.state === 'disabled';
       if (!already) {
-        if (img.state !== 'ready' && img.state !== 'disabled')
-          throw new GlanceError(403, `Not allowed to ${action} image in status '${glanceImage(img).status as string}'`);
+        if (img.state !== 'ready' && img.state !== 'disabled') throw new GlanceError(403, `Not allowed to ${action} image in status '${glanceStatus(img)}'`);
         await imageAccess.setEnabled(ctx, img.id, enabled);
       }
       return reply.code(204).send();

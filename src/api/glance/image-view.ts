@@ -5,22 +5,31 @@
  * |---|---|
  * | `status` | `glanceStatus(state)` (domain/images/lifecycle.ts) |
  * | `visibility` private | `project` (the owning project sees it) or `private` (its creator only) |
- * | `visibility` shared / public | `shared` / `public`; `community` is not offered yet |
+ * | `visibility` shared / public / community | `shared` / `public` / `community` |
  * | `owner` | the owning project (null for cluster scope) |
  * | `size`, `virtual_size` | `storedSize`, `virtualSize` |
- * | `checksum` / `os_hash_algo` + `os_hash_value` | md5 (when enabled) / sha512 |
+ * | `checksum` / `os_hash_algo` + `os_hash_value` | md5 (when enabled) / sha512, or sha256 (the digest) when configured |
  * | `protected`, `os_hidden` | `protected`, `hidden` |
  * | `architecture`, `os_distro`, `os_version`, `os_type`, `description` | the attributes of those names |
  * | any other top-level key | a property |
+ * | `imago_killed_reason` (killed images only) | `stateReason` |
  */
 import type { Visibility } from '../../domain/access/policy.js';
-import type { Image } from '../../domain/images/image.js';
+import type { Image, OsHashAlgo } from '../../domain/images/image.js';
 import { glanceStatus } from '../../domain/images/lifecycle.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
 
+/**
+ * Why a `killed` image was killed (Imago's state reason: the refused upload's finding, an
+ * interrupted transfer, ...), shown as a property while the image is killed. Glance itself keeps
+ * no such reason on the image; the name is Imago's, and read-only like Glance's own fields.
+ */
+export const KILLED_REASON = 'imago_killed_reason';
+
 /** What Glance shows but never takes, on create or update (403 "read-only", as Glance). */
 export const SHOWN_ONLY: ReadonlySet<string> = new Set([
+  KILLED_REASON,
   'status',
   'checksum',
   'os_hash_algo',
@@ -47,13 +56,12 @@ export const ATTRIBUTE_KEYS = {
 } as const satisfies Record<string, keyof Image>;
 
 export function glanceVisibility(v: Visibility): GlanceVisibility {
-  return v === 'public' ? 'public' : v === 'shared' ? 'shared' : 'private';
+  return v === 'project' ? 'private' : v;
 }
 
 /** Glance's word for who sees an image → Imago's, for an image with (or without) a project. */
 export function imagoVisibility(v: GlanceVisibility, hasProject: boolean): Visibility {
   if (v === 'private') return hasProject ? 'project' : 'private';
-  if (v === 'community') throw new Error('community visibility is checked by the caller');
   return v;
 }
 
@@ -62,12 +70,23 @@ export function glanceTime(d: Date): string {
   return `${d.toISOString().slice(0, 19)}Z`;
 }
 
-export function glanceImage(img: Image): Record<string, unknown> {
+/** How the door shows images: the configured os_hash_algo. */
+export interface GlanceView {
+  hashAlgo: OsHashAlgo;
+}
+
+/** The image's hex hash in `algo`, when it has data. */
+export function osHashValue(img: Image, algo: OsHashAlgo): string | undefined {
+  if (algo === 'sha512') return img.checksums.sha512;
+  return img.digest?.startsWith('sha256:') ? img.digest.slice('sha256:'.length) : undefined;
+}
+
+export function glanceImage(img: Image, view: GlanceView): Record<string, unknown> {
   const out: Record<string, unknown> = { ...img.properties };
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) out[key] = img[attr];
-  const sha512 = img.checksums.sha512;
+  const hash = osHashValue(img, view.hashAlgo);
   Object.assign(out, {
-    name: img.name,
+    name: img.name ?? null,
     disk_format: img.diskFormat ?? null,
     container_format: img.containerFormat ?? null,
     visibility: glanceVisibility(img.visibility),
@@ -80,8 +99,8 @@ export function glanceImage(img: Image): Record<string, unknown> {
     min_disk: img.minDisk,
     owner: img.project ?? null,
     os_hidden: img.hidden === true,
-    os_hash_algo: sha512 ? 'sha512' : null,
-    os_hash_value: sha512 ?? null,
+    os_hash_algo: hash ? view.hashAlgo : null,
+    os_hash_value: hash ?? null,
     id: img.id,
     created_at: glanceTime(img.createdAt),
     updated_at: glanceTime(img.updatedAt),
@@ -90,5 +109,6 @@ export function glanceImage(img: Image): Record<string, unknown> {
     file: `/v2/images/${img.id}/file`,
     schema: '/v2/schemas/image',
   });
+  if (img.state === 'error' && img.stateReason !== undefined) out[KILLED_REASON] = img.stateReason;
   return out;
 }

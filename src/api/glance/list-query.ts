@@ -2,20 +2,26 @@
  * `GET /v2/images` query parameters as Glance takes them → the catalog's ImageQuery, and the
  * `first`/`next` links as Glance builds them (glanceclient follows `next` to page through).
  */
-import type { ImageQuery, ImageSortKey } from '../../domain/images/image.js';
+import type { ImageQuery, ImageSort, ImageSortKey } from '../../domain/images/image.js';
 import type { ImageState } from '../../domain/images/lifecycle.js';
 import { CONTAINER_FORMATS, DISK_FORMATS } from '../../domain/images/image.js';
+import { VISIBILITIES } from '../../domain/access/policy.js';
 import { GlanceError } from './error-table.js';
 
 /** Glance's `api_limit_max` and `limit_param_default` */
 const LIMIT_MAX = 1000;
 const LIMIT_DEFAULT = 25;
 
+/** Glance's sort keys (its `_available_sort_keys`, and virtual_size) → the catalog's; any other is 400, as in Glance. */
 const SORT_KEYS: Record<string, ImageSortKey> = {
   name: 'name',
+  status: 'state',
+  container_format: 'containerFormat',
+  disk_format: 'diskFormat',
+  size: 'storedSize',
+  id: 'id',
   created_at: 'createdAt',
   updated_at: 'updatedAt',
-  size: 'storedSize',
   virtual_size: 'virtualSize',
 };
 
@@ -84,10 +90,8 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
     query.limit = Math.max(1, Math.min(n, LIMIT_MAX));
   }
   const names = values('name');
-  if (names) {
-    if (names.length !== 1) throw new GlanceError(400, 'name=in: with more than one name is not supported by this server yet.');
-    query.name = names[0]!;
-  }
+  // Glance compares names exactly (`name=in:a,b`: any of them)
+  if (names) query.names = names;
   const status = values('status');
   if (status) {
     query.state = status.flatMap((s) => {
@@ -97,18 +101,21 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
     });
   }
   const visibility = one('visibility');
-  if (visibility !== undefined && visibility !== 'all') {
+  // `all` lists community images of other projects too (Glance leaves them out unless asked)
+  if (visibility === 'all') query.visibility = [...VISIBILITIES];
+  else if (visibility !== undefined) {
     if (visibility === 'private') query.visibility = ['private', 'project'];
-    else if (visibility === 'shared' || visibility === 'public') query.visibility = [visibility];
-    else if (visibility === 'community') query.visibility = [];
+    else if (visibility === 'shared' || visibility === 'public' || visibility === 'community') query.visibility = [visibility];
     else throw new GlanceError(400, `Invalid visibility value: ${visibility.slice(0, 40)}`);
   }
   const owner = one('owner');
   if (owner !== undefined) query.project = owner;
   const member = one('member_status');
-  if (member !== undefined && member !== 'all') {
-    if (member !== 'pending' && member !== 'accepted' && member !== 'rejected') throw new GlanceError(400, `Invalid status value: ${member.slice(0, 40)}`);
-    query.memberStatus = member;
+  if (member !== undefined) {
+    // as Glance: which other projects' shared images are listed with the rest (default accepted)
+    if (member !== 'pending' && member !== 'accepted' && member !== 'rejected' && member !== 'all')
+      throw new GlanceError(400, `Invalid status value: ${member.slice(0, 40)}`);
+    query.sharedStatus = member;
   }
   const tags = q.tag === undefined ? undefined : (Array.isArray(q.tag) ? q.tag : [q.tag]).map(String);
   if (tags) query.tags = tags;
@@ -145,24 +152,45 @@ export function parseGlanceListQuery(q: Record<string, unknown>): GlanceListQuer
   return out;
 }
 
-function parseSort(q: Record<string, unknown>): ImageQuery['sort'] {
-  const list = (v: unknown) => (v === undefined ? [] : (Array.isArray(v) ? v : [v]).flatMap((x) => String(x).split(',')).map((x) => x.trim()));
-  let key = 'created_at';
-  let dir = 'desc';
+/**
+ * Glance's two sort syntaxes: `sort=k1:dir,k2` (a key without a direction: desc) or `sort_key`
+ * repeated (or comma-separated) with `sort_dir` once for all keys or once per key. Default
+ * created_at desc; the catalog breaks ties by id.
+ */
+function parseSort(q: Record<string, unknown>): ImageSort[] {
+  const list = (v: unknown) =>
+    v === undefined
+      ? []
+      : (Array.isArray(v) ? v : [v])
+          .flatMap((x) => String(x).split(','))
+          .map((x) => x.trim())
+          .filter(Boolean);
+  let pairs: [string, string][];
   if (q.sort !== undefined) {
     if (q.sort_key !== undefined || q.sort_dir !== undefined) throw new GlanceError(400, 'The "sort" parameter cannot be combined with sort_key or sort_dir.');
-    const [first] = list(q.sort);
-    const [k, d = 'desc'] = (first ?? '').split(':');
-    key = k ?? '';
-    dir = d;
+    pairs = list(q.sort).map((item) => {
+      const [k = '', d = 'desc', extra] = item.split(':');
+      if (extra !== undefined) throw new GlanceError(400, `Invalid sort value: ${item.slice(0, 60)}; use key or key:asc / key:desc.`);
+      return [k.trim(), d.trim()];
+    });
   } else {
-    key = list(q.sort_key)[0] ?? key;
-    dir = list(q.sort_dir)[0] ?? dir;
+    const keys = list(q.sort_key);
+    const dirs = list(q.sort_dir);
+    if (keys.length === 0) keys.push('created_at');
+    if (dirs.length > 1 && dirs.length !== keys.length)
+      throw new GlanceError(400, 'Number of sort dirs does not match the number of sort keys: give one sort_dir for all keys or one per key.');
+    pairs = keys.map((k, i) => [k, dirs.length === 0 ? 'desc' : dirs.length === 1 ? dirs[0]! : dirs[i]!]);
   }
-  const sortKey = Object.hasOwn(SORT_KEYS, key) ? SORT_KEYS[key] : undefined;
-  if (!sortKey) throw new GlanceError(400, `Unsupported sort_key: ${key.slice(0, 40)}; this server sorts by ${Object.keys(SORT_KEYS).join(', ')}.`);
-  if (dir !== 'asc' && dir !== 'desc') throw new GlanceError(400, `Invalid sort direction: ${dir.slice(0, 40)}`);
-  return { key: sortKey, dir };
+  if (pairs.length === 0) pairs = [['created_at', 'desc']];
+  const seen = new Set<string>();
+  return pairs.map(([key, dir]) => {
+    const sortKey = Object.hasOwn(SORT_KEYS, key) ? SORT_KEYS[key] : undefined;
+    if (!sortKey) throw new GlanceError(400, `Unsupported sort_key: ${key.slice(0, 40)}; this server sorts by ${Object.keys(SORT_KEYS).join(', ')}.`);
+    if (seen.has(key)) throw new GlanceError(400, `Sort key ${key.slice(0, 40)} is given twice; each key may appear once.`);
+    seen.add(key);
+    if (dir !== 'asc' && dir !== 'desc') throw new GlanceError(400, `Invalid sort direction: ${dir.slice(0, 40)}`);
+    return { key: sortKey, dir };
+  });
 }
 
 function dateFilter(

@@ -10,7 +10,8 @@ import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/imag
 /** An image as `GET /api/v1/images/{id}` returns it. */
 export interface ImageJson {
   id: string;
-  name: string;
+  /** absent for an image made nameless through the Glance door */
+  name?: string;
   description?: string;
   type: Image['type'];
   diskFormat?: Image['diskFormat'];
@@ -135,7 +136,7 @@ const IMAGE_SCHEMA = {
     project: { type: ['string', 'null'], description: 'owning project; null = cluster scope (server admins only, unless public)' },
     scope: { type: 'string', enum: ['project', 'cluster'] },
     owner: { type: 'string', description: 'the user who created it' },
-    visibility: { type: 'string', enum: ['private', 'project', 'shared', 'public'] },
+    visibility: { type: 'string', enum: ['private', 'project', 'shared', 'public', 'community'] },
     permissions: { type: 'string', description: 'OpenNebula-style octal owner/group/other × use(4)/manage(2)/admin(1), e.g. 660' },
     permissionsText: { type: 'string', description: 'the same as um-um---- (use, manage, admin)' },
     state: { type: 'string', enum: ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'] },

@@ -50,7 +50,7 @@ export function parseListQuery(q: Record<string, unknown>): ImageQuery {
     if (!SORT_KEYS.includes(key as ImageSortKey) || (dir !== 'asc' && dir !== 'desc')) {
       throw new DomainError('INVALID_REQUEST', `sort "${q.sort}" must be one of ${SORT_KEYS.join(', ')} with an optional :asc or :desc`);
     }
-    query.sort = { key: key as ImageSortKey, dir };
+    query.sort = [{ key: key as ImageSortKey, dir }];
   }
   if (typeof q.cursor === 'string') query.cursor = q.cursor;
   if (typeof q.project === 'string') query.project = q.project;

@@ -4,8 +4,8 @@
  * members; the member project's writers answer. Every mutation is audited.
  */
 import type { AccessRepository } from './access-repository.js';
-import { DomainError, forbidden, invalid, notFound } from '../errors.js';
-import type { ImageMember } from '../images/image.js';
+import { conflict, DomainError, forbidden, invalid, notFound } from '../errors.js';
+import type { Image, ImageMember } from '../images/image.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import type { AuditLog } from './audit-log.js';
 import { needLogin, type Authorizer, type RequestContext } from './authorizer.js';
@@ -35,7 +35,21 @@ export class ImageSharing {
     throw notFound(id);
   }
 
-  addMember(ctx: RequestContext, id: string, project: string): Promise<ImageMember> {
+  /**
+   * A shared image offered to one of the caller's projects, whatever the member's answer so far
+   * (Glance shows a shared image to its members in every status, so they can find it to answer);
+   * the caller's rights stay those of `rightsOn` (use needs `accepted`). NOT_FOUND otherwise.
+   */
+  async offeredImage(ctx: RequestContext, id: string): Promise<Image> {
+    const p = ctx.principal;
+    if (p.kind === 'anonymous') throw needLogin();
+    const image = await this.images.get(id);
+    if (image.visibility === 'shared' && (await this.images.repo.members(id)).some((m) => p.roles.has(m.project))) return image;
+    throw notFound(id);
+  }
+
+  /** `opts.exclusive`: an existing member is a CONFLICT (Glance's 409) instead of kept as it is. */
+  addMember(ctx: RequestContext, id: string, project: string, opts: { exclusive?: boolean } = {}): Promise<ImageMember> {
     return this.audit.record(ctx, 'image.member.add', { target: id, detail: { member: project } }, async (note) => {
       const img = await this.authz.require(ctx, id, 'admin', 'share');
       note(img);
@@ -48,6 +62,8 @@ export class ImageSharing {
       }
       if (project === img.project) throw invalid(`project ${project} owns image ${id}; members are other projects`);
       if (!(await this.access.project(project))) throw new DomainError('NOT_FOUND', `project "${project}" does not exist`, { project });
+      if (opts.exclusive && (await this.images.repo.members(id)).some((m) => m.project === project))
+        throw conflict(`project ${project} is already a member of image ${id}`);
       return this.images.repo.addMember(id, project);
     });
   }

@@ -16,7 +16,11 @@
 export const ROLES = ['reader', 'writer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
-export const VISIBILITIES = ['private', 'project', 'shared', 'public'] as const;
+/**
+ * `community` (Glance's): every signed-in principal may use the image, but listings show it only to
+ * its project or when asked for community images (`visibility=community`).
+ */
+export const VISIBILITIES = ['private', 'project', 'shared', 'public', 'community'] as const;
 export type Visibility = (typeof VISIBILITIES)[number];
 
 export const MEMBER_STATUSES = ['pending', 'accepted', 'rejected'] as const;
@@ -79,7 +83,7 @@ export function defaultProject(p: Principal): string | undefined {
  *    of the permission bits, capped by role — reader: use; writer: use, manage (+ admin for
  *    the owner class, as OpenNebula's owner with the A bit).
  * 5. Anyone else: use, if the image is shared with one of p's projects and that project
- *    accepted, or if the image is public (anonymous included).
+ *    accepted, or if the image is public (anonymous included), or community (signed in).
  */
 export function rightsOn(p: Principal, img: ImageOwnership, memberStatus?: MemberStatus): Set<Right> {
   const out = new Set<Right>();
@@ -100,6 +104,7 @@ export function rightsOn(p: Principal, img: ImageOwnership, memberStatus?: Membe
   }
   if (img.visibility === 'shared' && memberStatus === 'accepted') out.add('use');
   if (img.visibility === 'public' || (img.perms & USE) !== 0) out.add('use');
+  if (img.visibility === 'community' && p.kind !== 'anonymous') out.add('use');
   return out;
 }
 
@@ -150,7 +155,7 @@ export function modeTriplets(perms: number): string {
 /** The visibility implied by permission bits (chmod), keeping `shared` when the group may use. */
 export function visibilityForMode(perms: number, current: Visibility): Visibility {
   if (perms & USE) return 'public';
-  if ((perms >> 3) & USE) return current === 'shared' ? 'shared' : 'project';
+  if ((perms >> 3) & USE) return current === 'shared' || current === 'community' ? current : 'project';
   return 'private';
 }
 
@@ -163,6 +168,7 @@ export function modeForVisibility(perms: number, v: Visibility): number {
       return owner;
     case 'project':
     case 'shared':
+    case 'community':
       group |= USE << 3;
       return owner | group;
     case 'public':

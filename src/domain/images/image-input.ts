@@ -53,7 +53,8 @@ const UNPRINTABLE = /[\u0000-\u001f\u007f\u200e\u200f\u202a-\u202e\u2066-\u2069]
 const MAX_PROPERTIES = 128;
 const MAX_TAGS = 128;
 
-export type CreateImageInput = Partial<ImageAttributes> & { name: string };
+/** `name` is absent only for a nameless image (Glance allows one; the REST door asks for a name). */
+export type CreateImageInput = Partial<ImageAttributes>;
 
 /** Where a new image goes and who sees it (not image attributes: the access policy decides on them). */
 export interface OwnershipInput {
@@ -103,10 +104,12 @@ const IMAGE_FIELDS: ReadonlySet<string> = new Set([
   'tags',
 ]);
 
-export function parseCreateInput(body: unknown): CreateImageInput {
+/** `opts.nameless`: a create without a name is allowed (Glance's null name) instead of refused. */
+export function parseCreateInput(body: unknown, opts: { nameless?: boolean } = {}): CreateImageInput {
   const o = asObject(body);
   const known = IMAGE_FIELDS;
   for (const k of Object.keys(o)) if (!known.has(k)) throw invalid(`unknown field "${k}"; image fields are ${[...known].join(', ')}`, { field: k });
+  if (opts.nameless && o.name === undefined) return parseAttributes(o) as CreateImageInput;
   if (typeof o.name !== 'string') throw invalid('field "name" is required: a string of 1 to 255 characters', { field: 'name' });
   return { ...parseAttributes(o), name: o.name.trim() } as CreateImageInput;
 }

@@ -20,6 +20,13 @@ export type ConvertFormat = (typeof CONVERT_FORMATS)[number];
 export const CONTAINER_FORMATS = ['bare', 'ova', 'ovf', 'docker', 'aki', 'ari', 'ami', 'compressed'] as const;
 export type ContainerFormat = (typeof CONTAINER_FORMATS)[number];
 
+/**
+ * The whole-image hashes every ingest computes in its one pass, besides the optional md5: sha256
+ * (the digest, the blob's address) and sha512. What Glance's `os_hash_algo` may name.
+ */
+export const OS_HASH_ALGOS = ['sha512', 'sha256'] as const;
+export type OsHashAlgo = (typeof OS_HASH_ALGOS)[number];
+
 export interface Checksums {
   /** hex md5 (Glance `checksum`); only when md5 is enabled in config */
   md5?: string;
@@ -37,7 +44,7 @@ export interface InspectionSummary {
 }
 
 export interface ImageAttributes {
-  name: string;
+  name?: string;
   description?: string;
   type: ImageType;
   diskFormat?: DiskFormat;
@@ -91,10 +98,20 @@ export interface Image extends ImageAttributes {
   version: number;
 }
 
-export type ImageSortKey = 'name' | 'createdAt' | 'updatedAt' | 'storedSize' | 'virtualSize';
+export const IMAGE_SORT_KEYS = ['name', 'createdAt', 'updatedAt', 'storedSize', 'virtualSize', 'state', 'diskFormat', 'containerFormat', 'id'] as const;
+export type ImageSortKey = (typeof IMAGE_SORT_KEYS)[number];
+
+/** One key of a listing's order; an absent value (no disk format, no size yet) sorts before every present one. */
+export interface ImageSort {
+  key: ImageSortKey;
+  dir: 'asc' | 'desc';
+}
 
 export interface ImageQuery {
+  /** exactly this name, or a prefix when it ends with `*` */
   name?: string;
+  /** any of these names exactly (Glance's `name=in:a,b`) */
+  names?: string[];
   state?: ImageState[];
   type?: ImageType[];
   diskFormat?: DiskFormat[];
@@ -115,7 +132,8 @@ export interface ImageQuery {
   createdBefore?: Date;
   updatedAfter?: Date;
   updatedBefore?: Date;
-  sort?: { key: ImageSortKey; dir: 'asc' | 'desc' };
+  /** the order, key by key (Glance's `sort=name:asc,created_at:desc`); the id breaks ties; default createdAt asc */
+  sort?: ImageSort[];
   /** only images of this project */
   project?: string;
   visibility?: Visibility[];
@@ -123,6 +141,11 @@ export interface ImageQuery {
   access?: AccessScope;
   /** only images shared with one of the caller's projects with this member status */
   memberStatus?: MemberStatus;
+  /**
+   * Glance's member_status: which shared images of other projects are listed along with the rest
+   * (default: the accepted ones; `all`: every status).
+   */
+  sharedStatus?: MemberStatus | 'all';
   /** page size, 1..1000 */
   limit: number;
   /** opaque, from a previous page's nextCursor */

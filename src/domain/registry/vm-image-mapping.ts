@@ -219,7 +219,7 @@ export function imageFileName(image: Pick<Image, 'name' | 'diskFormat' | 'proper
     return `${pushed.replace(DISK_EXTENSION, '') || 'image'}.${ext}`;
   }
   const stem =
-    image.name
+    (image.name ?? '')
       .replace(/[^A-Za-z0-9._+-]+/g, '-')
       .replace(/^[^A-Za-z0-9]+/, '')
       .slice(0, 200)

@@ -123,6 +123,7 @@ export class VmImageServing implements GeneratedContent {
     for (const name of [`${path}:*`, path]) {
       const page = await this.imageAccess.listImages(ctx, { project: repo.project, name, state: ['ready'], limit: 1000 });
       for (const img of page.items) {
+        if (img.name === undefined) continue;
         const tag = img.name === path ? 'latest' : img.name.slice(path.length + 1);
         if (TAG.test(tag) && !RESERVED_TAG.test(tag)) out.push(tag);
       }
@@ -139,7 +140,7 @@ export class VmImageServing implements GeneratedContent {
         project: repo.project,
         name,
         state: ['ready'],
-        sort: { key: 'createdAt', dir: 'desc' },
+        sort: [{ key: 'createdAt', dir: 'desc' }],
         limit: 1,
       });
       if (page.items[0]) return page.items[0];
