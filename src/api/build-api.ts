@@ -49,6 +49,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     prefix: GLANCE_PREFIX,
     authenticator: deps.authenticator,
     imageAccess: deps.imageAccess,
+    projects: deps.projects,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;

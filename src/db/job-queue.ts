@@ -16,7 +16,7 @@ import { isUniqueViolation, type Database } from './database.js';
 import type { JobsTable, Schema } from './schema.js';
 
 type JobRow = Selectable<JobsTable>;
-import type { Job, JobKind, JobQueue, NewJob } from '../domain/jobs/job-queue.js';
+import type { Job, JobKind, JobListQuery, JobQueue, NewJob } from '../domain/jobs/job-queue.js';
 
 export class KyselyJobQueue implements JobQueue {
   private readonly db: Kysely<Schema>;
@@ -107,6 +107,31 @@ export class KyselyJobQueue implements JobQueue {
     let q = this.db.selectFrom('jobs').selectAll().where('state', 'in', ['queued', 'running']);
     if (kind) q = q.where('kind', '=', kind);
     return (await q.orderBy('created_at').orderBy('id').execute()).map(fromRow);
+  }
+
+  async list(q: JobListQuery): Promise<Job[]> {
+    const col = q.sort.key === 'createdAt' ? 'created_at' : 'updated_at';
+    const desc = q.sort.dir === 'desc';
+    let query = this.db.selectFrom('jobs').selectAll();
+    if (q.kind) query = query.where('kind', '=', q.kind);
+    if (q.imageId !== undefined) query = query.where('image_id', '=', q.imageId);
+    if (q.states) {
+      if (q.states.length === 0) return [];
+      query = query.where('state', 'in', [...q.states]);
+    }
+    if (q.after !== undefined) {
+      const m = await this.db.selectFrom('jobs').select(['id', 'created_at', 'updated_at']).where('id', '=', q.after).executeTakeFirst();
+      if (!m) return [];
+      const at = Number(col === 'created_at' ? m.created_at : m.updated_at);
+      // strictly after the marker in (key, id) order
+      query = query.where((eb) => eb.or([eb(col, desc ? '<' : '>', at), eb.and([eb(col, '=', at), eb('id', desc ? '<' : '>', m.id)])]));
+    }
+    const rows = await query
+      .orderBy(col, desc ? 'desc' : 'asc')
+      .orderBy('id', desc ? 'desc' : 'asc')
+      .limit(q.limit)
+      .execute();
+    return rows.map(fromRow);
   }
 
   private async changeHeld(id: string, owner: string, set: Updateable<JobsTable>): Promise<boolean> {

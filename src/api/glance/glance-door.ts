@@ -8,12 +8,16 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../domain/access/authenticator.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
+import type { ProjectAdmin } from '../../domain/access/project-admin.js';
 import { acceptJsonBodies } from '../http/json-bodies.js';
 import { authenticateRequests } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { sendGlanceError, sendGlanceNoRoute } from './error-table.js';
 import { glanceFileRoutes } from './file-routes.js';
 import { glanceImageRoutes } from './image-routes.js';
+import { glanceImportRoutes } from './import-routes.js';
+import { glanceInfoRoutes } from './info-routes.js';
+import { glanceTaskRoutes } from './task-routes.js';
 import { PATCH_MEDIA_TYPES } from './image-patch.js';
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, MEMBER_SCHEMA, MEMBERS_SCHEMA } from './schemas.js';
 
@@ -24,6 +28,8 @@ export interface GlanceDoorOptions {
   /** credentials → principal */
   authenticator: Authenticator;
   imageAccess: ImageAccess;
+  /** project quotas, for `/v2/info/usage` */
+  projects: ProjectAdmin;
   /** a request body idle this long is cut off */
   bodyIdleTimeoutMs: number;
 }
@@ -65,4 +71,7 @@ export const glanceDoor: FastifyPluginAsyncTypebox<GlanceDoorOptions> = async (a
 
   await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess });
   await app.register(glanceFileRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
+  await app.register(glanceImportRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
+  await app.register(glanceInfoRoutes, { projects: opts.projects });
+  await app.register(glanceTaskRoutes, { imageAccess: opts.imageAccess });
 };

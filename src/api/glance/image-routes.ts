@@ -11,6 +11,7 @@ import { header } from '../http/request-header.js';
 import { GlanceError } from './error-table.js';
 import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
 import { glanceImage, SHOWN_ONLY } from './image-view.js';
+import { IMPORT_METHODS, STORE_ID } from './import-view.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
@@ -57,7 +58,12 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     // Glance's default is `shared` (members may be added later); without a project only private exists
     if (ownership.visibility === undefined && (ownership.project ?? defaultProject(req.principal)) !== undefined) ownership.visibility = 'shared';
     const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs), ownership);
-    void reply.code(201).header('location', `/v2/images/${image.id}`);
+    // as Glance with import and stores configured: the methods `POST …/import` takes, the stores it may name
+    void reply
+      .code(201)
+      .header('location', `/v2/images/${image.id}`)
+      .header('openstack-image-import-methods', IMPORT_METHODS.join(','))
+      .header('openstack-image-store-ids', STORE_ID);
     return glanceImage(image);
   });
 

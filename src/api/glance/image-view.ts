@@ -16,6 +16,7 @@
 import type { Visibility } from '../../domain/access/policy.js';
 import type { Image } from '../../domain/images/image.js';
 import { glanceStatus } from '../../domain/images/lifecycle.js';
+import { importProgress, storesOf } from './import-view.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
 
@@ -63,7 +64,7 @@ export function glanceTime(d: Date): string {
 }
 
 export function glanceImage(img: Image): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...img.properties };
+  const out: Record<string, unknown> = { ...img.properties, ...importProgress(img) };
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) out[key] = img[attr];
   const sha512 = img.checksums.sha512;
   Object.assign(out, {
@@ -90,5 +91,7 @@ export function glanceImage(img: Image): Record<string, unknown> {
     file: `/v2/images/${img.id}/file`,
     schema: '/v2/schemas/image',
   });
+  const stores = storesOf(img);
+  if (stores !== undefined) out.stores = stores;
   return out;
 }

@@ -188,5 +188,53 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
         await cleanup();
       }
     });
+
+    test('list: ended jobs too, by kind, image and state, newest or oldest first, paged after a job id', async () => {
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
+      try {
+        const image = `img-${randomUUID()}`;
+        const made: string[] = [];
+        for (let i = 0; i < 5; i++) {
+          made.push((await q.enqueue({ kind: 'import', imageId: i < 4 ? image : 'elsewhere', payload: { n: i } }))!.id);
+          await sleep(3);
+        }
+        await q.enqueue({ kind: 'gc', payload: {} });
+        // the oldest ends done, the next one failed: both are still listed
+        const a = await q.claim('n', 60_000);
+        assert.equal(a!.id, made[0]);
+        await q.complete(a!.id, 'n');
+        const b = await q.claim('n', 60_000);
+        await q.fail(b!.id, 'n', 'broken');
+        const ids = (jobs: { id: string }[]) => jobs.map((j) => j.id);
+        const newest = { key: 'createdAt', dir: 'desc' } as const;
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 10 })), [made[3], made[2], made[1], made[0]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: { key: 'createdAt', dir: 'asc' }, limit: 2 })), [made[0], made[1]]);
+        const page1 = await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2 });
+        assert.deepEqual(ids(page1), [made[3], made[2]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2, after: page1[1]!.id })), [made[1], made[0]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2, after: made[0] })), []);
+        assert.deepEqual(await r.list({ kind: 'import', sort: newest, limit: 2, after: randomUUID() }), [], 'an unknown marker answers nothing');
+        const failed = await r.list({ kind: 'import', imageId: image, states: ['failed'], sort: newest, limit: 10 });
+        assert.deepEqual(ids(failed), [made[1]]);
+        assert.equal(failed[0]!.error, 'broken');
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, states: ['done', 'queued'], sort: newest, limit: 10 })), [
+          made[3],
+          made[2],
+          made[0],
+        ]);
+        assert.deepEqual(await r.list({ kind: 'import', states: [], sort: newest, limit: 10 }), []);
+        const all = await r.list({ kind: 'import', sort: newest, limit: 100 });
+        assert.ok(ids(all).includes(made[4]!) && all.every((j) => j.kind === 'import'), 'kind filters, image unfiltered');
+        await drain(q, 'n');
+        const byUpdate = await r.list({ kind: 'import', imageId: image, sort: { key: 'updatedAt', dir: 'desc' }, limit: 10 });
+        assert.equal(byUpdate.length, 4);
+        for (let i = 1; i < byUpdate.length; i++) assert.ok(byUpdate[i - 1]!.updatedAt >= byUpdate[i]!.updatedAt);
+      } finally {
+        await cleanup();
+      }
+    });
   });
 }
