@@ -110,8 +110,27 @@ export class KyselyJobQueue implements JobQueue {
   }
 
   async list(q: JobListQuery): Promise<Job[]> {
-    const col = q.sort.key === 'createdAt' ? 'created_at' : 'updated_at';
     const desc = q.sort.dir === 'desc';
+    const sort = q.sort;
+    // the sort key as an expression, and its value for one row (the marker)
+    const key =
+      sort.key === 'state'
+        ? sql<number>`case ${sql.join(
+            sort.order.map((st, i) => sql`when state = ${st} then ${i}`),
+            sql` `,
+          )} else ${sort.order.length} end`
+        : sql.ref<number | string>(sort.key === 'createdAt' ? 'created_at' : sort.key === 'updatedAt' ? 'updated_at' : 'id');
+    const keyOf = (r: JobRow): number | string =>
+      sort.key === 'state'
+        ? (() => {
+            const i = sort.order.indexOf(r.state);
+            return i < 0 ? sort.order.length : i;
+          })()
+        : sort.key === 'createdAt'
+          ? Number(r.created_at)
+          : sort.key === 'updatedAt'
+            ? Number(r.updated_at)
+            : r.id;
     let query = this.db.selectFrom('jobs').selectAll();
     if (q.kind) query = query.where('kind', '=', q.kind);
     if (q.imageId !== undefined) query = query.where('image_id', '=', q.imageId);
@@ -120,14 +139,14 @@ export class KyselyJobQueue implements JobQueue {
       query = query.where('state', 'in', [...q.states]);
     }
     if (q.after !== undefined) {
-      const m = await this.db.selectFrom('jobs').select(['id', 'created_at', 'updated_at']).where('id', '=', q.after).executeTakeFirst();
+      const m = await this.db.selectFrom('jobs').selectAll().where('id', '=', q.after).executeTakeFirst();
       if (!m) return [];
-      const at = Number(col === 'created_at' ? m.created_at : m.updated_at);
+      const at = keyOf(m);
       // strictly after the marker in (key, id) order
-      query = query.where((eb) => eb.or([eb(col, desc ? '<' : '>', at), eb.and([eb(col, '=', at), eb('id', desc ? '<' : '>', m.id)])]));
+      query = query.where((eb) => eb.or([eb(key, desc ? '<' : '>', at), eb.and([eb(key, '=', at), eb('id', desc ? '<' : '>', m.id)])]));
     }
     const rows = await query
-      .orderBy(col, desc ? 'desc' : 'asc')
+      .orderBy(key, desc ? 'desc' : 'asc')
       .orderBy('id', desc ? 'desc' : 'asc')
       .limit(q.limit)
       .execute();

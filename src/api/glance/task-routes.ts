@@ -18,7 +18,17 @@ const UUID = /^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[
 /** Glance's limit_param_default and api_limit_max */
 const DEFAULT_LIMIT = 25;
 const MAX_LIMIT = 1000;
-const SORT_KEYS: Record<string, JobListQuery['sort']['key']> = { created_at: 'createdAt', updated_at: 'updatedAt' };
+/** Glance's statuses sort by name: failure, pending, processing, success */
+const BY_STATUS = [...TASK_STATUSES].sort().map((t) => JOB_STATE_OF[t]);
+/** Glance's sort keys (glanceclient's task-list offers id, type and status; status is its default) */
+const SORTS: Record<string, (dir: 'asc' | 'desc') => JobListQuery['sort']> = {
+  created_at: (dir) => ({ key: 'createdAt', dir }),
+  updated_at: (dir) => ({ key: 'updatedAt', dir }),
+  id: (dir) => ({ key: 'id', dir }),
+  // every task here is an api_image_import: their order is their age
+  type: (dir) => ({ key: 'createdAt', dir }),
+  status: (dir) => ({ key: 'state', order: BY_STATUS, dir }),
+};
 
 export const glanceTaskRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }> = async (app, { imageAccess }) => {
   app.get('/v2/schemas/task', async () => TASK_SCHEMA);
@@ -36,8 +46,8 @@ export const glanceTaskRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAcc
     const dir = one('sort_dir') ?? 'desc';
     if (dir !== 'asc' && dir !== 'desc') throw new GlanceError(400, `Invalid sort direction: ${dir.slice(0, 100)}`);
     const key = one('sort_key') ?? 'created_at';
-    if (!Object.hasOwn(SORT_KEYS, key)) throw new GlanceError(400, `Unsupported sort_key ${key.slice(0, 100)}; sort tasks by created_at or updated_at`);
-    query.sort = { key: SORT_KEYS[key]!, dir };
+    if (!Object.hasOwn(SORTS, key)) throw new GlanceError(400, `Unsupported sort_key ${key.slice(0, 100)}; sort tasks by ${Object.keys(SORTS).join(', ')}`);
+    query.sort = SORTS[key]!(dir);
     const limit = one('limit');
     if (limit !== undefined) {
       if (!/^-?\d+$/.test(limit)) throw new GlanceError(400, 'limit param must be an integer');

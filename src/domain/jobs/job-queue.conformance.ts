@@ -228,6 +228,22 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
         assert.deepEqual(await r.list({ kind: 'import', states: [], sort: newest, limit: 10 }), []);
         const all = await r.list({ kind: 'import', sort: newest, limit: 100 });
         assert.ok(ids(all).includes(made[4]!) && all.every((j) => j.kind === 'import'), 'kind filters, image unfiltered');
+        const byState = await r.list({
+          kind: 'import',
+          imageId: image,
+          sort: { key: 'state', order: ['failed', 'queued', 'running', 'done'], dir: 'asc' },
+          limit: 10,
+        });
+        assert.equal(byState.length, 4);
+        assert.equal(byState[0]!.id, made[1], 'failed first, in the order given');
+        assert.equal(byState[3]!.id, made[0], 'done last');
+        assert.deepEqual(ids(byState.slice(1, 3)), [made[2]!, made[3]!].sort(), 'the two queued jobs between them, by id');
+        const stateDesc = { key: 'state', order: ['failed', 'queued', 'running', 'done'], dir: 'desc' } as const;
+        const s1 = await r.list({ kind: 'import', imageId: image, sort: stateDesc, limit: 2 });
+        const s2 = await r.list({ kind: 'import', imageId: image, sort: stateDesc, limit: 2, after: s1[1]!.id });
+        assert.deepEqual([...ids(s1), ...ids(s2)], ids([...byState].reverse()), 'paged through in the same order');
+        const byId = await r.list({ kind: 'import', imageId: image, sort: { key: 'id', dir: 'asc' }, limit: 10 });
+        assert.deepEqual(ids(byId), [...made.slice(0, 4)].sort());
         await drain(q, 'n');
         const byUpdate = await r.list({ kind: 'import', imageId: image, sort: { key: 'updatedAt', dir: 'desc' }, limit: 10 });
         assert.equal(byUpdate.length, 4);

@@ -82,7 +82,8 @@ export interface JobListQuery {
   kind?: JobKind;
   imageId?: string;
   states?: readonly JobState[];
-  sort: { key: 'createdAt' | 'updatedAt'; dir: 'asc' | 'desc' };
+  /** by a time, by id, or by state in the order `states` gives (every state named once) */
+  sort: { key: 'createdAt' | 'updatedAt' | 'id'; dir: 'asc' | 'desc' } | { key: 'state'; order: readonly JobState[]; dir: 'asc' | 'desc' };
   /** a job id: the page starts after it */
   after?: string;
   /** at most this many jobs */
