@@ -100,6 +100,12 @@ export class ImportJobs {
         state: img.state,
       });
     }
+    // one import at a time (Glance's import lock): a second request while the first is still queued
+    // (a busy runner) is refused. Two requests at the same instant may both pass; the second job then
+    // finds the image already made ready from its stage and ends with nothing to do.
+    if ((await this.queue.unfinished('import')).some((j) => j.imageId === imageId)) {
+      throw new DomainError('CONFLICT', `an import of image ${imageId} is already under way; wait for it to finish`, { id: imageId });
+    }
     const job = await this.queue.enqueue({ kind: 'import', imageId, payload: withRequester({ source: 'stage' }, by, img) });
     this.runner.wake();
     await this.runner.settled(job!.id, 2000);
