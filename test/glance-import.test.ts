@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { TASK_SCHEMA, TASKS_SCHEMA } from '../src/api/glance/task-view.js';
 import { qemuCreate } from './support/qemu.js';
+import { glanceCaller } from './support/glance-http.js';
 import { startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const PATCH = 'application/openstack-images-v2.1-json-patch';
@@ -30,25 +31,10 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     let qcow2: Buffer;
     let overlay: Buffer;
 
-    async function call(method: string, path: string, opts: { body?: unknown; type?: string; headers?: Record<string, string>; token?: string | null } = {}) {
-      const headers: Record<string, string> = { ...opts.headers };
-      const t = opts.token === undefined ? token : opts.token;
-      if (t !== null) headers['x-auth-token'] = t;
-      let body: string | undefined;
-      if (opts.body !== undefined) {
-        headers['content-type'] = opts.type ?? 'application/json';
-        body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
-      }
-      const r = await fetch(`${s.url}/image${path}`, { method, headers, body });
-      const text = await r.text();
-      let json: any;
-      try {
-        json = text ? JSON.parse(text) : undefined;
-      } catch {
-        json = undefined;
-      }
-      return { status: r.status, headers: r.headers, text, json };
-    }
+    const call = glanceCaller(
+      () => s.url,
+      () => token,
+    );
     const asAdmin = (method: string, path: string, body?: unknown) => call(method, path, { token: s.token, body });
     const create = async (body: Record<string, unknown>) => {
       const r = await call('POST', '/v2/images', { body });

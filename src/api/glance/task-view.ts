@@ -44,6 +44,7 @@ export const TASK_SCHEMA = {
   },
 };
 
+/** The list's schema, built as Glance builds it: each item is the task without its input, result and message. */
 export const TASKS_SCHEMA = {
   name: 'tasks',
   properties: {
@@ -51,24 +52,7 @@ export const TASKS_SCHEMA = {
       type: 'array',
       items: {
         name: 'task',
-        properties: {
-          id: {
-            description: 'An identifier for the task',
-            pattern: '^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$',
-            type: 'string',
-          },
-          type: { description: 'The type of task represented by this content', enum: ['import', 'api_image_import'], type: 'string' },
-          status: { description: 'The current status of this task', enum: ['pending', 'processing', 'success', 'failure'], type: 'string' },
-          owner: { description: 'An identifier for the owner of this task', type: 'string' },
-          image_id: { description: 'Image associated with the task', type: 'string' },
-          request_id: { description: 'Human-readable informative request-id', type: 'string' },
-          user_id: { description: 'User associated with the task', type: 'string' },
-          expires_at: { description: 'Datetime when this resource would be subject to removal', type: ['null', 'string'] },
-          created_at: { description: 'Datetime when this resource was created', type: 'string' },
-          updated_at: { description: 'Datetime when this resource was updated', type: 'string' },
-          self: { readOnly: true, type: 'string' },
-          schema: { readOnly: true, type: 'string' },
-        },
+        properties: Object.fromEntries(Object.entries(TASK_SCHEMA.properties).filter(([k]) => k !== 'input' && k !== 'result' && k !== 'message')),
       },
     },
     schema: { type: 'string' },
