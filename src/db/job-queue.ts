@@ -120,17 +120,11 @@ export class KyselyJobQueue implements JobQueue {
             sql` `,
           )} else ${sort.order.length} end`
         : sql.ref<number | string>(sort.key === 'createdAt' ? 'created_at' : sort.key === 'updatedAt' ? 'updated_at' : 'id');
-    const keyOf = (r: JobRow): number | string =>
-      sort.key === 'state'
-        ? (() => {
-            const i = sort.order.indexOf(r.state);
-            return i < 0 ? sort.order.length : i;
-          })()
-        : sort.key === 'createdAt'
-          ? Number(r.created_at)
-          : sort.key === 'updatedAt'
-            ? Number(r.updated_at)
-            : r.id;
+    const keyOf = (r: JobRow): number | string => {
+      if (sort.key === 'state') return sort.order.includes(r.state) ? sort.order.indexOf(r.state) : sort.order.length;
+      if (sort.key === 'id') return r.id;
+      return Number(sort.key === 'createdAt' ? r.created_at : r.updated_at);
+    };
     let query = this.db.selectFrom('jobs').selectAll();
     if (q.kind) query = query.where('kind', '=', q.kind);
     if (q.imageId !== undefined) query = query.where('image_id', '=', q.imageId);

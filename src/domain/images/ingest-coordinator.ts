@@ -2,8 +2,8 @@
  * Ingest coordination: an image receives its bytes here, from every door (upload, URL import,
  * stage, OCI push, later clone). Starting moves the image to `importing` and reserves the project's
  * quota; the bytes run through the one ingest path (ingest.ts); finishing records the outcome
- * (`ready`, or `error` with the reason) and hands the stored image to the StoredHook
- * (convert-on-import). Every state change is a lifecycle transition.
+ * (`ready`, or `staged` for a stage until `importStaged`, or `error` with the reason) and hands the
+ * stored image to the StoredHook (convert-on-import). Every state change is a lifecycle transition.
  */
 import type { FormatName } from '../../formats/format.js';
 import { randomUUID } from 'node:crypto';
