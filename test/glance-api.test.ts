@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, MEMBER_SCHEMA, MEMBERS_SCHEMA } from '../src/api/glance/schemas.js';
+import { glanceCaller } from './support/glance-http.js';
 import { startTestServer, type Dialect, type TestServer } from './support/server.js';
 
 const PATCH = 'application/openstack-images-v2.1-json-patch';
@@ -18,25 +19,10 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
     let s: TestServer;
     let token: string;
 
-    async function call(method: string, path: string, opts: { body?: unknown; type?: string; headers?: Record<string, string>; token?: string | null } = {}) {
-      const headers: Record<string, string> = { ...opts.headers };
-      const t = opts.token === undefined ? token : opts.token;
-      if (t !== null) headers['x-auth-token'] = t;
-      let body: string | undefined;
-      if (opts.body !== undefined) {
-        headers['content-type'] = opts.type ?? 'application/json';
-        body = typeof opts.body === 'string' ? opts.body : JSON.stringify(opts.body);
-      }
-      const r = await fetch(`${s.url}/image${path}`, { method, headers, body });
-      const text = await r.text();
-      let json: any;
-      try {
-        json = text ? JSON.parse(text) : undefined;
-      } catch {
-        json = undefined;
-      }
-      return { status: r.status, headers: r.headers, text, json };
-    }
+    const call = glanceCaller(
+      () => s.url,
+      () => token,
+    );
     const create = async (body: Record<string, unknown>) => {
       const r = await call('POST', '/v2/images', { body });
       assert.equal(r.status, 201, r.text);

@@ -54,6 +54,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     imageAccess: deps.imageAccess,
     sharing: deps.sharing,
     hashAlgo: deps.osHashAlgo ?? 'sha512',
+    projects: deps.projects,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
   return app;

@@ -16,7 +16,7 @@ import { isUniqueViolation, type Database } from './database.js';
 import type { JobsTable, Schema } from './schema.js';
 
 type JobRow = Selectable<JobsTable>;
-import type { Job, JobKind, JobQueue, NewJob } from '../domain/jobs/job-queue.js';
+import type { Job, JobKind, JobListQuery, JobQueue, NewJob } from '../domain/jobs/job-queue.js';
 
 export class KyselyJobQueue implements JobQueue {
   private readonly db: Kysely<Schema>;
@@ -107,6 +107,44 @@ export class KyselyJobQueue implements JobQueue {
     let q = this.db.selectFrom('jobs').selectAll().where('state', 'in', ['queued', 'running']);
     if (kind) q = q.where('kind', '=', kind);
     return (await q.orderBy('created_at').orderBy('id').execute()).map(fromRow);
+  }
+
+  async list(q: JobListQuery): Promise<Job[]> {
+    const desc = q.sort.dir === 'desc';
+    const sort = q.sort;
+    // the sort key as an expression, and its value for one row (the marker)
+    const key =
+      sort.key === 'state'
+        ? sql<number>`case ${sql.join(
+            sort.order.map((st, i) => sql`when state = ${st} then ${i}`),
+            sql` `,
+          )} else ${sort.order.length} end`
+        : sql.ref<number | string>(sort.key === 'createdAt' ? 'created_at' : sort.key === 'updatedAt' ? 'updated_at' : 'id');
+    const keyOf = (r: JobRow): number | string => {
+      if (sort.key === 'state') return sort.order.includes(r.state) ? sort.order.indexOf(r.state) : sort.order.length;
+      if (sort.key === 'id') return r.id;
+      return Number(sort.key === 'createdAt' ? r.created_at : r.updated_at);
+    };
+    let query = this.db.selectFrom('jobs').selectAll();
+    if (q.kind) query = query.where('kind', '=', q.kind);
+    if (q.imageId !== undefined) query = query.where('image_id', '=', q.imageId);
+    if (q.states) {
+      if (q.states.length === 0) return [];
+      query = query.where('state', 'in', [...q.states]);
+    }
+    if (q.after !== undefined) {
+      const m = await this.db.selectFrom('jobs').selectAll().where('id', '=', q.after).executeTakeFirst();
+      if (!m) return [];
+      const at = keyOf(m);
+      // strictly after the marker in (key, id) order
+      query = query.where((eb) => eb.or([eb(key, desc ? '<' : '>', at), eb.and([eb(key, '=', at), eb('id', desc ? '<' : '>', m.id)])]));
+    }
+    const rows = await query
+      .orderBy(key, desc ? 'desc' : 'asc')
+      .orderBy('id', desc ? 'desc' : 'asc')
+      .limit(q.limit)
+      .execute();
+    return rows.map(fromRow);
   }
 
   private async changeHeld(id: string, owner: string, set: Updateable<JobsTable>): Promise<boolean> {

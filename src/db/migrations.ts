@@ -345,6 +345,14 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0010-glance-import': {
+    // issue 11: Glance's tasks are the import jobs, listed newest first for an administrator and
+    // per image for anyone who sees the image; ended jobs stay, so these lists need their indexes
+    async up(db: Kysely<any>) {
+      await db.schema.createIndex('jobs_kind_created').on('jobs').columns(['kind', 'created_at', 'id']).execute();
+      await db.schema.createIndex('jobs_image_created').on('jobs').columns(['image_id', 'created_at', 'id']).execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

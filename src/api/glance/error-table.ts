@@ -104,7 +104,8 @@ function glanceBody(req: FastifyRequest, reply: FastifyReply, status: number, me
   const title = TITLES[status] ?? 'Error';
   void reply.code(status).header('x-openstack-request-id', `req-${req.id}`);
   if (prefersJson(header(req, 'accept'))) {
-    return reply.type('application/json').send(JSON.stringify({ message: `${escapeHtml(message)}<br /><br />\n\n\n`, code: `${status} ${title}`, title }));
+    // webob's JSON body substitutes the message unescaped (its `no_escape`); only the HTML page escapes it
+    return reply.type('application/json').send(JSON.stringify({ message: `${message}<br /><br />\n\n\n`, code: `${status} ${title}`, title }));
   }
   const page = `<html>\n <head>\n  <title>${status} ${title}</title>\n </head>\n <body>\n  <h1>${status} ${title}</h1>\n  ${escapeHtml(message)}<br /><br />\n\n\n\n </body>\n</html>`;
   return reply.type('text/html; charset=UTF-8').send(page);

@@ -6,14 +6,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import type { ImageAccess } from '../../domain/access/image-access.js';
-import { DomainError } from '../../domain/errors.js';
 import { sendfileEngine } from '../../io/sendfile.js';
-import { withBodyIdleTimeout } from '../http/body-idle-timeout.js';
 import { etagOf, sendStoredBytes, type SendOptions } from '../http/blob-reply.js';
 import { parseRange } from '../http/byte-range.js';
 import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
 import { GlanceError } from './error-table.js';
+import { receiveImageBody } from './image-body.js';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 
@@ -23,32 +22,9 @@ export const glanceFileRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAcc
 ) => {
   const sendOptions: SendOptions = { idleTimeoutMs: bodyIdleTimeoutMs, engine: sendfileEngine() };
 
-  app.put('/v2/images/:id/file', { schema: { params: IdParams }, config: { rawBody: true } }, async (req, reply) => {
-    const type = header(req, 'content-type');
-    if (type !== undefined && !/^\s*application\/octet-stream\s*(;|$)/i.test(type)) {
-      throw new GlanceError(
-        415,
-        `The request media type ${type.slice(0, 100)} is not supported by this server; send the image data as application/octet-stream.`,
-      );
-    }
-    const length = header(req, 'content-length');
-    if (length !== undefined && !/^\d{1,16}$/.test(length)) throw new GlanceError(400, 'Content-Length must be a byte count.');
-    const ac = new AbortController();
-    const onClose = () => {
-      if (!req.raw.complete) ac.abort(new Error('the client disconnected after sending part of the body'));
-    };
-    req.raw.on('close', onClose);
-    try {
-      const body = withBodyIdleTimeout(req.raw, bodyIdleTimeoutMs);
-      await imageAccess.upload(ctxOf(req), req.params.id, body, { announcedSize: length === undefined ? undefined : Number(length), signal: ac.signal });
-      return reply.code(204).send();
-    } catch (e) {
-      if (e instanceof DomainError && e.code === 'REQUEST_TIMEOUT') reply.raw.once('finish', () => req.raw.socket.destroy());
-      throw e;
-    } finally {
-      req.raw.off('close', onClose);
-    }
-  });
+  app.put('/v2/images/:id/file', { schema: { params: IdParams }, config: { rawBody: true } }, async (req, reply) =>
+    receiveImageBody(req, reply, bodyIdleTimeoutMs, (body, opts) => imageAccess.upload(ctxOf(req), req.params.id, body, opts)),
+  );
 
   app.get('/v2/images/:id/file', { schema: { params: IdParams } }, async (req, reply) => {
     const ctx = ctxOf(req);

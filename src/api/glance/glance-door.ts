@@ -10,6 +10,7 @@ import type { Authenticator } from '../../domain/access/authenticator.js';
 import type { ImageAccess } from '../../domain/access/image-access.js';
 import type { ImageSharing } from '../../domain/access/image-sharing.js';
 import type { OsHashAlgo } from '../../domain/images/image.js';
+import type { ProjectAdmin } from '../../domain/access/project-admin.js';
 import { acceptJsonBodies } from '../http/json-bodies.js';
 import { authenticateRequests } from '../http/principal.js';
 import { header } from '../http/request-header.js';
@@ -17,6 +18,9 @@ import { sendGlanceError, sendGlanceNoRoute } from './error-table.js';
 import { glanceFileRoutes } from './file-routes.js';
 import { glanceImageRoutes } from './image-routes.js';
 import { glanceMemberRoutes } from './member-routes.js';
+import { glanceImportRoutes } from './import-routes.js';
+import { glanceInfoRoutes } from './info-routes.js';
+import { glanceTaskRoutes } from './task-routes.js';
 import { PATCH_MEDIA_TYPES } from './image-patch.js';
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, MEMBER_SCHEMA, MEMBERS_SCHEMA } from './schemas.js';
 
@@ -31,6 +35,8 @@ export interface GlanceDoorOptions {
   sharing: ImageSharing;
   /** what os_hash_algo / os_hash_value show */
   hashAlgo: OsHashAlgo;
+  /** project quotas, for `/v2/info/usage` */
+  projects: ProjectAdmin;
   /** a request body idle this long is cut off */
   bodyIdleTimeoutMs: number;
 }
@@ -73,4 +79,7 @@ export const glanceDoor: FastifyPluginAsyncTypebox<GlanceDoorOptions> = async (a
   await app.register(glanceImageRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing, view: { hashAlgo: opts.hashAlgo } });
   await app.register(glanceMemberRoutes, { imageAccess: opts.imageAccess, sharing: opts.sharing });
   await app.register(glanceFileRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
+  await app.register(glanceImportRoutes, { imageAccess: opts.imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
+  await app.register(glanceInfoRoutes, { projects: opts.projects });
+  await app.register(glanceTaskRoutes, { imageAccess: opts.imageAccess });
 };

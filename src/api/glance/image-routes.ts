@@ -13,6 +13,7 @@ import { GlanceError } from './error-table.js';
 import { applyImagePatch, attributeOf, PATCH_MEDIA_TYPES, RESERVED_PREFIX, visibilityOf } from './image-patch.js';
 import { glanceImage, SHOWN_ONLY, type GlanceView } from './image-view.js';
 import { glanceStatus } from '../../domain/images/lifecycle.js';
+import { IMPORT_METHODS, STORE_ID } from './import-view.js';
 import { pageLinks, parseGlanceListQuery } from './list-query.js';
 import { findImage } from './member-routes.js';
 
@@ -61,7 +62,12 @@ export const glanceImageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAc
     // Glance's default is `shared` (members may be added later); without a project only private exists
     if (ownership.visibility === undefined && (ownership.project ?? defaultProject(req.principal)) !== undefined) ownership.visibility = 'shared';
     const { image } = await imageAccess.createImage(ctxOf(req), parseCreateInput(attrs, { nameless: true }), ownership);
-    void reply.code(201).header('location', `/v2/images/${image.id}`);
+    // as Glance with import and stores configured: the methods `POST …/import` takes, the stores it may name
+    void reply
+      .code(201)
+      .header('location', `/v2/images/${image.id}`)
+      .header('openstack-image-import-methods', IMPORT_METHODS.join(','))
+      .header('openstack-image-store-ids', STORE_ID);
     return glanceImage(image, view);
   });
 

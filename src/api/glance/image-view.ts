@@ -17,6 +17,7 @@
 import type { Visibility } from '../../domain/access/policy.js';
 import type { Image, OsHashAlgo } from '../../domain/images/image.js';
 import { glanceStatus } from '../../domain/images/lifecycle.js';
+import { importProgress, storesOf } from './import-view.js';
 
 export type GlanceVisibility = 'public' | 'community' | 'shared' | 'private';
 
@@ -82,7 +83,7 @@ export function osHashValue(img: Image, algo: OsHashAlgo): string | undefined {
 }
 
 export function glanceImage(img: Image, view: GlanceView): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...img.properties };
+  const out: Record<string, unknown> = { ...img.properties, ...importProgress(img) };
   for (const [key, attr] of Object.entries(ATTRIBUTE_KEYS)) if (img[attr] !== undefined) out[key] = img[attr];
   const hash = osHashValue(img, view.hashAlgo);
   Object.assign(out, {
@@ -110,5 +111,7 @@ export function glanceImage(img: Image, view: GlanceView): Record<string, unknow
     schema: '/v2/schemas/image',
   });
   if (img.state === 'error' && img.stateReason !== undefined) out[KILLED_REASON] = img.stateReason;
+  const stores = storesOf(img);
+  if (stores !== undefined) out.stores = stores;
   return out;
 }

@@ -28,7 +28,7 @@ const SORT_KEYS: Record<string, ImageSortKey> = {
 const STATES_OF: Record<string, ImageState[]> = {
   queued: ['pending'],
   saving: ['importing'],
-  uploading: ['importing'],
+  uploading: ['importing', 'staged'],
   importing: ['importing'],
   active: ['ready', 'locked'],
   deactivated: ['disabled'],

@@ -5,7 +5,7 @@
 import { Type } from 'typebox';
 import { formatMode, modeTriplets } from '../../domain/access/policy.js';
 import type { Image } from '../../domain/images/image.js';
-import { deckhousePhase, glanceStatus, openNebulaState } from '../../domain/images/lifecycle.js';
+import { IMAGE_STATES, deckhousePhase, glanceStatus, openNebulaState } from '../../domain/images/lifecycle.js';
 
 /** An image as `GET /api/v1/images/{id}` returns it. */
 export interface ImageJson {
@@ -139,7 +139,7 @@ const IMAGE_SCHEMA = {
     visibility: { type: 'string', enum: ['private', 'project', 'shared', 'public', 'community'] },
     permissions: { type: 'string', description: 'OpenNebula-style octal owner/group/other × use(4)/manage(2)/admin(1), e.g. 660' },
     permissionsText: { type: 'string', description: 'the same as um-um---- (use, manage, admin)' },
-    state: { type: 'string', enum: ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'] },
+    state: { type: 'string', enum: [...IMAGE_STATES] },
     stateReason: str,
     progress: int,
     digest: { type: 'string', description: 'sha256:<hex> of the stored (unwrapped) bytes; the content address' },

@@ -2,6 +2,7 @@
 import { VISIBILITIES } from '../../domain/access/policy.js';
 import { DomainError } from '../../domain/errors.js';
 import type { ImageQuery, ImageSortKey } from '../../domain/images/image.js';
+import { IMAGE_STATES } from '../../domain/images/lifecycle.js';
 
 const SORT_KEYS: readonly ImageSortKey[] = ['name', 'createdAt', 'updatedAt', 'storedSize', 'virtualSize'];
 
@@ -62,7 +63,7 @@ export function parseListQuery(q: Record<string, unknown>): ImageQuery {
     query.visibility = vis as ImageQuery['visibility'];
   }
   if (typeof q.memberStatus === 'string') query.memberStatus = q.memberStatus as ImageQuery['memberStatus'];
-  const states = ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'];
+  const states: readonly string[] = IMAGE_STATES;
   for (const s of query.state ?? []) if (!states.includes(s)) throw new DomainError('INVALID_REQUEST', `state "${s}" is not one of ${states.join(', ')}`);
   return query;
 }

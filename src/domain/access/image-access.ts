@@ -15,6 +15,7 @@ import type { ImageCatalog } from '../images/image-catalog.js';
 import type { IngestCoordinator } from '../images/ingest-coordinator.js';
 import type { BlobBody, VariantRead, VariantService } from '../images/variant-service.js';
 import type { ImportJobs } from '../jobs/import-job.js';
+import type { Job, JobListQuery } from '../jobs/job-queue.js';
 import type { ConvertTarget } from '../images/variants.js';
 import type { AuditLog } from './audit-log.js';
 import { needLogin, scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
@@ -197,8 +198,54 @@ export class ImageAccess {
           }
         }
       }
-      return this.imports.start(id, url);
+      return this.imports.start(id, url, { user: ctx.principal.user });
     });
+  }
+
+  /**
+   * Stages bytes for a later import (Glance's `PUT …/stage`): the same ingest path as an upload —
+   * inspection, hashes, verdict, commit — after which the image waits `staged` for `importStaged`.
+   * A refused stage leaves the image in `error` with nothing stored.
+   */
+  stage(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
+    return this.audit.record(
+      ctx,
+      'image.stage',
+      { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } },
+      async (note) => {
+        note(await this.authz.require(ctx, id, 'manage', 'stage data for'));
+        return this.ingests.upload(id, body, { ...opts, kind: 'stage' });
+      },
+    );
+  }
+
+  /** Imports the image's staged bytes (Glance's glance-direct): an import job that makes them the image's. */
+  importStaged(ctx: RequestContext, id: string): Promise<Image> {
+    return this.audit.record(ctx, 'image.import', { target: id, detail: { source: 'stage' } }, async (note) => {
+      note(await this.authz.require(ctx, id, 'manage', 'import into'));
+      if (!this.imports) throw new DomainError('UNAVAILABLE', 'imports are not enabled on this server');
+      return this.imports.startStaged(id, { user: ctx.principal.user });
+    });
+  }
+
+  /** The import jobs of an image the caller may see (Glance's `GET …/tasks`), newest first. */
+  async importJobsOf(ctx: RequestContext, id: string): Promise<Job[]> {
+    await this.authz.see(ctx, id);
+    return this.imports ? this.imports.ofImage(id) : [];
+  }
+
+  /** Every import job, a page at a time (Glance's `/v2/tasks`): server administrators only. */
+  listImportJobs(ctx: RequestContext, query: Omit<JobListQuery, 'kind'>): Promise<Job[]> {
+    this.authz.serverAdmin(ctx, 'list import tasks');
+    return this.imports ? this.imports.list(query) : Promise.resolve([]);
+  }
+
+  /** One import job (Glance's `/v2/tasks/{id}`): server administrators only; NOT_FOUND when there is none. */
+  async importJob(ctx: RequestContext, jobId: string): Promise<Job> {
+    this.authz.serverAdmin(ctx, 'read import tasks');
+    const job = await this.imports?.get(jobId);
+    if (!job) throw new DomainError('NOT_FOUND', `no import task has the id ${jobId.slice(0, 80)}`, { id: jobId.slice(0, 80) });
+    return job;
   }
 
   cancelImport(ctx: RequestContext, id: string): Promise<Image> {

@@ -169,7 +169,7 @@ function cannot(img: Image, event: ImageEvent): DomainError {
   return new DomainError('INVALID_STATE', `an image that is ${img.state} cannot ${event}`, { id: img.id, state: img.state, event });
 }
 
-const liveStates: readonly ImageState[] = ['pending', 'importing', 'ready', 'disabled', 'error', 'locked'];
+const liveStates: readonly ImageState[] = ['pending', 'importing', 'staged', 'ready', 'disabled', 'error', 'locked'];
 
 function requestHash(input: unknown): string {
   return createHash('sha256').update(canonicalJson(input)).digest('hex');

@@ -169,6 +169,9 @@ function parseAttributes(o: Obj): Partial<ImageAttributes> {
   return out;
 }
 
+/** Property keys the server alone writes (Glance's `os_glance_*`: import progress and locks); users cannot set them. */
+export const RESERVED_PROPERTY_PREFIX = 'os_glance';
+
 export function parseProperties(v: unknown): Record<string, string> {
   const o = v;
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw invalid('field "properties" must be an object of string values', { field: 'properties' });
@@ -180,6 +183,11 @@ export function parseProperties(v: unknown): Record<string, string> {
       throw invalid(`property key "${k}" must be 1-255 characters of letters, digits and _.:@/-`, { field: `properties.${k}` });
     }
     if (typeof val !== 'string' || val.length > 65535) throw invalid(`property "${k}" must be a string (up to 65535 characters)`, { field: `properties.${k}` });
+    // Glance's reserved namespace: the server shows import progress there (os_glance_importing_to_stores, …)
+    if (k.startsWith(RESERVED_PROPERTY_PREFIX))
+      throw invalid(`property key "${k}" is reserved: keys starting with ${RESERVED_PROPERTY_PREFIX} are the server's; choose another name`, {
+        field: `properties.${k}`,
+      });
     const bare = k.startsWith('org.openstack.glance.') ? k.slice('org.openstack.glance.'.length) : k;
     // own keys only: a property named `constructor` or `toString` is free-form, not Object.prototype's
     if (Object.hasOwn(PROPERTY_VOCABULARY, bare) && PROPERTY_VOCABULARY[bare]!.length) vocab(bare, val);

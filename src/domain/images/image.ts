@@ -82,7 +82,8 @@ export interface Image extends ImageAttributes {
   stateReason?: string;
   /** 0..100 while importing, when the total is known */
   progress?: number;
-  ingestKind?: 'upload' | 'import';
+  /** how the image's bytes came (or are coming) in: an upload, a URL import, or a stage (Glance's `PUT …/stage`, imported later) */
+  ingestKind?: 'upload' | 'import' | 'stage';
   /** the upload or import currently writing this image (one at a time) */
   ingestId?: string;
   lockReason?: 'clone' | 'snapshot' | 'convert';

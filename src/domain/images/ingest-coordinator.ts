@@ -1,9 +1,9 @@
 /**
  * Ingest coordination: an image receives its bytes here, from every door (upload, URL import,
- * later OCI push and clone). Starting moves the image to `importing` and reserves the project's
+ * stage, OCI push, later clone). Starting moves the image to `importing` and reserves the project's
  * quota; the bytes run through the one ingest path (ingest.ts); finishing records the outcome
- * (`ready`, or `error` with the reason) and hands the stored image to the StoredHook
- * (convert-on-import). Every state change is a lifecycle transition.
+ * (`ready`, or `staged` for a stage until `importStaged`, or `error` with the reason) and hands the
+ * stored image to the StoredHook (convert-on-import). Every state change is a lifecycle transition.
  */
 import type { FormatName } from '../../formats/format.js';
 import { randomUUID } from 'node:crypto';
@@ -25,6 +25,9 @@ export interface IngestSettings {
   md5: boolean;
   inspectLimits: Partial<InspectLimits>;
 }
+
+/** How bytes come in: an upload, a URL import, or a stage (kept `staged` until imported). */
+export type IngestKind = NonNullable<Image['ingestKind']>;
 
 /** What runs once an ingest stored an image (convert-on-import): returns the image as it is then; never throws. */
 export type StoredHook = (image: Image) => Promise<Image>;
@@ -76,16 +79,12 @@ export class IngestCoordinator {
    * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
    * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
    */
-  async upload(
-    id: string,
-    body: AsyncIterable<Uint8Array>,
-    opts: { announcedSize?: number; kind?: 'upload' | 'import'; signal?: AbortSignal } = {},
-  ): Promise<Image> {
+  async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: IngestKind; signal?: AbortSignal } = {}): Promise<Image> {
     const img = await this.catalog.get(id);
-    const what = opts.kind === 'import' ? 'import' : 'upload';
+    const what = opts.kind ?? 'upload';
     // an announced empty upload is refused before the image changes state (it stays as it was);
     // an import runs in the background, so its refusal is recorded on the image (below)
-    if (opts.announcedSize === 0 && what === 'upload') throw emptyImage(id, what);
+    if (opts.announcedSize === 0 && what !== 'import') throw emptyImage(id, what);
     const ingestId = randomUUID();
     const started = await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
     const quotaRoom = started.quotaRoom;
@@ -136,6 +135,8 @@ export class IngestCoordinator {
       if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
       if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
       if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
+      // staged bytes are the image's, committed and counted, but it becomes ready only when imported
+      if (what === 'stage') return await this.finish(id, ingestId, 'stage', patch);
       const stored = await this.finish(id, ingestId, 'succeed', patch);
       return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
@@ -165,8 +166,36 @@ export class IngestCoordinator {
     }
   }
 
-  /** Marks an ingest that failed before or outside `upload` (e.g. a URL that could not be fetched). */
-  async failIngest(id: string, reason: string): Promise<void> {
+  /**
+   * The import of a staged image: its bytes, accepted and committed when they were staged, become
+   * the image's (`staged` → `ready`, one conditional update), then the StoredHook runs. An image
+   * already made ready from its stage answers as it is (a resumed import job after a restart).
+   */
+  async importStaged(id: string): Promise<Image> {
+    const ready = await updateWithRetry(
+      5,
+      async () => {
+        const img = await this.catalog.get(id);
+        if (img.state === 'ready' && img.ingestKind === 'stage') return { image: img, moved: false };
+        if (img.state !== 'staged') throw notStaged(img);
+        const updated = await this.repo.update(
+          id,
+          { state: transition(img.state, 'succeed'), progress: 100 },
+          { fromStates: ['staged'], expectedVersion: img.version },
+        );
+        if (!updated) return LOST_RACE;
+        this.events.publish('updated', updated);
+        return { image: updated, moved: true };
+      },
+      () => {
+        throw conflict(`image ${id} is changing too fast to import; try again`);
+      },
+    );
+    return ready.moved && this.storedHook ? await this.storedHook(ready.image) : ready.image;
+  }
+
+  /** Marks an ingest of `kind` that failed before or outside `upload` (e.g. a URL that could not be fetched). */
+  async failIngest(id: string, reason: string, kind: IngestKind = 'import'): Promise<void> {
     await updateWithRetry(
       5,
       async () => {
@@ -174,7 +203,7 @@ export class IngestCoordinator {
         if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
         const updated = await this.repo.update(
           id,
-          { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 },
+          { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0, ingestKind: kind },
           { expectedVersion: img.version },
         );
         if (!updated) return LOST_RACE;
@@ -195,7 +224,9 @@ export class IngestCoordinator {
       const reason =
         img.ingestKind === 'import'
           ? 'the import was interrupted by a server restart; it starts again'
-          : 'the upload was interrupted by a server restart; upload the image again';
+          : img.ingestKind === 'stage'
+            ? 'the stage was interrupted by a server restart; stage the image data again'
+            : 'the upload was interrupted by a server restart; upload the image again';
       const patch: ImagePatch = { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0 };
       const done = await this.repo.update(img.id, patch, { fromStates: ['importing'], expectedVersion: img.version });
       if (done) interrupted++;
@@ -211,7 +242,7 @@ export class IngestCoordinator {
    * lock: the announced size is reserved (staging) and checked against the stored and staging
    * limits before any byte is accepted; returns how many stored bytes the ingest may still add.
    */
-  private async start(img: Image, ingestId: string, kind: 'upload' | 'import', announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
+  private async start(img: Image, ingestId: string, kind: IngestKind, announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
     if (!canTransition(img.state, 'start')) throw cannotStart(img);
     const patch: ImagePatch = {
       state: transition(img.state, 'start'),
@@ -309,7 +340,7 @@ export class IngestCoordinator {
     if (updated) this.events.publish('progress', updated);
   }
 
-  private async finish(id: string, ingestId: string, event: 'succeed' | 'fail', patch: ImagePatch): Promise<Image> {
+  private async finish(id: string, ingestId: string, event: 'succeed' | 'stage' | 'fail', patch: ImagePatch): Promise<Image> {
     return updateWithRetry(
       10,
       async () => {
@@ -355,8 +386,16 @@ function cannotStart(img: Image): DomainError {
   );
 }
 
+function notStaged(img: Image): DomainError {
+  return new DomainError(
+    'INVALID_STATE',
+    `image ${img.id} has no staged data to import (state ${img.state}); stage its data first (PUT /image/v2/images/${img.id}/stage), then import it`,
+    { id: img.id, state: img.state },
+  );
+}
+
 /** Every image type holds a disk or file; 0 bytes is always a mistake (a wrong path, an empty pipe). */
-function emptyImage(id: string, what: 'upload' | 'import'): DomainError {
+function emptyImage(id: string, what: IngestKind): DomainError {
   return new DomainError(
     'EMPTY_IMAGE',
     `the ${what} of image ${id} had no bytes (0 bytes after unwrapping); send the image file's contents — for an empty disk, create a blank one (qemu-img create -f qcow2 disk.qcow2 10G) and upload that`,

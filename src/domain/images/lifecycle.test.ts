@@ -16,7 +16,8 @@ import {
 // The whole table, written out: every (state, event) cell is asserted, legal or not.
 const LEGAL: Record<ImageState, Partial<Record<ImageEvent, ImageState>>> = {
   pending: { start: 'importing', fail: 'error', delete: 'deleting' },
-  importing: { progress: 'importing', succeed: 'ready', fail: 'error', delete: 'deleting' },
+  importing: { progress: 'importing', stage: 'staged', succeed: 'ready', fail: 'error', delete: 'deleting' },
+  staged: { succeed: 'ready', fail: 'error', delete: 'deleting' },
   ready: { disable: 'disabled', lock: 'locked', fail: 'error', delete: 'deleting' },
   disabled: { enable: 'ready', delete: 'deleting', fail: 'error' },
   error: { start: 'importing', delete: 'deleting', fail: 'error' },
@@ -45,6 +46,8 @@ test('views: Glance status, OpenNebula state and Deckhouse phase derive from the
     [{ state: 'pending', ingestKind: 'import' }, 'queued', 'LOCKED', 'Pending'],
     [{ state: 'importing', ingestKind: 'upload' }, 'saving', 'LOCKED', 'Provisioning'],
     [{ state: 'importing', ingestKind: 'import' }, 'importing', 'LOCKED', 'Provisioning'],
+    [{ state: 'importing', ingestKind: 'stage' }, 'uploading', 'LOCKED', 'Provisioning'],
+    [{ state: 'staged', ingestKind: 'stage' }, 'uploading', 'LOCKED', 'Provisioning'],
     [{ state: 'ready' }, 'active', 'READY', 'Ready'],
     [{ state: 'ready', usedBy: 2 }, 'active', 'USED', 'Ready'],
     [{ state: 'ready', usedBy: 1, persistent: true }, 'active', 'USED_PERS', 'Ready'],

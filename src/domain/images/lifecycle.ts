@@ -4,15 +4,20 @@
  * Deckhouse vocabularies are views derived here, never stored.
  *
  *   pending ──start──► importing ──succeed──► ready ⇄ disabled
- *      │                  │  ▲                 │ ▲
+ *      │                  │  ▲  │              │ ▲
+ *      │                  │  │  └─stage─► staged ──succeed──► ready   (Glance: stage, then import)
  *      │                  │  └─progress        lock/unlock ─► locked
  *      │                  └──fail──► error ──start──► importing (upload again)
  *   any (not locked) ──delete──► deleting ──(record removed)
+ *
+ * `staged`: the bytes went through the one ingest path (inspected, hashed, accepted, committed to
+ * the store) and wait for the import that makes them the image's (Glance's `uploading` after
+ * `PUT …/stage`, until `POST …/import` with glance-direct).
  */
-export const IMAGE_STATES = ['pending', 'importing', 'ready', 'disabled', 'error', 'deleting', 'locked'] as const;
+export const IMAGE_STATES = ['pending', 'importing', 'staged', 'ready', 'disabled', 'error', 'deleting', 'locked'] as const;
 export type ImageState = (typeof IMAGE_STATES)[number];
 
-export const IMAGE_EVENTS = ['start', 'progress', 'succeed', 'fail', 'disable', 'enable', 'lock', 'unlock', 'delete'] as const;
+export const IMAGE_EVENTS = ['start', 'progress', 'stage', 'succeed', 'fail', 'disable', 'enable', 'lock', 'unlock', 'delete'] as const;
 export type ImageEvent = (typeof IMAGE_EVENTS)[number];
 
 export class IllegalTransition extends Error {
@@ -44,6 +49,8 @@ function nextState(state: ImageState, event: ImageEvent): ImageState | undefined
       switch (event) {
         case 'progress':
           return 'importing';
+        case 'stage':
+          return 'staged';
         case 'succeed':
           return 'ready';
         case 'fail':
@@ -53,6 +60,8 @@ function nextState(state: ImageState, event: ImageEvent): ImageState | undefined
         default:
           return undefined;
       }
+    case 'staged':
+      return event === 'succeed' ? 'ready' : event === 'fail' ? 'error' : event === 'delete' ? 'deleting' : undefined;
     case 'ready':
       switch (event) {
         case 'disable':
@@ -83,14 +92,14 @@ function nextState(state: ImageState, event: ImageEvent): ImageState | undefined
 
 // ---- views ----------------------------------------------------------------------------------
 
-export type GlanceStatus = 'queued' | 'saving' | 'importing' | 'active' | 'deactivated' | 'killed' | 'deleted';
+export type GlanceStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'deactivated' | 'killed' | 'deleted';
 export type OpenNebulaState = 'LOCKED' | 'READY' | 'USED' | 'USED_PERS' | 'DISABLED' | 'ERROR' | 'DELETE' | 'CLONE';
 export type DeckhousePhase = 'Pending' | 'WaitForUserUpload' | 'Provisioning' | 'Ready' | 'Failed' | 'Terminating' | 'ImageLost';
 
 export interface LifecycleFacts {
   state: ImageState;
-  /** how bytes are arriving while importing: an upload (Glance "saving") or a URL import ("importing") */
-  ingestKind?: 'upload' | 'import';
+  /** how bytes are arriving while importing: an upload (Glance "saving"), a URL import ("importing") or a stage ("uploading") */
+  ingestKind?: 'upload' | 'import' | 'stage';
   /** disks using the image (OpenNebula RUNNING_VMS) */
   usedBy?: number;
   persistent?: boolean;
@@ -105,7 +114,9 @@ export function glanceStatus(f: LifecycleFacts): GlanceStatus {
     case 'pending':
       return 'queued';
     case 'importing':
-      return f.ingestKind === 'import' ? 'importing' : 'saving';
+      return f.ingestKind === 'import' ? 'importing' : f.ingestKind === 'stage' ? 'uploading' : 'saving';
+    case 'staged':
+      return 'uploading';
     case 'ready':
     case 'locked':
       return 'active';
@@ -122,6 +133,7 @@ export function openNebulaState(f: LifecycleFacts): OpenNebulaState {
   switch (f.state) {
     case 'pending':
     case 'importing':
+    case 'staged':
       return 'LOCKED';
     case 'ready':
       if ((f.usedBy ?? 0) > 0) return f.persistent ? 'USED_PERS' : 'USED';
@@ -142,6 +154,7 @@ export function deckhousePhase(f: LifecycleFacts): DeckhousePhase {
     case 'pending':
       return f.ingestKind === 'import' ? 'Pending' : 'WaitForUserUpload';
     case 'importing':
+    case 'staged':
       return 'Provisioning';
     case 'ready':
     case 'disabled':

@@ -188,5 +188,69 @@ export function jobQueueConformance(name: string, make: () => Promise<{ nodes: [
         await cleanup();
       }
     });
+
+    test('list: ended jobs too, by kind, image and state, newest or oldest first, paged after a job id', async () => {
+      const {
+        nodes: [q, r],
+        cleanup,
+      } = await make();
+      try {
+        const image = `img-${randomUUID()}`;
+        const made: string[] = [];
+        for (let i = 0; i < 5; i++) {
+          made.push((await q.enqueue({ kind: 'import', imageId: i < 4 ? image : 'elsewhere', payload: { n: i } }))!.id);
+          await sleep(3);
+        }
+        await q.enqueue({ kind: 'gc', payload: {} });
+        // the oldest ends done, the next one failed: both are still listed
+        const a = await q.claim('n', 60_000);
+        assert.equal(a!.id, made[0]);
+        await q.complete(a!.id, 'n');
+        const b = await q.claim('n', 60_000);
+        await q.fail(b!.id, 'n', 'broken');
+        const ids = (jobs: { id: string }[]) => jobs.map((j) => j.id);
+        const newest = { key: 'createdAt', dir: 'desc' } as const;
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 10 })), [made[3], made[2], made[1], made[0]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: { key: 'createdAt', dir: 'asc' }, limit: 2 })), [made[0], made[1]]);
+        const page1 = await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2 });
+        assert.deepEqual(ids(page1), [made[3], made[2]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2, after: page1[1]!.id })), [made[1], made[0]]);
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, sort: newest, limit: 2, after: made[0] })), []);
+        assert.deepEqual(await r.list({ kind: 'import', sort: newest, limit: 2, after: randomUUID() }), [], 'an unknown marker answers nothing');
+        const failed = await r.list({ kind: 'import', imageId: image, states: ['failed'], sort: newest, limit: 10 });
+        assert.deepEqual(ids(failed), [made[1]]);
+        assert.equal(failed[0]!.error, 'broken');
+        assert.deepEqual(ids(await r.list({ kind: 'import', imageId: image, states: ['done', 'queued'], sort: newest, limit: 10 })), [
+          made[3],
+          made[2],
+          made[0],
+        ]);
+        assert.deepEqual(await r.list({ kind: 'import', states: [], sort: newest, limit: 10 }), []);
+        const all = await r.list({ kind: 'import', sort: newest, limit: 100 });
+        assert.ok(ids(all).includes(made[4]!) && all.every((j) => j.kind === 'import'), 'kind filters, image unfiltered');
+        const byState = await r.list({
+          kind: 'import',
+          imageId: image,
+          sort: { key: 'state', order: ['failed', 'queued', 'running', 'done'], dir: 'asc' },
+          limit: 10,
+        });
+        assert.equal(byState.length, 4);
+        assert.equal(byState[0]!.id, made[1], 'failed first, in the order given');
+        assert.equal(byState[3]!.id, made[0], 'done last');
+        assert.deepEqual(ids(byState.slice(1, 3)), [made[2]!, made[3]!].sort(), 'the two queued jobs between them, by id');
+        const stateDesc = { key: 'state', order: ['failed', 'queued', 'running', 'done'], dir: 'desc' } as const;
+        const s1 = await r.list({ kind: 'import', imageId: image, sort: stateDesc, limit: 2 });
+        const s2 = await r.list({ kind: 'import', imageId: image, sort: stateDesc, limit: 2, after: s1[1]!.id });
+        assert.deepEqual([...ids(s1), ...ids(s2)], ids([...byState].reverse()), 'paged through in the same order');
+        const byId = await r.list({ kind: 'import', imageId: image, sort: { key: 'id', dir: 'asc' }, limit: 10 });
+        assert.deepEqual(ids(byId), [...made.slice(0, 4)].sort());
+        await drain(q, 'n');
+        const byUpdate = await r.list({ kind: 'import', imageId: image, sort: { key: 'updatedAt', dir: 'desc' }, limit: 10 });
+        assert.equal(byUpdate.length, 4);
+        for (let i = 1; i < byUpdate.length; i++) assert.ok(byUpdate[i - 1]!.updatedAt >= byUpdate[i]!.updatedAt);
+      } finally {
+        await cleanup();
+      }
+    });
   });
 }

@@ -71,4 +71,21 @@ export interface JobQueue {
   get(id: string): Promise<Job | undefined>;
   /** Jobs not ended yet (queued or running), oldest first. */
   unfinished(kind?: JobKind): Promise<Job[]>;
+  /**
+   * Jobs, ended ones included, in the order asked (ties broken by id in the same direction),
+   * starting after the job `after` in that order. An unknown `after` answers no jobs.
+   */
+  list(query: JobListQuery): Promise<Job[]>;
+}
+
+export interface JobListQuery {
+  kind?: JobKind;
+  imageId?: string;
+  states?: readonly JobState[];
+  /** by a time, by id, or by state in the order `states` gives (every state named once) */
+  sort: { key: 'createdAt' | 'updatedAt' | 'id'; dir: 'asc' | 'desc' } | { key: 'state'; order: readonly JobState[]; dir: 'asc' | 'desc' };
+  /** a job id: the page starts after it */
+  after?: string;
+  /** at most this many jobs */
+  limit: number;
 }
