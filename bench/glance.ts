@@ -173,7 +173,7 @@ export async function run(args: string[]): Promise<void> {
         `${creates} creates from ${clients} clients, list of up to 1,000 (${lists} times)\n`,
     );
     printTable([
-      ['operation', 'imago', 'Glance 25.1', 'ratio imago / Glance (time)', 'issue 11 goal'],
+      ['request', 'imago', 'Glance 25.1', 'ratio imago / Glance (time)', 'issue 11 goal'],
       ['upload (median s)', `${ui.toFixed(2)} (${mbps(ui)})`, `${ug.toFixed(2)} (${mbps(ug)})`, ratio(ui, ug), '≤ 0.25 (issue 20: ≤ 0.5)'],
       ['download, page cache (median s)', `${di.toFixed(2)} (${mbps(di)})`, `${dg.toFixed(2)} (${mbps(dg)})`, ratio(di, dg), '≤ 1.0'],
       ['download, from disk (median s)', `${ki.toFixed(2)} (${mbps(ki)})`, `${kg.toFixed(2)} (${mbps(kg)})`, ratio(ki, kg), '≤ 1.0'],
