@@ -51,6 +51,10 @@ export interface Config {
   eventsRecheckMs: number;
   /** an OCI upload session that received nothing for this long expires */
   ociUploadTtlMs: number;
+  /** a resumable (tus) upload not finished this long after its creation expires (its bytes are removed) */
+  resumableUploadTtlMs: number;
+  /** an upload URL's token is valid this long unless its creator asks for less */
+  uploadUrlTtlMs: number;
 }
 
 export interface ConfigFlags {
@@ -96,6 +100,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const bodyIdleTimeoutMs = parseDuration('body idle timeout', env.IMAGO_BODY_IDLE_TIMEOUT, 60_000);
   const eventsRecheckMs = parseDuration('event stream recheck interval', env.IMAGO_EVENTS_RECHECK, 3_000);
   const ociUploadTtlMs = parseDuration('OCI upload session lifetime', env.IMAGO_OCI_UPLOAD_TTL, 24 * 3600_000);
+  const resumableUploadTtlMs = parseDuration('resumable upload lifetime', env.IMAGO_UPLOAD_TTL, 24 * 3600_000);
+  const uploadUrlTtlMs = parseDuration('upload URL lifetime', env.IMAGO_UPLOAD_URL_TTL, 3600_000);
   return {
     dataDir,
     listen,
@@ -114,6 +120,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     bodyIdleTimeoutMs,
     eventsRecheckMs,
     ociUploadTtlMs,
+    resumableUploadTtlMs,
+    uploadUrlTtlMs,
   };
 }
 

@@ -20,6 +20,10 @@ export interface ApiDeps extends RestServices, OciServices {
   eventsRecheckMs?: number;
   /** the catalog's durability barrier (Database.durable) */
   durable?: () => Promise<void>;
+  /** the largest image */
+  maxImageBytes?: number;
+  /** an upload URL's default lifetime */
+  uploadUrlTtlMs?: number;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
@@ -34,6 +38,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     projects: deps.projects,
     identity: deps.identity,
     audit: deps.audit,
+    resumable: deps.resumable,
+    maxImageBytes: deps.maxImageBytes,
+    uploadUrlTtlMs: deps.uploadUrlTtlMs,
     events: deps.events,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
