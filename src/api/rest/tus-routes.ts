@@ -66,7 +66,10 @@ class ImagoTusStore extends DataStore {
    */
   private readonly justFinished = new Map<string, Upload>();
 
-  constructor(private readonly resumable: ResumableUploads) {
+  constructor(
+    private readonly resumable: ResumableUploads,
+    private readonly idleMs: number,
+  ) {
     super();
     this.extensions = ['creation', 'creation-with-upload', 'termination', 'expiration'];
   }
@@ -93,7 +96,8 @@ class ImagoTusStore extends DataStore {
   }
 
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
-    return this.resumable.append(id, offset, stream);
+    // a PATCH whose bytes stop arriving is cut off (what arrived is kept): the upload's lock is freed
+    return this.resumable.append(id, offset, withBodyIdleTimeout(stream, this.idleMs));
   }
 
   override async remove(): Promise<void> {
@@ -120,7 +124,7 @@ export const tusRoutes: FastifyPluginAsyncTypebox<TusRoutesOptions> = async (app
     return c;
   };
 
-  const store = new ImagoTusStore(resumable);
+  const store = new ImagoTusStore(resumable, opts.bodyIdleTimeoutMs);
   const tus = new TusServer({
     path: TUS_PATH,
     datastore: store,
@@ -167,6 +171,8 @@ export const tusRoutes: FastifyPluginAsyncTypebox<TusRoutesOptions> = async (app
       if (k !== 'content-length') void reply.header(k, v);
     }
     const err = errors.get(req.raw);
+    // a stalled client may never read the answer: close the socket once the 408 is written
+    if (err instanceof DomainError && err.code === 'REQUEST_TIMEOUT') reply.raw.once('finish', () => req.raw.socket.destroy());
     if (err instanceof DomainError) return sendProblem(req, reply, err);
     if (err !== undefined && !(typeof err === 'object' && err !== null && 'status_code' in err)) return sendProblem(req, reply, err);
     const body = await res.text();
