@@ -109,6 +109,24 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.ok(created.headers.get('upload-expires'), 'expiration extension: Upload-Expires');
       const loc = created.headers.get('location')!;
       assert.match(loc, /^\/api\/v1\/uploads\/[0-9a-f-]{36}$/);
+      // the image's event stream, as the console follows it
+      const ac = new AbortController();
+      const events = await fetch(`${s.url}/api/v1/events?image=${id}`, { signal: ac.signal });
+      const seen: { type: string; state: string; progress?: number }[] = [];
+      const reading = (async () => {
+        let buf = '';
+        for await (const chunk of events.body!.pipeThrough(new TextDecoderStream())) {
+          buf += chunk;
+          for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+            const data = /^data: (.*)$/m.exec(buf.slice(0, i))?.[1];
+            buf = buf.slice(i + 2);
+            if (data) {
+              const e = JSON.parse(data) as { type: string; image: { state: string; progress?: number } };
+              seen.push({ type: e.type, state: e.image.state, progress: e.image.progress });
+            }
+          }
+        }
+      })().catch(() => undefined);
       assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!.state, 'importing', 'the image is importing from the creation on');
       const half = 3 * 1024 * 1024 + 17;
       const p1 = await tusPatch(s.url, loc, 0, f.bytes.subarray(0, half));
@@ -127,6 +145,14 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(img.state, 'ready');
       assert.equal(img.digest, `sha256:${f.sha256}`);
       assert.equal(img.storedSize, f.bytes.length);
+      await waitFor('the ready event', () => (seen.some((e) => e.state === 'ready') ? true : undefined));
+      ac.abort();
+      await reading;
+      assert.ok(
+        seen.some((e) => e.type === 'progress' && e.state === 'importing' && (e.progress ?? 0) > 0),
+        `progress events while importing: ${JSON.stringify(seen)}`,
+      );
+      assert.equal(seen.at(-1)!.state, 'ready');
       // the finished upload is gone (row and part file)
       assert.equal((await tusHead(s.url, loc)).status, 404);
       assert.deepEqual(readdirSync(join(s.dataDir, 'uploads-resumable')), [], 'no part file left');
@@ -245,8 +271,12 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal(img.state, 'ready');
       assert.equal(img.digest, `sha256:${f.sha256}`);
       // the tus endpoint takes the token for its own image (a new image: a has its bytes now)
-      const c = await createImage(s.url, `tus-url-c-${dialect}`);
-      const cTok = (await apiRequest(s, 'POST', `/api/v1/images/${c}/upload-url`)).json!.token as string;
+      // created "for upload" (Deckhouse's imageUploadURLs): the answer carries the upload URL
+      const cMade = await apiRequest(s, 'POST', '/api/v1/images', { name: `tus-url-c-${dialect}`, upload: true });
+      assert.equal(cMade.status, 201, cMade.text);
+      const c = cMade.json!.id as string;
+      const cTok = cMade.json!.uploadUrl.token as string;
+      assert.equal(cMade.json!.uploadUrl.url, `${s.url}/api/v1/upload/${cTok}`);
       const created = await tusCreate(s.url, c, f.bytes.length, { authorization: `Bearer ${cTok}` });
       assert.equal(created.status, 201, await created.clone().text());
       const r = await tusPatch(s.url, created.headers.get('location')!, 0, f.bytes, { authorization: `Bearer ${cTok}` });

@@ -27,7 +27,7 @@ import type { ResumableUploads } from '../../domain/images/resumable-uploads.js'
 import { withBodyIdleTimeout } from '../http/body-idle-timeout.js';
 import { header } from '../http/request-header.js';
 import { sendProblem } from './error-table.js';
-import { imageJson, imageSchema } from './image-json.js';
+import { imageJson, imageSchema, UPLOAD_URL_SCHEMA, type UploadUrlJson } from './image-json.js';
 import { IdParams } from './request-schemas.js';
 
 export const TUS_PATH = '/api/v1/uploads';
@@ -46,6 +46,17 @@ export interface TusRoutesOptions {
 /** Paths whose routes read their credentials here (see principal.ts `selfAuthenticated`). */
 export function tusSelfAuthenticated(path: string): boolean {
   return path === TUS_PATH || path.startsWith(`${TUS_PATH}/`) || path.startsWith(`${UPLOAD_URL_PATH}/`);
+}
+
+/** An upload grant as the API answers it: absolute URLs on the address the request came to. */
+export function uploadUrlJson(req: FastifyRequest, made: { grant: UploadGrant; token: string }): UploadUrlJson {
+  const base = `${req.protocol}://${req.host}`;
+  return {
+    url: `${base}${UPLOAD_URL_PATH}/${made.token}`,
+    tusEndpoint: `${base}${TUS_PATH}`,
+    token: made.token,
+    expiresAt: made.grant.expiresAt.toISOString(),
+  };
 }
 
 interface Caller {
@@ -227,14 +238,7 @@ export const tusRoutes: FastifyPluginAsyncTypebox<TusRoutesOptions> = async (app
         tags: ['images'],
         params: IdParams,
         // optional body: { "expiresIn": seconds } (at most the server's IMAGO_UPLOAD_URL_TTL)
-        response: {
-          201: Type.Object({
-            url: Type.String({ description: 'PUT the image bytes here (no other credentials needed)' }),
-            tusEndpoint: Type.String({ description: 'the tus endpoint; send Authorization: Bearer <token>' }),
-            token: Type.String(),
-            expiresAt: Type.String({ format: 'date-time' }),
-          }),
-        },
+        response: { 201: Type.Unsafe<UploadUrlJson>(UPLOAD_URL_SCHEMA) },
       },
     },
     async (req, reply) => {
