@@ -284,7 +284,12 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${c}`)).json!.digest, `sha256:${f.sha256}`);
     });
 
-    test('no credentials: 401; Upload-Metadata without image_id: 400', async () => {
+    test('OPTIONS lists the extensions (no credentials needed, no CORS headers); no credentials: 401; Upload-Metadata without image_id: 400', async () => {
+      const o = await fetch(`${s.url}/api/v1/uploads`, { method: 'OPTIONS', headers: { authorization: '' } });
+      assert.equal(o.status, 204);
+      assert.equal(o.headers.get('tus-version'), '1.0.0');
+      assert.deepEqual(o.headers.get('tus-extension')!.split(',').sort(), ['creation', 'creation-with-upload', 'expiration', 'termination']);
+      assert.equal(o.headers.get('access-control-allow-origin'), null);
       const id = await createImage(s.url, `tus-noauth-${dialect}`);
       assert.equal((await tusCreate(s.url, id, 10, { authorization: '' })).status, 401);
       const r = await fetch(`${s.url}/api/v1/uploads`, { method: 'POST', headers: { ...TUS, 'upload-length': '10' } });
