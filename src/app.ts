@@ -106,7 +106,6 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
   const images = new ImageCatalog(repo, events);
   const ingests = new IngestCoordinator(images, store, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
-  images.whenDeleting((id) => ingests.imageDeleted(id));
   const variants = new VariantService(images, store, converter);
   const queue = new KyselyJobQueue(db);
   const jobs = new JobRunner(queue, { owner: nodeId(config.dataDir) });
@@ -121,6 +120,11 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const uploadRepo = new KyselyUploadRepository(db);
   const resumable = new ResumableUploads(uploadRepo, ingests, { dir: join(config.dataDir, RESUMABLE_DIR), ttlMs: config.resumableUploadTtlMs });
   imageAccess.withUploads(resumable, new UploadGrants(uploadRepo, { maxTtlMs: config.uploadUrlTtlMs }));
+  images.whenDeleting((id) => {
+    ingests.imageDeleted(id);
+    // (the image is gone by the time an error could be told to anyone: logged)
+    resumable.imageDeleted(id).catch((e: unknown) => api.log.error({ err: e, image: id }, 'the resumable uploads of a deleted image were not removed'));
+  });
   const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
   const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
   const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);

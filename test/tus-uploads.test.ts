@@ -153,8 +153,14 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         `progress events while importing: ${JSON.stringify(seen)}`,
       );
       assert.equal(seen.at(-1)!.state, 'ready');
-      // the finished upload is gone (row and part file)
-      assert.equal((await tusHead(s.url, loc)).status, 404);
+      // the finished upload's bytes are gone; HEAD still says it is complete (a client that lost the
+      // last answer sees it done), and a repeated last PATCH answers the image again
+      const done = await tusHead(s.url, loc);
+      assert.equal(done.status, 200);
+      assert.equal(done.headers.get('upload-offset'), String(f.bytes.length));
+      const again = await tusPatch(s.url, loc, f.bytes.length, new Uint8Array(0));
+      assert.equal(again.status, 204, await again.clone().text());
+      assert.equal(again.headers.get('imago-image-state'), 'ready');
       assert.deepEqual(readdirSync(join(s.dataDir, 'uploads-resumable')), [], 'no part file left');
       const dl = await fetch(`${s.url}/api/v1/images/${id}/file`);
       assert.equal(
@@ -282,6 +288,19 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       const r = await tusPatch(s.url, created.headers.get('location')!, 0, f.bytes, { authorization: `Bearer ${cTok}` });
       assert.equal(r.status, 204, await r.clone().text());
       assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${c}`)).json!.digest, `sha256:${f.sha256}`);
+    });
+
+    test('deleting the image removes its resumable upload and the received bytes', async () => {
+      const f = randomFile(`del-${dialect}.raw`, 256 * 1024, 8);
+      const id = await createImage(s.url, `tus-del-${dialect}`);
+      const loc = (await tusCreate(s.url, id, f.bytes.length)).headers.get('location')!;
+      assert.equal((await tusPatch(s.url, loc, 0, f.bytes.subarray(0, 4096))).status, 204);
+      const part = join(s.dataDir, 'uploads-resumable', loc.split('/').pop()!);
+      assert.ok(existsSync(part));
+      assert.equal((await apiRequest(s, 'DELETE', `/api/v1/images/${id}`)).status, 204);
+      await waitFor('the part file removed', () => (existsSync(part) ? undefined : true));
+      assert.equal((await tusHead(s.url, loc)).status, 404);
+      assert.equal((await s.app.resumable.inFlight()).has(loc.split('/').pop()!), false);
     });
 
     test('OPTIONS lists the extensions (no credentials needed, no CORS headers); no credentials: 401; Upload-Metadata without image_id: 400', async () => {

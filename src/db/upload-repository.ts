@@ -40,9 +40,10 @@ export class KyselyUploadRepository implements ResumableUploadRepository, Upload
     return Number(r.numDeletedRows) > 0;
   }
 
-  async resumables(opts: { expiredBefore?: Date } = {}): Promise<ResumableUpload[]> {
+  async resumables(opts: { expiredBefore?: Date; imageId?: string } = {}): Promise<ResumableUpload[]> {
     let q = this.db.selectFrom('resumable_uploads').selectAll();
     if (opts.expiredBefore) q = q.where('expires_at', '<', opts.expiredBefore.getTime());
+    if (opts.imageId !== undefined) q = q.where('image_id', '=', opts.imageId);
     return (await q.orderBy('created_at').execute()).map(fromRow);
   }
 

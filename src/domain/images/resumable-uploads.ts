@@ -39,8 +39,8 @@ export interface ResumableUploadRepository {
   createResumable(u: ResumableUpload): Promise<void>;
   resumable(id: string): Promise<ResumableUpload | undefined>;
   deleteResumable(id: string): Promise<boolean>;
-  /** every upload, or those that expired before `expiredBefore` */
-  resumables(opts?: { expiredBefore?: Date }): Promise<ResumableUpload[]>;
+  /** every upload, or those that expired before `expiredBefore`, or those of image `imageId` */
+  resumables(opts?: { expiredBefore?: Date; imageId?: string }): Promise<ResumableUpload[]>;
 }
 
 export interface ResumableUploadsOptions {
@@ -65,8 +65,12 @@ const ID_RE = /^[0-9a-f-]{36}$/;
 
 export class ResumableUploads {
   private readonly live = new Map<string, Promise<Live>>();
-  /** why an upload that this process ended failed, for the requests that come after */
-  private readonly ended = new Map<string, unknown>();
+  /**
+   * How uploads this process ended, for the requests that come after: a failure is answered as
+   * such; a finished upload still answers HEAD (offset = length) and a repeated last PATCH with its
+   * image, so a client whose connection dropped while it waited for the verdict sees it completed.
+   */
+  private readonly ended = new Map<string, { error: unknown } | { upload: ResumableUpload; image: Image }>();
 
   constructor(
     private readonly repo: ResumableUploadRepository,
@@ -112,9 +116,12 @@ export class ResumableUploads {
   }
 
   /** The upload and its offset (the bytes the server holds durably). UPLOAD_NOT_FOUND when unknown. */
-  async status(id: string): Promise<{ upload: ResumableUpload; offset: number }> {
+  async status(id: string): Promise<{ upload: ResumableUpload; offset: number; image?: Image }> {
     const ended = this.ended.get(id);
-    if (ended !== undefined) throw ended;
+    if (ended !== undefined) {
+      if ('error' in ended) throw ended.error;
+      return { upload: ended.upload, offset: ended.upload.sizeBytes, image: ended.image };
+    }
     const upload = ID_RE.test(id) ? await this.repo.resumable(id) : undefined;
     if (!upload) throw notFound(id);
     const live = this.live.get(id);
@@ -128,13 +135,15 @@ export class ResumableUploads {
    * them. Returns the new offset. Whatever stops the request, the bytes received are kept.
    */
   async append(id: string, offset: number, part: AsyncIterable<Uint8Array>): Promise<number> {
-    const { upload, offset: now } = await this.status(id);
+    const { upload, offset: now, image } = await this.status(id);
     if (offset !== now) {
       throw new DomainError('CONFLICT', `the request starts at byte ${offset}, but upload ${id} holds ${now} bytes; send the bytes from ${now}`, {
         upload: id,
         offset: now,
       });
     }
+    // finished: an empty repeat of the last PATCH (the client did not see its answer)
+    if (image) return now;
     const live = await this.ensureLive(upload);
     return live.file.append(part, {
       max: upload.sizeBytes,
@@ -150,7 +159,8 @@ export class ResumableUploads {
 
   /** Once every byte is there: the ingest's outcome — the ready image, or its refusal (UNSAFE_IMAGE ...). */
   async finished(id: string): Promise<Image> {
-    const { upload, offset } = await this.status(id);
+    const { upload, offset, image } = await this.status(id);
+    if (image) return image;
     if (offset !== upload.sizeBytes) {
       throw new DomainError('CONFLICT', `upload ${id} holds ${offset} of its ${upload.sizeBytes} bytes; send the rest first`, { upload: id, offset });
     }
@@ -164,6 +174,24 @@ export class ResumableUploads {
     const upload = ID_RE.test(id) ? await this.repo.resumable(id) : undefined;
     if (!upload) throw notFound(id);
     await this.end(upload, reason);
+  }
+
+  /**
+   * The image is being deleted: its uploads go (a running ingest is stopped, and its upload
+   * removed when it ends).
+   */
+  async imageDeleted(imageId: string): Promise<void> {
+    for (const u of await this.repo.resumables({ imageId })) {
+      const live = this.live.get(u.id);
+      if (live) {
+        // its follower may be waiting for bytes: wake it with the reason (the ingest ends, the upload is dropped)
+        (await live.catch(() => undefined))?.abort.abort(new DomainError('CONFLICT', 'the image was deleted during the upload'));
+        continue;
+      }
+      await rm(this.path(u.id), { force: true });
+      await this.repo.deleteResumable(u.id);
+      this.remember(u.id, { error: notFound(u.id, 'its image was deleted') });
+    }
   }
 
   /** Ends the uploads past their lifetime (on a schedule and at GC); returns how many. */
@@ -227,14 +255,18 @@ export class ResumableUploads {
     });
     const live: Live = { file, abort, done, settled: Promise.resolve() };
     live.settled = done.then(
-      () => this.drop(u.id, file),
+      (image) => {
+        this.remember(u.id, { upload: u, image });
+        return this.drop(u.id, file);
+      },
       (e: unknown) => {
         live.failure = e;
         if (e instanceof IngestSuspended) {
           this.live.delete(u.id);
           return file.close().catch(() => undefined);
         }
-        this.remember(u.id, e);
+        // later requests: not found, saying why (the request that was running got the error itself)
+        this.remember(u.id, { error: notFound(u.id, `it ended: ${e instanceof Error ? e.message : String(e)}`) });
         return this.drop(u.id, file);
       },
     );
@@ -243,7 +275,7 @@ export class ResumableUploads {
   }
 
   /** the last 1,000 ends, in memory (after a restart an ended upload is simply not found) */
-  private remember(id: string, why: unknown): void {
+  private remember(id: string, why: { error: unknown } | { upload: ResumableUpload; image: Image }): void {
     this.ended.set(id, why);
     if (this.ended.size > 1000) this.ended.delete(this.ended.keys().next().value!);
   }
@@ -267,7 +299,7 @@ export class ResumableUploads {
       if (file) await file.remove();
       await this.repo.deleteResumable(u.id);
     }
-    this.remember(u.id, notFound(u.id, 'it was terminated or expired'));
+    this.remember(u.id, { error: notFound(u.id, 'it was terminated or expired') });
   }
 }
 
