@@ -82,7 +82,12 @@ export interface App {
   bootstrapToken?: string;
   /** the bound address once listening */
   url?: string;
-  gc(opts: { dryRun: boolean }): Promise<{ plan: GcPlan; deleted?: { count: number; bytes: number } }>;
+  gc(opts: { dryRun: boolean }): Promise<{
+    plan: GcPlan;
+    deleted?: { count: number; bytes: number };
+    /** resumable uploads in flight (after expiry) and the bytes they hold: scratch, kept */
+    resumable: { count: number; bytes: number };
+  }>;
   close(): Promise<void>;
 }
 
@@ -220,9 +225,10 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
         await uploadRepo.deleteGrantsBefore(new Date());
       }
       const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
-      if (dryRun) return { plan };
+      const inFlight = await resumable.inFlightBytes();
+      if (dryRun) return { plan, resumable: inFlight };
       const deleted = await runGc(plan, store, { recheck: referenced });
-      return { plan, deleted };
+      return { plan, deleted, resumable: inFlight };
     },
     async close() {
       cron?.stop();

@@ -204,6 +204,17 @@ export class ResumableUploads {
     return n;
   }
 
+  /** What GC reports: the uploads in flight and the bytes their part files hold (scratch, not blobs). */
+  async inFlightBytes(): Promise<{ count: number; bytes: number }> {
+    let count = 0;
+    let bytes = 0;
+    for (const u of await this.repo.resumables()) {
+      count++;
+      bytes += (await GrowingFile.lengthOf(this.path(u.id))) ?? 0;
+    }
+    return { count, bytes };
+  }
+
   /** The ingest ids (= upload ids) start-up recovery must leave `importing`: they resume. */
   async inFlight(): Promise<Set<string>> {
     return new Set((await this.repo.resumables()).map((u) => u.id));
