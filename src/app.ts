@@ -123,7 +123,11 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const audit = new AuditLog(accessRepo, authorizer);
   const imageAccess = new ImageAccess(images, ingests, variants, accessRepo, authorizer, audit, imports);
   const uploadRepo = new KyselyUploadRepository(db);
-  const resumable = new ResumableUploads(uploadRepo, ingests, { dir: join(config.dataDir, RESUMABLE_DIR), ttlMs: config.resumableUploadTtlMs });
+  const resumable = new ResumableUploads(uploadRepo, ingests, {
+    dir: join(config.dataDir, RESUMABLE_DIR),
+    ttlMs: config.resumableUploadTtlMs,
+    suspendIdleMs: config.resumableSuspendIdleMs,
+  });
   imageAccess.withUploads(resumable, new UploadGrants(uploadRepo, { maxTtlMs: config.uploadUrlTtlMs }));
   images.whenDeleting((id) => {
     ingests.imageDeleted(id);

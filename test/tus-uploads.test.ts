@@ -322,6 +322,31 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
   });
 }
 
+test('an idle upload has its ingest suspended (staging deleted, image still importing) and rebuilt from the received bytes on the next PATCH', async () => {
+  const s = await startTestServer({ env: { IMAGO_UPLOAD_IDLE_SUSPEND: '1s' } });
+  try {
+    const f = randomFile('idle.raw', 4 * 1024 * 1024, 9);
+    const id = await createImage(s.url, 'tus-idle');
+    const loc = (await tusCreate(s.url, id, f.bytes.length)).headers.get('location')!;
+    const half = 2 * 1024 * 1024 + 5;
+    const staging = join(s.dataDir, 'uploads');
+    const stagingEntries = () => (existsSync(staging) ? readdirSync(staging) : []);
+    assert.equal((await tusPatch(s.url, loc, 0, f.bytes.subarray(0, half))).status, 204);
+    assert.equal(stagingEntries().length, 1, 'the live ingest stages what it received');
+    await waitFor('the staging of the idle ingest deleted', () => (stagingEntries().length === 0 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!.state, 'importing', 'suspended, not failed');
+    assert.equal((await tusHead(s.url, loc)).headers.get('upload-offset'), String(half));
+    const r = await tusPatch(s.url, loc, half, f.bytes.subarray(half));
+    assert.equal(r.status, 204, await r.clone().text());
+    const img = (await apiRequest(s, 'GET', `/api/v1/images/${id}`)).json!;
+    assert.equal(img.state, 'ready');
+    assert.equal(img.digest, `sha256:${f.sha256}`);
+  } finally {
+    await s.stop();
+  }
+});
+
 test('an expired upload: 410 or 404, its image fails, its bytes are removed', async () => {
   const s = await startTestServer({ env: { IMAGO_UPLOAD_TTL: '1' } });
   try {

@@ -48,6 +48,11 @@ export interface ResumableUploadsOptions {
   dir: string;
   /** an upload not finished this long after its creation expires */
   ttlMs: number;
+  /**
+   * an upload that receives nothing this long has its ingest suspended (its staging copy deleted,
+   * its hasher and inspector freed); the next PATCH rebuilds it from the part file. Default 5 min.
+   */
+  suspendIdleMs?: number;
   now?: () => number;
 }
 
@@ -59,12 +64,18 @@ interface Live {
   /** settles once the outcome is recorded and the upload's row and file are gone */
   settled: Promise<void>;
   failure?: unknown;
+  /** PATCHes writing now */
+  appending: number;
+  /** suspends the ingest once nothing arrives for suspendIdleMs */
+  idleTimer?: NodeJS.Timeout;
 }
 
 const ID_RE = /^[0-9a-f-]{36}$/;
 
 export class ResumableUploads {
   private readonly live = new Map<string, Promise<Live>>();
+  /** the Live each entry of `live` resolved to (one per upload: a suspended one is replaced) */
+  private readonly current = new Map<string, Live>();
   /**
    * How uploads this process ended, for the requests that come after: a failure is answered as
    * such; a finished upload still answers HEAD (offset = length) and a repeated last PATCH with its
@@ -145,16 +156,27 @@ export class ResumableUploads {
     // finished: an empty repeat of the last PATCH (the client did not see its answer)
     if (image) return now;
     const live = await this.ensureLive(upload);
-    return live.file.append(part, {
-      max: upload.sizeBytes,
-      tooLong: (n) =>
-        new DomainError('SIZE_LIMIT', `upload ${id} was announced as ${upload.sizeBytes} bytes; ${n} is more — create a new upload with the right length`, {
-          upload: id,
-        }),
-      check: () => {
-        if (live.failure !== undefined) throw live.failure;
-      },
-    });
+    // (synchronously after the await: an idle suspension cannot come in between)
+    live.appending++;
+    clearTimeout(live.idleTimer);
+    try {
+      return await live.file.append(part, {
+        max: upload.sizeBytes,
+        tooLong: (n) =>
+          new DomainError('SIZE_LIMIT', `upload ${id} was announced as ${upload.sizeBytes} bytes; ${n} is more — create a new upload with the right length`, {
+            upload: id,
+          }),
+        check: () => {
+          if (live.failure !== undefined) throw live.failure;
+        },
+      });
+    } finally {
+      live.appending--;
+      if (live.appending === 0 && live.file.length < upload.sizeBytes && live.failure === undefined) {
+        live.idleTimer = setTimeout(() => this.suspendIdle(id, live), this.opts.suspendIdleMs ?? 5 * 60_000);
+        live.idleTimer.unref();
+      }
+    }
   }
 
   /** Once every byte is there: the ingest's outcome — the ready image, or its refusal (UNSAFE_IMAGE ...). */
@@ -241,7 +263,7 @@ export class ResumableUploads {
   async suspendAll(): Promise<void> {
     const lives = await Promise.all([...this.live.values()].map((p) => p.catch(() => undefined)));
     for (const l of lives) l?.abort.abort(new IngestSuspended('the server is stopping'));
-    await Promise.all(lives.map((l) => l?.done.catch(() => undefined)));
+    await Promise.all(lives.map((l) => l?.settled));
   }
 
   // ---- internals ----------------------------------------------------------------------------
@@ -251,7 +273,9 @@ export class ResumableUploads {
     if (!p) {
       p = this.startLive(u);
       this.live.set(u.id, p);
-      p.catch(() => this.live.delete(u.id));
+      p.catch(() => {
+        if (this.live.get(u.id) === p) this.live.delete(u.id);
+      });
     }
     return p;
   }
@@ -264,21 +288,22 @@ export class ResumableUploads {
       resume: u.id,
       signal: abort.signal,
     });
-    const live: Live = { file, abort, done, settled: Promise.resolve() };
+    const live: Live = { file, abort, done, settled: Promise.resolve(), appending: 0 };
+    this.current.set(u.id, live);
     live.settled = done.then(
       (image) => {
         this.remember(u.id, { upload: u, image });
-        return this.drop(u.id, file);
+        return this.drop(u.id, live);
       },
       (e: unknown) => {
         live.failure = e;
         if (e instanceof IngestSuspended) {
-          this.live.delete(u.id);
+          this.forget(u.id, live);
           return file.close().catch(() => undefined);
         }
         // later requests: not found, saying why (the request that was running got the error itself)
         this.remember(u.id, { error: notFound(u.id, `it ended: ${e instanceof Error ? e.message : String(e)}`) });
-        return this.drop(u.id, file);
+        return this.drop(u.id, live);
       },
     );
     live.settled = live.settled.catch(() => undefined);
@@ -291,10 +316,28 @@ export class ResumableUploads {
     if (this.ended.size > 1000) this.ended.delete(this.ended.keys().next().value!);
   }
 
-  private async drop(id: string, file: GrowingFile): Promise<void> {
-    this.live.delete(id);
-    await file.remove().catch(() => undefined);
+  private async drop(id: string, live: Live): Promise<void> {
+    this.forget(id, live);
+    await live.file.remove().catch(() => undefined);
     await this.repo.deleteResumable(id);
+  }
+
+  private forget(id: string, live: Live): void {
+    clearTimeout(live.idleTimer);
+    if (this.current.get(id) !== live) return;
+    this.current.delete(id);
+    this.live.delete(id);
+  }
+
+  /**
+   * Nothing arrived for a while: the ingest stops without failing (IngestSuspended), its staging is
+   * deleted and its memory freed; the upload stays, and its next PATCH starts the ingest again from
+   * the part file. The entry is forgotten at once, so that PATCH does not find the stopping one.
+   */
+  private suspendIdle(id: string, live: Live): void {
+    if (live.appending > 0 || this.current.get(id) !== live) return;
+    this.forget(id, live);
+    live.abort.abort(new IngestSuspended(`upload ${id} received nothing for a while`));
   }
 
   private async end(u: ResumableUpload, reason: string): Promise<void> {
@@ -303,7 +346,8 @@ export class ResumableUploads {
     const failure = new DomainError('CONFLICT', reason, { upload: u.id });
     if (l) {
       l.abort.abort(failure);
-      await l.done.catch(() => undefined);
+      // the ingest has failed the image and the upload is dropped (row, file) when this settles
+      await l.settled;
     } else {
       await this.ingests.failIngest(u.imageId, reason, u.id);
       const file = await GrowingFile.open(this.path(u.id)).catch(() => undefined);
