@@ -128,17 +128,27 @@ export class ResumableUploads {
 
   /** The upload and its offset (the bytes the server holds durably). UPLOAD_NOT_FOUND when unknown. */
   async status(id: string): Promise<{ upload: ResumableUpload; offset: number; image?: Image }> {
-    const ended = this.ended.get(id);
-    if (ended !== undefined) {
-      if ('error' in ended) throw ended.error;
-      return { upload: ended.upload, offset: ended.upload.sizeBytes, image: ended.image };
-    }
-    const upload = ID_RE.test(id) ? await this.repo.resumable(id) : undefined;
+    // looked up again after each wait: the ingest may end meanwhile (its end is recorded before
+    // its row and file go)
+    const upload = this.endedStatus(id) ?? (ID_RE.test(id) ? await this.repo.resumable(id) : undefined);
     if (!upload) throw notFound(id);
+    if ('image' in upload) return upload;
     const live = this.live.get(id);
     const offset = live ? (await live).file.length : await GrowingFile.lengthOf(this.path(id));
-    if (offset === undefined) throw notFound(id, 'its received bytes are not on this server');
+    if (offset === undefined) {
+      const ended = this.endedStatus(id);
+      if (ended) return ended;
+      throw notFound(id, 'its received bytes are not on this server');
+    }
     return { upload, offset };
+  }
+
+  /** How the upload ended, if this process ended it: its status (finished), or its error thrown. */
+  private endedStatus(id: string): { upload: ResumableUpload; offset: number; image: Image } | undefined {
+    const ended = this.ended.get(id);
+    if (ended === undefined) return undefined;
+    if ('error' in ended) throw ended.error;
+    return { upload: ended.upload, offset: ended.upload.sizeBytes, image: ended.image };
   }
 
   /**
@@ -154,7 +164,7 @@ export class ResumableUploads {
       });
     }
     // finished: an empty repeat of the last PATCH (the client did not see its answer)
-    if (image) return now;
+    if (image || this.endedStatus(id)) return now;
     const live = await this.ensureLive(upload);
     // (synchronously after the await: an idle suspension cannot come in between)
     live.appending++;
@@ -183,6 +193,9 @@ export class ResumableUploads {
   async finished(id: string): Promise<Image> {
     const { upload, offset, image } = await this.status(id);
     if (image) return image;
+    // (no wait between this look and ensureLive: an ingest that just ended is not started again)
+    const ended = this.endedStatus(id);
+    if (ended) return ended.image;
     if (offset !== upload.sizeBytes) {
       throw new DomainError('CONFLICT', `upload ${id} holds ${offset} of its ${upload.sizeBytes} bytes; send the rest first`, { upload: id, offset });
     }
