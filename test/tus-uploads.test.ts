@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { seededRandom } from './support/prng.js';
 import { qemuCreate } from './support/qemu.js';
-import { adminFetch as fetch, apiRequest, startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { adminFetch as fetch, apiRequest, freshPgDatabase, startTestServer, type Dialect, type TestServer } from './support/server.js';
 import { spawnServer } from './support/spawned-server.js';
 
 const work = mkdtempSync(join(tmpdir(), 'imago-tus-'));
@@ -371,37 +371,45 @@ test('an expired upload: 410 or 404, its image fails, its bytes are removed', as
   }
 });
 
-test('imago serve killed (SIGKILL) mid-upload, restarted: HEAD answers the stored offset, the upload resumes and ends ready', async () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'imago-tus-kill-'));
-  after(() => rmSync(dataDir, { recursive: true, force: true }));
-  const size = 16 * 1024 * 1024;
-  const f = randomFile('kill.raw', size, 7);
-  let srv = await spawnServer(dataDir);
-  try {
-    const id = await createImage(srv.url, 'tus-kill');
-    const loc = (await tusCreate(srv.url, id, size)).headers.get('location')!;
-    const part = join(dataDir, 'uploads-resumable', loc.split('/').pop()!);
-    const slow = paced(f.bytes, { chunk: 256 * 1024, delayMs: 20 });
-    const patching = tusPatch(srv.url, loc, 0, slow.body).catch((e: unknown) => e);
-    await waitFor('a few MiB on the server', () => (statSync(part).size >= 3 * 1024 * 1024 ? true : undefined));
-    await srv.kill9();
-    await patching;
-    const onDisk = statSync(part).size;
-    assert.ok(onDisk > 0 && onDisk < size, `part file holds ${onDisk} bytes`);
-    srv = await spawnServer(dataDir);
-    const img0 = (await (await fetch(`${srv.url}/api/v1/images/${id}`)).json()) as { state: string };
-    assert.equal(img0.state, 'importing', 'the restart leaves a resumable upload importing');
-    const h = await tusHead(srv.url, loc);
-    assert.equal(h.status, 200);
-    const offset = Number(h.headers.get('upload-offset'));
-    assert.equal(offset, onDisk, 'the offset is what the server stored');
-    const r = await tusPatch(srv.url, loc, offset, f.bytes.subarray(offset));
-    assert.equal(r.status, 204, await r.clone().text());
-    const img = (await (await fetch(`${srv.url}/api/v1/images/${id}`)).json()) as { state: string; digest: string };
-    assert.equal(img.state, 'ready');
-    assert.equal(img.digest, `sha256:${f.sha256}`);
-    assert.ok(srv.alive());
-  } finally {
-    await srv.stop();
-  }
-});
+for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
+  test(`imago serve killed (SIGKILL) mid-upload, restarted: HEAD answers the stored offset, the upload resumes and ends ready (${dialect})`, async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'imago-tus-kill-'));
+    after(() => rmSync(dataDir, { recursive: true, force: true }));
+    const env: Record<string, string> = {};
+    if (dialect === 'postgres') {
+      const db = await freshPgDatabase();
+      env.IMAGO_DATABASE_URL = db.url;
+      after(() => db.drop());
+    }
+    const size = 16 * 1024 * 1024;
+    const f = randomFile(`kill-${dialect}.raw`, size, 7);
+    let srv = await spawnServer(dataDir, { env });
+    try {
+      const id = await createImage(srv.url, 'tus-kill');
+      const loc = (await tusCreate(srv.url, id, size)).headers.get('location')!;
+      const part = join(dataDir, 'uploads-resumable', loc.split('/').pop()!);
+      const slow = paced(f.bytes, { chunk: 256 * 1024, delayMs: 20 });
+      const patching = tusPatch(srv.url, loc, 0, slow.body).catch((e: unknown) => e);
+      await waitFor('a few MiB on the server', () => (statSync(part).size >= 3 * 1024 * 1024 ? true : undefined));
+      await srv.kill9();
+      await patching;
+      const onDisk = statSync(part).size;
+      assert.ok(onDisk > 0 && onDisk < size, `part file holds ${onDisk} bytes`);
+      srv = await spawnServer(dataDir, { env });
+      const img0 = (await (await fetch(`${srv.url}/api/v1/images/${id}`)).json()) as { state: string };
+      assert.equal(img0.state, 'importing', 'the restart leaves a resumable upload importing');
+      const h = await tusHead(srv.url, loc);
+      assert.equal(h.status, 200);
+      const offset = Number(h.headers.get('upload-offset'));
+      assert.equal(offset, onDisk, 'the offset is what the server stored');
+      const r = await tusPatch(srv.url, loc, offset, f.bytes.subarray(offset));
+      assert.equal(r.status, 204, await r.clone().text());
+      const img = (await (await fetch(`${srv.url}/api/v1/images/${id}`)).json()) as { state: string; digest: string };
+      assert.equal(img.state, 'ready');
+      assert.equal(img.digest, `sha256:${f.sha256}`);
+      assert.ok(srv.alive());
+    } finally {
+      await srv.stop();
+    }
+  });
+}
