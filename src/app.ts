@@ -16,6 +16,9 @@ import { KyselyAccessRepository } from './db/access-repository.js';
 import { KyselyImageRepository } from './db/image-repository.js';
 import { KyselyJobQueue } from './db/job-queue.js';
 import { KyselyRegistryRepository } from './db/registry-repository.js';
+import { KyselyUploadRepository } from './db/upload-repository.js';
+import { UploadGrants } from './domain/access/upload-grants.js';
+import { ResumableUploads } from './domain/images/resumable-uploads.js';
 import type { AccessRepository } from './domain/access/access-repository.js';
 import { AuditLog } from './domain/access/audit-log.js';
 import { Authenticator, mintToken } from './domain/access/authenticator.js';
@@ -72,12 +75,19 @@ export interface App {
   /** the OCI registry (manifests, tags, referrers, catalog, blob reads) and its blob pushes */
   registry: OciRegistry;
   uploads: BlobUploads;
+  /** resumable (tus) uploads of images */
+  resumable: ResumableUploads;
   api: FastifyInstance;
   /** the server-admin token made at the first start (print it once); absent on later starts */
   bootstrapToken?: string;
   /** the bound address once listening */
   url?: string;
-  gc(opts: { dryRun: boolean }): Promise<{ plan: GcPlan; deleted?: { count: number; bytes: number } }>;
+  gc(opts: { dryRun: boolean }): Promise<{
+    plan: GcPlan;
+    deleted?: { count: number; bytes: number };
+    /** resumable uploads in flight (after expiry) and the bytes they hold: scratch, kept */
+    resumable: { count: number; bytes: number };
+  }>;
   close(): Promise<void>;
 }
 
@@ -101,7 +111,6 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const converter = new Converter(store, join(config.dataDir, 'scratch'), config.md5);
   const images = new ImageCatalog(repo, events);
   const ingests = new IngestCoordinator(images, store, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
-  images.whenDeleting((id) => ingests.imageDeleted(id));
   const variants = new VariantService(images, store, converter);
   const queue = new KyselyJobQueue(db);
   const jobs = new JobRunner(queue, { owner: nodeId(config.dataDir) });
@@ -113,6 +122,18 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const authorizer = new Authorizer(images, accessRepo);
   const audit = new AuditLog(accessRepo, authorizer);
   const imageAccess = new ImageAccess(images, ingests, variants, accessRepo, authorizer, audit, imports);
+  const uploadRepo = new KyselyUploadRepository(db);
+  const resumable = new ResumableUploads(uploadRepo, ingests, {
+    dir: join(config.dataDir, RESUMABLE_DIR),
+    ttlMs: config.resumableUploadTtlMs,
+    suspendIdleMs: config.resumableSuspendIdleMs,
+  });
+  imageAccess.withUploads(resumable, new UploadGrants(uploadRepo, { maxTtlMs: config.uploadUrlTtlMs }));
+  images.whenDeleting((id) => {
+    ingests.imageDeleted(id);
+    // (the image is gone by the time an error could be told to anyone: logged)
+    resumable.imageDeleted(id).catch((e: unknown) => api.log.error({ err: e, image: id }, 'the resumable uploads of a deleted image were not removed'));
+  });
   const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
   const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
   const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);
@@ -166,9 +187,17 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     eventsRecheckMs: config.eventsRecheckMs,
     osHashAlgo: config.osHashAlgo,
     durable: () => db.durable(),
+    resumable,
+    maxImageBytes: config.maxImageBytes,
+    uploadUrlTtlMs: config.uploadUrlTtlMs,
   });
   const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
+  // resumable uploads past their lifetime end every minute (and at GC), on every node
+  const expiry = setInterval(() => {
+    resumable.expire().catch((e: unknown) => api.log.error({ err: e }, 'resumable upload expiry failed'));
+  }, 60_000);
+  expiry.unref();
   const app: App = {
     config,
     db,
@@ -189,18 +218,28 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     audit,
     registry,
     uploads,
+    resumable,
     api,
     bootstrapToken,
     async gc({ dryRun }) {
-      // expired upload sessions release their chunks first
-      if (!dryRun) await uploads.expire();
+      // expired upload sessions release their chunks first; expired resumable uploads fail their
+      // images and remove their part files (their bytes were never in the store)
+      if (!dryRun) {
+        await uploads.expire();
+        await resumable.expire();
+        await uploadRepo.deleteGrantsBefore(new Date());
+      }
       const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
-      if (dryRun) return { plan };
+      const inFlight = await resumable.inFlightBytes();
+      if (dryRun) return { plan, resumable: inFlight };
       const deleted = await runGc(plan, store, { recheck: referenced });
-      return { plan, deleted };
+      return { plan, deleted, resumable: inFlight };
     },
     async close() {
       cron?.stop();
+      clearInterval(expiry);
+      // running resumable ingests stop without failing their images: they resume at the next start
+      await resumable.suspendAll();
       await api.close();
       await jobs.close();
       await db.close();
@@ -224,10 +263,14 @@ export async function startApp(config: Config, opts: { logger?: boolean } = {}):
   const app = await createApp(config, opts);
   try {
     // what a crash left: uploads cut off, deletions half done, staging and conversion scratch
-    const { interrupted, swept } = await app.ingests.recover();
+    // resumable uploads keep their images `importing`: they resume on their next request
+    const inFlight = await app.resumable.inFlight();
+    const { interrupted, swept } = await app.ingests.recover((ingestId) => inFlight.has(ingestId));
     const deleted = await app.images.finishDeletions();
     // OCI upload sessions survive a restart; those idle past their lifetime end here
-    const uploadsExpired = await app.uploads.expire();
+    const uploadsExpired = (await app.uploads.expire()) + (await app.resumable.expire());
+    // a resumable upload whose last byte arrived just before the stop gets its verdict now
+    await app.resumable.resumeComplete((id, e) => app.api.log.error({ err: e, upload: id }, 'resumable upload could not be finished'));
     await app.variants.sweep();
     const rec = { interrupted, deleted, swept, uploadsExpired };
     const resumed = await app.jobs.start();
@@ -283,6 +326,8 @@ async function mintAdminToken(repo: AccessRepository, dataDir: string, name: str
 }
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
+/** where resumable uploads keep their received bytes, under the data directory (local to the node) */
+export const RESUMABLE_DIR = 'uploads-resumable';
 
 /**
  * Memory relief (src/io/memory-relief.ts) as the server's own modules see it. `imago serve` turns

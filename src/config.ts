@@ -54,6 +54,12 @@ export interface Config {
   eventsRecheckMs: number;
   /** an OCI upload session that received nothing for this long expires */
   ociUploadTtlMs: number;
+  /** a resumable (tus) upload not finished this long after its creation expires (its bytes are removed) */
+  resumableUploadTtlMs: number;
+  /** a resumable upload that receives nothing this long has its ingest suspended (rebuilt from its bytes on the next PATCH) */
+  resumableSuspendIdleMs: number;
+  /** an upload URL's token is valid this long unless its creator asks for less */
+  uploadUrlTtlMs: number;
 }
 
 export interface ConfigFlags {
@@ -101,6 +107,9 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const bodyIdleTimeoutMs = parseDuration('body idle timeout', env.IMAGO_BODY_IDLE_TIMEOUT, 60_000);
   const eventsRecheckMs = parseDuration('event stream recheck interval', env.IMAGO_EVENTS_RECHECK, 3_000);
   const ociUploadTtlMs = parseDuration('OCI upload session lifetime', env.IMAGO_OCI_UPLOAD_TTL, 24 * 3600_000);
+  const resumableUploadTtlMs = parseDuration('resumable upload lifetime', env.IMAGO_UPLOAD_TTL, 24 * 3600_000);
+  const resumableSuspendIdleMs = parseDuration('resumable upload idle suspension', env.IMAGO_UPLOAD_IDLE_SUSPEND, 300_000);
+  const uploadUrlTtlMs = parseDuration('upload URL lifetime', env.IMAGO_UPLOAD_URL_TTL, 3600_000);
   return {
     dataDir,
     listen,
@@ -120,6 +129,9 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     bodyIdleTimeoutMs,
     eventsRecheckMs,
     ociUploadTtlMs,
+    resumableUploadTtlMs,
+    resumableSuspendIdleMs,
+    uploadUrlTtlMs,
   };
 }
 

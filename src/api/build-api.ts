@@ -23,6 +23,10 @@ export interface ApiDeps extends RestServices, OciServices {
   durable?: () => Promise<void>;
   /** the Glance door's os_hash_algo (default sha512) */
   osHashAlgo?: OsHashAlgo;
+  /** the largest image */
+  maxImageBytes?: number;
+  /** an upload URL's default lifetime */
+  uploadUrlTtlMs?: number;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
@@ -37,6 +41,9 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     projects: deps.projects,
     identity: deps.identity,
     audit: deps.audit,
+    resumable: deps.resumable,
+    maxImageBytes: deps.maxImageBytes,
+    uploadUrlTtlMs: deps.uploadUrlTtlMs,
     events: deps.events,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,

@@ -31,6 +31,11 @@ export class ImagoClient {
     return { ...(this.token ? { authorization: `Bearer ${this.token}` } : {}), ...extra };
   }
 
+  /** `extra` with this client's credentials (for requests it does not make itself: tus). */
+  authHeaders(extra: Record<string, string> = {}): Record<string, string> {
+    return this.headers(extra);
+  }
+
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
     let res: Response;
     try {

@@ -11,6 +11,7 @@ import type { ImagoClient } from './client.js';
 import { ApiError } from './client.js';
 import { humanBytes, toJson } from './json.js';
 import { percentBar, progressBar } from './progress-bar.js';
+import { RESUMABLE_THRESHOLD, resumableUpload, savedUpload } from './resumable-upload.js';
 
 type Out = 'table' | 'json';
 
@@ -201,6 +202,15 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
     .option('--cluster', 'cluster scope: readable by every project (server admins)')
     .option('--visibility <v>', 'private, project (default), shared or public')
     .option('--file <path>', 'upload this file')
+    .option(
+      '--resumable',
+      `with --file: upload through the resumable (tus) endpoint even when smaller than ${RESUMABLE_THRESHOLD / 1048576} MiB (larger files always are)`,
+    )
+    .option('--resume', 'with --file: continue the upload of this file that an earlier, interrupted run started (same path, size and mtime)')
+    .option(
+      '--limit-rate <rate>',
+      'with --file: send at most this many bytes per second (k, M, G suffixes), as curl --limit-rate; uploads through the resumable endpoint',
+    )
     .option('--url <url>', 'import from this URL (the server downloads it); waits until it is ready, with progress')
     .option('--no-wait', 'with --url: return once the server has started the import')
     .option('--idempotency-key <key>', 'retry-safe creation (default: a random key per invocation)')
@@ -208,20 +218,29 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
       run(
         async (
           f: AttrFlags &
-            Common & { file?: string; url?: string; wait: boolean; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string },
+            Common &
+            UploadFlags & { file?: string; url?: string; wait: boolean; idempotencyKey?: string; project?: string; cluster?: boolean; visibility?: string },
         ) => {
           if (f.file && f.url) throw new ApiError(0, 'USAGE', 'give --file or --url, not both');
           if (f.file) await checkUploadFile(f.file);
           const c = ctx.client(f);
+          // --resume: the image the interrupted run created is the one to continue
+          const saved = f.file && f.resume ? await savedUpload(c.baseUrl, f.file) : undefined;
+          if (saved && f.file) {
+            printImage(await uploadFile(c, saved.imageId, f.file, f), f.output);
+            return;
+          }
           const attrs = attributes(f);
           if (f.cluster) attrs.project = null;
           else if (f.project) attrs.project = f.project;
           if (f.visibility) attrs.visibility = f.visibility;
           let img = await c.create(attrs, f.idempotencyKey ?? randomUUID());
           try {
-            if (f.file) img = await uploadWithBar(c, img.id, f.file);
+            if (f.file) img = await uploadFile(c, img.id, f.file, f);
             else if (f.url) img = await importWithBar(c, img, f.url, f.wait);
           } catch (e) {
+            // an interrupted resumable upload keeps its image and its received bytes: --resume goes on
+            if (e instanceof ApiError && e.code === 'UNREACHABLE' && f.file && (await isResumable(f.file, f))) throw e;
             throw await withoutHalfMadeImage(c, img, e, f.file ? `image upload ${img.id} ${f.file}` : `image import ${img.id} ${f.url}`);
           }
           printImage(img, f.output);
@@ -229,13 +248,17 @@ export function registerImageCommands(program: Command, ctx: RemoteContext): voi
       ),
     );
 
-  remote(image.command('upload').description('upload a file into an image').argument('<image>').argument('<file>')).action(
-    run(async (id: string, file: string, f: Common) => {
-      await checkUploadFile(file);
-      const c = ctx.client(f);
-      printImage(await uploadWithBar(c, (await c.resolve(id)).id, file), f.output);
-    }),
-  );
+  remote(image.command('upload').description('upload a file into an image').argument('<image>').argument('<file>'))
+    .option('--resumable', `upload through the resumable (tus) endpoint even when smaller than ${RESUMABLE_THRESHOLD / 1048576} MiB (larger files always are)`)
+    .option('--resume', 'continue the upload of this file that an earlier, interrupted run started (same path, size and mtime)')
+    .option('--limit-rate <rate>', 'send at most this many bytes per second (k, M, G suffixes), as curl --limit-rate; uploads through the resumable endpoint')
+    .action(
+      run(async (id: string, file: string, f: Common & UploadFlags) => {
+        await checkUploadFile(file);
+        const c = ctx.client(f);
+        printImage(await uploadFile(c, (await c.resolve(id)).id, file, f), f.output);
+      }),
+    );
 
   remote(
     image
@@ -473,6 +496,38 @@ async function importWithBar(c: ImagoClient, img: ImageJson, url: string, wait: 
   if (!wait || last.state === 'ready') return last;
   const reason = last.state === 'error' ? (last.stateReason ?? 'the server gave no reason') : `it stopped in state ${last.state}`;
   throw new ApiError(0, last.state === 'error' && last.inspection ? 'UNSAFE_IMAGE' : 'IMPORT_FAILED', `the import of "${img.name}" failed: ${reason}`);
+}
+
+interface UploadFlags {
+  resumable?: boolean;
+  resume?: boolean;
+  limitRate?: string;
+}
+
+async function isResumable(file: string, f: UploadFlags): Promise<boolean> {
+  return f.resumable === true || f.resume === true || f.limitRate !== undefined || (await checkUploadFile(file)) >= RESUMABLE_THRESHOLD;
+}
+
+/** One PUT for small files; the resumable endpoint for large ones (or when asked), retrying by itself. */
+async function uploadFile(c: ImagoClient, id: string, file: string, f: UploadFlags): Promise<ImageJson> {
+  if (!(await isResumable(file, f))) return uploadWithBar(c, id, file);
+  const bar = progressBar(`upload ${file}`);
+  try {
+    return await resumableUpload(c, id, file, f.resume === true, {
+      progress: bar.update,
+      say: (line) => process.stderr.write(`${line}\n`),
+      limitRate: f.limitRate === undefined ? undefined : parseRate(f.limitRate),
+    });
+  } finally {
+    bar.end();
+  }
+}
+
+function parseRate(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)$/i.exec(s.trim());
+  const n = m ? Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase()) : NaN;
+  if (!m || !(n >= 1024)) throw new ApiError(0, 'USAGE', `--limit-rate "${s}" is not a rate of at least 1k bytes per second (e.g. 500k, 10M)`);
+  return Math.floor(n);
 }
 
 async function uploadWithBar(c: ImagoClient, id: string, file: string): Promise<ImageJson> {

@@ -56,7 +56,12 @@ export function registerServe(program: Command, setExit: (code: number) => void)
         const r = await app.gc({ dryRun: flags.check === true });
         if (flags.json) {
           process.stdout.write(
-            toJson({ ...r.plan, candidates: r.plan.candidates.map((b) => ({ ...b, committedAt: b.committedAt.toISOString() })), deleted: r.deleted }) + '\n',
+            toJson({
+              ...r.plan,
+              candidates: r.plan.candidates.map((b) => ({ ...b, committedAt: b.committedAt.toISOString() })),
+              deleted: r.deleted,
+              resumableUploads: r.resumable,
+            }) + '\n',
           );
         } else {
           const p = r.plan;
@@ -72,6 +77,11 @@ export function registerServe(program: Command, setExit: (code: number) => void)
               p.youngReclaimableFrom.getTime() === p.youngReclaimableBy.getTime()
                 ? `              reclaimable from ${when(p.youngReclaimableBy)}, if still unreferenced\n`
                 : `              reclaimable from ${when(p.youngReclaimableFrom)}, all of it by ${when(p.youngReclaimableBy)}, if still unreferenced\n`,
+            );
+          }
+          if (r.resumable.count > 0) {
+            process.stdout.write(
+              `uploading:    ${humanBytes(r.resumable.bytes)} (${r.resumable.bytes} bytes) received by ${r.resumable.count} resumable upload(s) in flight (kept; they expire after IMAGO_UPLOAD_TTL)\n`,
             );
           }
           for (const b of p.candidates) process.stdout.write(`  ${flags.check ? 'would delete' : 'deleted'} ${b.digest} ${humanBytes(b.sizeBytes)}\n`);

@@ -353,6 +353,35 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('jobs_image_created').on('jobs').columns(['image_id', 'created_at', 'id']).execute();
     },
   },
+  '0012-tus-uploads': {
+    // issue 12: resumable (tus) uploads and upload URLs. An upload row names the image it feeds and
+    // its announced length; its received bytes are a file of the node's data directory (the
+    // offset is that file's length). An upload grant is the scoped, expiring token of an upload URL.
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('resumable_uploads')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('image_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('metadata', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'varchar(255)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('resumable_uploads_expires').on('resumable_uploads').columns(['expires_at']).execute();
+      await db.schema.createIndex('resumable_uploads_image').on('resumable_uploads').columns(['image_id']).execute();
+      await db.schema
+        .createTable('upload_grants')
+        .addColumn('id', 'varchar(32)', (c) => c.primaryKey())
+        .addColumn('secret_hash', 'varchar(64)', (c) => c.notNull())
+        .addColumn('image_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_by', 'varchar(255)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('upload_grants_expires').on('upload_grants').columns(['expires_at']).execute();
+    },
+  },
 };
 
 class InCodeProvider implements MigrationProvider {

@@ -266,6 +266,25 @@ export interface OciUploadChunksTable {
   size: number;
 }
 
+export interface ResumableUploadsTable {
+  id: string;
+  image_id: string;
+  size: number;
+  metadata: string;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+}
+
+export interface UploadGrantsTable {
+  id: string;
+  secret_hash: string;
+  image_id: string;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -295,5 +314,7 @@ export interface Schema {
   oci_manifest_refs: OciManifestRefsTable;
   oci_tags: OciTagsTable;
   oci_uploads: OciUploadsTable;
+  resumable_uploads: ResumableUploadsTable;
+  upload_grants: UploadGrantsTable;
   oci_upload_chunks: OciUploadChunksTable;
 }

@@ -38,9 +38,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Starts `imago serve --data DIR` on a free loopback port and waits until /healthz answers. */
-export async function spawnServer(dataDir: string, opts: { args?: string[]; env?: Record<string, string> } = {}): Promise<SpawnedServer> {
-  const port = await freePort();
+/** Starts `imago serve --data DIR` on a free loopback port (or `port`: a restart on the same address) and waits until /healthz answers. */
+export async function spawnServer(dataDir: string, opts: { args?: string[]; env?: Record<string, string>; port?: number } = {}): Promise<SpawnedServer> {
+  const port = opts.port ?? (await freePort());
   const proc = spawn(process.execPath, [BIN, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--quiet', ...(opts.args ?? [])], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, IMAGO_GC_GRACE_MS: '0', ...opts.env },

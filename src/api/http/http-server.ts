@@ -21,9 +21,22 @@ export interface HttpServerOptions {
   durable?: () => Promise<void>;
 }
 
+/** `…/upload/imagoup_<id>_<secret>` → `…/upload/imagoup_<id>_***` */
+export function withoutUploadSecret(url: string): string {
+  return url.replace(/(imagoup_[0-9a-f]{16})_[A-Za-z0-9_-]+/g, '$1_***');
+}
+
 export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   const app = Fastify({
-    logger: opts.logger ? { level: 'info' } : false,
+    logger: opts.logger
+      ? {
+          level: 'info',
+          // an upload URL carries its token in the path: the log keeps its id, not its secret
+          serializers: {
+            req: (req: FastifyRequest) => ({ method: req.method, url: withoutUploadSecret(req.url), host: req.host, remoteAddress: req.ip }),
+          },
+        }
+      : false,
     // a caller's x-request-id is kept when it is a plain token, so logs on both sides line up
     genReqId: (req) =>
       typeof req.headers['x-request-id'] === 'string' && /^[\w.-]{1,64}$/.test(req.headers['x-request-id']) ? req.headers['x-request-id'] : randomUUID(),

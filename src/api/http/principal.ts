@@ -19,6 +19,11 @@ export interface PrincipalOptions {
   authenticate(authorization: string | undefined): Promise<Principal>;
   /** paths that are answered without looking at credentials */
   openPaths: readonly string[];
+  /**
+   * paths whose routes read the credentials themselves (they take another kind as well, e.g. an
+   * upload URL's token); the hook leaves them anonymous
+   */
+  selfAuthenticated?: (path: string) => boolean;
   /** how the door reads the credentials (default: the Authorization header) */
   credentials?: (req: FastifyRequest) => string | undefined;
 }
@@ -27,7 +32,7 @@ export function authenticateRequests(app: FastifyInstance, opts: PrincipalOption
   app.decorateRequest('principal', null as unknown as Principal);
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0]!;
-    if (opts.openPaths.includes(path)) {
+    if (opts.openPaths.includes(path) || opts.selfAuthenticated?.(path)) {
       req.principal = ANONYMOUS;
       return;
     }

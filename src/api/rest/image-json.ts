@@ -158,4 +158,33 @@ const IMAGE_SCHEMA = {
 } as const;
 
 /** The response schema of an image (it also decides which fields are serialized). */
+/** The upload URL of an image created with `"upload": true` (Deckhouse's `status.imageUploadURLs`). */
+export interface UploadUrlJson {
+  /** PUT the bytes here (curl -T); no other credentials */
+  url: string;
+  /** the tus endpoint, with Authorization: Bearer <token> */
+  tusEndpoint: string;
+  token: string;
+  expiresAt: string;
+}
+
+export const UPLOAD_URL_SCHEMA = {
+  type: 'object',
+  properties: {
+    url: { type: 'string', description: 'PUT the image bytes here (curl -T file URL); no other credentials needed' },
+    tusEndpoint: { type: 'string', description: 'the tus endpoint; send Authorization: Bearer <token>' },
+    token: { type: 'string', description: 'the upload token: this image only, upload only, until expiresAt' },
+    expiresAt: { type: 'string', format: 'date-time' },
+  },
+  required: ['url', 'tusEndpoint', 'token', 'expiresAt'],
+} as const;
+
+/** An image as created with `"upload": true`: the image and its upload URL. */
+export const createdImageSchema = (description: string) =>
+  Type.Unsafe<ImageJson & { uploadUrl?: UploadUrlJson }>({
+    ...IMAGE_SCHEMA,
+    properties: { ...IMAGE_SCHEMA.properties, uploadUrl: { ...UPLOAD_URL_SCHEMA, description: 'with "upload": true in the request' } },
+    description,
+  });
+
 export const imageSchema = (description?: string) => Type.Unsafe<ImageJson>({ ...IMAGE_SCHEMA, ...(description ? { description } : {}) });

@@ -6,7 +6,9 @@ import type { ImageAccess } from '../../domain/access/image-access.js';
 import { parseCreateInput, parseUpdateInput, takeOwnership } from '../../domain/images/image-input.js';
 import { ctxOf } from '../http/principal.js';
 import { header } from '../http/request-header.js';
-import { imageJson, imageSchema } from './image-json.js';
+import { DomainError } from '../../domain/errors.js';
+import { createdImageSchema, imageJson, imageSchema } from './image-json.js';
+import { uploadUrlJson } from './tus-routes.js';
 import { parseListQuery } from './list-query.js';
 import { IdParams, nullableString, stringEnum, stringList } from './request-schemas.js';
 
@@ -45,19 +47,31 @@ export const imageRoutes: FastifyPluginAsyncTypebox<{ imageAccess: ImageAccess }
             name: Type.Optional(Type.String()),
             project: Type.Optional(nullableString({ description: 'owning project (default: your only project); null = cluster scope (server admins)' })),
             visibility: Type.Optional(stringEnum(VISIBILITIES, { description: 'default project (private when project is null; only private or public then)' })),
+            upload: Type.Optional(
+              Type.Boolean({ description: 'also make an upload URL (answered as uploadUrl): PUT the bytes to it, or use it with the tus endpoint' }),
+            ),
           },
           { additionalProperties: true },
         ),
-        response: { 201: imageSchema('the image'), 200: imageSchema('the image created by an earlier request with this Idempotency-Key') },
+        response: {
+          201: createdImageSchema('the image'),
+          200: createdImageSchema('the image created by an earlier request with this Idempotency-Key'),
+        },
       },
     },
     async (req, reply) => {
-      const { rest, ownership } = takeOwnership(req.body);
+      const { upload, ...body } = req.body;
+      const { rest, ownership } = takeOwnership(body);
       const input = parseCreateInput(rest);
       const key = header(req, 'idempotency-key');
       const { image, replayed } = await imageAccess.createImage(ctxOf(req), input, ownership, key);
       void reply.code(replayed ? 200 : 201).header('location', `/api/v1/images/${image.id}`);
-      return imageJson(image);
+      if (upload !== true) return imageJson(image);
+      if (image.state !== 'pending' && image.state !== 'error') {
+        throw new DomainError('INVALID_STATE', `image ${image.id} (created earlier with this Idempotency-Key) is ${image.state}: it takes no upload any more`);
+      }
+      const made = await imageAccess.createUploadUrl(ctxOf(req), image.id);
+      return { ...imageJson(image), uploadUrl: uploadUrlJson(req, made) };
     },
   );
 

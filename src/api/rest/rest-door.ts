@@ -20,6 +20,8 @@ import { sendNoRoute, sendProblem } from './error-table.js';
 import { eventRoutes } from './event-routes.js';
 import { fileRoutes } from './file-routes.js';
 import { imageRoutes } from './image-routes.js';
+import type { ResumableUploads } from '../../domain/images/resumable-uploads.js';
+import { tusRoutes, tusSelfAuthenticated } from './tus-routes.js';
 import { collectOpenApi } from './openapi.js';
 
 /** Where the door is mounted (its plugin prefix). */
@@ -37,6 +39,8 @@ export interface RestServices {
   projects: ProjectAdmin;
   identity: IdentityAdmin;
   audit: AuditLog;
+  /** resumable (tus) uploads and upload URLs; absent: not offered */
+  resumable?: ResumableUploads;
 }
 
 export interface RestDoorOptions extends RestServices {
@@ -45,6 +49,10 @@ export interface RestDoorOptions extends RestServices {
   bodyIdleTimeoutMs: number;
   /** an open event stream re-checks its credentials this often */
   eventsRecheckMs: number;
+  /** the largest image (tus Upload-Length over it is refused at creation) */
+  maxImageBytes?: number;
+  /** an upload URL's default lifetime */
+  uploadUrlTtlMs?: number;
 }
 
 export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, opts) => {
@@ -53,6 +61,8 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
   authenticateRequests(app, {
     authenticate: (authorization) => opts.authenticator.authenticate(authorization),
     openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`],
+    // the tus endpoint and upload URLs also take an upload URL's token: they read credentials themselves
+    selfAuthenticated: opts.resumable ? tusSelfAuthenticated : undefined,
   });
   app.setErrorHandler((err: unknown, req, reply) => sendProblem(req, reply, err));
   app.setNotFoundHandler(sendNoRoute);
@@ -64,5 +74,15 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
   await app.register(imageRoutes, { imageAccess });
   await app.register(fileRoutes, { imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
   await app.register(eventRoutes, { authenticator: opts.authenticator, authorizer: opts.authorizer, events: opts.events, recheckMs: opts.eventsRecheckMs });
+  if (opts.resumable) {
+    await app.register(tusRoutes, {
+      imageAccess,
+      authenticator: opts.authenticator,
+      resumable: opts.resumable,
+      maxImageBytes: opts.maxImageBytes ?? Number.MAX_SAFE_INTEGER,
+      bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs,
+      uploadUrlTtlMs: opts.uploadUrlTtlMs ?? 3600_000,
+    });
+  }
   await app.register(accessRoutes, { projects: opts.projects, identity: opts.identity, sharing: opts.sharing, imageAccess, audit: opts.audit });
 };

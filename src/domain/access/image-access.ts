@@ -17,7 +17,9 @@ import type { BlobBody, VariantRead, VariantService } from '../images/variant-se
 import type { ImportJobs } from '../jobs/import-job.js';
 import type { Job, JobListQuery } from '../jobs/job-queue.js';
 import type { ConvertTarget } from '../images/variants.js';
+import type { ResumableUpload, ResumableUploads } from '../images/resumable-uploads.js';
 import type { AuditLog } from './audit-log.js';
+import type { UploadGrant, UploadGrants } from './upload-grants.js';
 import { needLogin, scopeOf, type Authorizer, type RequestContext } from './authorizer.js';
 import {
   CLUSTER_VISIBILITIES,
@@ -32,6 +34,8 @@ import {
 } from './policy.js';
 
 export class ImageAccess {
+  private uploads: { resumable: ResumableUploads; grants: UploadGrants } | undefined;
+
   constructor(
     private readonly images: ImageCatalog,
     private readonly ingests: IngestCoordinator,
@@ -41,6 +45,16 @@ export class ImageAccess {
     private readonly audit: AuditLog,
     private readonly imports?: ImportJobs,
   ) {}
+
+  /** Enables resumable uploads and upload URLs (the composition root wires them). */
+  withUploads(resumable: ResumableUploads, grants: UploadGrants): void {
+    this.uploads = { resumable, grants };
+  }
+
+  private get enabledUploads(): { resumable: ResumableUploads; grants: UploadGrants } {
+    if (!this.uploads) throw new DomainError('UNAVAILABLE', 'resumable uploads are not enabled on this server');
+    return this.uploads;
+  }
 
   listImages(ctx: RequestContext, query: ImageQuery): Promise<ImagePage> {
     const p = ctx.principal;
@@ -151,16 +165,90 @@ export class ImageAccess {
     });
   }
 
-  upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
+  /**
+   * Bytes into image `id`. With an upload grant (an upload URL's token) the caller may upload to
+   * the grant's image only; without, it needs the `manage` right.
+   */
+  upload(
+    ctx: RequestContext,
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    opts: { announcedSize?: number; signal?: AbortSignal; grant?: UploadGrant },
+  ): Promise<Image> {
     return this.audit.record(
       ctx,
       'image.upload',
       { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } },
       async (note) => {
-        note(await this.authz.require(ctx, id, 'manage', 'upload to'));
-        return this.ingests.upload(id, body, opts);
+        note(await this.uploadTarget(ctx, id, opts.grant));
+        return this.ingests.upload(id, body, { announcedSize: opts.announcedSize, signal: opts.signal });
       },
     );
+  }
+
+  /** An upload URL for image `id`: a token that may only send that image's bytes, until it expires. */
+  createUploadUrl(ctx: RequestContext, id: string, ttlMs?: number): Promise<{ grant: UploadGrant; token: string }> {
+    return this.audit.record(ctx, 'image.upload-url', { target: id }, async (note) => {
+      const img = await this.authz.require(ctx, id, 'manage', 'make an upload URL for');
+      note(img);
+      if (!canReceiveBytes(img)) {
+        throw new DomainError('INVALID_STATE', `image ${id} is ${img.state}: it takes no bytes any more; create a new image to upload other bytes`, {
+          id,
+          state: img.state,
+        });
+      }
+      const r = await this.enabledUploads.grants.mint(id, ctx.principal.label, ttlMs);
+      note({ grant: r.grant.id, expiresAt: r.grant.expiresAt.toISOString() });
+      return r;
+    });
+  }
+
+  /** The grant an upload token stands for (UNAUTHENTICATED when it is not valid). */
+  verifyUploadToken(token: string): Promise<UploadGrant> {
+    return this.enabledUploads.grants.verify(token);
+  }
+
+  /** tus creation: a resumable upload of `sizeBytes` into image `imageId`, which starts its ingest. */
+  startResumableUpload(
+    ctx: RequestContext,
+    imageId: string,
+    u: { id: string; sizeBytes: number; metadata: Record<string, string | null> },
+    grant?: UploadGrant,
+  ): Promise<ResumableUpload> {
+    return this.audit.record(ctx, 'image.upload', { target: imageId, detail: { announcedSize: u.sizeBytes, resumable: u.id } }, async (note) => {
+      note(await this.uploadTarget(ctx, imageId, grant));
+      return this.enabledUploads.resumable.create({ ...u, imageId, createdBy: ctx.principal.label });
+    });
+  }
+
+  /** A resumable upload the caller may continue, look at or terminate (the same right as starting it), with its offset. */
+  async resumableUpload(ctx: RequestContext, uploadId: string, grant?: UploadGrant): Promise<{ upload: ResumableUpload; offset: number }> {
+    const s = await this.enabledUploads.resumable.status(uploadId);
+    await this.uploadTarget(ctx, s.upload.imageId, grant);
+    return s;
+  }
+
+  /** tus termination: the upload ends and its image fails (upload again, or delete it). */
+  terminateResumableUpload(ctx: RequestContext, uploadId: string, grant?: UploadGrant): Promise<void> {
+    return this.audit.record(ctx, 'image.upload.terminate', { target: uploadId }, async (note) => {
+      const { upload } = await this.resumableUpload(ctx, uploadId, grant);
+      note({ image: upload.imageId });
+      await this.enabledUploads.resumable.terminate(
+        uploadId,
+        `the resumable upload ${uploadId} was terminated by ${ctx.principal.label}; upload the image again`,
+      );
+    });
+  }
+
+  private async uploadTarget(ctx: RequestContext, id: string, grant: UploadGrant | undefined): Promise<Image> {
+    if (!grant) return this.authz.require(ctx, id, 'manage', 'upload to');
+    if (grant.imageId !== id) {
+      throw forbidden(`this upload URL is for image ${grant.imageId} only, not ${id}; ask for an upload URL of image ${id}`, {
+        id,
+        grantedImage: grant.imageId,
+      });
+    }
+    return this.images.get(id);
   }
 
   async openFile(ctx: RequestContext, id: string, range?: ByteRange): Promise<{ image: Image; body: BlobBody }> {
@@ -255,6 +343,11 @@ export class ImageAccess {
       return this.imports.cancel(id);
     });
   }
+}
+
+/** pending or error: an image that may still start an ingest */
+function canReceiveBytes(img: Image): boolean {
+  return img.state === 'pending' || img.state === 'error';
 }
 
 function clusterScopeOnly(v: Visibility): void {

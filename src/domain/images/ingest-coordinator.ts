@@ -28,6 +28,17 @@ export interface IngestSettings {
 
 /** How bytes come in: an upload, a URL import, or a stage (kept `staged` until imported). */
 export type IngestKind = NonNullable<Image['ingestKind']>;
+/**
+ * The reason to abort a running ingest with when it must stop without failing the image: a
+ * resumable upload's pipeline torn down while its bytes stay on disk (it is rebuilt from them on
+ * the next PATCH). The image stays `importing`, its reservation held.
+ */
+export class IngestSuspended extends Error {
+  constructor(why: string) {
+    super(why);
+    this.name = 'IngestSuspended';
+  }
+}
 
 /** What runs once an ingest stored an image (convert-on-import): returns the image as it is then; never throws. */
 export type StoredHook = (image: Image) => Promise<Image>;
@@ -79,14 +90,28 @@ export class IngestCoordinator {
    * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
    * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
    */
-  async upload(id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; kind?: IngestKind; signal?: AbortSignal } = {}): Promise<Image> {
+  async upload(
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    opts: {
+      announcedSize?: number;
+      kind?: IngestKind;
+      signal?: AbortSignal;
+      /**
+       * The ingest id of an ingest `reserve` started (a resumable upload): the image is already
+       * `importing` with its quota reserved, and this call feeds it its bytes — again after a restart.
+       */
+      resume?: string;
+    } = {},
+  ): Promise<Image> {
     const img = await this.catalog.get(id);
     const what = opts.kind ?? 'upload';
     // an announced empty upload is refused before the image changes state (it stays as it was);
     // an import runs in the background, so its refusal is recorded on the image (below)
     if (opts.announcedSize === 0 && what !== 'import') throw emptyImage(id, what);
-    const ingestId = randomUUID();
-    const started = await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize);
+    const ingestId = opts.resume ?? randomUUID();
+    const started =
+      opts.resume === undefined ? await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize) : await this.resumed(img, opts.resume);
     const quotaRoom = started.quotaRoom;
     const abort = new AbortController();
     this.running.set(id, abort);
@@ -141,6 +166,8 @@ export class IngestCoordinator {
       return this.storedHook ? await this.storedHook(stored) : stored;
     } catch (e) {
       if (e instanceof DomainError && (e.code === 'UNSAFE_IMAGE' || e.code === 'EMPTY_IMAGE')) throw e;
+      // suspended, not failed: the image keeps its state and reservation for the next resume
+      if (abort.signal.reason instanceof IngestSuspended) throw abort.signal.reason;
       if (
         e instanceof DomainError &&
         e.code === 'SIZE_LIMIT' &&
@@ -194,13 +221,19 @@ export class IngestCoordinator {
     return ready.moved && this.storedHook ? await this.storedHook(ready.image) : ready.image;
   }
 
-  /** Marks an ingest of `kind` that failed before or outside `upload` (e.g. a URL that could not be fetched). */
-  async failIngest(id: string, reason: string, kind: IngestKind = 'import'): Promise<void> {
+  /**
+   * Marks an ingest of `kind` that failed before or outside `upload` (e.g. a URL that could not be
+   * fetched, a resumable upload that expired). With `ingestId`, only while the image is still that
+   * ingest's.
+   */
+  async failIngest(id: string, reason: string, opts: { kind?: IngestKind; ingestId?: string } = {}): Promise<void> {
+    const { kind = 'import', ingestId } = opts;
     await updateWithRetry(
       5,
       async () => {
         const img = await this.repo.get(id);
         if (!img || !['pending', 'importing', 'error'].includes(img.state)) return;
+        if (ingestId !== undefined && img.ingestId !== ingestId) return;
         const updated = await this.repo.update(
           id,
           { state: transition(img.state, 'fail'), stateReason: reason, progress: null, ingestId: null, reservedBytes: 0, ingestKind: kind },
@@ -214,13 +247,33 @@ export class IngestCoordinator {
   }
 
   /**
-   * Start-up recovery after a crash or kill -9: uploads that were running are interrupted (their
-   * staging is debris) and staging is swept. Imports are resumed by the import runner. Returns
-   * what was done, for the log.
+   * Starts the ingest of a resumable upload: the image moves to `importing` with the whole
+   * announced size reserved against the project's quota, as `upload` does, but no byte is read
+   * yet: `upload(id, bytes, { resume: ingestId })` feeds it, in this process or after a restart.
    */
-  async recover(): Promise<{ interrupted: number; swept: number }> {
+  async reserve(id: string, ingestId: string, announcedSize: number): Promise<Image> {
+    if (announcedSize === 0) throw emptyImage(id, 'upload');
+    if (announcedSize > this.settings.maxImageBytes) {
+      throw new DomainError(
+        'SIZE_LIMIT',
+        `the announced size (${announcedSize} bytes) is over the ${this.settings.maxImageBytes}-byte limit for one image; upload a smaller image or ask an administrator to raise IMAGO_MAX_IMAGE_SIZE`,
+        { size: announcedSize, limit: this.settings.maxImageBytes },
+      );
+    }
+    const { quotaRoom: _room, ...img } = await this.start(await this.catalog.get(id), ingestId, 'upload', announcedSize);
+    return img;
+  }
+
+  /**
+   * Start-up recovery after a crash or kill -9: uploads that were running are interrupted (their
+   * staging is debris) and staging is swept — except the ingests of resumable uploads
+   * (`resumable(ingestId)`), whose received bytes are kept and which resume on their next request.
+   * Imports are resumed by the import runner. Returns what was done, for the log.
+   */
+  async recover(resumable: (ingestId: string) => boolean = () => false): Promise<{ interrupted: number; swept: number }> {
     let interrupted = 0;
     for (const img of await this.repo.inStates(['importing'])) {
+      if (img.ingestKind === 'upload' && img.ingestId !== undefined && resumable(img.ingestId)) continue;
       const reason =
         img.ingestKind === 'import'
           ? 'the import was interrupted by a server restart; it starts again'
@@ -296,6 +349,28 @@ export class IngestCoordinator {
     }
     this.events.publish('updated', started);
     return quotaRoom === undefined ? started : { ...started, quotaRoom };
+  }
+
+  /**
+   * An ingest `reserve` started, taken up again: the image must still be `importing` under that
+   * ingest id. Returns it with the quota room `start` would have given.
+   */
+  private async resumed(img: Image, ingestId: string): Promise<Image & { quotaRoom?: number }> {
+    if (img.state !== 'importing' || img.ingestId !== ingestId) {
+      throw new DomainError(
+        'CONFLICT',
+        `image ${img.id} is no longer waiting for this upload (it is ${img.state}); create a new upload for it, or a new image`,
+        { id: img.id, state: img.state },
+      );
+    }
+    const project = img.project;
+    if (project === undefined) return img;
+    const room = await this.repo.underProjectLock(project, async (tx) => {
+      if (tx.limits.storedBytes === undefined) return undefined;
+      const used = await tx.usage(img.id);
+      return tx.limits.storedBytes - (used.storedBytes + used.stagingBytes);
+    });
+    return room === undefined ? img : { ...img, quotaRoom: room };
   }
 
   /** At commit: the actual stored size (known only now for unannounced or compressed uploads) must still fit. */
