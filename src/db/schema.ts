@@ -266,6 +266,14 @@ export interface OciUploadChunksTable {
   size: number;
 }
 
+/** The digest of a containerDisk layer generated around a stored disk under a file name (derived, cached). */
+export interface OciGeneratedLayersTable {
+  disk_digest: Digest;
+  file_name: string;
+  layer_digest: Digest;
+  created_at: number;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -296,4 +304,5 @@ export interface Schema {
   oci_tags: OciTagsTable;
   oci_uploads: OciUploadsTable;
   oci_upload_chunks: OciUploadChunksTable;
+  oci_generated_layers: OciGeneratedLayersTable;
 }

@@ -150,7 +150,12 @@ export class ImageAccess {
     });
   }
 
-  upload(ctx: RequestContext, id: string, body: AsyncIterable<Uint8Array>, opts: { announcedSize?: number; signal?: AbortSignal }): Promise<Image> {
+  upload(
+    ctx: RequestContext,
+    id: string,
+    body: AsyncIterable<Uint8Array>,
+    opts: { announcedSize?: number; signal?: AbortSignal; expectDigest?: Digest },
+  ): Promise<Image> {
     return this.audit.record(
       ctx,
       'image.upload',

@@ -41,7 +41,7 @@ import { DomainError } from '../errors.js';
 import type { DiskFormat, Image, ImageAttributes } from '../images/image.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import { openContainerDiskPush } from './container-disk-layers.js';
-import type { ManifestPutEvent } from './oci-registry.js';
+import type { ManifestPutEffect, ManifestPutEvent } from './oci-registry.js';
 import { annotationsToImage } from './vm-image-mapping.js';
 import { classifyVmManifest, declaredDiskFormat, decideVmLayer, notContainerDisk, vmLayerRefusal, type ManifestInvalid } from './vm-layer-verdict.js';
 
@@ -69,8 +69,12 @@ export class VmImagePushes {
     private readonly log?: VmImagePushLog,
   ) {}
 
-  /** The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID naming the finding). */
-  async onManifestPut(e: ManifestPutEvent): Promise<void> {
+  /**
+   * The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID
+   * naming the finding). The effect it returns deletes the image when the registry cannot record
+   * the manifest after all, and replaces the tag's older images once it has.
+   */
+  async onManifestPut(e: ManifestPutEvent): Promise<ManifestPutEffect | void> {
     if (e.tag !== undefined && RESERVED_TAG.test(e.tag)) {
       throw new DomainError(
         'MANIFEST_INVALID',
@@ -128,7 +132,9 @@ export class VmImagePushes {
       })();
       let stored: Image;
       try {
-        stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size });
+        // an oras disk file becomes the image as it is: the layer blob the project already holds (counted once)
+        const expectDigest = kind.kind === 'container-disk' ? undefined : layer.digest;
+        stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size, expectDigest });
         const decision = decideVmLayer(declared, { format: stored.inspection?.format ?? 'raw', findings: (stored.inspection?.findings ?? []) as Finding[] });
         if (!decision.accept) throw manifestInvalid(decision);
       } catch (err) {
@@ -136,7 +142,10 @@ export class VmImagePushes {
         const refusal = bodyError === undefined ? undefined : vmLayerRefusal(bodyError);
         throw refusal ? manifestInvalid(refusal) : refusalOr(err);
       }
-      await this.replaceOlder(e.ctx, e.repository.project, reference, stored);
+      return {
+        undo: () => this.discard(e.ctx, image.id),
+        recorded: () => this.replaceOlder(e.ctx, e.repository.project, reference, stored),
+      };
     } finally {
       body.destroy();
       source.destroy();
