@@ -265,6 +265,8 @@ export class BlobUploads {
     let n = 0;
     const staged = await stageBlob(this.store, body, {
       md5: false,
+      // an OCI blob is addressed by its sha256 alone; the image a pushed disk becomes is hashed by its own ingest
+      sha512: false,
       expect,
       onChunk: (chunk) => {
         n += chunk.length;

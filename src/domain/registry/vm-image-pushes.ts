@@ -45,6 +45,8 @@ import type { ManifestPutEffect, ManifestPutEvent } from './oci-registry.js';
 import { annotationsToImage } from './vm-image-mapping.js';
 import { classifyVmManifest, declaredDiskFormat, decideVmLayer, notContainerDisk, vmLayerRefusal, type ManifestInvalid } from './vm-layer-verdict.js';
 
+const LAYER_READ_BYTES = 1024 * 1024;
+
 /** Tags the pull side derives (vm-image-serving.ts): a push may not take them. */
 export const RESERVED_TAG = /-(containerdisk|artifact)$/;
 
@@ -96,7 +98,9 @@ export class VmImagePushes {
     const declared = declaredDiskFormat({ annotations: { ...e.manifest.annotations, ...layer.annotations }, mediaType: layer.mediaType });
     if (declared && 'code' in declared) throw manifestInvalid(declared);
 
-    const source: Readable = await this.store.read(layer.digest);
+    // 1 MiB reads: each chunk costs the decoder, the tar reader and the ingest's slot copy a step
+    // (64 KiB reads: ~0.2 s of the event loop per 256 MiB pushed, in a profile on a loaded machine)
+    const source: Readable = await this.store.read(layer.digest, undefined, { chunkBytes: LAYER_READ_BYTES });
     let body: Readable = source;
     let size = layer.size;
     let diskName: string | undefined;
