@@ -31,11 +31,14 @@ export class KyselyRegistryRepository implements RegistryRepository {
   async underQuota<T>(project: string, write: (w: RegistryWrites) => Promise<T>, check: (q: QuotaChange) => void): Promise<T> {
     if (!this.lock) throw new Error('KyselyRegistryRepository was built without the project lock');
     return this.lock(project, async (trx, q) => {
+      const out = async () => write(new KyselyRegistryRepository({ kysely: trx }));
+      // no stored-bytes limit: nothing to measure (the usage query is the costly part)
+      if (q.limit === undefined) return out();
       const before = await q.used();
-      const out = await write(new KyselyRegistryRepository({ kysely: trx }));
+      const result = await out();
       // throwing here rolls the write back: nothing over the quota is ever committed
       check({ limit: q.limit, before, after: await q.used() });
-      return out;
+      return result;
     });
   }
 

@@ -172,7 +172,14 @@ export class VmImagePushes {
 
   /** A re-push of a tag replaces the images earlier pushes of it made. */
   private async replaceOlder(ctx: RequestContext, project: string, reference: string, current: Image): Promise<void> {
-    const page = await this.images.list({ project, properties: { [OCI_REFERENCE_PROPERTY]: reference }, limit: 1000 });
+    let page;
+    try {
+      page = await this.images.list({ project, properties: { [OCI_REFERENCE_PROPERTY]: reference }, limit: 1000 });
+    } catch (err) {
+      // the manifest is recorded and tagged: the PUT succeeded; the older images stay (they say which push made them)
+      this.log?.warn({ err, reference }, 'the images earlier pushes of this tag made could not be listed for replacement');
+      return;
+    }
     for (const old of page.items) {
       if (old.id === current.id || old.createdAt > current.createdAt) continue;
       try {

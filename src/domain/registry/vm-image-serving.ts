@@ -53,6 +53,12 @@ type Served =
 const MAX_SERVED = 4096;
 const EMPTY_BYTES = new TextEncoder().encode('{}');
 const QCOW2 = parseConvertTarget('qcow2');
+/**
+ * How many of a repository's newest images a digest the process has not served is looked for
+ * among: every blob HEAD a push sends for a blob the repository lacks comes here, and each image
+ * costs a lookup or two. An older image's blobs are found again once its manifest is fetched.
+ */
+const LOOKUP_IMAGES = 100;
 
 /** Where the digests of generated containerDisk layers are kept across restarts and nodes (RegistryRepository). */
 export type GeneratedLayerCache = Pick<RegistryRepository, 'generatedLayer' | 'recordGeneratedLayer'>;
@@ -130,7 +136,7 @@ export class VmImageServing implements GeneratedContent {
   private async lookup(ctx: RequestContext, repo: RepositoryName, digest: string): Promise<Served | undefined> {
     let s = this.served.get(key(repo, digest));
     if (!s) {
-      for (const image of await this.imagesOf(ctx, repo)) {
+      for (const image of await this.imagesOf(ctx, repo, LOOKUP_IMAGES)) {
         this.artifactOf(repo, image);
         await this.containerDiskOf(ctx, repo, image, { make: false });
         s = this.served.get(key(repo, digest));
@@ -238,8 +244,8 @@ export class VmImageServing implements GeneratedContent {
     return [...out];
   }
 
-  /** The ready images of the repository the caller sees (`<repo>:<tag>` and `<repo>`), newest first. */
-  private async imagesOf(ctx: RequestContext, repo: RepositoryName): Promise<ServedImage[]> {
+  /** The newest `limit` ready images of the repository the caller sees (`<repo>:<tag>` and `<repo>`, each). */
+  private async imagesOf(ctx: RequestContext, repo: RepositoryName, limit: number): Promise<ServedImage[]> {
     const path = repo.name.slice(repo.project.length + 1);
     const out: ServedImage[] = [];
     for (const name of [`${path}:*`, path]) {
@@ -248,7 +254,7 @@ export class VmImageServing implements GeneratedContent {
         name,
         state: ['ready'],
         sort: { key: 'createdAt', dir: 'desc' },
-        limit: 1000,
+        limit,
       });
       for (const img of page.items) if (img.digest && img.storedSize !== undefined) out.push({ ...img, digest: img.digest, storedSize: img.storedSize });
     }
