@@ -137,7 +137,18 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const sharing = new ImageSharing(images, accessRepo, authorizer, audit);
   const projects = new ProjectAdmin(images, accessRepo, authorizer, audit);
   const identity = new IdentityAdmin(accessRepo, authenticator, authorizer, audit);
-  const registryRepo = new KyselyRegistryRepository(db);
+  // the registry's writes that add bytes take the project's quota lock the REST ingest takes
+  const registryRepo = new KyselyRegistryRepository(db, (project, fn) =>
+    repo.withProjectLock(project, (trx, tx) =>
+      fn(trx, {
+        limit: tx.limits.storedBytes,
+        used: async () => {
+          const u = await tx.usage();
+          return u.storedBytes + u.stagingBytes;
+        },
+      }),
+    ),
+  );
   const registryAccess = new RegistryAccess(accessRepo);
   const registryQuota = new RegistryQuota(accessRepo, repo);
   const registry = new OciRegistry(registryRepo, store, registryAccess, registryQuota, audit);
@@ -153,7 +164,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   );
   registry.whenManifestPut((e) => vmPushes.onManifestPut(e));
   // issue 10 §4: every image pulls as a containerDisk (and `<tag>-artifact` as an oras artifact)
-  registry.serveGenerated(new VmImageServing(imageAccess, store));
+  registry.serveGenerated(new VmImageServing(imageAccess, store, registryRepo));
   const uploads = new BlobUploads(registryRepo, store, registryAccess, registryQuota, {
     maxBlobBytes: config.maxImageBytes,
     uploadTtlMs: config.ociUploadTtlMs,

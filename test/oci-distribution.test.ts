@@ -79,6 +79,74 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.ok(badBasic.headers.get('www-authenticate'));
       });
 
+      test("docker's OAuth2 token endpoint (POST /v2/token): password and refresh_token grants, RFC 6749 refusals", async () => {
+        const writerToken = await token('proj', 'writer', 'wanda');
+        const post = (form: Record<string, string>, contentType = 'application/x-www-form-urlencoded') =>
+          anon.req('POST', '/v2/token', { body: new URLSearchParams(form).toString(), headers: { 'content-type': contentType } });
+        // as docker sends it at login with a refresh token wanted
+        const login = await post({
+          grant_type: 'password',
+          username: 'wanda',
+          password: writerToken,
+          service: 'imago',
+          client_id: 'docker',
+          access_type: 'offline',
+        });
+        assert.equal(login.status, 200, login.body.toString());
+        assert.equal(login.headers.get('cache-control'), 'no-store');
+        assert.equal(typeof login.json.access_token, 'string');
+        assert.equal(typeof login.json.refresh_token, 'string');
+        assert.ok(login.json.expires_in >= 60, 'never under 60 s (the spec)');
+        assert.equal(login.json.scope, '');
+        assert.ok(!Number.isNaN(Date.parse(login.json.issued_at)));
+        const asBearer = (t: string) => ({ headers: { authorization: `Bearer ${t}` } });
+        assert.equal((await anon.req('GET', '/v2/', asBearer(login.json.access_token))).status, 200);
+        assert.equal((await anon.req('POST', '/v2/proj/oauth/blobs/uploads/', asBearer(login.json.access_token))).status, 202, 'the access token pushes');
+        // without access_type=offline: no refresh token
+        const online = await post({ grant_type: 'password', username: 'wanda', password: writerToken, service: 'imago', client_id: 'docker' });
+        assert.equal(online.status, 200);
+        assert.equal(online.json.refresh_token, undefined);
+        // the refresh grant, as docker sends it for a scope: an access token, the same refresh token
+        const scope = 'repository:proj/oauth:pull,push';
+        const refreshed = await post({ grant_type: 'refresh_token', refresh_token: login.json.refresh_token, service: 'imago', client_id: 'docker', scope });
+        assert.equal(refreshed.status, 200, refreshed.body.toString());
+        assert.equal(refreshed.json.refresh_token, login.json.refresh_token);
+        assert.equal(refreshed.json.scope, scope);
+        assert.equal((await anon.req('GET', '/v2/', asBearer(refreshed.json.access_token))).status, 200);
+        // refusals (RFC 6749 §5.2), each naming what is wrong
+        const badPassword = await post({
+          grant_type: 'password',
+          username: 'wanda',
+          password: 'imago_0123456789abcdef_nope',
+          service: 'imago',
+          client_id: 'x',
+        });
+        assert.equal(badPassword.status, 400);
+        assert.equal(badPassword.json.error, 'invalid_grant');
+        assert.match(badPassword.json.error_description, /password/);
+        const badRefresh = await post({ grant_type: 'refresh_token', refresh_token: 'nope', service: 'imago', client_id: 'x' });
+        assert.equal(badRefresh.json.error, 'invalid_grant');
+        assert.match(badRefresh.json.error_description, /refresh token/);
+        const code = await post({ grant_type: 'authorization_code', code: 'x', service: 'imago', client_id: 'x' });
+        assert.equal(code.status, 400);
+        assert.equal(code.json.error, 'unsupported_grant_type');
+        const noGrant = await post({ username: 'wanda', password: writerToken });
+        assert.equal(noGrant.json.error, 'invalid_request');
+        assert.match(noGrant.json.error_description, /grant_type/);
+        const noPassword = await post({ grant_type: 'password', username: 'wanda' });
+        assert.equal(noPassword.json.error, 'invalid_request');
+        assert.match(noPassword.json.error_description, /password/);
+        const otherService = await post({ grant_type: 'password', password: writerToken, service: 'registry.docker.io' });
+        assert.equal(otherService.json.error, 'invalid_request');
+        assert.match(otherService.json.error_description, /service/);
+        const json = await anon.req('POST', '/v2/token', { body: JSON.stringify({ grant_type: 'password' }), headers: { 'content-type': 'application/json' } });
+        assert.equal(json.status, 400);
+        assert.match(json.json.error_description, /x-www-form-urlencoded/);
+        const huge = await post({ grant_type: 'password', password: 'x'.repeat(70_000) });
+        assert.equal(huge.status, 400);
+        assert.match(huge.json.error_description, /over/);
+      });
+
       test('readers pull, writers push; outsiders see NAME_UNKNOWN whether or not the repository exists', async () => {
         const layer = await writer.pushBlob('proj/auth', 'auth layer');
         const cfg = await writer.pushBlob('proj/auth', '{}');
@@ -439,6 +507,30 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         assert.equal((await reader.req('GET', `/v2/proj/app/manifests/${digest}`)).status, 404);
         assert.equal((await reader.req('GET', '/v2/proj/app/manifests/del-b')).status, 404);
         assert.equal((await writer.req('DELETE', `/v2/proj/app/manifests/${digest}`)).status, 404);
+      });
+
+      test('DELETE by digest of a manifest an index of the repository lists is refused, naming the index; allowed once the index is gone', async () => {
+        const child = JSON.stringify(imageManifest({ digest: cfg, size: 2 }, [{ digest: layer, size: layerBytes.length }], { annotations: { n: 'child' } }));
+        assert.equal((await writer.req('POST', `/v2/proj/listed/blobs/uploads/?mount=${cfg}&from=proj/app`)).status, 201);
+        assert.equal((await writer.req('POST', `/v2/proj/listed/blobs/uploads/?mount=${layer}&from=proj/app`)).status, 201);
+        assert.equal((await writer.putManifest('proj/listed', 'child', child, OCI_MANIFEST)).status, 201);
+        const index = JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI_INDEX,
+          manifests: [{ mediaType: OCI_MANIFEST, digest: sha256(child), size: Buffer.byteLength(child) }],
+        });
+        assert.equal((await writer.putManifest('proj/listed', 'index', index, OCI_INDEX)).status, 201);
+        const refused = await writer.req('DELETE', `/v2/proj/listed/manifests/${sha256(child)}`);
+        assert.equal(refused.status, 400, refused.body.toString());
+        assert.match(refused.json.errors[0].message, new RegExp(`listed by index ${sha256(index)}`));
+        assert.match(refused.json.errors[0].message, /delete that index first/);
+        assert.equal((await reader.req('GET', `/v2/proj/listed/manifests/${sha256(child)}`)).status, 200, 'nothing was deleted');
+        assert.equal((await reader.req('GET', '/v2/proj/listed/manifests/child')).status, 200, 'its tag stays');
+        // the tag alone may go (the manifest stays, the index still resolves)
+        assert.equal((await writer.req('DELETE', '/v2/proj/listed/manifests/child')).status, 202);
+        assert.equal((await writer.req('DELETE', `/v2/proj/listed/manifests/${sha256(index)}`)).status, 202);
+        assert.equal((await writer.req('DELETE', `/v2/proj/listed/manifests/${sha256(child)}`)).status, 202);
+        assert.equal((await reader.req('GET', `/v2/proj/listed/manifests/${sha256(child)}`)).status, 404);
       });
 
       test('referrers: subject → OCI-Subject; listed with artifactType and annotations; filtered', async () => {

@@ -224,6 +224,14 @@ export class KyselyImageRepository implements ImageRepository {
    * its single writer), so check-then-write on a project's usage cannot race.
    */
   async underProjectLock<T>(project: string, fn: (tx: ProjectTx) => Promise<T>): Promise<T> {
+    return this.withProjectLock(project, (trx, tx) => fn(tx));
+  }
+
+  /**
+   * `underProjectLock` with the transaction itself, for other tables' writes that draw on the same
+   * quota (the OCI registry's: db/registry-repository.ts `underQuota`).
+   */
+  async withProjectLock<T>(project: string, fn: (trx: Transaction<Schema>, tx: ProjectTx) => Promise<T>): Promise<T> {
     return this.db.transaction().execute(async (trx) => {
       const sel = trx.selectFrom('projects').selectAll().where('name', '=', project);
       // SQLite has one writer and Kysely runs its transaction on the one connection: already exclusive
@@ -236,11 +244,11 @@ export class KyselyImageRepository implements ImageRepository {
           stagingBytes: row.max_staging_bytes === null ? undefined : Number(row.max_staging_bytes),
           imports: row.max_imports === null ? undefined : Number(row.max_imports),
         },
-        usage: (exceptImage?: string) => usageIn(trx, project, exceptImage),
+        usage: (exceptImage?: string, asHolding?: Digest) => usageIn(trx, project, exceptImage, undefined, asHolding),
         create: (image, idempotency, check) => this.createIn(trx, image, idempotency, check),
         update: (id, patch, cond = {}) => updateIn(trx, id, patch, cond),
       };
-      return fn(tx);
+      return fn(trx, tx);
     });
   }
 
@@ -397,7 +405,7 @@ function variantFromRow(r: ImageVariantsTable): ImageVariant {
  * image `viewer` may read: that figure must not reveal that some image the viewer cannot see has
  * the same bytes (a file-existence oracle across projects).
  */
-async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: AccessScope): Promise<ProjectUsage> {
+async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: AccessScope, asHolding?: Digest): Promise<ProjectUsage> {
   let q = db
     .selectFrom('images')
     .select((eb) => {
@@ -430,7 +438,7 @@ async function usageIn(db: Db, project: string, exceptImage?: string, viewer?: A
   if (exceptImage) q = q.where('id', '!=', exceptImage);
   const r = await q.executeTakeFirstOrThrow();
   // the project's OCI repositories draw on the same stored-bytes quota
-  const oci = await ociProjectBytes(db, project);
+  const oci = await ociProjectBytes(db, project, exceptImage, asHolding);
   return {
     images: Number(r.images),
     storedBytes: Number(r.stored) + oci,

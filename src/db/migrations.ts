@@ -353,6 +353,21 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('jobs_image_created').on('jobs').columns(['image_id', 'created_at', 'id']).execute();
     },
   },
+  '0011-oci-generated-layers': {
+    // issue 10 §4: the digest of a containerDisk layer generated around a stored disk, hashed once
+    // and kept, so any node (and this one after a restart) answers a blob of a generated manifest
+    // without hashing the disk again. Derived data: a lost row is hashed again.
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('oci_generated_layers')
+        .addColumn('disk_digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('file_name', 'varchar(255)', (c) => c.notNull())
+        .addColumn('layer_digest', 'varchar(80)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('oci_generated_layers_pk', ['disk_digest', 'file_name'])
+        .execute();
+    },
+  },
   '0012-tus-uploads': {
     // issue 12: resumable (tus) uploads and upload URLs. An upload row names the image it feeds and
     // its announced length; its received bytes are a file of the node's data directory (the

@@ -6,15 +6,40 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import { isUniqueViolation, type Database } from './database.js';
 import type { OciManifestsTable, Schema } from './schema.js';
 import type { Digest } from '../store/blob-store.js';
-import type { ManifestRecord, RegistryRepository, UploadChunk, UploadRecord } from '../domain/registry/registry-repository.js';
+import type { ManifestRecord, QuotaChange, RegistryRepository, RegistryWrites, UploadChunk, UploadRecord } from '../domain/registry/registry-repository.js';
 
 type Db = Kysely<Schema> | Transaction<Schema>;
 
-export class KyselyRegistryRepository implements RegistryRepository {
-  private readonly db: Kysely<Schema>;
+/**
+ * The project's quota lock as the image repository takes it for the REST ingest
+ * (`KyselyImageRepository.withProjectLock`): `fn` runs in the transaction holding it, with the
+ * project's stored-bytes limit and a reading of its usage (stored + staging bytes) in that transaction.
+ */
+export type ProjectLock = <T>(project: string, fn: (trx: Transaction<Schema>, q: { limit?: number; used(): Promise<number> }) => Promise<T>) => Promise<T>;
 
-  constructor(database: Database) {
+export class KyselyRegistryRepository implements RegistryRepository {
+  private readonly db: Db;
+
+  /** `db` is a transaction for the writes `underQuota` hands out. */
+  constructor(
+    database: Database | { kysely: Db },
+    private readonly lock?: ProjectLock,
+  ) {
     this.db = database.kysely;
+  }
+
+  async underQuota<T>(project: string, write: (w: RegistryWrites) => Promise<T>, check: (q: QuotaChange) => void): Promise<T> {
+    if (!this.lock) throw new Error('KyselyRegistryRepository was built without the project lock');
+    return this.lock(project, async (trx, q) => {
+      const out = async () => write(new KyselyRegistryRepository({ kysely: trx }));
+      // no stored-bytes limit: nothing to measure (the usage query is the costly part)
+      if (q.limit === undefined) return out();
+      const before = await q.used();
+      const result = await out();
+      // throwing here rolls the write back: nothing over the quota is ever committed
+      check({ limit: q.limit, before, after: await q.used() });
+      return result;
+    });
   }
 
   async ensureRepository(name: string, project: string): Promise<void> {
@@ -78,7 +103,7 @@ export class KyselyRegistryRepository implements RegistryRepository {
   }
 
   async putManifest(m: ManifestRecord, children: readonly Digest[], tag?: string): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+    await inTx(this.db, async (trx) => {
       const exists = await trx
         .selectFrom('oci_manifests')
         .select('digest')
@@ -118,8 +143,27 @@ export class KyselyRegistryRepository implements RegistryRepository {
     });
   }
 
-  async deleteManifest(repository: string, digest: Digest): Promise<boolean> {
-    return this.db.transaction().execute(async (trx) => {
+  async deleteManifest(repository: string, digest: Digest): Promise<boolean | { listedBy: Digest[] }> {
+    return inTx(this.db, async (trx) => {
+      // in the transaction that deletes: an index put meanwhile either sees the child gone or lists it here
+      const parents = await trx
+        .selectFrom('oci_manifest_refs')
+        .select('manifest')
+        .where('repository', '=', repository)
+        .where('child', '=', digest)
+        .where('manifest', '<>', digest)
+        .orderBy('manifest')
+        .limit(10)
+        .execute();
+      if (parents.length > 0) {
+        const exists = await trx
+          .selectFrom('oci_manifests')
+          .select('digest')
+          .where('repository', '=', repository)
+          .where('digest', '=', digest)
+          .executeTakeFirst();
+        if (exists) return { listedBy: parents.map((p) => p.manifest) };
+      }
       await trx.deleteFrom('oci_tags').where('repository', '=', repository).where('digest', '=', digest).execute();
       await trx.deleteFrom('oci_manifest_refs').where('repository', '=', repository).where('manifest', '=', digest).execute();
       const r = await trx.deleteFrom('oci_manifests').where('repository', '=', repository).where('digest', '=', digest).executeTakeFirst();
@@ -175,7 +219,7 @@ export class KyselyRegistryRepository implements RegistryRepository {
 
   async appendChunk(id: string, chunk: UploadChunk, now: Date): Promise<boolean> {
     try {
-      return await this.db.transaction().execute(async (trx) => {
+      return await inTx(this.db, async (trx) => {
         // compare-and-set on the session's size: of two chunks sent for one offset, one wins
         const r = await trx
           .updateTable('oci_uploads')
@@ -194,7 +238,7 @@ export class KyselyRegistryRepository implements RegistryRepository {
   }
 
   async deleteUpload(id: string): Promise<boolean> {
-    return this.db.transaction().execute(async (trx) => {
+    return inTx(this.db, async (trx) => {
       await trx.deleteFrom('oci_upload_chunks').where('upload_id', '=', id).execute();
       const r = await trx.deleteFrom('oci_uploads').where('id', '=', id).executeTakeFirst();
       return Number(r.numDeletedRows) > 0;
@@ -202,7 +246,7 @@ export class KyselyRegistryRepository implements RegistryRepository {
   }
 
   async expireUploads(before: Date): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
+    return inTx(this.db, async (trx) => {
       const old = trx.selectFrom('oci_uploads').select('id').where('updated_at', '<', before.getTime());
       await trx.deleteFrom('oci_upload_chunks').where('upload_id', 'in', old).execute();
       const r = await trx.deleteFrom('oci_uploads').where('updated_at', '<', before.getTime()).executeTakeFirst();
@@ -220,35 +264,63 @@ export class KyselyRegistryRepository implements RegistryRepository {
     return out;
   }
 
+  async generatedLayer(diskDigest: Digest, fileName: string): Promise<Digest | undefined> {
+    const r = await this.db
+      .selectFrom('oci_generated_layers')
+      .select('layer_digest')
+      .where('disk_digest', '=', diskDigest)
+      .where('file_name', '=', fileName)
+      .executeTakeFirst();
+    return r?.layer_digest;
+  }
+
+  async recordGeneratedLayer(diskDigest: Digest, fileName: string, layerDigest: Digest): Promise<void> {
+    await this.db
+      .insertInto('oci_generated_layers')
+      .values({ disk_digest: diskDigest, file_name: fileName, layer_digest: layerDigest, created_at: Date.now() })
+      .onConflict((oc) => oc.columns(['disk_digest', 'file_name']).doNothing())
+      .execute();
+  }
+
   projectBytes(project: string): Promise<number> {
     return ociProjectBytes(this.db, project);
   }
 }
 
 /**
- * The bytes a project's repositories hold: linked blobs and manifests, each counted in full per
- * repository (as the REST API counts an image's bytes in full even when another image has the same
- * digest), and the chunks of their open uploads. The image quota (db/image-repository.ts) adds it
- * to the project's stored bytes, so both doors draw on one quota.
+ * The bytes a project's repositories hold, counted by distinct stored blob: a blob or manifest
+ * linked to several of the project's repositories counts once, and one that is also the blob of
+ * an image of the project (not being deleted; `exceptImage` aside) counts not at all — the image
+ * counts it, in full, as the REST API counts every image. So an oras push, whose layer blob becomes
+ * the image's blob, counts its bytes once (a containerDisk's compressed layer and its unpacked disk
+ * are two stored blobs and count both). `asHolding`: the figure as if the image being ingested held
+ * that blob already (what its commit will make true). Open uploads count what they received. The image quota
+ * (db/image-repository.ts) adds it to the project's stored bytes, so both doors draw on one quota.
  */
-export async function ociProjectBytes(db: Db, project: string): Promise<number> {
+export async function ociProjectBytes(db: Db, project: string, exceptImage?: string, asHolding?: Digest): Promise<number> {
+  const except = exceptImage === undefined ? sql`` : sql`and i.id <> ${exceptImage}`;
+  const held = asHolding === undefined ? sql`` : sql`and d.digest <> ${asHolding}`;
+  const stored = await sql<{ n: number | string }>`
+    select coalesce(sum(d.size), 0) as n from (
+      select u.digest, max(u.size) as size from (
+        select b.digest, b.size from oci_blobs b join oci_repositories r on r.name = b.repository where r.project = ${project}
+        union all
+        select m.digest, m.size from oci_manifests m join oci_repositories r on r.name = m.repository where r.project = ${project}
+      ) u group by u.digest
+    ) d
+    where not exists (select 1 from images i where i.project = ${project} and i.digest = d.digest and i.state <> 'deleting' ${except}) ${held}`.execute(db);
   const repos = db.selectFrom('oci_repositories').select('name').where('project', '=', project);
-  const blobs = await db
-    .selectFrom('oci_blobs')
-    .select(sql<number>`coalesce(sum(size), 0)`.as('n'))
-    .where('repository', 'in', repos)
-    .executeTakeFirstOrThrow();
-  const manifests = await db
-    .selectFrom('oci_manifests')
-    .select(sql<number>`coalesce(sum(size), 0)`.as('n'))
-    .where('repository', 'in', repos)
-    .executeTakeFirstOrThrow();
   const uploads = await db
     .selectFrom('oci_uploads')
     .select(sql<number>`coalesce(sum(size), 0)`.as('n'))
     .where('repository', 'in', repos)
     .executeTakeFirstOrThrow();
-  return Number(blobs.n) + Number(manifests.n) + Number(uploads.n);
+  return Number(stored.rows[0]?.n ?? 0) + Number(uploads.n);
+}
+
+/** `fn` in a transaction: `db`'s own when it is one (the writes of `underQuota`), else a new one. */
+function inTx<T>(db: Db, fn: (trx: Db) => Promise<T>): Promise<T> {
+  return db.isTransaction ? fn(db) : (db as Kysely<Schema>).transaction().execute(fn);
 }
 
 function manifestFromRow(r: OciManifestsTable): ManifestRecord {

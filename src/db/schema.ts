@@ -285,6 +285,14 @@ export interface UploadGrantsTable {
   expires_at: number;
 }
 
+/** The digest of a containerDisk layer generated around a stored disk under a file name (derived, cached). */
+export interface OciGeneratedLayersTable {
+  disk_digest: Digest;
+  file_name: string;
+  layer_digest: Digest;
+  created_at: number;
+}
+
 export interface MigrationRow {
   name: string;
   applied_at: ColumnType<number, number, never>;
@@ -317,4 +325,5 @@ export interface Schema {
   resumable_uploads: ResumableUploadsTable;
   upload_grants: UploadGrantsTable;
   oci_upload_chunks: OciUploadChunksTable;
+  oci_generated_layers: OciGeneratedLayersTable;
 }

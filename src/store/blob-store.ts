@@ -59,8 +59,12 @@ export interface BlobStore {
   readonly description: string;
   startUpload(opts?: UploadOptions): Promise<UploadSession>;
   stat(digest: Digest): Promise<BlobInfo | undefined>;
-  /** The blob's bytes, or the inclusive range of them. NotFound when absent. */
-  read(digest: Digest, range?: ByteRange): Promise<Readable>;
+  /**
+   * The blob's bytes, or the inclusive range of them. NotFound when absent. `chunkBytes`: the
+   * size of the reads (a hint; the adapter's default otherwise) — for one reader that pushes the
+   * whole blob through a pipeline, where each chunk costs per-chunk work downstream.
+   */
+  read(digest: Digest, range?: ByteRange, opts?: { chunkBytes?: number }): Promise<Readable>;
   /** true when it existed */
   delete(digest: Digest): Promise<boolean>;
   list(): AsyncIterable<BlobInfo>;

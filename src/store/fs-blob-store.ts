@@ -89,15 +89,15 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async read(digest: Digest, range?: ByteRange): Promise<Readable> {
+  async read(digest: Digest, range?: ByteRange, opts: { chunkBytes?: number } = {}): Promise<Readable> {
     const info = await this.stat(digest);
     if (!info) throw new BlobNotFound(digest);
     if (range && (range.start < 0 || range.end < range.start || range.end >= info.sizeBytes)) {
       throw new RangeError(`range ${range.start}-${range.end} is outside blob ${digest} of ${info.sizeBytes} bytes`);
     }
     // node's default read-ahead: a larger one measured no faster (0.47-0.65 s per GiB for 64 KiB to
-    // 4 MiB) and costs its size once per concurrent reader
-    return createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end });
+    // 4 MiB) and costs its size once per concurrent reader; a caller that feeds a pipeline asks for more
+    return createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end, highWaterMark: opts.chunkBytes });
   }
 
   async localPath(digest: Digest): Promise<string> {

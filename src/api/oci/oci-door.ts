@@ -53,7 +53,7 @@ export const ociDoor: FastifyPluginAsync<OciDoorOptions> = async (app, opts) => 
 
   const { registry, uploads, bodyIdleTimeoutMs } = opts;
   const routes: OciRoute[] = [
-    ...tokenRoutes((authorization) => opts.authenticator.authenticate(authorization)),
+    ...tokenRoutes((authorization) => opts.authenticator.authenticate(authorization), { bodyIdleTimeoutMs }),
     ...listingRoutes(registry),
     ...uploadRoutes(uploads, { bodyIdleTimeoutMs }),
     ...blobRoutes(registry, { bodyIdleTimeoutMs }),

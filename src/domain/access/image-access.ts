@@ -173,7 +173,7 @@ export class ImageAccess {
     ctx: RequestContext,
     id: string,
     body: AsyncIterable<Uint8Array>,
-    opts: { announcedSize?: number; signal?: AbortSignal; grant?: UploadGrant },
+    opts: { announcedSize?: number; signal?: AbortSignal; grant?: UploadGrant; expectDigest?: Digest },
   ): Promise<Image> {
     return this.audit.record(
       ctx,
@@ -181,7 +181,7 @@ export class ImageAccess {
       { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } },
       async (note) => {
         note(await this.uploadTarget(ctx, id, opts.grant));
-        return this.ingests.upload(id, body, { announcedSize: opts.announcedSize, signal: opts.signal });
+        return this.ingests.upload(id, body, { announcedSize: opts.announcedSize, signal: opts.signal, expectDigest: opts.expectDigest });
       },
     );
   }

@@ -14,6 +14,7 @@ import { ROLES, type Role } from './policy.js';
 const QUOTA_RULES = [
   'images: every image of the project counts from its creation until it is deleted, whatever its state (pending, error and disabled included).',
   "storedBytes: the stored (unwrapped) size of every image holding data, counted in full for each image — also when other images hold the same bytes (deduplication saves the server's disk, not your quota; your figure never changes because of someone else's image).",
+  "storedBytes, OCI: the project's repositories' distinct blobs and manifests that no image of the project holds, and what open upload sessions received (a blob in several repositories counts once; a pushed layer that became an image counts once, as the image).",
   'stagingBytes: the announced size of each upload or import running now (Content-Length / X-Image-Size); released when it ends, stored or failed.',
   'imports: URL imports running now.',
   "sharedBytes (shown, not a limit): the stored bytes of this project's images that another image you may read also holds — images you cannot read never count, so the figure does not reveal what other projects store.",

@@ -249,7 +249,11 @@ export interface ImageVariant {
 /** A project's quota limits and usage, read under its lock. */
 export interface ProjectTx {
   limits: { images?: number; storedBytes?: number; stagingBytes?: number; imports?: number };
-  usage(exceptImage?: string): Promise<ProjectUsage>;
+  /**
+   * `exceptImage`: leave that image out; `asHolding`: count as if it held that blob already (an OCI
+   * blob of the project it will hold then counts once, as the image: db/registry-repository.ts).
+   */
+  usage(exceptImage?: string, asHolding?: Digest): Promise<ProjectUsage>;
   /** Inserts like `create`; `check` runs after an idempotent replay was ruled out, before the insert. */
   create(image: Image, idempotency?: { key: string; requestHash: string }, check?: () => Promise<void>): Promise<{ image: Image; replayed: boolean }>;
   update(id: string, patch: ImagePatch, cond?: { fromStates?: readonly ImageState[]; expectedVersion?: number }): Promise<Image | undefined>;

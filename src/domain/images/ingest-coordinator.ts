@@ -8,7 +8,7 @@
 import type { FormatName } from '../../formats/format.js';
 import { randomUUID } from 'node:crypto';
 import type { InspectLimits } from '../../formats/limits.js';
-import type { BlobStore } from '../../store/blob-store.js';
+import type { BlobStore, Digest } from '../../store/blob-store.js';
 import { DomainError, conflict, notFound } from '../errors.js';
 import type { ImageEvents } from './events.js';
 import { withoutExternalNames } from './external-names.js';
@@ -102,6 +102,8 @@ export class IngestCoordinator {
        * `importing` with its quota reserved, and this call feeds it its bytes — again after a restart.
        */
       resume?: string;
+      /** the digest the bytes must hash to (an OCI push names it): any other is DIGEST_MISMATCH */
+      expectDigest?: Digest;
     } = {},
   ): Promise<Image> {
     const img = await this.catalog.get(id);
@@ -111,7 +113,9 @@ export class IngestCoordinator {
     if (opts.announcedSize === 0 && what !== 'import') throw emptyImage(id, what);
     const ingestId = opts.resume ?? randomUUID();
     const started =
-      opts.resume === undefined ? await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize) : await this.resumed(img, opts.resume);
+      opts.resume === undefined
+        ? await this.start(img, ingestId, opts.kind ?? 'upload', opts.announcedSize, opts.expectDigest)
+        : await this.resumed(img, opts.resume);
     const quotaRoom = started.quotaRoom;
     const abort = new AbortController();
     this.running.set(id, abort);
@@ -159,7 +163,7 @@ export class IngestCoordinator {
       };
       if (!started.diskFormat && GLANCE_DISK_FORMAT[r.format]) patch.diskFormat = GLANCE_DISK_FORMAT[r.format]!;
       if (!started.containerFormat) patch.containerFormat = r.format === 'ova' ? 'ova' : 'bare';
-      if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob.sizeBytes, quotaRoom);
+      if (started.project !== undefined) await this.checkStoredQuota(started.project, id, outcome.blob, quotaRoom);
       // staged bytes are the image's, committed and counted, but it becomes ready only when imported
       if (what === 'stage') return await this.finish(id, ingestId, 'stage', patch);
       const stored = await this.finish(id, ingestId, 'succeed', patch);
@@ -294,8 +298,10 @@ export class IngestCoordinator {
    * Moves the image to `importing`. For a project image this happens under the project's quota
    * lock: the announced size is reserved (staging) and checked against the stored and staging
    * limits before any byte is accepted; returns how many stored bytes the ingest may still add.
+   * `expectDigest`: the bytes are expected to be that blob (an OCI layer becoming the image), which
+   * the project's usage may count already (as a registry blob): that much is not reserved again.
    */
-  private async start(img: Image, ingestId: string, kind: IngestKind, announcedSize?: number): Promise<Image & { quotaRoom?: number }> {
+  private async start(img: Image, ingestId: string, kind: IngestKind, announcedSize?: number, expectDigest?: Digest): Promise<Image & { quotaRoom?: number }> {
     if (!canTransition(img.state, 'start')) throw cannotStart(img);
     const patch: ImagePatch = {
       state: transition(img.state, 'start'),
@@ -313,8 +319,12 @@ export class IngestCoordinator {
         ? await this.repo.update(img.id, patch, cond)
         : await this.repo.underProjectLock(project, async (tx) => {
             const { limits } = tx;
-            const used = await tx.usage(img.id);
+            // the usage once the image holds its bytes: a registry blob it will be counts once
+            const used = await tx.usage(img.id, expectDigest);
             const add = announcedSize ?? 0;
+            const countedNow = expectDigest === undefined ? 0 : (await tx.usage(img.id)).storedBytes - used.storedBytes;
+            const reserve = Math.max(0, add - countedNow);
+            patch.reservedBytes = reserve;
             const fix = 'delete images the project no longer needs, or ask an administrator to raise the limit';
             if (kind === 'import' && limits.imports !== undefined && used.imports + 1 > limits.imports) {
               throw quotaExceeded(
@@ -326,13 +336,13 @@ export class IngestCoordinator {
                 'wait for a running import to finish, or ask an administrator to raise the limit',
               );
             }
-            if (limits.stagingBytes !== undefined && used.stagingBytes + add > limits.stagingBytes) {
+            if (limits.stagingBytes !== undefined && used.stagingBytes + reserve > limits.stagingBytes) {
               throw quotaExceeded(
                 project,
                 'stagingBytes',
                 limits.stagingBytes,
                 used.stagingBytes,
-                add,
+                reserve,
                 'wait for running uploads to finish, or ask an administrator to raise the limit',
               );
             }
@@ -374,11 +384,13 @@ export class IngestCoordinator {
   }
 
   /** At commit: the actual stored size (known only now for unannounced or compressed uploads) must still fit. */
-  private async checkStoredQuota(project: string, id: string, size: number, quotaRoom: number | undefined): Promise<void> {
+  private async checkStoredQuota(project: string, id: string, blob: { digest: Digest; sizeBytes: number }, quotaRoom: number | undefined): Promise<void> {
     if (quotaRoom === undefined) return;
+    const size = blob.sizeBytes;
     await this.repo.underProjectLock(project, async (tx) => {
       if (tx.limits.storedBytes === undefined) return;
-      const used = await tx.usage(id);
+      // as the project will count once the image holds the blob (a registry blob of it then counts once)
+      const used = await tx.usage(id, blob.digest);
       const committed = used.storedBytes + used.stagingBytes;
       if (committed + size > tx.limits.storedBytes) {
         // the caller marks the image failed (after this transaction); the committed blob has no

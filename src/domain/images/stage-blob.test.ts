@@ -73,6 +73,18 @@ test('stageBlob: no md5 unless asked for', () =>
     assert.equal(r.sha512, hex('sha512', Buffer.from('abc')));
   }));
 
+test('stageBlob: sha512 false (an OCI blob) hashes sha256 only, still verified and content-addressed', () =>
+  withStore(async (store) => {
+    const bytes = randomBytes(3 * 1024 * 1024 + 3);
+    const r = await stageBlob(store, chunksOf(bytes, 65536), { md5: false, sha512: false, expect: `sha256:${hex('sha256', bytes)}` });
+    assert.equal(r.sha512, undefined);
+    assert.equal(r.blob.digest, `sha256:${hex('sha256', bytes)}`);
+    await assert.rejects(
+      stageBlob(store, chunksOf(bytes, 65536), { md5: false, sha512: false, expect: `sha256:${hex('sha256', Buffer.from('other'))}` }),
+      /DIGEST_MISMATCH|hash to/,
+    );
+  }));
+
 test('stageBlob: keep → false stages nothing and stores nothing', () =>
   withStore(async (store) => {
     const r = await stageBlob(store, chunksOf(randomBytes(100_000), 4096), { md5: false, keep: async (failure) => (assert.equal(failure, undefined), false) });

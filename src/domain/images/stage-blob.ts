@@ -17,8 +17,8 @@ import { DomainError } from '../errors.js';
 
 export interface StagedBlob {
   blob: BlobInfo;
-  /** hex */
-  sha512: string;
+  /** hex; absent when `sha512: false` was asked for */
+  sha512?: string;
   /** hex; when md5 was asked for */
   md5?: string;
 }
@@ -26,6 +26,12 @@ export interface StagedBlob {
 export interface StageOptions {
   /** also compute md5 (Glance `checksum`) */
   md5: boolean;
+  /**
+   * compute sha512 (an image's `os_hash_value`); default true. A blob that is no image's bytes (an
+   * OCI layer or manifest: its address is its sha256) skips it — a second hashing thread's work
+   * per byte (issue 10's push benchmark).
+   */
+  sha512?: boolean;
   /**
    * Sees every chunk (up to a slot's size of the stream's next bytes) while it is hashed and
    * written. The chunk's memory is filled again once the returned promise settled: copy what you
@@ -50,7 +56,8 @@ export function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Array>, o
 /** Stages `source` and commits it content-addressed; undefined when `keep` said no (nothing is kept). */
 export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Array>, opts: StageOptions): Promise<StagedBlob | undefined> {
   // sha256 (the address) and sha512 on their own worker threads; md5 shares sha256's (both fast)
-  const algorithms: HashAlgorithm[][] = opts.md5 ? [['sha256', 'md5'], ['sha512']] : [['sha256'], ['sha512']];
+  const first: HashAlgorithm[] = opts.md5 ? ['sha256', 'md5'] : ['sha256'];
+  const algorithms: HashAlgorithm[][] = opts.sha512 === false ? [first] : [first, ['sha512']];
   const hasher = new ParallelHasher(algorithms);
   const session = await store.startUpload({ callerHashes: true }).catch(async (e: unknown) => {
     await hasher.close().catch(() => undefined);
@@ -118,7 +125,8 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
       );
     }
     const blob = await session.commit(actual);
-    const staged: StagedBlob = { blob, sha512: digests.sha512! };
+    const staged: StagedBlob = { blob };
+    if (digests.sha512) staged.sha512 = digests.sha512;
     if (digests.md5) staged.md5 = digests.md5;
     return staged;
   } catch (e) {

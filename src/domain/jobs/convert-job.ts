@@ -175,7 +175,8 @@ export class ConvertJobs {
         void this.imageProgress(job.imageId!, pct);
       },
     });
-    const result: NonNullable<ConvertPayload['result']> = { digest: r.blob.digest, sizeBytes: r.blob.sizeBytes, sha512: r.sha512 };
+    // a conversion's output is an image's bytes: stageBlob hashes its sha512 (only OCI blobs skip it)
+    const result: NonNullable<ConvertPayload['result']> = { digest: r.blob.digest, sizeBytes: r.blob.sizeBytes, sha512: r.sha512! };
     if (r.md5) result.md5 = r.md5;
     return { next: 'swap', payload: { ...p, result }, progress: 100 };
   }

@@ -78,9 +78,14 @@ export class BlobUploads {
     if (from !== undefined && (await this.access.canPull(ctx.principal, from))) {
       const size = await this.repo.linkedBlob(from, digest);
       if (size !== undefined && (await this.store.stat(digest))) {
-        if ((await this.repo.linkedBlob(repo.name, digest)) === undefined) await this.quota.check(repo.project, size);
-        await this.repo.ensureRepository(repo.name, repo.project);
-        await this.repo.linkBlob(repo.name, digest, size);
+        await this.repo.underQuota(
+          repo.project,
+          async (w) => {
+            await w.ensureRepository(repo.name, repo.project);
+            await w.linkBlob(repo.name, digest, size);
+          },
+          this.quota.check(repo.project),
+        );
         return { mounted: true, digest };
       }
     }
@@ -91,8 +96,14 @@ export class BlobUploads {
   async pushMonolithic(ctx: RequestContext, name: string, digest: Digest, body: AsyncIterable<Uint8Array>, announcedSize?: number): Promise<Digest> {
     const repo = await this.access.push(ctx, name);
     const size = await this.stage(repo, body, announcedSize, digest);
-    await this.repo.ensureRepository(repo.name, repo.project);
-    await this.repo.linkBlob(repo.name, digest, size.sizeBytes);
+    await this.repo.underQuota(
+      repo.project,
+      async (w) => {
+        await w.ensureRepository(repo.name, repo.project);
+        await w.linkBlob(repo.name, digest, size.sizeBytes);
+      },
+      this.quota.check(repo.project),
+    );
     return digest;
   }
 
@@ -134,7 +145,8 @@ export class BlobUploads {
       });
     }
     if (staged.sizeBytes === 0) return { id, repository: repo.name, sizeBytes: u.sizeBytes };
-    const appended = await this.repo.appendChunk(id, { offset: u.sizeBytes, digest: staged.digest, sizeBytes: staged.sizeBytes }, this.now());
+    const chunk = { offset: u.sizeBytes, digest: staged.digest, sizeBytes: staged.sizeBytes };
+    const appended = await this.repo.underQuota(repo.project, (w) => w.appendChunk(id, chunk, this.now()), this.quota.check(repo.project));
     if (!appended) {
       const now = await this.repo.upload(id);
       if (!now) throw uploadNotFound(id);
@@ -182,8 +194,14 @@ export class BlobUploads {
       };
       sizeBytes = (await this.stage(repo, parts(), undefined, digest, 0, u.sizeBytes)).sizeBytes;
     }
-    await this.repo.linkBlob(repo.name, digest, sizeBytes);
-    await this.repo.deleteUpload(id);
+    await this.repo.underQuota(
+      repo.project,
+      async (w) => {
+        await w.linkBlob(repo.name, digest, sizeBytes);
+        await w.deleteUpload(id);
+      },
+      this.quota.check(repo.project),
+    );
     return digest;
   }
 
@@ -217,7 +235,8 @@ export class BlobUploads {
 
   /**
    * Stages `body` into the store (verified against `expect` when given), refusing it past the
-   * blob size limit or the project's quota room. `counted` bytes of the project are already in
+   * blob size limit or the project's quota room as read before (the early refusal; the write that
+   * links what was staged is checked again under the project's lock). `counted` bytes of the project are already in
    * its usage (an open session's chunks, which become this blob).
    */
   private async stage(
@@ -246,6 +265,8 @@ export class BlobUploads {
     let n = 0;
     const staged = await stageBlob(this.store, body, {
       md5: false,
+      // an OCI blob is addressed by its sha256 alone; the image a pushed disk becomes is hashed by its own ingest
+      sha512: false,
       expect,
       onChunk: (chunk) => {
         n += chunk.length;

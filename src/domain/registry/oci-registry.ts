@@ -7,7 +7,10 @@
  * The seam for VM images (issue 10 §3): `whenManifestPut(hook)` registers a hook that runs after a
  * manifest was checked and its bytes stored, before it is recorded or tagged, with the manifest and
  * its layer descriptors. A hook that throws (e.g. MANIFEST_INVALID naming a refused layer) refuses
- * the PUT: nothing is recorded and no tag moves.
+ * the PUT: nothing is recorded and no tag moves. A hook that made something (an image) returns its
+ * `ManifestPutEffect`: when recording fails after it, the registry undoes it (compensation: the
+ * ingest cannot share the record's transaction), so a failed PUT leaves no image without its tag;
+ * `recorded()` runs only once the tag points at the manifest.
  *
  * The read side's seam (issue 10 §4): `serveGenerated(source)` answers the manifests and blobs the
  * repository does not hold — the OCI forms of Imago images (vm-image-serving.ts) — after the
@@ -39,8 +42,18 @@ export interface ManifestPutEvent {
   layers: readonly Descriptor[];
 }
 
+/**
+ * What a hook did that the PUT's outcome decides: `undo` runs when the manifest could not be
+ * recorded after the hook (a later hook refused it, the quota, a database error), `recorded` once
+ * it is recorded and tagged.
+ */
+export interface ManifestPutEffect {
+  undo(): Promise<void>;
+  recorded?(): Promise<void>;
+}
+
 /** Runs before a stored manifest is recorded and tagged; throwing refuses the PUT. */
-export type ManifestPutHook = (e: ManifestPutEvent) => Promise<void>;
+export type ManifestPutHook = (e: ManifestPutEvent) => Promise<ManifestPutEffect | void>;
 
 /** A blob the registry does not hold but can produce (a generated layer or config, an image's blob). */
 export interface GeneratedBlob {
@@ -54,6 +67,8 @@ export interface GeneratedContent {
   blob(ctx: RequestContext, repo: RepositoryName, digest: Digest): Promise<GeneratedBlob | undefined>;
   /** the tags it answers for the repository (listed with the stored ones) */
   tags(ctx: RequestContext, repo: RepositoryName): Promise<string[]>;
+  /** the repositories it answers for in these projects (undefined: every project), listed by `_catalog` with the stored ones */
+  repositories(ctx: RequestContext, projects: readonly string[] | undefined): Promise<string[]>;
 }
 
 export interface StoredManifest {
@@ -204,12 +219,12 @@ export class OciRegistry {
         });
       }
       const existing = ref.kind === 'digest' ? await this.repo.manifest(repo.name, ref.digest) : undefined;
-      if (!existing) await this.quota.check(repo.project, bytes.length);
-      const staged = await stageBlob(this.store, once(bytes), { md5: false, expect: ref.kind === 'digest' ? ref.digest : undefined });
+      if (!existing) await this.quota.early(repo.project, bytes.length);
+      const staged = await stageBlob(this.store, once(bytes), { md5: false, sha512: false, expect: ref.kind === 'digest' ? ref.digest : undefined });
       const digest = staged.blob.digest;
       note({ digest });
       const tag = ref.kind === 'tag' ? ref.tag : undefined;
-      for (const hook of this.hooks) await hook({ ctx, repository: repo, tag, digest, sizeBytes: bytes.length, manifest, layers: manifest.layers });
+      const effects: ManifestPutEffect[] = [];
       const record: ManifestRecord = {
         repository: repo.name,
         digest,
@@ -221,18 +236,45 @@ export class OciRegistry {
       if (manifest.artifactType !== undefined) record.artifactType = manifest.artifactType;
       if (manifest.subject) record.subject = manifest.subject.digest;
       if (manifest.annotations) record.annotations = manifest.annotations;
-      await this.repo.ensureRepository(repo.name, repo.project);
-      await this.repo.putManifest(record, children, tag);
+      try {
+        for (const hook of this.hooks) {
+          const effect = await hook({ ctx, repository: repo, tag, digest, sizeBytes: bytes.length, manifest, layers: manifest.layers });
+          if (effect) effects.push(effect);
+        }
+        await this.repo.underQuota(
+          repo.project,
+          async (w) => {
+            await w.ensureRepository(repo.name, repo.project);
+            await w.putManifest(record, children, tag);
+          },
+          this.quota.check(repo.project),
+        );
+      } catch (e) {
+        for (const effect of effects.reverse()) await effect.undo();
+        throw e;
+      }
+      for (const effect of effects) await effect.recorded?.();
       return record;
     });
   }
 
-  /** DELETE by digest removes the manifest and its tags; by tag, the tag only. */
+  /**
+   * DELETE by digest removes the manifest and its tags; by tag, the tag only. A manifest an index of
+   * the repository lists is not deleted (400, the spec's status for a refused delete): the index
+   * would reference a manifest the repository no longer holds, which a pull of the index then fails on.
+   */
   async deleteManifest(ctx: RequestContext, name: string, reference: string): Promise<void> {
     const repo = await this.access.push(ctx, name);
     const ref = parseReference(reference);
     await this.audit.record(ctx, 'oci.manifest.delete', { target: `${repo.name}:${reference}`.slice(0, 500), project: repo.project }, async () => {
       const gone = ref.kind === 'tag' ? await this.repo.deleteTag(repo.name, ref.tag) : await this.repo.deleteManifest(repo.name, ref.digest);
+      if (typeof gone === 'object') {
+        throw new DomainError(
+          'INVALID_REQUEST',
+          `manifest ${reference} is listed by ${gone.listedBy.length === 1 ? 'index' : 'indexes'} ${gone.listedBy.join(', ')} of ${repo.name}; delete ${gone.listedBy.length === 1 ? 'that index' : 'those indexes'} first (by digest), then this manifest`,
+          { listedBy: gone.listedBy },
+        );
+      }
       if (!gone) throw manifestUnknown(repo.name, reference);
     });
   }
@@ -269,7 +311,9 @@ export class OciRegistry {
     const limit = Math.min(opts.n ?? DEFAULT_PAGE, MAX_PAGE);
     if (limit === 0) return { items: [] };
     const rows = await this.repo.repositories({ projects, last: opts.last, limit: limit + 1 });
-    return page(rows, limit);
+    const generated = (await this.generated?.repositories(ctx, projects)) ?? [];
+    const after = generated.filter((r) => opts.last === undefined || byteOrder(r, opts.last) > 0);
+    return page([...new Set([...rows, ...after])].sort(byteOrder), limit);
   }
 }
 

@@ -34,7 +34,29 @@ export interface UploadChunk {
   sizeBytes: number;
 }
 
+/** The project's stored-bytes usage (stored + staging) around a write under the quota lock. */
+export interface QuotaChange {
+  /** undefined: no stored-bytes limit */
+  limit?: number;
+  before: number;
+  after: number;
+}
+
+/** The writes that add to a project's usage, as `underQuota` hands them out (in its transaction). */
+export type RegistryWrites = Pick<
+  RegistryRepository,
+  'ensureRepository' | 'linkedBlob' | 'linkBlob' | 'manifest' | 'putManifest' | 'upload' | 'appendChunk' | 'deleteUpload'
+>;
+
 export interface RegistryRepository {
+  /**
+   * Runs `write` in one transaction holding the project's quota lock — the one the REST ingest
+   * takes (ImageRepository.underProjectLock) — then `check` with the project's usage before and
+   * after it; a `check` that throws undoes the write. So two pushes cannot both take the last free
+   * bytes, and the figure is the one the REST API checks.
+   */
+  underQuota<T>(project: string, write: (w: RegistryWrites) => Promise<T>, check: (q: QuotaChange) => void): Promise<T>;
+
   /** Creates the repository in `project` when absent. */
   ensureRepository(name: string, project: string): Promise<void>;
   repositoryExists(name: string): Promise<boolean>;
@@ -52,8 +74,11 @@ export interface RegistryRepository {
   tagged(repository: string, tag: string): Promise<ManifestRecord | undefined>;
   /** Records the manifest with what it references, and points `tag` at it, in one transaction. */
   putManifest(m: ManifestRecord, children: readonly Digest[], tag?: string): Promise<void>;
-  /** Removes the manifest and every tag pointing at it; true when it existed. */
-  deleteManifest(repository: string, digest: Digest): Promise<boolean>;
+  /**
+   * Removes the manifest and every tag pointing at it; true when it existed. Nothing is removed
+   * while an index of the repository lists it: then the indexes that do (at most 10).
+   */
+  deleteManifest(repository: string, digest: Digest): Promise<boolean | { listedBy: Digest[] }>;
   /** true when the tag existed */
   deleteTag(repository: string, tag: string): Promise<boolean>;
   /** Every tag of the repository (the caller orders and pages). */
@@ -80,6 +105,9 @@ export interface RegistryRepository {
    * expired, even if their rows are not removed yet).
    */
   referencedDigests(liveSince: Date): Promise<Set<Digest>>;
-  /** Bytes the project's repositories hold (linked blobs, manifests, chunks of open uploads), counted per repository as the REST API counts per image. */
+  /** The cached digest of the containerDisk layer generated around `diskDigest` as `fileName`. */
+  generatedLayer(diskDigest: Digest, fileName: string): Promise<Digest | undefined>;
+  recordGeneratedLayer(diskDigest: Digest, fileName: string, layerDigest: Digest): Promise<void>;
+  /** Bytes the project's repositories hold: distinct linked blobs and manifests no image of the project holds, and what open uploads received. */
   projectBytes(project: string): Promise<number>;
 }

@@ -84,13 +84,18 @@ export async function containerDiskForm(
   blob: StoredDisk = storedBlob(image),
   layerDigest?: Digest,
 ): Promise<ContainerDiskForm> {
-  const { format } = containerDiskFormat(image);
-  const fileName = containerDiskFileName(imageFileName(image, format === 'raw' ? (image.diskFormat ?? 'raw') : 'qcow2'), format);
+  const fileName = containerDiskName(image);
   const pull = containerDiskPull(store, blob, fileName);
   const digest = layerDigest ?? (await containerDiskLayerDigest(pull));
   const config = containerDiskConfig(digest, image.architecture);
   const manifest = containerDiskManifest(config, { digest, size: pull.size }, imageToAnnotations(image));
   return { fileName, layer: Object.assign(pull, { digest }), config, manifest };
+}
+
+/** The disk's name in `disk/` of the image's containerDisk (it follows the served format: `win.vmdk` → `win.qcow2`). */
+export function containerDiskName(image: PulledImage): string {
+  const { format } = containerDiskFormat(image);
+  return containerDiskFileName(imageFileName(image, format === 'raw' ? (image.diskFormat ?? 'raw') : 'qcow2'), format);
 }
 
 function storedBlob(image: PulledImage): StoredDisk {

@@ -41,9 +41,11 @@ import { DomainError } from '../errors.js';
 import type { DiskFormat, Image, ImageAttributes } from '../images/image.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import { openContainerDiskPush } from './container-disk-layers.js';
-import type { ManifestPutEvent } from './oci-registry.js';
+import type { ManifestPutEffect, ManifestPutEvent } from './oci-registry.js';
 import { annotationsToImage } from './vm-image-mapping.js';
 import { classifyVmManifest, declaredDiskFormat, decideVmLayer, notContainerDisk, vmLayerRefusal, type ManifestInvalid } from './vm-layer-verdict.js';
+
+const LAYER_READ_BYTES = 1024 * 1024;
 
 /** Tags the pull side derives (vm-image-serving.ts): a push may not take them. */
 export const RESERVED_TAG = /-(containerdisk|artifact)$/;
@@ -69,8 +71,12 @@ export class VmImagePushes {
     private readonly log?: VmImagePushLog,
   ) {}
 
-  /** The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID naming the finding). */
-  async onManifestPut(e: ManifestPutEvent): Promise<void> {
+  /**
+   * The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID
+   * naming the finding). The effect it returns deletes the image when the registry cannot record
+   * the manifest after all, and replaces the tag's older images once it has.
+   */
+  async onManifestPut(e: ManifestPutEvent): Promise<ManifestPutEffect | void> {
     if (e.tag !== undefined && RESERVED_TAG.test(e.tag)) {
       throw new DomainError(
         'MANIFEST_INVALID',
@@ -92,7 +98,9 @@ export class VmImagePushes {
     const declared = declaredDiskFormat({ annotations: { ...e.manifest.annotations, ...layer.annotations }, mediaType: layer.mediaType });
     if (declared && 'code' in declared) throw manifestInvalid(declared);
 
-    const source: Readable = await this.store.read(layer.digest);
+    // 1 MiB reads: each chunk costs the decoder, the tar reader and the ingest's slot copy a step
+    // (64 KiB reads: ~0.2 s of the event loop per 256 MiB pushed, in a profile on a loaded machine)
+    const source: Readable = await this.store.read(layer.digest, undefined, { chunkBytes: LAYER_READ_BYTES });
     let body: Readable = source;
     let size = layer.size;
     let diskName: string | undefined;
@@ -128,7 +136,9 @@ export class VmImagePushes {
       })();
       let stored: Image;
       try {
-        stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size });
+        // an oras disk file becomes the image as it is: the layer blob the project already holds (counted once)
+        const expectDigest = kind.kind === 'container-disk' ? undefined : layer.digest;
+        stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size, expectDigest });
         const decision = decideVmLayer(declared, { format: stored.inspection?.format ?? 'raw', findings: (stored.inspection?.findings ?? []) as Finding[] });
         if (!decision.accept) throw manifestInvalid(decision);
       } catch (err) {
@@ -136,7 +146,10 @@ export class VmImagePushes {
         const refusal = bodyError === undefined ? undefined : vmLayerRefusal(bodyError);
         throw refusal ? manifestInvalid(refusal) : refusalOr(err);
       }
-      await this.replaceOlder(e.ctx, e.repository.project, reference, stored);
+      return {
+        undo: () => this.discard(e.ctx, image.id),
+        recorded: () => this.replaceOlder(e.ctx, e.repository.project, reference, stored),
+      };
     } finally {
       body.destroy();
       source.destroy();
@@ -159,7 +172,14 @@ export class VmImagePushes {
 
   /** A re-push of a tag replaces the images earlier pushes of it made. */
   private async replaceOlder(ctx: RequestContext, project: string, reference: string, current: Image): Promise<void> {
-    const page = await this.images.list({ project, properties: { [OCI_REFERENCE_PROPERTY]: reference }, limit: 1000 });
+    let page;
+    try {
+      page = await this.images.list({ project, properties: { [OCI_REFERENCE_PROPERTY]: reference }, limit: 1000 });
+    } catch (err) {
+      // the manifest is recorded and tagged: the PUT succeeded; the older images stay (they say which push made them)
+      this.log?.warn({ err, reference }, 'the images earlier pushes of this tag made could not be listed for replacement');
+      return;
+    }
     for (const old of page.items) {
       if (old.id === current.id || old.createdAt > current.createdAt) continue;
       try {
