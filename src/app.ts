@@ -143,6 +143,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     for (const d of oci) images.add(d);
     return images;
   };
+  const gcPlan = async () => planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
   let bootstrapToken: string | undefined;
   try {
     bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
@@ -165,6 +166,9 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     bodyIdleTimeoutMs: config.bodyIdleTimeoutMs,
     eventsRecheckMs: config.eventsRecheckMs,
     durable: () => db.durable(),
+    console: { oidc: config.consoleOidc },
+    gcPlan,
+    consoleDir: config.consoleDir ?? CONSOLE_DIR,
   });
   const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
@@ -193,7 +197,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     async gc({ dryRun }) {
       // expired upload sessions release their chunks first
       if (!dryRun) await uploads.expire();
-      const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
+      const plan = await gcPlan();
       if (dryRun) return { plan };
       const deleted = await runGc(plan, store, { recheck: referenced });
       return { plan, deleted };
@@ -282,6 +286,9 @@ async function mintAdminToken(repo: AccessRepository, dataDir: string, name: str
 }
 
 export const ADMIN_TOKEN_FILE = 'admin.token';
+
+/** The console `npm run build` made (vite build web/): <package>/web/dist, from src/ (tsx) or dist/ alike. */
+const CONSOLE_DIR = join(import.meta.dirname, '..', 'web', 'dist');
 
 /**
  * This node's identity as a job worker: the same after a restart on the same host and data

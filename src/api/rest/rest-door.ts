@@ -21,6 +21,8 @@ import { eventRoutes } from './event-routes.js';
 import { fileRoutes } from './file-routes.js';
 import { imageRoutes } from './image-routes.js';
 import { collectOpenApi } from './openapi.js';
+import { CONSOLE_CONFIG_PATH, consoleRoutes, type ConsoleSettings } from './console-routes.js';
+import type { GcPlan } from '../../domain/images/gc.js';
 
 /** Where the door is mounted (its plugin prefix). */
 export const REST_PREFIX = '/api/v1';
@@ -37,6 +39,10 @@ export interface RestServices {
   projects: ProjectAdmin;
   identity: IdentityAdmin;
   audit: AuditLog;
+  /** the web console's sign-in settings (GET /console) */
+  console: ConsoleSettings;
+  /** GC's plan as of now, nothing deleted (GET /gc, server admins) */
+  gcPlan: () => Promise<GcPlan>;
 }
 
 export interface RestDoorOptions extends RestServices {
@@ -52,7 +58,7 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
   // liveness and the API description are open
   authenticateRequests(app, {
     authenticate: (authorization) => opts.authenticator.authenticate(authorization),
-    openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`],
+    openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`, `${REST_PREFIX}${CONSOLE_CONFIG_PATH}`],
   });
   app.setErrorHandler((err: unknown, req, reply) => sendProblem(req, reply, err));
   app.setNotFoundHandler(sendNoRoute);
@@ -64,5 +70,6 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
   await app.register(imageRoutes, { imageAccess });
   await app.register(fileRoutes, { imageAccess, bodyIdleTimeoutMs: opts.bodyIdleTimeoutMs });
   await app.register(eventRoutes, { authenticator: opts.authenticator, authorizer: opts.authorizer, events: opts.events, recheckMs: opts.eventsRecheckMs });
+  await app.register(consoleRoutes, { authorizer: opts.authorizer, settings: opts.console, gcPlan: opts.gcPlan });
   await app.register(accessRoutes, { projects: opts.projects, identity: opts.identity, sharing: opts.sharing, imageAccess, audit: opts.audit });
 };
