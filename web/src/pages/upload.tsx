@@ -1,0 +1,152 @@
+/**
+ * Upload with Uppy's dashboard (drag and drop, pause/resume, progress, speed, ETA). Each file
+ * becomes an image first (POST /api/v1/images, in the chosen project), then its bytes go up by
+ * the protocol the server offers (upload-protocol.ts): tus, resumable, or the plain streamed PUT.
+ */
+import Uppy, { type UppyFile } from '@uppy/core';
+import Dashboard from '@uppy/dashboard';
+import '@uppy/core/css/style.min.css';
+import '@uppy/dashboard/css/style.min.css';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, get, type Image } from '../api.js';
+import { Field, ProblemBanner } from '../components.js';
+import { Link } from '../router.js';
+import { uploadProtocol, useProtocol, type UploadProtocol } from '../upload-protocol.js';
+import type { Session } from '../main.js';
+
+interface Meta {
+  image_id?: string;
+  filename?: string;
+  [k: string]: unknown;
+}
+
+interface Done {
+  file: string;
+  imageId?: string;
+  ok: boolean;
+  message?: string;
+}
+
+export function UploadPage({ session }: { session: Session }) {
+  const target = useRef<HTMLDivElement>(null);
+  const [projects, setProjects] = useState<string[]>([]);
+  const [project, setProject] = useState('');
+  const [type, setType] = useState('OS');
+  const [visibility, setVisibility] = useState('project');
+  const [protocol, setProtocol] = useState<UploadProtocol>();
+  const [done, setDone] = useState<Done[]>([]);
+  const [error, setError] = useState<unknown>();
+  // what the pre-processor reads when it creates an image (the Uppy instance outlives renders)
+  const choice = useRef({ project, type, visibility });
+  choice.current = { project, type, visibility };
+
+  useEffect(() => {
+    get<{ projects: { name: string; role?: string }[] }>('/projects').then((r) => {
+      const names = r.projects.map((p) => p.name);
+      setProjects(names);
+      setProject((p) => p || names[0] || '');
+    }, setError);
+    void uploadProtocol().then(setProtocol);
+  }, []);
+
+  useEffect(() => {
+    if (!protocol || !target.current) return;
+    const uppy = new Uppy<Meta, Record<string, never>>({ autoProceed: false, allowMultipleUploadBatches: true });
+    uppy.use(Dashboard, {
+      target: target.current,
+      inline: true,
+      width: '100%',
+      height: 380,
+      hideProgressDetails: false,
+      proudlyDisplayPoweredByUppy: false,
+      hideProgressAfterFinish: false,
+      note: protocol === 'tus' ? 'Resumable: a dropped connection or a reload continues where it stopped.' : 'Streamed to the server; a dropped connection starts the file over.',
+    });
+    useProtocol(uppy, protocol);
+    // each file becomes an image before its bytes are sent
+    uppy.addPreProcessor(async (ids) => {
+      for (const id of ids) {
+        const file = uppy.getFile(id);
+        if (file.meta.image_id) continue;
+        const c = choice.current;
+        const image = await api<Image>(
+          'POST',
+          '/images',
+          { name: file.name, project: c.project || undefined, type: c.type, visibility: c.visibility },
+          { 'idempotency-key': `console-${file.id}`.slice(0, 255) },
+        );
+        uppy.setFileMeta(id, { image_id: image.id, filename: file.name });
+      }
+    });
+    uppy.on('upload-success', (file?: UppyFile<Meta, Record<string, never>>) => {
+      if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: true }]);
+    });
+    uppy.on('upload-error', (file, err, response) => {
+      const body = (response as { body?: { detail?: string } } | undefined)?.body;
+      let message = body?.detail ?? err.message;
+      // xhr-upload puts the raw answer in the error; the problem's detail is what the user needs
+      const raw = (err as { request?: XMLHttpRequest }).request?.responseText;
+      if (raw) {
+        try {
+          message = (JSON.parse(raw) as { detail?: string }).detail ?? message;
+        } catch {
+          /* not a problem body */
+        }
+      }
+      if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: false, message }]);
+    });
+    uppy.on('error', (err) => setError(err));
+    return () => uppy.destroy();
+  }, [protocol]);
+
+  return (
+    <>
+      <h1>Upload images</h1>
+      <ProblemBanner error={error} />
+      <form class="filters" aria-label="New image settings" onSubmit={(e) => e.preventDefault()}>
+        <Field label="Project" id="up-project">
+          <select id="up-project" value={project} onChange={(e) => setProject((e.target as HTMLSelectElement).value)}>
+            {session.me.serverAdmin ? <option value="">(cluster scope)</option> : null}
+            {projects.map((p) => (
+              <option key={p} value={p}>
+                {p}
+              </option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Type" id="up-type">
+          <select id="up-type" value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)}>
+            {['OS', 'CDROM', 'DATABLOCK', 'KERNEL', 'RAMDISK', 'CONTEXT'].map((t) => (
+              <option key={t}>{t}</option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Visibility" id="up-visibility">
+          <select id="up-visibility" value={visibility} onChange={(e) => setVisibility((e.target as HTMLSelectElement).value)}>
+            {['private', 'project', 'shared', 'public'].map((t) => (
+              <option key={t}>{t}</option>
+            ))}
+          </select>
+        </Field>
+      </form>
+      <p class="muted">
+        Protocol: <span id="upload-protocol">{protocol ?? '…'}</span>. The format is detected from the bytes; gz, xz, zstd and bz2 are unwrapped. The project's
+        convert-on-import setting (Projects page) may store it in another format.
+      </p>
+      <div ref={target} class="uppy-target" />
+      {done.length > 0 ? (
+        <section aria-labelledby="done-h">
+          <h2 id="done-h">Results</h2>
+          <ul class="results">
+            {done.map((d, i) => (
+              <li key={i} class={d.ok ? 'ok' : 'failed'}>
+                {d.file}: {d.ok ? 'stored' : <span class="upload-refusal">{d.message}</span>}{' '}
+                {d.imageId ? <Link href={`/images/${d.imageId}`}>details of {d.file}</Link> : null}
+              </li>
+            ))}
+          </ul>
+        </section>
+      ) : null}
+    </>
+  );
+}
