@@ -113,7 +113,7 @@ async function uploadThroughDashboard(page: Page, path: string, project: string)
   await page.locator('.uppy-StatusBar-actionBtn--upload').click();
 }
 
-test('sign-in page: a wrong token is refused with the server\'s message; axe passes', { skip }, async () => {
+test("sign-in page: a wrong token is refused with the server's message; axe passes", { skip }, async () => {
   await admin.goto(`${s.url}/`);
   await admin.getByRole('heading', { name: 'Sign in to Imago' }).waitFor();
   await checkPage(admin, 'sign-in');
@@ -123,7 +123,7 @@ test('sign-in page: a wrong token is refused with the server\'s message; axe pas
   await problem.waitFor();
   assert.match(await problem.innerText(), /401/);
   await signIn(admin, s.token);
-  assert.equal(await admin.evaluate(() => sessionStorage.getItem('imago.token')), s.token, 'the token is kept in sessionStorage');
+  assert.equal(await admin.evaluate<string | null>(`sessionStorage.getItem('imago.token')`), s.token, 'the token is kept in sessionStorage');
 });
 
 test('upload a sparse 1 GiB qcow2 through the dashboard: ready, the sha256 of sha256sum, the quota bar moves', { skip }, async () => {
@@ -186,7 +186,10 @@ test('URL import with live progress', { skip }, async () => {
     await admin.waitForTimeout(50);
   }
   await admin.locator('.badge.state-ready').first().waitFor({ timeout: 1000 });
-  assert.ok([...seen].some((p) => p > 0 && p < 100), `progress between 0 and 100 was shown live (saw ${[...seen].join(', ')})`);
+  assert.ok(
+    [...seen].some((p) => p > 0 && p < 100),
+    `progress between 0 and 100 was shown live (saw ${[...seen].join(', ')})`,
+  );
   assert.equal((await admin.locator('code.digest').innerText()).trim(), sh('sha256sum', [good]).split(' ')[0]);
 });
 
@@ -194,9 +197,11 @@ test('share with another project: its user accepts the offer and then sees the i
   await admin.goto(`${s.url}/images/${uploadedId}`);
   await admin.getByLabel('Visibility').selectOption('shared');
   await admin.getByRole('button', { name: 'Save visibility' }).click();
+  await admin.locator('.sharing-status', { hasText: 'Visibility is shared.' }).waitFor();
   await admin.getByLabel('Share with project').fill('beta');
   await admin.getByRole('button', { name: 'Share', exact: true }).click();
-  await admin.locator('.members li', { hasText: 'beta' }).waitFor();
+  await admin.locator('.members li, [role=alert]', { hasText: /beta/ }).first().waitFor();
+  assert.equal(await admin.getByRole('alert').count(), 0, await admin.locator('body').innerText());
   assert.match(await admin.locator('.members li', { hasText: 'beta' }).innerText(), /pending/);
 
   const bob = await browser.context.newPage();
@@ -233,7 +238,10 @@ test('images list: filters and sort through the API; the other pages pass axe; e
   await admin.getByRole('button', { name: 'I have copied it' }).click();
   await admin.getByRole('button', { name: 'Revoke ci-token' }).click();
   await admin.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
-  await admin.getByRole('row', { name: /ci-token/ }).getByText(/revoked/).waitFor();
+  await admin
+    .getByRole('row', { name: /ci-token/ })
+    .getByText(/revoked/)
+    .waitFor();
   assert.equal((await fetch(`${s.url}/api/v1/whoami`, { headers: { authorization: `Bearer ${secret}` } })).status, 401, 'the revoked token no longer works');
 
   await admin.goto(`${s.url}/audit`);
@@ -261,7 +269,7 @@ test('images list: filters and sort through the API; the other pages pass axe; e
     await admin.goto(`${s.url}${path}`);
     await admin.getByRole('heading', { level: 1 }).waitFor();
     await admin.waitForTimeout(100);
-    const overflow = await admin.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    const overflow = await admin.evaluate<number>(`document.documentElement.scrollWidth - window.innerWidth`);
     assert.ok(overflow <= 1, `${path} is ${overflow}px wider than a 390px window`);
   }
   await screenshot(admin, 'images-narrow');
@@ -278,7 +286,7 @@ test('the console is served at its page paths only: API typos stay problem+json 
   assert.match(typo.headers.get('content-type') ?? '', /problem\+json/);
   const elsewhere = await fetch(`${s.url}/no-such-page`);
   assert.equal(elsewhere.status, 404);
-  const cfg = await (await fetch(`${s.url}/api/v1/console`)).json();
+  const cfg = (await (await fetch(`${s.url}/api/v1/console`)).json()) as { oidc: unknown };
   assert.deepEqual(cfg.oidc, null, 'no OIDC sign-in configured');
   assert.equal((await fetch(`${s.url}/api/v1/gc`)).status, 401, 'GC check needs credentials');
   const asBob = await fetch(`${s.url}/api/v1/gc`, { headers: { authorization: `Bearer ${bobToken}` } });

@@ -97,7 +97,13 @@ export interface Image {
   storedSize?: number;
   virtualSize?: number;
   checksums: { md5?: string; sha512?: string };
-  inspection?: { format: string; subformat?: string; compression?: string[]; details: Record<string, unknown>; findings: { code: string; severity: string; message: string }[] };
+  inspection?: {
+    format: string;
+    subformat?: string;
+    compression?: string[];
+    details: Record<string, unknown>;
+    findings: { code: string; severity: string; message: string }[];
+  };
   glanceStatus: string;
   openNebulaState: string;
   deckhousePhase: string;

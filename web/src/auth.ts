@@ -96,7 +96,8 @@ export async function finishOidc(oidc: OidcSettings, params: URLSearchParams): P
   sessionStorage.removeItem(PKCE_KEY);
   const error = params.get('error');
   if (error) throw new Error(`the issuer refused the sign-in: ${error}${params.get('error_description') ? ` (${params.get('error_description')})` : ''}`);
-  if (!saved || params.get('state') !== saved.state) throw new Error('this sign-in answer does not belong to a sign-in started here (state mismatch); sign in again');
+  if (!saved || params.get('state') !== saved.state)
+    throw new Error('this sign-in answer does not belong to a sign-in started here (state mismatch); sign in again');
   const code = params.get('code');
   if (!code) throw new Error('the issuer sent no authorization code; sign in again');
   const d = await discover(oidc.issuer);

@@ -43,7 +43,14 @@ export function UsageBar(props: { label: string; used: number; limit?: number | 
 }
 
 /** A modal confirmation (the native <dialog>: focus trapped, Escape cancels). */
-export function Confirm(props: { open: boolean; title: string; children: ComponentChildren; confirmLabel: string; onConfirm: () => void; onCancel: () => void }) {
+export function Confirm(props: {
+  open: boolean;
+  title: string;
+  children: ComponentChildren;
+  confirmLabel: string;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
   const ref = useRef<HTMLDialogElement>(null);
   useEffect(() => {
     const d = ref.current;

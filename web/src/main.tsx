@@ -36,11 +36,29 @@ function App() {
     if (token) get<Whoami>('/whoami').then(setMe, setError);
   }, [token]);
 
-  if (error && !config) return <main id="main"><h1>Imago console</h1><ProblemBanner error={error} /></main>;
-  if (!config) return <main id="main" aria-busy="true"><h1>Imago console</h1><p>Loading…</p></main>;
+  if (error && !config)
+    return (
+      <main id="main">
+        <h1>Imago console</h1>
+        <ProblemBanner error={error} />
+      </main>
+    );
+  if (!config)
+    return (
+      <main id="main" aria-busy="true">
+        <h1>Imago console</h1>
+        <p>Loading…</p>
+      </main>
+    );
   if (path === '/signin/callback') return <OidcCallbackPage config={config} />;
   if (!token) return <SignInPage config={config} />;
-  if (!me) return <main id="main" aria-busy="true"><h1>Imago console</h1>{error ? <ProblemBanner error={error} /> : <p>Signing in…</p>}</main>;
+  if (!me)
+    return (
+      <main id="main" aria-busy="true">
+        <h1>Imago console</h1>
+        {error ? <ProblemBanner error={error} /> : <p>Signing in…</p>}
+      </main>
+    );
   const session: Session = { me, config };
   const pages: [string, string, boolean][] = [
     ['/images', 'Images', true],
@@ -54,7 +72,9 @@ function App() {
   const section = '/' + (path.split('/')[1] ?? '');
   return (
     <>
-      <a class="skip" href="#main">Skip to content</a>
+      <a class="skip" href="#main">
+        Skip to content
+      </a>
       <header class="top">
         <span class="brand">Imago</span>
         <nav aria-label="Console">

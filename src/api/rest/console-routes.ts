@@ -27,10 +27,14 @@ const GC_LISTED = 200;
 export const CONSOLE_CONFIG_PATH = '/console';
 
 export const consoleRoutes: FastifyPluginAsyncTypebox<ConsoleRoutesOptions> = async (app, { authorizer, settings, gcPlan }) => {
-  app.get(CONSOLE_CONFIG_PATH, { schema: { summary: 'What the web console needs before sign-in (OIDC issuer and client, if any)', tags: ['meta'] } }, async () => ({
-    oidc: settings.oidc ?? null,
-    doors: { rest: '/api/v1', oci: '/v2/', glance: '/image' },
-  }));
+  app.get(
+    CONSOLE_CONFIG_PATH,
+    { schema: { summary: 'What the web console needs before sign-in (OIDC issuer and client, if any)', tags: ['meta'] } },
+    async () => ({
+      oidc: settings.oidc ?? null,
+      doors: { rest: '/api/v1', oci: '/v2/', glance: '/image' },
+    }),
+  );
 
   app.get('/gc', { schema: { summary: 'What garbage collection would reclaim now (dry run; server admins)', tags: ['meta'] } }, async (req) => {
     authorizer.serverAdmin(ctxOf(req), 'may see what garbage collection would reclaim');

@@ -54,7 +54,15 @@ export function ImageDetailPage({ id, session }: { id: string; session: Session 
     }
   };
 
-  if (!image) return error ? <><h1>Image {id}</h1><ProblemBanner error={error} /></> : <p aria-busy="true">Loading…</p>;
+  if (!image)
+    return error ? (
+      <>
+        <h1>Image {id}</h1>
+        <ProblemBanner error={error} />
+      </>
+    ) : (
+      <p aria-busy="true">Loading…</p>
+    );
   const img = image;
   const busy = img.state === 'importing' || img.state === 'pending' || img.state === 'locked';
   return (
@@ -85,7 +93,8 @@ export function ImageDetailPage({ id, session }: { id: string; session: Session 
         </dl>
         {img.state === 'importing' ? (
           <div class="progress" role="status" aria-live="polite">
-            <label for="progress">Progress</label> <progress id="progress" max={100} value={img.progress ?? 0} /> <span class="progress-value">{img.progress ?? 0}%</span>
+            <label for="progress">Progress</label> <progress id="progress" max={100} value={img.progress ?? 0} />{' '}
+            <span class="progress-value">{img.progress ?? 0}%</span>
             {img.stateReason ? ` — ${img.stateReason}` : ''}
           </div>
         ) : null}
@@ -154,7 +163,10 @@ export function ImageDetailPage({ id, session }: { id: string; session: Session 
         <dl class="facts">
           <dt>Glance (openstack image show)</dt>
           <dd>
-            <code>{img.id}</code> at <code>{location.origin}/image/v2/images/{img.id}</code>
+            <code>{img.id}</code> at{' '}
+            <code>
+              {location.origin}/image/v2/images/{img.id}
+            </code>
           </dd>
           <dt>OCI (skopeo, oras, KubeVirt)</dt>
           <dd>{ociName(img)}</dd>
@@ -264,7 +276,11 @@ function Downloads({ img, onError }: { img: Image; onError: (e: unknown) => void
         </button>
       </div>
       <p class="muted">
-        With curl: <code class="wrap">curl -H "Authorization: Bearer $IMAGO_TOKEN" -o disk.{format} '{location.origin}{path}'</code>
+        With curl:{' '}
+        <code class="wrap">
+          curl -H "Authorization: Bearer $IMAGO_TOKEN" -o disk.{format} '{location.origin}
+          {path}'
+        </code>
       </p>
     </section>
   );
@@ -339,9 +355,14 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
   const [project, setProject] = useState('');
   const [visibility, setVisibility] = useState(img.visibility);
   const [mode, setMode] = useState(img.permissions);
+  const [saved, setSaved] = useState<string>();
   const manage = session.me.serverAdmin || (img.project !== null && session.me.roles[img.project] !== undefined && session.me.roles[img.project] !== 'reader');
   const load = () => {
-    if (manage) get<{ members: Member[] }>(`/images/${img.id}/members`).then((r) => setMembers(r.members), () => setMembers(undefined));
+    if (manage)
+      get<{ members: Member[] }>(`/images/${img.id}/members`).then(
+        (r) => setMembers(r.members),
+        () => setMembers(undefined),
+      );
   };
   useEffect(load, [img.id]);
   useEffect(() => {
@@ -349,9 +370,11 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
     setMode(img.permissions);
   }, [img.version]);
   if (!manage) return null;
-  const run = async (fn: () => Promise<unknown>) => {
+  const run = async (fn: () => Promise<unknown>, done: string) => {
+    setSaved(undefined);
     try {
       await fn();
+      setSaved(done);
       load();
     } catch (e) {
       onError(e);
@@ -366,11 +389,14 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
   return (
     <section aria-labelledby="share-h">
       <h2 id="share-h">Sharing</h2>
+      <p role="status" class="sharing-status">
+        {saved ?? ''}
+      </p>
       <form
         class="inline"
         onSubmit={(e) => {
           e.preventDefault();
-          void run(async () => onChanged(await api<Image>('PATCH', `/images/${img.id}`, { visibility })));
+          void run(async () => onChanged(await api<Image>('PATCH', `/images/${img.id}`, { visibility })), `Visibility is ${visibility}.`);
         }}
       >
         <Field label="Visibility" id="visibility">
@@ -389,7 +415,10 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
           {members.map((m) => (
             <li key={m.project}>
               {m.project}: <span class="member-status">{m.status}</span>{' '}
-              <button type="button" onClick={() => run(() => api('DELETE', `/images/${img.id}/members/${encodeURIComponent(m.project)}`))}>
+              <button
+                type="button"
+                onClick={() => run(() => api('DELETE', `/images/${img.id}/members/${encodeURIComponent(m.project)}`), `No longer shared with ${m.project}.`)}
+              >
                 Stop sharing with {m.project}
               </button>
             </li>
@@ -405,7 +434,7 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
           void run(async () => {
             await api('POST', `/images/${img.id}/members`, { project: project.trim() });
             setProject('');
-          });
+          }, `Offered to ${project.trim()}.`);
         }}
       >
         <Field label="Share with project" id="share-project" hint="the project sees an offer to accept">
@@ -417,7 +446,7 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
       <form
         onSubmit={(e) => {
           e.preventDefault();
-          void run(async () => onChanged(await api<Image>('PUT', `/images/${img.id}/permissions`, { mode })));
+          void run(async () => onChanged(await api<Image>('PUT', `/images/${img.id}/permissions`, { mode })), `Permissions are ${mode}.`);
         }}
       >
         <table class="matrix" aria-labelledby="perm-h">

@@ -61,7 +61,10 @@ export function ImagesPage({ session }: { session: Session }) {
   useEffect(loadOffers, []);
   useEffect(() => {
     setError(undefined);
-    get<{ images?: Image[]; nextCursor?: string }>(`/images${listQuery(applied, cursor)}`).then((r) => setPage({ images: r.images ?? [], nextCursor: r.nextCursor }), setError);
+    get<{ images?: Image[]; nextCursor?: string }>(`/images${listQuery(applied, cursor)}`).then(
+      (r) => setPage({ images: r.images ?? [], nextCursor: r.nextCursor }),
+      setError,
+    );
   }, [applied, cursor]);
 
   const set = (k: keyof Filters) => (e: Event) => setFilters({ ...filters, [k]: (e.target as HTMLInputElement).value });
@@ -158,7 +161,9 @@ export function ImagesPage({ session }: { session: Session }) {
       </form>
       {page ? (
         page.images.length === 0 ? (
-          <p>No images match. <Link href="/upload">Upload one</Link> or <Link href="/import">import one from a URL</Link>.</p>
+          <p>
+            No images match. <Link href="/upload">Upload one</Link> or <Link href="/import">import one from a URL</Link>.
+          </p>
         ) : (
           <div class="table-wrap">
             <table>

@@ -42,7 +42,11 @@ export function ProjectsPage({ session }: { session: Session }) {
     <>
       <h1>Projects</h1>
       <ProblemBanner error={error} />
-      {notice ? <p role="status" class="notice">{notice}</p> : null}
+      {notice ? (
+        <p role="status" class="notice">
+          {notice}
+        </p>
+      ) : null}
       {session.me.serverAdmin ? (
         <form
           class="inline"
@@ -70,7 +74,10 @@ export function ProjectsPage({ session }: { session: Session }) {
 
 function ProjectCard({ q, admin, run }: { q: Quota & { role?: string }; admin: boolean; run: (fn: () => Promise<unknown>, done: string) => Promise<void> }) {
   const id = `p-${q.project.replace(/[^\w-]/g, '_')}`;
-  const [limits, setLimits] = useState({ images: q.limits.images ?? '', storedGiB: q.limits.storedBytes !== undefined ? String(q.limits.storedBytes / 1024 ** 3) : '' });
+  const [limits, setLimits] = useState({
+    images: q.limits.images ?? '',
+    storedGiB: q.limits.storedBytes !== undefined ? String(q.limits.storedBytes / 1024 ** 3) : '',
+  });
   const [convertTo, setConvertTo] = useState('');
   return (
     <section class="card" aria-labelledby={`${id}-h`} data-project={q.project}>
@@ -100,10 +107,20 @@ function ProjectCard({ q, admin, run }: { q: Quota & { role?: string }; admin: b
             }}
           >
             <Field label="Image limit" id={`${id}-lim-images`} hint="empty = no limit">
-              <input id={`${id}-lim-images`} inputMode="numeric" value={limits.images} onInput={(e) => setLimits({ ...limits, images: (e.target as HTMLInputElement).value })} />
+              <input
+                id={`${id}-lim-images`}
+                inputMode="numeric"
+                value={limits.images}
+                onInput={(e) => setLimits({ ...limits, images: (e.target as HTMLInputElement).value })}
+              />
             </Field>
             <Field label="Stored limit (GiB)" id={`${id}-lim-stored`} hint="empty = no limit">
-              <input id={`${id}-lim-stored`} inputMode="decimal" value={limits.storedGiB} onInput={(e) => setLimits({ ...limits, storedGiB: (e.target as HTMLInputElement).value })} />
+              <input
+                id={`${id}-lim-stored`}
+                inputMode="decimal"
+                value={limits.storedGiB}
+                onInput={(e) => setLimits({ ...limits, storedGiB: (e.target as HTMLInputElement).value })}
+              />
             </Field>
             <button type="submit">Save quota of {q.project}</button>
           </form>

@@ -37,7 +37,15 @@ export function SignInPage({ config }: { config: ConsoleConfig }) {
       <ProblemBanner error={error} />
       <form onSubmit={submit}>
         <Field label="API token" id="token" hint="An Imago token (imago token create, or the admin.token of the first start). Kept in this tab only.">
-          <input id="token" name="token" type="password" autoComplete="off" required value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
+          <input
+            id="token"
+            name="token"
+            type="password"
+            autoComplete="off"
+            required
+            value={token}
+            onInput={(e) => setToken((e.target as HTMLInputElement).value)}
+          />
         </Field>
         <button type="submit" disabled={busy}>
           Sign in

@@ -60,7 +60,10 @@ export function UploadPage({ session }: { session: Session }) {
       hideProgressDetails: false,
       proudlyDisplayPoweredByUppy: false,
       hideProgressAfterFinish: false,
-      note: protocol === 'tus' ? 'Resumable: a dropped connection or a reload continues where it stopped.' : 'Streamed to the server; a dropped connection starts the file over.',
+      note:
+        protocol === 'tus'
+          ? 'Resumable: a dropped connection or a reload continues where it stopped.'
+          : 'Streamed to the server; a dropped connection starts the file over.',
     });
     useProtocol(uppy, protocol);
     // each file becomes an image before its bytes are sent
