@@ -131,12 +131,13 @@ test('upload a sparse 1 GiB qcow2 through the dashboard: ready, the sha256 of sh
   await checkPage(admin, 'projects');
   await admin.goto(`${s.url}/upload`);
   await admin.locator('.uppy-Dashboard-input').first().waitFor({ state: 'attached' });
-  // axe on the page as it opens; with a file added, Uppy's own virtualized file list has a
-  // listitem whose list is not its parent (aria-required-parent): Uppy's markup, not ours
   await checkPage(admin, 'upload');
   await uploadThroughDashboard(admin, good, 'alpha');
   const result = admin.locator('.results li.ok', { hasText: 'guest.qcow2' });
   await result.waitFor({ timeout: 60_000 });
+  // the dashboard with its file, done: progress shown, and still no serious axe violation
+  await admin.locator('.uppy-StatusBar.is-complete').waitFor();
+  await checkPage(admin, 'upload-done');
   await result.getByRole('link').click();
   await admin.locator('.badge.state-ready').first().waitFor({ timeout: 60_000 });
   uploadedId = new URL(admin.url()).pathname.split('/').pop()!;
@@ -274,6 +275,77 @@ test('images list: filters and sort through the API; the other pages pass axe; e
   }
   await screenshot(admin, 'images-narrow');
   await admin.setViewportSize({ width: 1280, height: 900 });
+});
+
+test('keyboard only: sign in, reach the navigation, page through the images list (cursor paging)', { skip }, async () => {
+  // 12 more images (metadata only) so that 5 per page makes pages
+  for (let i = 0; i < 12; i++)
+    assert.equal((await apiRequest(s, 'POST', '/api/v1/images', { name: `page-${String(i).padStart(2, '0')}`, project: 'beta' })).status, 201);
+  const page = await browser.context.newPage();
+  try {
+    await page.goto(`${s.url}/`);
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate<string>(`document.activeElement.id`), 'token', 'the first Tab reaches the token field');
+    await page.keyboard.type(s.token);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Images', level: 1 }).waitFor();
+    // Tab from the top: the skip link, then the navigation's links
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate<string>(`document.activeElement.textContent`), 'Skip to content');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate<string>(`document.activeElement.textContent`), 'Upload');
+    await page.getByLabel('Project').selectOption('beta');
+    await page.getByLabel('Sort').selectOption('name:asc');
+    await page.getByLabel('Per page').selectOption('10');
+    await page.getByLabel('Search by name').focus();
+    await page.keyboard.type('page-');
+    await page.keyboard.press('Enter');
+    const names = () => page.getByRole('table').getByRole('link').allInnerTexts();
+    await page.getByRole('table').getByRole('link', { name: 'page-00' }).waitFor();
+    assert.deepEqual(
+      await names(),
+      Array.from({ length: 10 }, (_, i) => `page-${String(i).padStart(2, '0')}`),
+    );
+    await page.getByRole('button', { name: 'Next page' }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('table').getByRole('link', { name: 'page-10' }).waitFor();
+    assert.deepEqual(await names(), ['page-10', 'page-11']);
+    assert.ok(await page.getByRole('button', { name: 'Next page' }).isDisabled(), 'no page after the last');
+    await page.getByRole('button', { name: 'Previous page' }).click();
+    await page.getByRole('table').getByRole('link', { name: 'page-00' }).waitFor();
+  } finally {
+    await page.close();
+  }
+});
+
+test('a slow upload shows progress, speed and time left in the dashboard', { skip }, async () => {
+  const page = await browser.context.newPage();
+  try {
+    await signIn(page, s.token);
+    // about 1.5 MB/s up: the 4.3 MiB qcow2 takes a few seconds
+    const cdp = await browser.context.newCDPSession(page);
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 1.5 * 1024 * 1024 });
+    await page.goto(`${s.url}/upload`);
+    await page.locator('#upload-protocol', { hasText: /tus|plain/ }).waitFor();
+    await page.getByLabel('Project').selectOption('beta');
+    await page.locator('.uppy-Dashboard-input').first().setInputFiles(good);
+    await page.locator('.uppy-StatusBar-actionBtn--upload').click();
+    // Uppy's status bar: bytes done of the total and time left; the page's own line: speed and time left
+    const bar = page.locator('.uppy-StatusBar-statusSecondary').filter({ hasText: /[1-9][\d.]* ?[KM]B of [\d.]+ ?MB/ });
+    await bar.waitFor({ timeout: 20_000 });
+    assert.match(await bar.innerText(), /left/);
+    const line = page.locator('.rates li').filter({ hasText: /\/s/ });
+    await line.waitFor({ timeout: 20_000 });
+    const text = await line.innerText();
+    assert.match(text, /guest\.qcow2: [\d.]+ (KiB|MiB) of 4\.31 MiB at [\d.]+ (KiB|MiB)\/s, \d+ s left/, text);
+    const speed = Number(/at ([\d.]+) (KiB|MiB)\/s/.exec(text)![1]) * (text.includes('MiB/s') ? 1024 * 1024 : 1024);
+    assert.ok(speed > 0.5 * 1024 * 1024 && speed < 4 * 1024 * 1024, `the speed shown (${text}) is near the 1.5 MiB/s the network allows`);
+    await screenshot(page, 'upload-progress');
+    await page.locator('.results li.ok').waitFor({ timeout: 60_000 });
+  } finally {
+    await page.close();
+  }
 });
 
 test('the console is served at its page paths only: API typos stay problem+json 404s', { skip }, async () => {

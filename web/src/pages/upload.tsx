@@ -10,6 +10,7 @@ import '@uppy/dashboard/css/style.min.css';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, get, type Image } from '../api.js';
 import { Field, ProblemBanner } from '../components.js';
+import { bytes } from '../format.js';
 import { Link } from '../router.js';
 import { uploadProtocol, useProtocol, type UploadProtocol } from '../upload-protocol.js';
 import type { Session } from '../main.js';
@@ -17,7 +18,17 @@ import type { Session } from '../main.js';
 interface Meta {
   image_id?: string;
   filename?: string;
+  create_key?: string;
   [k: string]: unknown;
+}
+
+/** One file's transfer as this page measures it: bytes, average speed since its start, time left. */
+interface Rate {
+  name: string;
+  sent: number;
+  total: number;
+  bytesPerSecond: number;
+  secondsLeft?: number;
 }
 
 interface Done {
@@ -35,6 +46,7 @@ export function UploadPage({ session }: { session: Session }) {
   const [visibility, setVisibility] = useState('project');
   const [protocol, setProtocol] = useState<UploadProtocol>();
   const [done, setDone] = useState<Done[]>([]);
+  const [rates, setRates] = useState<Record<string, Rate>>({});
   const [error, setError] = useState<unknown>();
   // what the pre-processor reads when it creates an image (the Uppy instance outlives renders)
   const choice = useRef({ project, type, visibility });
@@ -72,14 +84,35 @@ export function UploadPage({ session }: { session: Session }) {
         const file = uppy.getFile(id);
         if (file.meta.image_id) continue;
         const c = choice.current;
+        // one key per file added here, so a retried create gives back the same image (Uppy's
+        // file id is the same for the same file added again later, so it cannot be the key)
+        const key = file.meta.create_key ?? `console-${crypto.randomUUID()}`;
+        uppy.setFileMeta(id, { create_key: key });
         const image = await api<Image>(
           'POST',
           '/images',
           { name: file.name, project: c.project || undefined, type: c.type, visibility: c.visibility },
-          { 'idempotency-key': `console-${file.id}`.slice(0, 255) },
+          { 'idempotency-key': key },
         );
         uppy.setFileMeta(id, { image_id: image.id, filename: file.name });
       }
+    });
+    // speed and time left per file (Uppy's status bar shows bytes and time left only)
+    const started = new Map<string, { at: number; from: number }>();
+    let lastShown = 0;
+    uppy.on('upload-progress', (file, progress) => {
+      if (!file) return;
+      const now = performance.now();
+      const sent = progress.bytesUploaded;
+      const total = progress.bytesTotal ?? file.size ?? 0;
+      const start = started.get(file.id) ?? { at: now, from: sent };
+      started.set(file.id, start);
+      if (now - lastShown < 250 && sent < total) return;
+      lastShown = now;
+      const seconds = (now - start.at) / 1000;
+      const bytesPerSecond = seconds > 0.2 ? (sent - start.from) / seconds : 0;
+      const secondsLeft = bytesPerSecond > 0 ? Math.ceil((total - sent) / bytesPerSecond) : undefined;
+      setRates((r) => ({ ...r, [file.id]: { name: file.name ?? '', sent, total, bytesPerSecond, secondsLeft } }));
     });
     uppy.on('upload-success', (file?: UppyFile<Meta, Record<string, never>>) => {
       if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: true }]);
@@ -99,7 +132,17 @@ export function UploadPage({ session }: { session: Session }) {
       if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: false, message }]);
     });
     uppy.on('error', (err) => setError(err));
-    return () => uppy.destroy();
+    // Uppy 6's single-file view renders its listitem in a container without role="list" (axe:
+    // aria-required-parent, critical); give the container its role whenever Uppy re-renders it
+    const el = target.current;
+    const listRoles = new MutationObserver(() => {
+      for (const files of el.querySelectorAll('.uppy-Dashboard-files:not([role])')) files.setAttribute('role', 'list');
+    });
+    listRoles.observe(el, { childList: true, subtree: true });
+    return () => {
+      listRoles.disconnect();
+      uppy.destroy();
+    };
   }, [protocol]);
 
   return (
@@ -137,6 +180,24 @@ export function UploadPage({ session }: { session: Session }) {
         convert-on-import setting (Projects page) may store it in another format.
       </p>
       <div ref={target} class="uppy-target" />
+      <div role="status" aria-label="Transfer speed">
+        <ul class="rates">
+          {Object.entries(rates).map(([id, r]) => (
+            <li key={id}>
+              {r.name}: {bytes(r.sent)} of {bytes(r.total)}
+              {r.sent < r.total ? (
+                <>
+                  {' '}
+                  at <span class="speed">{r.bytesPerSecond > 0 ? `${bytes(Math.round(r.bytesPerSecond))}/s` : '…'}</span>,{' '}
+                  <span class="eta">{r.secondsLeft !== undefined ? `${r.secondsLeft} s left` : 'estimating'}</span>
+                </>
+              ) : (
+                ' sent'
+              )}
+            </li>
+          ))}
+        </ul>
+      </div>
       {done.length > 0 ? (
         <section aria-labelledby="done-h">
           <h2 id="done-h">Results</h2>
