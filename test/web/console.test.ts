@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
+import { CONSOLE_PAGES } from '../../src/api/web/web-door.js';
 import { apiRequest, startTestServer, type TestServer } from '../support/server.js';
 import { axeSerious, CHROMIUM, describeViolations, launchChromium, screenshot, type Browser } from './browser.js';
 
@@ -353,6 +354,14 @@ test('the console is served at its page paths only: API typos stay problem+json 
   assert.equal(page.status, 200);
   assert.match(page.headers.get('content-type') ?? '', /text\/html/);
   assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+  // every path the server answers with the console is a page the console has (the two lists agree)
+  for (const path of CONSOLE_PAGES) {
+    if (path === '/signin/callback') continue;
+    await admin.goto(`${s.url}${path.replace(':id', uploadedId)}`);
+    const h1 = admin.getByRole('heading', { level: 1 });
+    await h1.waitFor();
+    assert.notEqual(await h1.innerText(), 'Not found', `the console has no page for ${path}`);
+  }
   const typo = await fetch(`${s.url}/api/v1/imagez`);
   assert.equal(typo.status, 404);
   assert.match(typo.headers.get('content-type') ?? '', /problem\+json/);

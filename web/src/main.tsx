@@ -14,12 +14,8 @@ import { ProjectsPage } from './pages/projects.js';
 import { SignInPage, OidcCallbackPage } from './pages/sign-in.js';
 import { TokensPage } from './pages/tokens.js';
 import { UploadPage } from './pages/upload.js';
+import type { Session } from './session.js';
 import './style.css';
-
-export interface Session {
-  me: Whoami;
-  config: ConsoleConfig;
-}
 
 function App() {
   const { path } = useLocation();

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { get, query } from '../api.js';
 import { Field, ProblemBanner } from '../components.js';
 import { when } from '../format.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Entry {
   id: string;

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { get } from '../api.js';
 import { ProblemBanner, UsageBar } from '../components.js';
 import { bytes, when } from '../format.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Plan {
   totalBytes: number;

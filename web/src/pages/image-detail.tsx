@@ -10,7 +10,7 @@ import { Confirm, Field, ProblemBanner, StateBadge } from '../components.js';
 import { watchImages } from '../events.js';
 import { bytes, when } from '../format.js';
 import { Link, navigate } from '../router.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Member {
   project: string;

@@ -8,7 +8,7 @@ import { api, get, query, type Image } from '../api.js';
 import { Field, ProblemBanner, StateBadge } from '../components.js';
 import { bytes, when } from '../format.js';
 import { Link } from '../router.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Filters {
   search: string;

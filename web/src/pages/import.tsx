@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, get, type Image } from '../api.js';
 import { Field, ProblemBanner } from '../components.js';
 import { navigate } from '../router.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 export function ImportPage({ session }: { session: Session }) {
   const [projects, setProjects] = useState<string[]>([]);

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, get } from '../api.js';
 import { Field, ProblemBanner, UsageBar } from '../components.js';
 import { bytes } from '../format.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Quota {
   project: string;

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, get, query } from '../api.js';
 import { Confirm, Field, ProblemBanner } from '../components.js';
 import { when } from '../format.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Token {
   id: string;

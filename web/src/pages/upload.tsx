@@ -13,7 +13,7 @@ import { Field, ProblemBanner } from '../components.js';
 import { bytes } from '../format.js';
 import { Link } from '../router.js';
 import { uploadProtocol, useProtocol, type UploadProtocol } from '../upload-protocol.js';
-import type { Session } from '../main.js';
+import type { Session } from '../session.js';
 
 interface Meta {
   image_id?: string;
