@@ -72,14 +72,18 @@ async function startUpload(page: Page): Promise<void> {
   await page.locator('.uppy-StatusBar-actionBtn--upload').click();
 }
 
-async function waitForServerOffset(atLeast: number): Promise<number> {
-  // the server's own count: the image's staging usage as the events and the image record show it
-  for (let i = 0; i < 600; i++) {
-    const r = await adminFetch(`${server!.url}/api/v1/images?state=pending,importing&limit=1`);
-    const img = ((await r.json()) as { images?: { progress?: number }[] }).images?.[0];
-    const offset = ((img?.progress ?? 0) * statSync(file).size) / 100;
-    if (offset >= atLeast) return offset;
-    await new Promise((r) => setTimeout(r, 100));
+/** Waits until the page says at least `atLeast` bytes of the file went up (the page's own count). */
+async function waitForSent(page: Page, atLeast: number): Promise<number> {
+  for (let i = 0; i < 1200; i++) {
+    const text = await page
+      .locator('.rates li')
+      .first()
+      .innerText({ timeout: 100 })
+      .catch(() => '');
+    const m = /: ([\d.]+) (B|KiB|MiB|GiB) of/.exec(text);
+    const sent = m ? Number(m[1]) * { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[m[2] as 'B'] : 0;
+    if (sent >= atLeast) return sent;
+    await page.waitForTimeout(100);
   }
   throw new Error(`the upload did not reach ${atLeast} bytes`);
 }
@@ -97,16 +101,21 @@ test('network cut mid-upload, page reloaded: resumes from the server offset, re-
   await signIn(page);
   await startUpload(page);
   const size = statSync(file).size;
-  const offsetAtCut = await waitForServerOffset(size / 2);
+  const offsetAtCut = await waitForSent(page, size / 2);
   await page.route('**/api/v1/uploads/**', (r) => r.abort('internetdisconnected'));
   await page.waitForTimeout(500);
   await page.unroute('**/api/v1/uploads/**');
   const sent = countPatchedBytes(page);
   await page.reload();
-  // Uppy finds the upload by its fingerprint (stored in localStorage) once the same file is added again
+  // the same file added again: the console reuses its unfinished image, and tus finds the upload
+  // by the file's fingerprint (both kept in localStorage) and asks the server for its offset
+  await page.locator('#upload-protocol', { hasText: 'tus' }).waitFor();
+  await page.getByLabel('Project').selectOption('');
   await page.locator('.uppy-Dashboard-input').first().setInputFiles(file);
   await page.locator('.uppy-StatusBar-actionBtn--upload').click();
   await readyAfterResume(page);
+  const images = (await (await adminFetch(`${server!.url}/api/v1/images`)).json()) as { images: { name: string }[] };
+  assert.equal(images.images.filter((i) => i.name === 'disk.raw').length, 1, 'one image for the file, not a second one after the reload');
   // what was stored before the cut is not sent again: re-sent bytes < 10% of the file
   const resent = sent.bytes - (size - offsetAtCut);
   assert.ok(resent < size * 0.1, `after the reload the browser sent ${sent.bytes} bytes; ${size - offsetAtCut} were missing`);
@@ -118,7 +127,7 @@ test('server killed and restarted mid-upload: the upload resumes and ends ready'
   const page = await browser!.context.newPage();
   await signIn(page);
   await startUpload(page);
-  await waitForServerOffset(statSync(file).size / 3);
+  await waitForSent(page, statSync(file).size / 3);
   await server!.kill9();
   // the same address again (a later --listen wins), so the page's retries (retryDelays) reach it
   server = await spawnServer(dataDir, { args: ['--listen', new URL(server!.url).host] });

@@ -285,6 +285,7 @@ test('keyboard only: sign in, reach the navigation, page through the images list
   const page = await browser.context.newPage();
   try {
     await page.goto(`${s.url}/`);
+    await page.getByLabel('API token').waitFor();
     await page.keyboard.press('Tab');
     assert.equal(await page.evaluate<string>(`document.activeElement.id`), 'token', 'the first Tab reaches the token field');
     await page.keyboard.type(s.token);

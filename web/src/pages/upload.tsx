@@ -19,6 +19,8 @@ interface Meta {
   image_id?: string;
   filename?: string;
   create_key?: string;
+  /** localStorage key remembering this file's image while its upload is unfinished */
+  pending_key?: string;
   [k: string]: unknown;
 }
 
@@ -30,6 +32,9 @@ interface Rate {
   bytesPerSecond: number;
   secondsLeft?: number;
 }
+
+/** localStorage: `<prefix><project>/<name>/<size>/<mtime>` → the image an unfinished upload of that file is for */
+const PENDING_PREFIX = 'imago.upload-image:';
 
 interface Done {
   file: string;
@@ -84,6 +89,17 @@ export function UploadPage({ session }: { session: Session }) {
         const file = uppy.getFile(id);
         if (file.meta.image_id) continue;
         const c = choice.current;
+        // the same file added again after a reload or a crash: its unfinished image, which a
+        // resumable upload continues (tus finds its upload by the file's fingerprint)
+        const pendingKey = `${PENDING_PREFIX}${c.project}/${file.name}/${file.size}/${(file.data as File).lastModified ?? ''}`;
+        const earlier = localStorage.getItem(pendingKey);
+        if (earlier) {
+          const img = await api<Image>('GET', `/images/${encodeURIComponent(earlier)}`).catch(() => undefined);
+          if (img && (img.state === 'pending' || img.state === 'importing')) {
+            uppy.setFileMeta(id, { image_id: img.id, filename: file.name, pending_key: pendingKey });
+            continue;
+          }
+        }
         // one key per file added here, so a retried create gives back the same image (Uppy's
         // file id is the same for the same file added again later, so it cannot be the key)
         const key = file.meta.create_key ?? `console-${crypto.randomUUID()}`;
@@ -94,9 +110,13 @@ export function UploadPage({ session }: { session: Session }) {
           { name: file.name, project: c.project || undefined, type: c.type, visibility: c.visibility },
           { 'idempotency-key': key },
         );
-        uppy.setFileMeta(id, { image_id: image.id, filename: file.name });
+        localStorage.setItem(pendingKey, image.id);
+        uppy.setFileMeta(id, { image_id: image.id, filename: file.name, pending_key: pendingKey });
       }
     });
+    const settled = (file?: UppyFile<Meta, Record<string, never>>) => {
+      if (file?.meta.pending_key) localStorage.removeItem(file.meta.pending_key);
+    };
     // speed and time left per file (Uppy's status bar shows bytes and time left only)
     const started = new Map<string, { at: number; from: number }>();
     let lastShown = 0;
@@ -115,6 +135,7 @@ export function UploadPage({ session }: { session: Session }) {
       setRates((r) => ({ ...r, [file.id]: { name: file.name ?? '', sent, total, bytesPerSecond, secondsLeft } }));
     });
     uppy.on('upload-success', (file?: UppyFile<Meta, Record<string, never>>) => {
+      settled(file);
       if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: true }]);
     });
     uppy.on('upload-error', (file, err, response) => {
@@ -129,6 +150,7 @@ export function UploadPage({ session }: { session: Session }) {
           /* not a problem body */
         }
       }
+      // the remembered image stays: a resumable upload may continue it when the file is added again
       if (file) setDone((d) => [...d, { file: file.name ?? '', imageId: file.meta.image_id, ok: false, message }]);
     });
     uppy.on('error', (err) => setError(err));
