@@ -1,5 +1,5 @@
 /** Small pieces every page uses: the problem banner, a labelled field, a usage bar, a confirm dialog. */
-import type { ComponentChildren } from 'preact';
+import { Component, type ComponentChildren } from 'preact';
 import { useEffect, useRef } from 'preact/hooks';
 import { ApiError } from './api.js';
 
@@ -76,4 +76,32 @@ export function Confirm(props: {
 
 export function StateBadge({ state }: { state: string }) {
   return <span class={`badge state-${state}`}>{state}</span>;
+}
+
+/**
+ * A page that fails while rendering shows what failed and a way on, never a blank page (the
+ * rest of the console keeps working: the boundary is around the page, not the shell).
+ */
+export class PageBoundary extends Component<{ children: ComponentChildren; path: string }, { error?: unknown; path?: string }> {
+  override state: { error?: unknown; path?: string } = {};
+  static override getDerivedStateFromError(error: unknown) {
+    return { error };
+  }
+  override componentDidUpdate() {
+    // another page was opened: try again
+    if (this.state.error && this.state.path !== undefined && this.state.path !== this.props.path) this.setState({ error: undefined, path: undefined });
+    else if (this.state.error && this.state.path === undefined) this.setState({ path: this.props.path });
+  }
+  override render() {
+    if (!this.state.error) return this.props.children;
+    return (
+      <>
+        <h1>This page could not be shown</h1>
+        <ProblemBanner error={this.state.error} />
+        <p>
+          <a href="/images">Back to the images</a> or reload the page.
+        </p>
+      </>
+    );
+  }
 }

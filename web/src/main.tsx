@@ -3,7 +3,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { get, type ConsoleConfig, type Whoami } from './api.js';
 import { currentToken, onAuthChange, signOut } from './auth.js';
-import { ProblemBanner } from './components.js';
+import { PageBoundary, ProblemBanner } from './components.js';
 import { Link, navigate, useLocation } from './router.js';
 import { AuditPage } from './pages/audit.js';
 import { GcPage } from './pages/gc.js';
@@ -95,7 +95,9 @@ function App() {
         </span>
       </header>
       <main id="main">
-        <Page path={path} session={session} />
+        <PageBoundary path={path}>
+          <Page path={path} session={session} />
+        </PageBoundary>
       </main>
     </>
   );
