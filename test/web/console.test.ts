@@ -101,7 +101,7 @@ async function checkPage(page: Page, name: string): Promise<void> {
 
 async function storedUsed(page: Page, project: string): Promise<number> {
   await page.goto(`${s.url}/projects`);
-  const bar = page.locator(`section[data-project="${project}"] progress`).nth(1);
+  const bar = page.locator(`section[data-project="${project}"] .usage[data-kind="stored"]`);
   await bar.waitFor();
   return Number(await bar.getAttribute('data-used'));
 }
@@ -152,7 +152,23 @@ test('upload a sparse 1 GiB qcow2 through the dashboard: ready, the sha256 of sh
   await checkPage(admin, 'image-details');
   const afterUpload = await storedUsed(admin, 'alpha');
   assert.equal(afterUpload - before, statSync(good).size, 'the stored bar grew by the stored bytes');
-  assert.match(await admin.locator('section[data-project="alpha"]').innerText(), /of 2\.00 GiB/);
+  assert.match(await admin.locator('section[data-project="alpha"]').innerText(), /Stored: 4\.31 MiB of 2\.00 GiB \(0%\)/);
+  assert.equal(
+    Number(await admin.locator('section[data-project="alpha"] .usage[data-kind="stored"] progress').getAttribute('value')),
+    afterUpload,
+    'the bar is filled to the stored bytes',
+  );
+  // convert-on-import: the project's setting is shown as saved
+  await admin.getByLabel('Convert on import to').first().selectOption('qcow2');
+  await admin.getByRole('button', { name: 'Save conversion of alpha' }).click();
+  await admin.getByRole('status').filter({ hasText: 'Convert-on-import of alpha saved.' }).waitFor();
+  assert.equal(await admin.getByLabel('Convert on import to').first().inputValue(), 'qcow2');
+  await admin.reload();
+  await admin.locator('section[data-project="alpha"]').waitFor();
+  assert.equal(await admin.getByLabel('Convert on import to').first().inputValue(), 'qcow2', 'read back from the server');
+  await admin.getByLabel('Convert on import to').first().selectOption('');
+  await admin.getByRole('button', { name: 'Save conversion of alpha' }).click();
+  await admin.getByRole('status').filter({ hasText: 'Convert-on-import of alpha saved.' }).waitFor();
 });
 
 test('a hostile qcow2 (backing file) is refused and the console says why', { skip }, async () => {

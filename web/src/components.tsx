@@ -27,17 +27,19 @@ export function Field(props: { label: string; id: string; children: ComponentChi
   );
 }
 
-/** used of limit, as a bar; no limit = a bar of used only, labelled "no limit". */
-export function UsageBar(props: { label: string; used: number; limit?: number | null; format: (n: number) => string; id: string }) {
+/** used of limit, as a bar; with no limit there is nothing to fill: the amount alone, "no limit". */
+export function UsageBar(props: { label: string; used: number; limit?: number | null; format: (n: number) => string; id: string; kind: string }) {
   const max = props.limit ?? undefined;
   const pct = max ? Math.min(100, Math.round((props.used / max) * 100)) : 0;
   const text = max !== undefined ? `${props.format(props.used)} of ${props.format(max)} (${pct}%)` : `${props.format(props.used)} (no limit)`;
   return (
-    <div class="usage">
+    <div class="usage" data-kind={props.kind} data-used={props.used}>
       <span id={props.id}>{props.label}</span>: <span class="usage-text">{text}</span>
-      <progress aria-labelledby={props.id} value={max !== undefined ? props.used : 0} max={max ?? 1} data-used={props.used} class={pct >= 90 ? 'full' : ''}>
-        {text}
-      </progress>
+      {max !== undefined ? (
+        <progress aria-labelledby={props.id} value={props.used} max={max} class={pct >= 90 ? 'full' : ''}>
+          {text}
+        </progress>
+      ) : null}
     </div>
   );
 }

@@ -18,6 +18,11 @@ export function watchImages(opts: { image?: string; onEvent: (e: ImageEvent) => 
     while (!stopped) {
       try {
         const res = await fetch(`/api/v1/events${opts.image ? `?image=${encodeURIComponent(opts.image)}` : ''}`, { headers: authHeaders(), signal: ac.signal });
+        if (res.status === 401 || res.status === 403) {
+          // credentials that no longer work: retrying cannot help
+          opts.onError?.(`live updates stopped: the server answered ${res.status}; sign in again`);
+          return;
+        }
         if (!res.ok || !res.body) throw new Error(`the event stream answered ${res.status}`);
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = '';

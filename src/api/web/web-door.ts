@@ -119,7 +119,8 @@ export const webDoor: FastifyPluginAsync<WebDoorOptions> = async (app, opts) => 
     });
   }
   for (const [url, f] of files ?? []) {
-    if (url === '/index.html' || (CONSOLE_PAGES as readonly string[]).includes(url)) continue;
+    // a name the router would read as a parameter or wildcard (: *) is not one Vite writes: left out
+    if (url === '/index.html' || (CONSOLE_PAGES as readonly string[]).includes(url) || !/^[\w./-]+$/.test(url)) continue;
     app.get(url, async (_req, reply) => send(reply, f));
   }
 };

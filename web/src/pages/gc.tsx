@@ -34,7 +34,7 @@ export function GcPage({ session }: { session: Session }) {
       </button>
       {plan ? (
         <>
-          <UsageBar id="gc-used" label="Referenced" used={plan.usedBytes} limit={plan.totalBytes} format={bytes} />
+          <UsageBar id="gc-used" kind="referenced" label="Referenced" used={plan.usedBytes} limit={plan.totalBytes} format={bytes} />
           <dl class="facts">
             <dt>Stored blobs</dt>
             <dd>{bytes(plan.totalBytes)}</dd>

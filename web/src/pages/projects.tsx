@@ -9,6 +9,16 @@ interface Quota {
   project: string;
   limits: { images?: number; storedBytes?: number; stagingBytes?: number; imports?: number };
   usage: { images: number; storedBytes: number; stagingBytes: number; imports: number };
+  /** the project's convert-on-import target: a format, "none", or null (the server's setting) */
+  convertTo: string | null;
+}
+
+/** GET /api/v1/projects/{name}: the project with its limits (quota), usage and conversion policy */
+interface ProjectJson {
+  name: string;
+  quota: Quota['limits'];
+  usage: Quota['usage'];
+  convertTo?: string | null;
 }
 
 const count = (n: number) => String(n);
@@ -21,7 +31,14 @@ export function ProjectsPage({ session }: { session: Session }) {
   const load = async () => {
     try {
       const { projects } = await get<{ projects: { name: string; role?: string }[] }>('/projects');
-      setQuotas(await Promise.all(projects.map(async (p) => ({ ...(await get<Quota>(`/projects/${encodeURIComponent(p.name)}/quota`)), role: p.role }))));
+      setQuotas(
+        await Promise.all(
+          projects.map(async (p) => {
+            const r = await get<ProjectJson>(`/projects/${encodeURIComponent(p.name)}`);
+            return { project: r.name, limits: r.quota, usage: r.usage, convertTo: r.convertTo ?? null, role: p.role };
+          }),
+        ),
+      );
     } catch (e) {
       setError(e);
     }
@@ -78,16 +95,16 @@ function ProjectCard({ q, admin, run }: { q: Quota & { role?: string }; admin: b
     images: q.limits.images ?? '',
     storedGiB: q.limits.storedBytes !== undefined ? String(q.limits.storedBytes / 1024 ** 3) : '',
   });
-  const [convertTo, setConvertTo] = useState('');
+  const [convertTo, setConvertTo] = useState(q.convertTo ?? '');
   return (
     <section class="card" aria-labelledby={`${id}-h`} data-project={q.project}>
       <h2 id={`${id}-h`}>
         {q.project} {q.role ? <span class="muted">({q.role})</span> : null}
       </h2>
-      <UsageBar id={`${id}-images`} label="Images" used={q.usage.images} limit={q.limits.images} format={count} />
-      <UsageBar id={`${id}-stored`} label="Stored" used={q.usage.storedBytes} limit={q.limits.storedBytes} format={bytes} />
-      <UsageBar id={`${id}-staging`} label="Uploading now" used={q.usage.stagingBytes} limit={q.limits.stagingBytes} format={bytes} />
-      <UsageBar id={`${id}-imports`} label="Imports running" used={q.usage.imports} limit={q.limits.imports} format={count} />
+      <UsageBar id={`${id}-images`} kind="images" label="Images" used={q.usage.images} limit={q.limits.images} format={count} />
+      <UsageBar id={`${id}-stored`} kind="stored" label="Stored" used={q.usage.storedBytes} limit={q.limits.storedBytes} format={bytes} />
+      <UsageBar id={`${id}-staging`} kind="staging" label="Uploading now" used={q.usage.stagingBytes} limit={q.limits.stagingBytes} format={bytes} />
+      <UsageBar id={`${id}-imports`} kind="imports" label="Imports running" used={q.usage.imports} limit={q.limits.imports} format={count} />
       {admin ? (
         <>
           <form
