@@ -36,3 +36,18 @@ test('compression limits: IMAGO_ZERO_BOMB_RATIO (0 = off) and IMAGO_MAX_COMPRESS
   );
   assert.throws(() => loadConfig({}, { IMAGO_MAX_COMPRESSION_RATIO: '0' }), ConfigError);
 });
+
+test('console OIDC sign-in: both issuer and client id, or neither; the bearer is access_token or id_token', () => {
+  assert.equal(loadConfig({}, {}).consoleOidc, undefined);
+  const c = loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu/auth/realms/egi/', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'imago' });
+  assert.deepEqual(c.consoleOidc, { issuer: 'https://aai.egi.eu/auth/realms/egi', clientId: 'imago', scopes: 'openid profile email', bearer: 'access_token' });
+  assert.throws(
+    () => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu' }),
+    /needs both IMAGO_CONSOLE_OIDC_ISSUER and IMAGO_CONSOLE_OIDC_CLIENT_ID/,
+  );
+  assert.throws(() => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'aai.egi.eu', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'x' }), /must be an http\(s\) URL/);
+  assert.throws(
+    () => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'x', IMAGO_CONSOLE_OIDC_BEARER: 'refresh_token' }),
+    /access_token or id_token, got "refresh_token"/,
+  );
+});
