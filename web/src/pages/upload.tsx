@@ -66,6 +66,11 @@ export function UploadPage({ session }: { session: Session }) {
     void uploadProtocol().then(setProtocol);
   }, []);
 
+  // cluster scope (no project): "project" and "shared" mean nothing there
+  useEffect(() => {
+    if (!project && (visibility === 'project' || visibility === 'shared')) setVisibility('private');
+  }, [project, visibility]);
+
   useEffect(() => {
     if (!protocol || !target.current) return;
     const uppy = new Uppy<Meta, Record<string, never>>({ autoProceed: false, allowMultipleUploadBatches: true });
@@ -191,7 +196,8 @@ export function UploadPage({ session }: { session: Session }) {
         </Field>
         <Field label="Visibility" id="up-visibility">
           <select id="up-visibility" value={visibility} onChange={(e) => setVisibility((e.target as HTMLSelectElement).value)}>
-            {['private', 'project', 'shared', 'public'].map((t) => (
+            {/* a cluster-scope image has no project to be visible to: private or public only */}
+            {(project ? ['private', 'project', 'shared', 'public'] : ['private', 'public']).map((t) => (
               <option key={t}>{t}</option>
             ))}
           </select>
