@@ -215,7 +215,13 @@ test('share with another project: its user accepts the offer and then sees the i
   await admin.goto(`${s.url}/images/${uploadedId}`);
   await admin.getByLabel('Visibility').selectOption('shared');
   await admin.getByRole('button', { name: 'Save visibility' }).click();
-  await admin.locator('.sharing-status', { hasText: 'Visibility is shared.' }).waitFor();
+  await admin
+    .locator('.sharing-status', { hasText: 'Visibility is shared.' })
+    .waitFor({ timeout: 10_000 })
+    .catch(async (e: Error) => {
+      // what the page said instead (a problem banner, another status)
+      throw new Error(`${e.message}\nthe page showed:\n${(await admin.locator('main').innerText()).slice(0, 3000)}`);
+    });
   await admin.getByLabel('Share with project').fill('beta');
   await admin.getByRole('button', { name: 'Share', exact: true }).click();
   await admin.locator('.members li, [role=alert]', { hasText: /beta/ }).first().waitFor();
@@ -243,6 +249,7 @@ test('images list: filters and sort through the API; the other pages pass axe; e
   await checkPage(admin, 'images');
   await admin.getByLabel('State').selectOption('error');
   await admin.getByRole('button', { name: 'Apply filters' }).click();
+  await admin.getByRole('table').getByRole('link', { name: 'guest.qcow2' }).waitFor({ state: 'detached' });
   await admin.getByRole('table').getByRole('link', { name: 'hostile.qcow2' }).waitFor();
   assert.equal(await admin.getByRole('table').getByRole('link').count(), 1, 'only the image in error');
 
@@ -303,7 +310,11 @@ test('keyboard only: sign in, reach the navigation, page through the images list
     await page.goto(`${s.url}/`);
     await page.getByLabel('API token').waitFor();
     await page.keyboard.press('Tab');
-    assert.equal(await page.evaluate<string>(`document.activeElement.id`), 'token', 'the first Tab reaches the token field');
+    assert.equal(
+      await page.evaluate<string>(`document.activeElement.id`),
+      'token',
+      `the first Tab reaches the token field, not ${await page.evaluate<string>(`document.activeElement.outerHTML.slice(0, 200)`)}`,
+    );
     await page.keyboard.type(s.token);
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Images', level: 1 }).waitFor();

@@ -288,7 +288,9 @@ function Downloads({ img, onError }: { img: Image; onError: (e: unknown) => void
 
 function Properties({ img, onSaved, onError }: { img: Image; onSaved: (i: Image) => void; onError: (e: unknown) => void }) {
   const [rows, setRows] = useState<[string, string][]>(Object.entries(img.properties));
-  useEffect(() => setRows(Object.entries(img.properties)), [img.version]);
+  // reset the rows only when the stored properties change, not on every event about the image
+  // (progress, state): an unsaved edit survives those
+  useEffect(() => setRows(Object.entries(img.properties)), [JSON.stringify(img.properties)]);
   const save = async (e: Event) => {
     e.preventDefault();
     const properties: Record<string, string> = {};
@@ -365,10 +367,9 @@ function Sharing({ img, session, onChanged, onError }: { img: Image; session: Se
       );
   };
   useEffect(load, [img.id]);
-  useEffect(() => {
-    setVisibility(img.visibility);
-    setMode(img.permissions);
-  }, [img.version]);
+  // the same for the unsaved choices here: reset when the stored values change
+  useEffect(() => setVisibility(img.visibility), [img.visibility]);
+  useEffect(() => setMode(img.permissions), [img.permissions]);
   if (!manage) return null;
   const run = async (fn: () => Promise<unknown>, done: string) => {
     setSaved(undefined);

@@ -61,6 +61,8 @@ export function ImagesPage({ session }: { session: Session }) {
   useEffect(loadOffers, []);
   useEffect(() => {
     setError(undefined);
+    // the rows of the previous query are not this query's answer: "Loading…" until it comes
+    setPage(undefined);
     get<{ images?: Image[]; nextCursor?: string }>(`/images${listQuery(applied, cursor)}`).then(
       (r) => setPage({ images: r.images ?? [], nextCursor: r.nextCursor }),
       setError,
