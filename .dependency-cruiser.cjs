@@ -85,6 +85,13 @@ module.exports = {
       to: { path: ours, pathNot: ['^src/api/http/', '^src/domain/', '^src/io/', '^src/formats/'], dependencyTypesNot: ['type-only'] },
     },
     {
+      name: 'web-console-uses-the-api-only',
+      severity: 'error',
+      comment: 'web/ is a client of the REST API like any other: it imports nothing of the server (src/)',
+      from: { path: '^web/' },
+      to: { path: ours },
+    },
+    {
       name: 'only-the-root-picks-adapters',
       severity: 'error',
       comment: 'src/app.ts is the composition root: nothing below it imports it',
@@ -96,6 +103,6 @@ module.exports = {
     doNotFollow: { path: 'node_modules' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js'] },
+    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.tsx', '.js'] },
   },
 };

@@ -175,6 +175,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     for (const d of oci) images.add(d);
     return images;
   };
+  const gcPlan = async () => planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
   let bootstrapToken: string | undefined;
   try {
     bootstrapToken = await bootstrapAdmin(accessRepo, config.dataDir);
@@ -201,6 +202,9 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     resumable,
     maxImageBytes: config.maxImageBytes,
     uploadUrlTtlMs: config.uploadUrlTtlMs,
+    console: { oidc: config.consoleOidc },
+    gcPlan,
+    consoleDir: config.consoleDir ?? CONSOLE_DIR,
   });
   const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
@@ -240,7 +244,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
         await resumable.expire();
         await uploadRepo.deleteGrantsBefore(new Date());
       }
-      const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
+      const plan = await gcPlan();
       const inFlight = await resumable.inFlightBytes();
       if (dryRun) return { plan, resumable: inFlight };
       const deleted = await runGc(plan, store, { recheck: referenced });
@@ -348,6 +352,9 @@ export const RESUMABLE_DIR = 'uploads-resumable';
  * relief never ran (issue 20, found in the fourth session).
  */
 export { enableMemoryRelief } from './io/memory-relief.js';
+
+/** The console `npm run build` made (vite build web/): <package>/web/dist, from src/ (tsx) or dist/ alike. */
+const CONSOLE_DIR = join(import.meta.dirname, '..', 'web', 'dist');
 
 /**
  * This node's identity as a job worker: the same after a restart on the same host and data

@@ -48,3 +48,18 @@ test('os_hash_algo: sha512 by default, sha256 by flag or environment; one the in
       bad,
     );
 });
+
+test('console OIDC sign-in: both issuer and client id, or neither; the bearer is access_token or id_token', () => {
+  assert.equal(loadConfig({}, {}).consoleOidc, undefined);
+  const c = loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu/auth/realms/egi/', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'imago' });
+  assert.deepEqual(c.consoleOidc, { issuer: 'https://aai.egi.eu/auth/realms/egi', clientId: 'imago', scopes: 'openid profile email', bearer: 'access_token' });
+  assert.throws(
+    () => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu' }),
+    /needs both IMAGO_CONSOLE_OIDC_ISSUER and IMAGO_CONSOLE_OIDC_CLIENT_ID/,
+  );
+  assert.throws(() => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'aai.egi.eu', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'x' }), /must be an http\(s\) URL/);
+  assert.throws(
+    () => loadConfig({}, { IMAGO_CONSOLE_OIDC_ISSUER: 'https://aai.egi.eu', IMAGO_CONSOLE_OIDC_CLIENT_ID: 'x', IMAGO_CONSOLE_OIDC_BEARER: 'refresh_token' }),
+    /access_token or id_token, got "refresh_token"/,
+  );
+});

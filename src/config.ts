@@ -24,6 +24,8 @@
  * | request body: longest wait for the next byte before the request is cut off | | `IMAGO_BODY_IDLE_TIMEOUT` (`60`, `60s`, `1500ms`) | 60 s |
  * | event streams: how often an open stream re-checks its credentials | | `IMAGO_EVENTS_RECHECK` (`3`, `3s`, `500ms`) | 3 s |
  * | OCI: an upload session that receives nothing for this long expires (BLOB_UPLOAD_UNKNOWN) | | `IMAGO_OCI_UPLOAD_TTL` (`86400`, `3600s`, `500ms`) | 24 h |
+ * | web console: the built console's folder | | `IMAGO_CONSOLE_DIR` | the package's `web/dist` |
+ * | web console: OIDC sign-in (authorization code + PKCE) against this issuer, as this public client | | `IMAGO_CONSOLE_OIDC_ISSUER`, `IMAGO_CONSOLE_OIDC_CLIENT_ID`, `IMAGO_CONSOLE_OIDC_SCOPES` (default `openid profile email`), `IMAGO_CONSOLE_OIDC_BEARER` (`access_token` or `id_token`: which token the console sends) | none (token sign-in only) |
  */
 import { isIP } from 'node:net';
 import { resolve, join } from 'node:path';
@@ -60,6 +62,19 @@ export interface Config {
   resumableSuspendIdleMs: number;
   /** an upload URL's token is valid this long unless its creator asks for less */
   uploadUrlTtlMs: number;
+  /** the built web console (absent: the package's web/dist) */
+  consoleDir?: string;
+  /** OIDC sign-in of the web console; absent = sign in with an Imago token only */
+  consoleOidc?: ConsoleOidc;
+}
+
+/** What the web console needs to sign a user in with OIDC (authorization code + PKCE, a public client). */
+export interface ConsoleOidc {
+  issuer: string;
+  clientId: string;
+  scopes: string;
+  /** which token of the issuer's answer the console sends as its bearer (its audience must be the one Imago trusts) */
+  bearer: 'access_token' | 'id_token';
 }
 
 export interface ConfigFlags {
@@ -110,6 +125,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const resumableUploadTtlMs = parseDuration('resumable upload lifetime', env.IMAGO_UPLOAD_TTL, 24 * 3600_000);
   const resumableSuspendIdleMs = parseDuration('resumable upload idle suspension', env.IMAGO_UPLOAD_IDLE_SUSPEND, 300_000);
   const uploadUrlTtlMs = parseDuration('upload URL lifetime', env.IMAGO_UPLOAD_URL_TTL, 3600_000);
+  const consoleDir = env.IMAGO_CONSOLE_DIR ? resolve(env.IMAGO_CONSOLE_DIR) : undefined;
+  const consoleOidc = parseConsoleOidc(env);
   return {
     dataDir,
     listen,
@@ -132,6 +149,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     resumableUploadTtlMs,
     resumableSuspendIdleMs,
     uploadUrlTtlMs,
+    consoleDir,
+    consoleOidc,
   };
 }
 
@@ -147,6 +166,17 @@ function parseOsHashAlgo(s: string | undefined): OsHashAlgo {
       `os_hash_algo "${s}" is not supported: the ingest pass computes ${OS_HASH_ALGOS.join(' and ')} (sha256 is the blob address); set IMAGO_OS_HASH_ALGO / --os-hash-algo to one of them (sha512 is Glance's default)`,
     );
   return a as OsHashAlgo;
+}
+
+function parseConsoleOidc(env: NodeJS.ProcessEnv): ConsoleOidc | undefined {
+  const issuer = env.IMAGO_CONSOLE_OIDC_ISSUER;
+  const clientId = env.IMAGO_CONSOLE_OIDC_CLIENT_ID;
+  if (!issuer && !clientId) return undefined;
+  if (!issuer || !clientId) throw new ConfigError('console OIDC sign-in needs both IMAGO_CONSOLE_OIDC_ISSUER and IMAGO_CONSOLE_OIDC_CLIENT_ID');
+  if (!/^https?:\/\//.test(issuer)) throw new ConfigError(`IMAGO_CONSOLE_OIDC_ISSUER "${issuer}" must be an http(s) URL`);
+  const bearer = env.IMAGO_CONSOLE_OIDC_BEARER ?? 'access_token';
+  if (bearer !== 'access_token' && bearer !== 'id_token') throw new ConfigError(`IMAGO_CONSOLE_OIDC_BEARER must be access_token or id_token, got "${bearer}"`);
+  return { issuer: issuer.replace(/\/+$/, ''), clientId, scopes: env.IMAGO_CONSOLE_OIDC_SCOPES ?? 'openid profile email', bearer };
 }
 
 function parseConvertTo(s: string | undefined): ConvertFormat | undefined {

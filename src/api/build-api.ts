@@ -1,7 +1,7 @@
 /**
  * The HTTP edge: one Fastify server (api/http) with its doors registered as encapsulated plugins:
  * the native REST API under /api/v1, the OCI Distribution API under /v2/ and the OpenStack Image
- * API v2 under /image; the web console comes as a sibling of them.
+ * API v2 under /image; the web console (api/web) at / with its page paths.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ImageEvents } from '../domain/images/events.js';
@@ -11,6 +11,7 @@ import { createHttpServer } from './http/http-server.js';
 import { sendNoRoute, sendProblem } from './rest/error-table.js';
 import { OCI_PREFIX, ociDoor, type OciServices } from './oci/oci-door.js';
 import { REST_PREFIX, restDoor, type RestServices } from './rest/rest-door.js';
+import { webDoor } from './web/web-door.js';
 
 export interface ApiDeps extends RestServices, OciServices {
   events: ImageEvents;
@@ -27,6 +28,8 @@ export interface ApiDeps extends RestServices, OciServices {
   maxImageBytes?: number;
   /** an upload URL's default lifetime */
   uploadUrlTtlMs?: number;
+  /** the built web console's folder (web/dist) */
+  consoleDir: string;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
@@ -44,6 +47,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     resumable: deps.resumable,
     maxImageBytes: deps.maxImageBytes,
     uploadUrlTtlMs: deps.uploadUrlTtlMs,
+    console: deps.console,
+    gcPlan: deps.gcPlan,
     events: deps.events,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
     eventsRecheckMs: deps.eventsRecheckMs ?? 3_000,
@@ -64,5 +69,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     projects: deps.projects,
     bodyIdleTimeoutMs: deps.bodyIdleTimeoutMs ?? 60_000,
   });
+  // the console's static files and page paths; every other path stays the doors' (or a 404 problem)
+  void app.register(webDoor, { dir: deps.consoleDir, connectOrigins: deps.console.oidc ? [new URL(deps.console.oidc.issuer).origin] : [] });
   return app;
 }

@@ -29,7 +29,8 @@ export function registerServe(program: Command, setExit: (code: number) => void)
       enableMemoryRelief();
       const app = await startApp(config, { logger: !flags.quiet });
       process.stderr.write(
-        `imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n`,
+        `imago: serving ${app.url}/api/v1 (data ${config.dataDir}, catalog ${config.databaseUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')})\n` +
+          `imago: web console at ${app.url}/ (sign in with a token)\n`,
       );
       if (app.bootstrapToken) {
         process.stderr.write(

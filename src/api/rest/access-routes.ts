@@ -51,10 +51,15 @@ export const accessRoutes: FastifyPluginAsyncTypebox<AccessRoutesOptions> = asyn
   app.get('/projects', { schema: { summary: 'Projects you are in (all, for server admins)', tags: ['access'] } }, async (req) => ({
     projects: (await projects.listProjects(ctxOf(req))).map((p) => ({ ...projectJson(p), role: p.role })),
   }));
-  app.get('/projects/:name', { schema: { summary: 'Show a project, its grants (admins) and usage', tags: ['access'], params: NameParams } }, async (req) => {
-    const r = await projects.showProject(ctxOf(req), req.params.name);
-    return { ...projectJson(r.project), grants: r.grants, usage: r.usage };
-  });
+  app.get(
+    '/projects/:name',
+    { schema: { summary: 'Show a project, its grants (admins), usage and convert-on-import target', tags: ['access'], params: NameParams } },
+    async (req) => {
+      const ctx = ctxOf(req);
+      const r = await projects.showProject(ctx, req.params.name);
+      return { ...projectJson(r.project), grants: r.grants, usage: r.usage, convertTo: await projects.projectConvertTo(ctx, req.params.name) };
+    },
+  );
   app.delete(
     '/projects/:name',
     { schema: { summary: 'Delete an empty project (server admins)', tags: ['access'], params: NameParams } },

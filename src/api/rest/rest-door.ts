@@ -23,6 +23,8 @@ import { imageRoutes } from './image-routes.js';
 import type { ResumableUploads } from '../../domain/images/resumable-uploads.js';
 import { tusRoutes, tusSelfAuthenticated } from './tus-routes.js';
 import { collectOpenApi } from './openapi.js';
+import { CONSOLE_CONFIG_PATH, consoleRoutes, type ConsoleSettings } from './console-routes.js';
+import type { GcPlan } from '../../domain/images/gc.js';
 
 /** Where the door is mounted (its plugin prefix). */
 export const REST_PREFIX = '/api/v1';
@@ -41,6 +43,10 @@ export interface RestServices {
   audit: AuditLog;
   /** resumable (tus) uploads and upload URLs; absent: not offered */
   resumable?: ResumableUploads;
+  /** the web console's sign-in settings (GET /console) */
+  console: ConsoleSettings;
+  /** GC's plan as of now, nothing deleted (GET /gc, server admins) */
+  gcPlan: () => Promise<GcPlan>;
 }
 
 export interface RestDoorOptions extends RestServices {
@@ -60,7 +66,7 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
   // liveness and the API description are open
   authenticateRequests(app, {
     authenticate: (authorization) => opts.authenticator.authenticate(authorization),
-    openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`],
+    openPaths: [`${REST_PREFIX}/healthz`, `${REST_PREFIX}/openapi.json`, `${REST_PREFIX}${CONSOLE_CONFIG_PATH}`],
     // the tus endpoint and upload URLs also take an upload URL's token: they read credentials themselves
     selfAuthenticated: opts.resumable ? tusSelfAuthenticated : undefined,
   });
@@ -84,5 +90,6 @@ export const restDoor: FastifyPluginAsyncTypebox<RestDoorOptions> = async (app, 
       uploadUrlTtlMs: opts.uploadUrlTtlMs ?? 3600_000,
     });
   }
+  await app.register(consoleRoutes, { authorizer: opts.authorizer, settings: opts.console, gcPlan: opts.gcPlan });
   await app.register(accessRoutes, { projects: opts.projects, identity: opts.identity, sharing: opts.sharing, imageAccess, audit: opts.audit });
 };
