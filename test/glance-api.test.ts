@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { IMAGE_SCHEMA, IMAGES_SCHEMA, MEMBER_SCHEMA, MEMBERS_SCHEMA } from '../src/api/glance/schemas.js';
 import { glanceCaller } from './support/glance-http.js';
-import { startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { startTestServer, type Dialect, type TestServer, projectWriterToken } from './support/server.js';
 
 const PATCH = 'application/openstack-images-v2.1-json-patch';
 
@@ -50,18 +50,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
 
     before(async () => {
       s = await startTestServer({ dialect, env: { IMAGO_MD5: '1' } });
-      const admin = async (path: string, body: unknown) => {
-        const r = await fetch(`${s.url}${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        });
-        const text = await r.text();
-        assert.ok(r.ok, `${path}: ${r.status} ${text}`);
-        return JSON.parse(text) as Record<string, string>;
-      };
-      await admin('/api/v1/projects', { name: 'demo' });
-      token = (await admin('/api/v1/tokens', { name: 'glance', project: 'demo', role: 'writer', user: 'wendy' })).token!;
+      token = await projectWriterToken(s, 'demo', 'wendy', 'glance');
     });
     after(() => s?.stop());
 

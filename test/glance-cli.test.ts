@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runGlance, runOpenstack } from './support/glance-clients.js';
-import { startTestServer, type Dialect, type TestServer } from './support/server.js';
+import { startTestServer, type Dialect, type TestServer, projectWriterToken } from './support/server.js';
 
 // the clients are slow to start (~2-3 s a call on a busy machine): they run against SQLite;
 // test/glance-api.test.ts drives the same door over HTTP on both dialects
@@ -44,18 +44,7 @@ for (const dialect of ['sqlite'] as Dialect[]) {
     before(async () => {
       s = await startTestServer({ dialect, env: { IMAGO_MD5: '1' } });
       home = mkdtempSync(join(tmpdir(), 'imago-glance-home-'));
-      const admin = async (path: string, body: unknown) => {
-        const r = await fetch(`${s.url}${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        });
-        const text = await r.text();
-        assert.ok(r.ok, `${path}: ${r.status} ${text}`);
-        return JSON.parse(text) as Record<string, string>;
-      };
-      await admin('/api/v1/projects', { name: 'demo' });
-      token = (await admin('/api/v1/tokens', { name: 'cli', project: 'demo', role: 'writer', user: 'wendy' })).token!;
+      token = await projectWriterToken(s, 'demo', 'wendy', 'cli');
       bytes = randomBytes(3 * 1024 * 1024 + 17);
       disk = join(home, 'disk.raw');
       writeFileSync(disk, bytes);

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { qemuCreate } from './support/qemu.js';
-import { freshPgDatabase, type Dialect } from './support/server.js';
+import { freshPgDatabase, type Dialect, projectWriterToken } from './support/server.js';
 import { BIN, spawnServer, type SpawnedServer } from './support/spawned-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -74,17 +74,7 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
         dropDb = db.drop;
       }
       await serve();
-      const admin = async (path: string, body: unknown) => {
-        const r = await fetch(`${s!.url}${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${s!.token}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-        });
-        assert.ok(r.ok, `${path}: ${r.status}`);
-        return (await r.json()) as Record<string, string>;
-      };
-      await admin('/api/v1/projects', { name: 'demo' });
-      token = (await admin('/api/v1/tokens', { name: 'g', project: 'demo', role: 'writer', user: 'wendy' })).token!;
+      token = await projectWriterToken(s!, 'demo', 'wendy', 'g');
       const bytes = readFileSync(await qemuCreate('glance-restart-32m.qcow2', 'qcow2', '32M'));
       const img = (await call('POST', '/v2/images', { name: 'staged', disk_format: 'qcow2', container_format: 'bare' })).json!;
       assert.equal(await stage(img.id, bytes), 204);

@@ -53,18 +53,7 @@ export class ImagoClient {
   private async parse<T>(res: Response): Promise<T> {
     if (res.status === 204) return undefined as T;
     const text = await res.text();
-    if (!res.ok) {
-      let code = 'HTTP_ERROR';
-      let message = `HTTP ${res.status}: ${text.slice(0, 300)}`;
-      try {
-        const p = JSON.parse(text) as { code?: string; detail?: string };
-        code = p.code ?? code;
-        message = p.detail ?? message;
-      } catch {
-        // not problem+json
-      }
-      throw new ApiError(res.status, code, message);
-    }
+    if (!res.ok) throw apiError(res.status, text);
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
@@ -276,4 +265,18 @@ async function* parseEvents(body: ReadableStream<Uint8Array>): AsyncIterable<Ima
       if (data) yield JSON.parse(data) as ImageEvent;
     }
   }
+}
+
+/** The error a failed answer stands for: its problem+json code and detail, or the status and the start of its text. */
+export function apiError(status: number, text: string): ApiError {
+  let code = 'HTTP_ERROR';
+  let message = `HTTP ${status}: ${text.slice(0, 300)}`;
+  try {
+    const p = JSON.parse(text) as { code?: string; detail?: string };
+    code = p.code ?? code;
+    message = p.detail ?? message;
+  } catch {
+    // not problem+json (tus's own answers are plain text)
+  }
+  return new ApiError(status, code, message);
 }

@@ -15,7 +15,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { ImageJson } from '../api/rest/image-json.js';
-import { ApiError, type ImagoClient, type Progress } from './client.js';
+import { ApiError, apiError, type ImagoClient, type Progress } from './client.js';
 
 /** files at least this large go through tus (smaller ones: one PUT) */
 export const RESUMABLE_THRESHOLD = 64 * 1024 * 1024;
@@ -193,17 +193,7 @@ async function tusFetch(c: ImagoClient, url: string, init: { method: string; hea
 }
 
 async function fail(res: Response): Promise<never> {
-  const text = await res.text().catch(() => '');
-  let code = 'HTTP_ERROR';
-  let message = `HTTP ${res.status}: ${text.slice(0, 300)}`;
-  try {
-    const p = JSON.parse(text) as { code?: string; detail?: string };
-    code = p.code ?? code;
-    message = p.detail ?? message;
-  } catch {
-    // tus's own plain-text answers
-  }
-  throw new ApiError(res.status, code, message);
+  throw apiError(res.status, await res.text().catch(() => ''));
 }
 
 /** The file's chunks, at most `rate` bytes per second when given, counted as they go. */

@@ -102,3 +102,22 @@ export async function apiRequest(s: TestServer, method: string, path: string, bo
   const text = await res.text();
   return { status: res.status, headers: res.headers, json: text ? (JSON.parse(text) as Record<string, any>) : undefined, text };
 }
+
+/**
+ * A project named `project` and a writer token in it for `user`, made by the server admin of `s`
+ * (each request must succeed); returns the token's secret.
+ */
+export async function projectWriterToken(s: { url: string; token: string }, project: string, user: string, name: string): Promise<string> {
+  const post = async (path: string, body: unknown) => {
+    const r = await fetch(`${s.url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${path}: ${r.status} ${text}`);
+    return JSON.parse(text) as Record<string, string>;
+  };
+  await post('/api/v1/projects', { name: project });
+  return (await post('/api/v1/tokens', { name, project, role: 'writer', user })).token!;
+}
