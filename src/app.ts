@@ -99,7 +99,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   } catch (e) {
     throw new Error(`blob storage ${store.description} failed its start-up check: ${(e as Error).message}`);
   }
-  const db = await openDatabase(config.databaseUrl);
+  const db = await openDatabase(config.databaseUrl, { checkpointThread: true });
   try {
     await migrateToLatest(db);
   } catch (e) {

@@ -13,7 +13,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, type SqliteDatabase as KyselySqlite } from 'kysely';
 import type { Schema } from './schema.js';
@@ -29,7 +31,15 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export async function openDatabase(url: string): Promise<Database> {
+export interface OpenDatabaseOptions {
+  /**
+   * SQLite: checkpoint the WAL on a thread of its own instead of in the committing call (see
+   * `checkpointThread`). `imago serve` sets it; tests and one-shot commands need not.
+   */
+  checkpointThread?: boolean;
+}
+
+export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}): Promise<Database> {
   if (/^postgres(ql)?:\/\//.test(url)) {
     // loaded only for PostgreSQL: the embedded default does not pay its ~10 MiB of memory
     const { default: pg } = await import('pg');
@@ -62,7 +72,9 @@ export async function openDatabase(url: string): Promise<Database> {
   const kysely = new Kysely<Schema>({ dialect: new SqliteDialect({ database: preparedOnce(sqlite) }) });
   if (path === ':memory:') return { kysely, dialect: 'sqlite', url, durable: async () => undefined, close: () => kysely.destroy() };
   const wal = walSyncer(`${path}-wal`);
+  const checkpointer = opts.checkpointThread ? checkpointThread(sqlite, path) : undefined;
   const close = async () => {
+    await checkpointer?.close();
     await kysely.destroy();
     await wal.close();
   };
@@ -141,6 +153,85 @@ function walSyncer(file: string): { sync(): Promise<void>; close(): Promise<void
       const fh = await handle?.catch(() => undefined);
       handle = undefined;
       await fh?.close();
+    },
+  };
+}
+
+// Plain JS so it runs the same from dist/ and under tsx (as the hashing workers').
+const CHECKPOINT_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { readlinkSync } = require('node:fs');
+try { require('node:os').setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 10); } catch {}
+const Database = require(workerData.driver);
+const db = new Database(workerData.path, { fileMustExist: true });
+db.pragma('busy_timeout = 5000');
+db.pragma('synchronous = NORMAL');
+const checkpoint = () => {
+  try {
+    db.pragma('wal_checkpoint(PASSIVE)');
+  } catch (e) {
+    parentPort.postMessage({ error: e.message });
+  }
+};
+const timer = setInterval(checkpoint, workerData.intervalMs);
+parentPort.on('message', () => {
+  clearInterval(timer);
+  checkpoint();
+  db.close();
+  parentPort.close();
+});
+`;
+
+/**
+ * The WAL's checkpoints on a thread of their own. SQLite checkpoints in the commit that takes the
+ * WAL past 1,000 pages, and a checkpoint fsyncs the WAL and then the database file: with
+ * better-sqlite3 that is on the event loop, and under 100 concurrent uploads (each writing its
+ * progress) those fsyncs waited behind the uploads' own writes — up to 460 ms of a stopped loop
+ * (issue 20 item 6, strace of `imago serve`). The serving connection turns its automatic
+ * checkpoints off; a worker thread with its own connection runs a PASSIVE checkpoint every
+ * `intervalMs` (it never blocks a writer or reader; a WAL fully copied is reused from its start by
+ * the next write). The last connection to close checkpoints what is left, as SQLite always does.
+ *
+ * The serving connection also runs with synchronous=OFF: the one sync it still made was the WAL
+ * header's, each time a write restarts the WAL after a complete checkpoint (once a second at most,
+ * still up to 0.1–0.5 s of a stopped loop under load). Nothing is less durable for it: what a client
+ * is told is committed has been through `durable()`, the fdatasync of the whole WAL (header and
+ * frames) off the loop; a WAL is restarted only once a checkpoint has copied every frame into the
+ * database file and synced it — on this thread, whose connection keeps synchronous=NORMAL; and at
+ * close, once this thread is gone, the serving connection syncs again (NORMAL) for its last checkpoint.
+ */
+function checkpointThread(sqlite: SqliteDatabase.Database, path: string, intervalMs = 1000): { close(): Promise<void> } {
+  const byItself = () => {
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('wal_autocheckpoint = 1000');
+  };
+  sqlite.pragma('wal_autocheckpoint = 0');
+  sqlite.pragma('synchronous = OFF');
+  const worker = new Worker(CHECKPOINT_WORKER, {
+    eval: true,
+    workerData: { driver: createRequire(import.meta.url).resolve('better-sqlite3'), path, intervalMs },
+  });
+  // a checkpoint that fails is retried at the next interval; say why once
+  let said = false;
+  worker.on('message', (m: { error?: string }) => {
+    if (m.error && !said) {
+      said = true;
+      process.emitWarning(`imago: the WAL checkpoint of ${path} failed (${m.error}); it is retried every ${intervalMs} ms`);
+    }
+  });
+  worker.on('error', (e) => {
+    // the thread could not start or died: checkpoints go back to the committing calls
+    process.emitWarning(`imago: the checkpoint thread of ${path} stopped (${e.message}); SQLite checkpoints in its commits again`);
+    byItself();
+  });
+  worker.unref();
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  return {
+    async close() {
+      worker.ref(); // the process waits for the last checkpoint
+      worker.postMessage('close');
+      await exited;
+      byItself();
     },
   };
 }

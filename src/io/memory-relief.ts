@@ -24,6 +24,15 @@
  * factor each time it grows or after it shrank the spaces: so the spaces are grown to the size by
  * allocating at enable time, frozen with a growth factor of 1, and re-steered every `stepBytes`
  * (grow again with the default factor 2 if V8 shrank them while idle).
+ *
+ * And it lets the old generation grow to twice its live size before a mark-compact
+ * (`--heap-growing-percent=100`; V8 picks 1.1–2 by itself). V8 counts the memory allocated outside
+ * its heap since the last mark-compact against the old generation's limit: under 100 concurrent
+ * uploads every socket read's Buffer counts, the ~30 MiB heap's limit was passed every ~25 MiB of
+ * traffic, and the server ran 140–176 mark-compacts for 6.4 GiB (2–2.5 s of pauses, up to
+ * 100–200 ms each on a loaded machine); at 2× it ran 67. 4× (300) ran 27, but then the dead buffers
+ * promoted between two mark-compacts raised ten concurrent decompression bombs' peak past issue
+ * 18's 250 MiB (test/bombs.test.ts: 244–251 MiB; 224–234 at 2× and without).
  */
 import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -67,6 +76,7 @@ function growYoungGeneration(): void {
 export function enableMemoryRelief(stepBytes = 16 * 1024 * 1024, youngBytes = 4 * 1024 * 1024): void {
   if (collect) return;
   setFlagsFromString('--expose-gc');
+  setFlagsFromString('--heap-growing-percent=100');
   collect = runInNewContext('gc') as GcFunction;
   step = stepBytes;
   young = youngBytes;
