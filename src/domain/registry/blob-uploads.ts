@@ -12,6 +12,10 @@
  * skopeo, oras and docker send) links that chunk's blob as is; several chunks are read back once,
  * in order, through `stageBlob` to make the final blob. A session that receives nothing for the
  * configured lifetime expires: its row goes, and its chunk blobs are garbage for GC.
+ *
+ * A blob staged from its first byte is also tapped for EarlyLayerIngests (early-layer-ingests.ts):
+ * when it may be a containerDisk layer, its disk is ingested beside it as the chunks pass, so the
+ * manifest PUT finds that work done.
  */
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';

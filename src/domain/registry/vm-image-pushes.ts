@@ -4,7 +4,9 @@
  * push) or a containerDisk, the layer's bytes — read back from the one store by digest, where the
  * blob push already put them — run through the one ingest path (ImageAccess.upload →
  * IngestCoordinator: inspection, verdict, virtual and stored sizes, checksums), exactly as a REST
- * upload does. The sequence is docs/OCI-VM-IMAGES.md's "The door's push path".
+ * upload does. The sequence is docs/OCI-VM-IMAGES.md's "The door's push path". A containerDisk
+ * whose disk was ingested while its layer arrived (early-layer-ingests.ts) is not read again: that
+ * outcome becomes the image through ImageAccess.adoptIngested, the same lifecycle, claims and verdict.
  *
  * Naming: the push of `<project>/<repo>:<tag>` makes the image named `<repo>:<tag>` in project
  * `<project>` (nested repository paths stay in the name: `vms/alma/disk:v1` → `alma/disk:v1` in
