@@ -194,6 +194,49 @@ for (const dialect of ['sqlite', 'postgres'] as Dialect[]) {
       await assertTheDisk((await imagesOf('kv/restart:v1'))[0]);
     });
 
+    test('quota on the early path: the layer and the disk count once each; a disk over the room is not stored early, the quota refuses it, nothing tagged', async () => {
+      assert.equal((await apiRequest(s, 'POST', '/api/v1/projects', { name: 'kvq' })).status, 201);
+      const token = (await apiRequest(s, 'POST', '/api/v1/tokens', { name: 'q', project: 'kvq', role: 'writer', user: 'kim' })).json!.token as string;
+      const q = pusher.as(token);
+      const usage = async () => (await apiRequest(s, 'GET', '/api/v1/projects/kvq/quota')).json!.usage as { storedBytes: number; stagingBytes: number };
+      const setQuota = async (storedBytes: number) => assert.equal((await apiRequest(s, 'PUT', '/api/v1/projects/kvq/quota', { storedBytes })).status, 200);
+      // a disk of its own: the other tests' disk is in the store already
+      const own = await qemuConvert('early-quota.qcow2', await patternedRaw('early-quota.raw', 10 << 20), 'qcow2');
+      const disk = readFileSync(own);
+      const layer = await tarGz('quota.tar.gz', [[own, 'disk/disk.qcow2']]);
+      const cfgBytes = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } });
+      const push = async (repo: string) => {
+        const config = await q.pushBlob(repo, cfgBytes);
+        const digest = await q.pushBlob(repo, layer);
+        const manifest = JSON.stringify({
+          schemaVersion: 2,
+          mediaType: OCI_MANIFEST,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: Buffer.byteLength(cfgBytes) },
+          layers: [{ mediaType: GZ_LAYER, digest, size: layer.length }],
+        });
+        return { manifest, put: await q.putManifest(repo, 'v1', manifest, OCI_MANIFEST) };
+      };
+      // room for the config, the layer and the manifest, not for the disk as well
+      await setQuota(Buffer.byteLength(cfgBytes) + layer.length + 4096);
+      let was = counts();
+      const over = await push('kvq/over');
+      assert.equal(over.put.status, 403, over.put.body.toString());
+      assert.equal(over.put.json.errors[0].code, 'DENIED');
+      assert.match(over.put.json.errors[0].message, /quota/);
+      // the early ingest stores no disk past the room it had: it decided nothing, the read-back path refused
+      assert.deepEqual(counts(), { layerReads: was.layerReads + 1, taken: was.taken });
+      assert.equal(await s.app.store.stat(sha256(disk) as `sha256:${string}`), undefined, 'no disk blob was stored');
+      assert.deepEqual(await tagsOf('kvq/over'), []);
+      assert.equal((await usage()).storedBytes, Buffer.byteLength(cfgBytes) + layer.length, "the early disk is no one's: not counted");
+      // room for both: each blob counts once, the disk as the image's
+      await setQuota(10 * layer.length + disk.length);
+      was = counts();
+      const fits = await push('kvq/fits');
+      assert.equal(fits.put.status, 201, fits.put.body.toString());
+      assert.deepEqual(counts(), { layerReads: was.layerReads, taken: was.taken + 1 });
+      assert.equal((await usage()).storedBytes, Buffer.byteLength(cfgBytes) + layer.length + Buffer.byteLength(fits.manifest) + disk.length);
+    });
+
     test('an ordinary container layer: the early ingest gives up at its first entry, the hook reads it back, a plain manifest', async () => {
       const file = join(work, `passwd-${dialect}`);
       writeFileSync(file, 'root:x:0:0::/root:/bin/sh\n');
