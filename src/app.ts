@@ -38,6 +38,7 @@ import { ImportJobs } from './domain/jobs/import-job.js';
 import { JobRunner } from './domain/jobs/job-runner.js';
 import { Converter } from './domain/images/variants.js';
 import { BlobUploads } from './domain/registry/blob-uploads.js';
+import { EarlyLayerIngests } from './domain/registry/early-layer-ingests.js';
 import { OciRegistry } from './domain/registry/oci-registry.js';
 import { RegistryAccess } from './domain/registry/registry-access.js';
 import { RegistryQuota } from './domain/registry/registry-quota.js';
@@ -75,6 +76,10 @@ export interface App {
   /** the OCI registry (manifests, tags, referrers, catalog, blob reads) and its blob pushes */
   registry: OciRegistry;
   uploads: BlobUploads;
+  /** containerDisk layers ingested while they arrive (their outcomes, kept for the manifest PUT) */
+  earlyIngests: EarlyLayerIngests;
+  /** the manifest-put hook that makes pushed VM images into images */
+  vmPushes: VmImagePushes;
   /** resumable (tus) uploads of images */
   resumable: ResumableUploads;
   api: FastifyInstance;
@@ -152,6 +157,8 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
   const registryAccess = new RegistryAccess(accessRepo);
   const registryQuota = new RegistryQuota(accessRepo, repo);
   const registry = new OciRegistry(registryRepo, store, registryAccess, registryQuota, audit);
+  // a containerDisk layer's disk is ingested while the layer arrives; the manifest PUT takes the outcome
+  const earlyIngests = new EarlyLayerIngests(store, { maxImageBytes: config.maxImageBytes, md5: config.md5, inspectLimits: config.inspectLimits });
   // issue 10 §3: a pushed VM image (disk file or containerDisk) becomes an image through the one ingest path
   const vmPushes = new VmImagePushes(
     images,
@@ -161,18 +168,28 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     {
       warn: (obj, msg) => api.log.warn(obj, msg),
     },
+    earlyIngests,
   );
   registry.whenManifestPut((e) => vmPushes.onManifestPut(e));
   // issue 10 §4: every image pulls as a containerDisk (and `<tag>-artifact` as an oras artifact)
   registry.serveGenerated(new VmImageServing(imageAccess, store, registryRepo));
-  const uploads = new BlobUploads(registryRepo, store, registryAccess, registryQuota, {
-    maxBlobBytes: config.maxImageBytes,
-    uploadTtlMs: config.ociUploadTtlMs,
-  });
+  const uploads = new BlobUploads(
+    registryRepo,
+    store,
+    registryAccess,
+    registryQuota,
+    {
+      maxBlobBytes: config.maxImageBytes,
+      uploadTtlMs: config.ociUploadTtlMs,
+    },
+    earlyIngests,
+  );
   // what GC keeps: every blob an image, a variant, or the registry (manifests, linked blobs, open uploads) references
   const referenced = async () => {
     const [images, oci] = await Promise.all([repo.referencedDigests(), uploads.referencedDigests()]);
     for (const d of oci) images.add(d);
+    // the disks of containerDisk layers ingested early, waiting for their manifest (this node's)
+    for (const d of earlyIngests.referencedDigests()) images.add(d);
     return images;
   };
   const gcPlan = async () => planGc({ store, referenced: await referenced(), now: new Date(), graceMs: config.gcGraceMs });
@@ -233,6 +250,8 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     audit,
     registry,
     uploads,
+    earlyIngests,
+    vmPushes,
     resumable,
     api,
     bootstrapToken,

@@ -510,3 +510,31 @@ function fixChecksum(b: Buffer, at: number): void {
   for (let i = at; i < at + BLOCK; i++) sum += b[i]!;
   b.write(sum.toString(8).padStart(6, '0') + '\0 ', at + 148, 'latin1');
 }
+
+test('firstEntryDecides: an entry outside disk/ before any in it ends the read at once (NOT_A_CONTAINER_DISK, not a verdict); a layer that begins with disk/ reads as usual', () => {
+  const big = 'x'.repeat(64 * 1024);
+  const plain = pyTar([
+    { name: 'etc/hosts', data: '127.0.0.1 localhost\n' },
+    { name: 'usr/lib/big', data: big },
+  ]);
+  const r = new ContainerDiskReader({}, { firstEntryDecides: true });
+  // the first header alone decides: the rest of the layer is never needed
+  assert.throws(
+    () => r.push(plain.subarray(0, BLOCK)),
+    (e: unknown) => e instanceof ContainerDiskError && e.code === 'NOT_A_CONTAINER_DISK' && !e.isContainerDisk && /etc\/hosts/.test(e.message),
+  );
+  // the root directory may come first; disk/ then decides as without the option
+  const layer = pyTar([
+    { name: '.', type: 'dir' },
+    { name: 'disk', type: 'dir' },
+    { name: 'disk/disk.img', data: 'disk bytes' },
+  ]);
+  const early = new ContainerDiskReader({}, { firstEntryDecides: true });
+  const events = [...early.push(layer), ...early.finish()];
+  assert.deepEqual(
+    events.filter((e) => e.kind === 'disk').map((e) => e.kind === 'disk' && e.disk.fileName),
+    ['disk.img'],
+  );
+  // without the option an ordinary layer is read to its end before it is called not a containerDisk
+  assert.equal(refusal(plain).code, 'NOT_A_CONTAINER_DISK');
+});

@@ -141,7 +141,17 @@ export class ContainerDiskReader {
   /** the first breach met before any entry in disk/ */
   private pending: ContainerDiskError | undefined;
 
-  constructor(limits: Partial<ContainerDiskLimits> = {}) {
+  /**
+   * `firstEntryDecides`: an entry other than the root directory met before any entry in disk/ ends
+   * the read at once as NOT_A_CONTAINER_DISK (`isContainerDisk` false), instead of reading the
+   * whole layer to learn whether an entry in disk/ comes later — for a reader that only guesses
+   * (an OCI layer read while it arrives: KubeVirt's and make-containerdisk.sh's layers begin with
+   * disk/) and leaves every other layer to the full reader.
+   */
+  constructor(
+    limits: Partial<ContainerDiskLimits> = {},
+    private readonly opts: { firstEntryDecides?: boolean } = {},
+  ) {
     this.tar = new TarStreamParser(limits);
     this.maxDiskBytes = limits.maxDiskBytes ?? Number.MAX_SAFE_INTEGER;
   }
@@ -194,9 +204,13 @@ export class ContainerDiskReader {
   private entry(e: TarEntry): ContainerDiskFile | undefined {
     const parts = normalName(e.name);
     // `/disk/x` and `disk/../x` are in disk/ too, for this question: a containerDisk, and refused
-    if (normalName(e.name.replace(/^\/+/, ''))[0] === DISK_DIR && !this.sawDiskEntry) {
+    const inDiskDir = normalName(e.name.replace(/^\/+/, ''))[0] === DISK_DIR;
+    if (inDiskDir && !this.sawDiskEntry) {
       this.sawDiskEntry = true;
       if (this.pending) throw this.pending;
+    }
+    if (this.opts.firstEntryDecides && !this.sawDiskEntry && parts.length > 0) {
+      throw new ContainerDiskError(`the layer's entry ${JSON.stringify(e.name)} comes before any entry in disk/ (${HOW})`, 'NOT_A_CONTAINER_DISK', false);
     }
     const verdict = this.judge(e, parts);
     if (verdict instanceof ContainerDiskError) {

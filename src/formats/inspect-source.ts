@@ -129,11 +129,7 @@ export async function inspectSource(src: ByteSource, opts: InspectOptions = {}):
       ),
     );
   }
-  if (opts.claimedContainerFormat?.toLowerCase() === 'ova') {
-    findings.push(...ovaClaimFindings(opts.claimedFormat, primary.name, inspection.details as Record<string, unknown>));
-  } else if (opts.claimedFormat !== undefined) {
-    findings.push(...claimFindings(opts.claimedFormat, primary.name));
-  }
+  findings.push(...claimsFindings({ format: primary.name, details: inspection.details as Record<string, unknown> }, opts));
   const report: InspectionReport = {
     format: primary.name,
     details: inspection.details as Record<string, unknown>,
@@ -169,6 +165,19 @@ async function inspectWith(f: FormatDescriptor, src: ByteSource, ctx: InspectCon
     }
     return { details: {}, findings: [], failed: true };
   }
+}
+
+/**
+ * What the claims (Glance disk_format, container_format) say of an inspection: FORMAT_MISMATCH
+ * findings, none when they fit. Also applied to an inspection made before the claims were known (an
+ * OCI layer ingested while it arrived, its manifest's declaration read later).
+ */
+export function claimsFindings(
+  inspected: { format: FormatName; details: Record<string, unknown> },
+  claims: { claimedFormat?: string; claimedContainerFormat?: string },
+): Finding[] {
+  if (claims.claimedContainerFormat?.toLowerCase() === 'ova') return ovaClaimFindings(claims.claimedFormat, inspected.format, inspected.details);
+  return claims.claimedFormat === undefined ? [] : claimFindings(claims.claimedFormat, inspected.format);
 }
 
 /** FORMAT_MISMATCH when a claimed (Glance / qemu) format name does not fit the detected format; none when it does. */

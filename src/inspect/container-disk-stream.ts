@@ -40,6 +40,8 @@ export interface ContainerDiskStreamOptions {
   limits?: Partial<InspectLimits>;
   /** tar limits and the largest disk accepted by its declared size */
   tar?: Partial<ContainerDiskLimits>;
+  /** stop at the first entry unless it is in disk/ (ContainerDiskReader's `firstEntryDecides`) */
+  firstEntryDecides?: boolean;
 }
 
 /**
@@ -58,7 +60,7 @@ export async function openContainerDiskLayer(layer: AsyncIterable<Uint8Array>, o
       false,
     );
   }
-  const reader = new ContainerDiskReader(opts.tar);
+  const reader = new ContainerDiskReader(opts.tar, { firstEntryDecides: opts.firstEntryDecides });
   const it = peeled.output[Symbol.asyncIterator]();
   /** disk bytes met in the same chunk as its header, or before the consumer asked */
   const early: Uint8Array[] = [];

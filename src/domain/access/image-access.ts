@@ -13,6 +13,7 @@ import type { Image, ImagePage, ImagePatch, ImageQuery, ImageAttributes } from '
 import type { CreateImageInput, OwnershipInput } from '../images/image-input.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import type { IngestCoordinator } from '../images/ingest-coordinator.js';
+import type { IngestOutcome } from '../images/ingest.js';
 import type { BlobBody, VariantRead, VariantService } from '../images/variant-service.js';
 import type { ImportJobs } from '../jobs/import-job.js';
 import type { Job, JobListQuery } from '../jobs/job-queue.js';
@@ -182,6 +183,22 @@ export class ImageAccess {
       async (note) => {
         note(await this.uploadTarget(ctx, id, opts.grant));
         return this.ingests.upload(id, body, { announcedSize: opts.announcedSize, signal: opts.signal, expectDigest: opts.expectDigest });
+      },
+    );
+  }
+
+  /**
+   * An ingest that already ran (`IngestCoordinator.adoptIngested`: an OCI layer's disk, ingested
+   * while the layer arrived) becomes image `id`'s bytes: the same right and audit record as `upload`.
+   */
+  adoptIngested(ctx: RequestContext, id: string, outcome: IngestOutcome, opts: { announcedSize?: number }): Promise<Image> {
+    return this.audit.record(
+      ctx,
+      'image.upload',
+      { target: id, detail: opts.announcedSize === undefined ? undefined : { announcedSize: opts.announcedSize } },
+      async (note) => {
+        note(await this.uploadTarget(ctx, id, undefined));
+        return this.ingests.adoptIngested(id, outcome, { announcedSize: opts.announcedSize });
       },
     );
   }

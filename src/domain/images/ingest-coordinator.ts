@@ -14,7 +14,7 @@ import type { ImageEvents } from './events.js';
 import { withoutExternalNames } from './external-names.js';
 import type { DiskFormat, Image, ImagePatch, ImageRepository } from './image.js';
 import type { ImageCatalog } from './image-catalog.js';
-import { ingest, refusalReason } from './ingest.js';
+import { ingest, refusalReason, withClaims, type IngestOutcome } from './ingest.js';
 import { inspectionSummary } from './inspection-summary.js';
 import { canTransition, transition, type ImageState } from './lifecycle.js';
 import { quotaExceeded } from './quota-exceeded.js';
@@ -90,7 +90,7 @@ export class IngestCoordinator {
    * a second concurrent upload gets CONFLICT. The image ends `ready` (safe), `error` (refused:
    * UNSAFE_IMAGE is thrown after the state is saved) or `error` (interrupted).
    */
-  async upload(
+  upload(
     id: string,
     body: AsyncIterable<Uint8Array>,
     opts: {
@@ -105,6 +105,48 @@ export class IngestCoordinator {
       /** the digest the bytes must hash to (an OCI push names it): any other is DIGEST_MISMATCH */
       expectDigest?: Digest;
     } = {},
+  ): Promise<Image> {
+    return this.run(id, opts, (started, signal, onProgress) =>
+      ingest(body, this.store, {
+        signal,
+        claimedFormat: started.diskFormat,
+        claimedContainerFormat: started.containerFormat,
+        announcedSize: opts.announcedSize,
+        maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
+        inspectLimits: this.settings.inspectLimits,
+        md5: this.settings.md5,
+        onProgress,
+      }),
+    );
+  }
+
+  /**
+   * An ingest whose bytes already ran through the pipeline — hashed, inspected, staged and
+   * committed content-addressed by `ingest()` before this image existed, without its claims (an OCI
+   * containerDisk layer's disk, ingested while the layer arrived: domain/registry/
+   * early-layer-ingests.ts) — becomes the image's, through the same lifecycle as `upload`: start
+   * (quota reserved for `announcedSize`), the image's claims applied to the report (`withClaims`:
+   * a declared format the bytes are not is refused as the ingest would have), the size limit and
+   * quota room, the verdict (UNSAFE_IMAGE, the image in `error`), finish. The caller makes sure the
+   * outcome's blob is still stored.
+   */
+  adoptIngested(id: string, outcome: IngestOutcome, opts: { announcedSize?: number; expectDigest?: Digest } = {}): Promise<Image> {
+    return this.run(id, opts, (started) =>
+      Promise.resolve(
+        withClaims(outcome, {
+          claimedFormat: started.diskFormat,
+          claimedContainerFormat: started.containerFormat,
+          maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
+        }),
+      ),
+    );
+  }
+
+  /** One ingest of image `id`: start (or resume), `produce` the outcome, record it; every failure is recorded on the image. */
+  private async run(
+    id: string,
+    opts: { announcedSize?: number; kind?: IngestKind; signal?: AbortSignal; resume?: string; expectDigest?: Digest },
+    produce: (started: Image & { quotaRoom?: number }, signal: AbortSignal, onProgress: (bytes: number) => void) => Promise<IngestOutcome>,
   ): Promise<Image> {
     const img = await this.catalog.get(id);
     const what = opts.kind ?? 'upload';
@@ -123,22 +165,13 @@ export class IngestCoordinator {
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     let lastProgress = -1;
     try {
-      const outcome = await ingest(body, this.store, {
-        signal: abort.signal,
-        claimedFormat: started.diskFormat,
-        claimedContainerFormat: started.containerFormat,
-        announcedSize: opts.announcedSize,
-        maxImageBytes: Math.min(this.settings.maxImageBytes, started.quotaRoom ?? Infinity),
-        inspectLimits: this.settings.inspectLimits,
-        md5: this.settings.md5,
-        onProgress: (bytes) => {
-          if (!opts.announcedSize) return;
-          const pct = Math.min(99, Math.floor((bytes * 100) / opts.announcedSize));
-          if (pct === lastProgress) return;
-          lastProgress = pct;
-          // progress is advisory: a failed update must not become an unhandled rejection
-          this.progress(id, ingestId, pct).catch(() => undefined);
-        },
+      const outcome = await produce(started, abort.signal, (bytes) => {
+        if (!opts.announcedSize) return;
+        const pct = Math.min(99, Math.floor((bytes * 100) / opts.announcedSize));
+        if (pct === lastProgress) return;
+        lastProgress = pct;
+        // progress is advisory: a failed update must not become an unhandled rejection
+        this.progress(id, ingestId, pct).catch(() => undefined);
       });
       // what the server stores and answers never names files on the uploader's machine
       outcome.report = { ...outcome.report, findings: withoutExternalNames(outcome.report.findings) };

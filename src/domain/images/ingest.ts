@@ -11,6 +11,7 @@
  * The caller (the IngestCoordinator) turns the outcome into catalog state.
  */
 import { type Finding } from '../../formats/findings.js';
+import { claimsFindings, verdictOf } from '../../formats/inspect-source.js';
 import type { InspectLimits } from '../../formats/limits.js';
 import { limitsWith } from '../../formats/limits.js';
 import { StreamInspector } from '../../formats/stream-inspector.js';
@@ -99,6 +100,23 @@ export async function ingest(source: AsyncIterable<Uint8Array>, store: BlobStore
   const checksums: Checksums = { sha512: staged.sha512 };
   if (staged.md5) checksums.md5 = staged.md5;
   return { kind: 'stored', report: report!, blob: staged.blob, checksums, bytesReceived };
+}
+
+/**
+ * The outcome of an `ingest` run before the claims were known (no `claimedFormat`: an OCI layer
+ * ingested while it arrived, its manifest's declaration read later), as that ingest would have
+ * ended with the claims and the size limit given now: FORMAT_MISMATCH findings added (refused:
+ * nothing of it is the image's; its committed blob is no one's, left to GC), SIZE_LIMIT thrown.
+ */
+export function withClaims(outcome: IngestOutcome, opts: Pick<IngestOptions, 'claimedFormat' | 'claimedContainerFormat' | 'maxImageBytes'>): IngestOutcome {
+  if (outcome.kind === 'stored' && outcome.blob.sizeBytes > opts.maxImageBytes) throw sizeLimit(outcome.blob.sizeBytes, opts.maxImageBytes, false);
+  const claimed = claimsFindings(outcome.report, opts);
+  const report: ImageReport = { ...outcome.report, findings: [...outcome.report.findings, ...claimed] };
+  if (opts.claimedFormat !== undefined) report.claimedFormat = opts.claimedFormat;
+  if (opts.claimedContainerFormat !== undefined) report.claimedContainerFormat = opts.claimedContainerFormat;
+  report.verdict = verdictOf(report.findings);
+  if (report.verdict === 'refused') return { kind: 'refused', report, bytesReceived: outcome.bytesReceived };
+  return { ...outcome, report };
 }
 
 function sizeLimit(size: number, limit: number, announced: boolean): DomainError {

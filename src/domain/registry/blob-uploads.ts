@@ -12,6 +12,10 @@
  * skopeo, oras and docker send) links that chunk's blob as is; several chunks are read back once,
  * in order, through `stageBlob` to make the final blob. A session that receives nothing for the
  * configured lifetime expires: its row goes, and its chunk blobs are garbage for GC.
+ *
+ * A blob staged from its first byte is also tapped for EarlyLayerIngests (early-layer-ingests.ts):
+ * when it may be a containerDisk layer, its disk is ingested beside it as the chunks pass, so the
+ * manifest PUT finds that work done.
  */
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -19,6 +23,7 @@ import type { RequestContext } from '../access/authorizer.js';
 import { DomainError } from '../errors.js';
 import { stageBlob } from '../images/stage-blob.js';
 import type { BlobStore, Digest } from '../../store/blob-store.js';
+import type { EarlyLayerIngests } from './early-layer-ingests.js';
 import type { RegistryAccess } from './registry-access.js';
 import { exceeded, type RegistryQuota } from './registry-quota.js';
 import type { RegistryRepository, UploadRecord } from './registry-repository.js';
@@ -48,6 +53,8 @@ export class BlobUploads {
     private readonly access: RegistryAccess,
     private readonly quota: RegistryQuota,
     private readonly opts: BlobUploadsOptions,
+    /** containerDisk layers ingested while they arrive (a blob staged from its first byte is tapped) */
+    private readonly early?: EarlyLayerIngests,
   ) {}
 
   private now(): Date {
@@ -263,17 +270,27 @@ export class BlobUploads {
       if (announcedSize > room) throw exceeded(repo.project, q!, announcedSize);
     }
     let n = 0;
-    const staged = await stageBlob(this.store, body, {
-      md5: false,
-      // an OCI blob is addressed by its sha256 alone; the image a pushed disk becomes is hashed by its own ingest
-      sha512: false,
-      expect,
-      onChunk: (chunk) => {
-        n += chunk.length;
-        if (offset + n > this.opts.maxBlobBytes) throw tooLarge(offset + n);
-        if (n > room) throw exceeded(repo.project, q!, undefined);
-      },
-    });
+    // a blob from its first byte may be a containerDisk layer: its disk is ingested beside it
+    const tap = offset === 0 ? this.early?.tap(room) : undefined;
+    let staged;
+    try {
+      staged = await stageBlob(this.store, body, {
+        md5: false,
+        // an OCI blob is addressed by its sha256 alone; the image a pushed disk becomes is hashed by its own ingest
+        sha512: false,
+        expect,
+        onChunk: (chunk) => {
+          n += chunk.length;
+          if (offset + n > this.opts.maxBlobBytes) throw tooLarge(offset + n);
+          if (n > room) throw exceeded(repo.project, q!, undefined);
+          return tap?.write(chunk);
+        },
+      });
+    } catch (e) {
+      tap?.failed(e);
+      throw e;
+    }
+    tap?.committed(staged.blob.digest);
     return { digest: staged.blob.digest, sizeBytes: staged.blob.sizeBytes };
   }
 }

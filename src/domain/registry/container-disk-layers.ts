@@ -28,6 +28,8 @@ export interface ContainerDiskPushOptions {
   maxDiskBytes?: number;
   /** tar limits (extension records, trailing padding) */
   tar?: Partial<Omit<ContainerDiskLimits, 'maxDiskBytes'>>;
+  /** give up (NOT_A_CONTAINER_DISK) at the first entry unless it is in disk/: for a guess, not a verdict */
+  firstEntryDecides?: boolean;
 }
 
 /**
@@ -41,7 +43,7 @@ export async function openContainerDiskPush(layer: AsyncIterable<Uint8Array>, op
   const tar: Partial<ContainerDiskLimits> = { ...opts.tar };
   if (opts.maxDiskBytes !== undefined) tar.maxDiskBytes = opts.maxDiskBytes;
   try {
-    return await openContainerDiskLayer(layer, { limits: opts.inspectLimits, tar });
+    return await openContainerDiskLayer(layer, { limits: opts.inspectLimits, tar, firstEntryDecides: opts.firstEntryDecides });
   } catch (e) {
     // the layer's own read failed (storage, a client gone): its error, not the peeler's wrapper
     throw e instanceof SourceError ? e.cause : e;

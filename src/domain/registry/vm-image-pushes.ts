@@ -4,7 +4,9 @@
  * push) or a containerDisk, the layer's bytes — read back from the one store by digest, where the
  * blob push already put them — run through the one ingest path (ImageAccess.upload →
  * IngestCoordinator: inspection, verdict, virtual and stored sizes, checksums), exactly as a REST
- * upload does. The sequence is docs/OCI-VM-IMAGES.md's "The door's push path".
+ * upload does. The sequence is docs/OCI-VM-IMAGES.md's "The door's push path". A containerDisk
+ * whose disk was ingested while its layer arrived (early-layer-ingests.ts) is not read again: that
+ * outcome becomes the image through ImageAccess.adoptIngested, the same lifecycle, claims and verdict.
  *
  * Naming: the push of `<project>/<repo>:<tag>` makes the image named `<repo>:<tag>` in project
  * `<project>` (nested repository paths stay in the name: `vms/alma/disk:v1` → `alma/disk:v1` in
@@ -34,13 +36,14 @@
 import type { Readable } from 'node:stream';
 import type { Finding } from '../../formats/findings.js';
 import type { InspectLimits } from '../../formats/limits.js';
-import type { BlobStore } from '../../store/blob-store.js';
+import type { BlobStore, Digest } from '../../store/blob-store.js';
 import type { ImageAccess } from '../access/image-access.js';
 import type { RequestContext } from '../access/authorizer.js';
 import { DomainError } from '../errors.js';
 import type { DiskFormat, Image, ImageAttributes } from '../images/image.js';
 import type { ImageCatalog } from '../images/image-catalog.js';
 import { openContainerDiskPush } from './container-disk-layers.js';
+import type { EarlyLayerIngests, EarlyLayerOutcome } from './early-layer-ingests.js';
 import type { ManifestPutEffect, ManifestPutEvent } from './oci-registry.js';
 import { annotationsToImage } from './vm-image-mapping.js';
 import { classifyVmManifest, declaredDiskFormat, decideVmLayer, notContainerDisk, vmLayerRefusal, type ManifestInvalid } from './vm-layer-verdict.js';
@@ -69,7 +72,12 @@ export class VmImagePushes {
     private readonly store: BlobStore,
     private readonly settings: VmImagePushSettings,
     private readonly log?: VmImagePushLog,
+    /** containerDisk layers ingested while they arrived (their outcome replaces reading the layer back) */
+    private readonly early?: EarlyLayerIngests,
   ) {}
+
+  /** What this process did, for tests: layers read back from the store by the hook. */
+  readonly counts = { layerReads: 0 };
 
   /**
    * The manifest-put hook: a VM push becomes a ready image, or the PUT fails (MANIFEST_INVALID
@@ -98,21 +106,34 @@ export class VmImagePushes {
     const declared = declaredDiskFormat({ annotations: { ...e.manifest.annotations, ...layer.annotations }, mediaType: layer.mediaType });
     if (declared && 'code' in declared) throw manifestInvalid(declared);
 
-    // 1 MiB reads: each chunk costs the decoder, the tar reader and the ingest's slot copy a step
-    // (64 KiB reads: ~0.2 s of the event loop per 256 MiB pushed, in a profile on a loaded machine)
-    const source: Readable = await this.store.read(layer.digest, undefined, { chunkBytes: LAYER_READ_BYTES });
-    let body: Readable = source;
+    // a containerDisk layer may have been ingested as it arrived (early-layer-ingests.ts): its
+    // outcome is the disk's, nothing is read again; a layer whose early ingest decided nothing is read back
+    const early = kind.kind === 'container-disk' ? await this.earlyOutcome(layer.digest, { ...mapped.attributes }) : undefined;
+    if (early?.kind === 'refused') throw manifestInvalid(early.refusal);
+
+    let source: Readable | undefined;
+    let body: Readable | undefined;
     let size = layer.size;
     let diskName: string | undefined;
     try {
-      if (kind.kind === 'container-disk') {
-        try {
-          const disk = await openContainerDiskPush(source, { inspectLimits: this.settings.inspectLimits, maxDiskBytes: this.settings.maxImageBytes });
-          ({ body, size } = disk);
-          diskName = disk.fileName;
-        } catch (err) {
-          if (notContainerDisk(err)) return;
-          throw refusalOr(err);
+      if (early) {
+        size = early.diskSize;
+        diskName = early.fileName;
+      } else {
+        // 1 MiB reads: each chunk costs the decoder, the tar reader and the ingest's slot copy a step
+        // (64 KiB reads: ~0.2 s of the event loop per 256 MiB pushed, in a profile on a loaded machine)
+        source = await this.store.read(layer.digest, undefined, { chunkBytes: LAYER_READ_BYTES });
+        this.counts.layerReads++;
+        body = source;
+        if (kind.kind === 'container-disk') {
+          try {
+            const disk = await openContainerDiskPush(source, { inspectLimits: this.settings.inspectLimits, maxDiskBytes: this.settings.maxImageBytes });
+            ({ body, size } = disk);
+            diskName = disk.fileName;
+          } catch (err) {
+            if (notContainerDisk(err)) return;
+            throw refusalOr(err);
+          }
         }
       }
       const reference = `${e.repository.name}:${e.tag}`;
@@ -126,9 +147,10 @@ export class VmImagePushes {
       // the containerDisk reader's refusal after the disk began (`../`, a second disk) reaches the
       // ingest as a read error, which it reports as an interrupted upload: keep it to name it
       let bodyError: unknown;
+      const from = body;
       const watched = (async function* () {
         try {
-          yield* body;
+          if (from) yield* from;
         } catch (err) {
           bodyError = err;
           throw err;
@@ -136,9 +158,14 @@ export class VmImagePushes {
       })();
       let stored: Image;
       try {
-        // an oras disk file becomes the image as it is: the layer blob the project already holds (counted once)
-        const expectDigest = kind.kind === 'container-disk' ? undefined : layer.digest;
-        stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size, expectDigest });
+        if (early) {
+          // the disk's bytes are staged and committed already: the same lifecycle, quota, claim and verdict, no bytes
+          stored = await this.imageAccess.adoptIngested(e.ctx, image.id, early.outcome, { announcedSize: size });
+        } else {
+          // an oras disk file becomes the image as it is: the layer blob the project already holds (counted once)
+          const expectDigest = kind.kind === 'container-disk' ? undefined : layer.digest;
+          stored = await this.imageAccess.upload(e.ctx, image.id, watched, { announcedSize: size, expectDigest });
+        }
         const decision = decideVmLayer(declared, { format: stored.inspection?.format ?? 'raw', findings: (stored.inspection?.findings ?? []) as Finding[] });
         if (!decision.accept) throw manifestInvalid(decision);
       } catch (err) {
@@ -151,9 +178,23 @@ export class VmImagePushes {
         recorded: () => this.replaceOlder(e.ctx, e.repository.project, reference, stored),
       };
     } finally {
-      body.destroy();
-      source.destroy();
+      body?.destroy();
+      source?.destroy();
     }
+  }
+
+  /**
+   * The layer's early outcome when it can stand for reading the layer: a refusal, or an ingest
+   * whose disk blob is still stored. An image claimed to be an OVA (container_format ova) is judged
+   * by the full path: its claim reads the OVA's disks, which the early ingest did not know to.
+   */
+  private async earlyOutcome(layer: Digest, attributes: Partial<ImageAttributes>): Promise<EarlyLayerOutcome | undefined> {
+    if (!this.early || attributes.containerFormat === 'ova') return undefined;
+    const o = await this.early.outcome(layer);
+    if (o?.kind !== 'ingested' || o.outcome.kind !== 'stored') return o;
+    // GC on another node, or a store cleaned by hand: read the layer back instead
+    const blob = await this.store.stat(o.outcome.blob.digest);
+    return blob?.sizeBytes === o.outcome.blob.sizeBytes ? o : undefined;
   }
 
   /** The image made for a refused push goes: the PUT failed, so nothing of it stays. */
