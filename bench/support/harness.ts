@@ -112,10 +112,16 @@ export async function deleteImage(s: Served, id: string): Promise<void> {
   if (!r.ok) throw new Error(`imago: DELETE /api/v1/images/${id} answered ${r.status}: ${await r.text()}`);
 }
 
-/** The plain node:http sink that receives a body and discards it, in its own process. */
+/**
+ * The plain node:http sink that receives a body and discards it, in its own process. A GET is
+ * answered with a page holding one file input (`#file`), so a browser can send a file to it from
+ * the same origin.
+ */
 export async function discardingSink(): Promise<{ url: string; proc: ChildProcess; stop(): void }> {
   const port = await freePort();
-  const proc = spawn(process.execPath, ['-e', `require('http').createServer((q,r)=>{q.resume();q.on('end',()=>r.end('ok'))}).listen(${port},'127.0.0.1')`], {
+  const page = '<!doctype html><title>sink</title><input type=file id=file aria-label=file>';
+  const handler = `(q,r)=>{if(q.method==='GET'){r.setHeader('content-type','text/html');return r.end(${JSON.stringify(page)})}q.resume();q.on('end',()=>r.end('ok'))}`;
+  const proc = spawn(process.execPath, ['-e', `require('http').createServer(${handler}).listen(${port},'127.0.0.1')`], {
     stdio: 'ignore',
   });
   const url = `http://127.0.0.1:${port}/`;

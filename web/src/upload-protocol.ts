@@ -30,8 +30,11 @@ export function useProtocol(uppy: Uppy<any, any>, protocol: UploadProtocol): voi
     uppy.use(Tus, {
       endpoint: TUS_ENDPOINT,
       headers: () => authHeaders(),
-      // 64 MiB requests: few enough round trips, little to resend after a cut
-      chunkSize: 64 * 1024 * 1024,
+      // the whole file in one PATCH (tus-js-client's default chunkSize: Infinity): the server keeps
+      // and syncs the bytes of a cut PATCH, so a resume re-sends only what was in flight, and
+      // nothing waits between requests. 64 MiB requests each waited for the server's fdatasync of
+      // their part before the next began (issue 12's benchmark: 0.34 of curl's throughput).
+      chunkSize: Infinity,
       retryDelays: [0, 1000, 3000, 5000, 10000],
       allowedMetaFields: ['image_id', 'filename'],
       storeFingerprintForResuming: true,
