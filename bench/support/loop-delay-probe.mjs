@@ -2,8 +2,15 @@
  * Preload for bench/concurrency only (never loaded by the product): the bench starts `imago serve`
  * with `NODE_OPTIONS=--import=<this file>` and `IMAGO_BENCH_LOOP_DELAY_FILE=<path>`. In the server's
  * main thread it enables `perf_hooks.monitorEventLoopDelay` (10 ms resolution) and writes the
- * histogram as JSON to that path every 200 ms, at exit, and on SIGUSR2 — which then also resets it,
- * so that the bench can frame one phase: SIGUSR2 before (reset), SIGUSR2 after (the phase's figures).
+ * histogram as JSON to that path on SIGUSR2 — which then also resets it, so that the bench can frame
+ * one phase: SIGUSR2 before (reset), SIGUSR2 after (the phase's figures) — and at exit.
+ *
+ * The SIGUSR2 write is asynchronous (on libuv's pool), so that the probe does not stop the loop it
+ * measures: it used to write and rename the file synchronously every 200 ms, and on this machine's
+ * ext4 (mounted with `discard`) a rename over the previous file flushed the new one and discarded
+ * the old one's blocks in the calling thread — 100–600 ms in D state on the main thread while the
+ * disk was busy (seen by sampling /proc/PID/task/PID/{stat,syscall,stack} during the bench), and
+ * recorded as the server's own loop delay.
  *
  * The histogram's values include the sampling interval (an idle loop records ~10 ms); the figures
  * written here are the delay beyond it (value − resolution, at least 0), as @fastify/under-pressure
@@ -11,9 +18,9 @@
  * removed from the environment once read.
  */
 import { renameSync, writeFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import process from 'node:process';
-import { setInterval } from 'node:timers';
 import { isMainThread } from 'node:worker_threads';
 
 const RESOLUTION_MS = 10;
@@ -26,24 +33,26 @@ if (isMainThread && out) {
   let seq = 0;
   let signals = 0;
   const beyond = (ns) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
-  const write = () => {
-    const snapshot = {
-      seq: ++seq,
-      signals,
-      pid: process.pid,
-      samples: h.count,
-      maxMs: h.count ? beyond(h.max) : 0,
-      p99Ms: h.count ? beyond(h.percentile(99)) : 0,
-      p50Ms: h.count ? beyond(h.percentile(50)) : 0,
-    };
-    writeFileSync(`${out}.tmp`, JSON.stringify(snapshot));
-    renameSync(`${out}.tmp`, out);
-  };
-  setInterval(write, 200).unref();
+  const snapshot = () => ({
+    seq: ++seq,
+    signals,
+    pid: process.pid,
+    samples: h.count,
+    maxMs: h.count ? beyond(h.max) : 0,
+    p99Ms: h.count ? beyond(h.percentile(99)) : 0,
+    p50Ms: h.count ? beyond(h.percentile(50)) : 0,
+  });
+  // one write at a time, in signal order: a later snapshot is never overwritten by an earlier one
+  let writing = Promise.resolve();
   process.on('SIGUSR2', () => {
     signals++;
-    write();
+    const text = JSON.stringify(snapshot());
     h.reset();
+    const tmp = `${out}.${seq}.tmp`;
+    writing = writing.then(() => writeFile(tmp, text).then(() => rename(tmp, out))).catch((e) => process.stderr.write(`loop-delay probe: ${e.message}\n`));
   });
-  process.on('exit', write);
+  process.on('exit', () => {
+    writeFileSync(`${out}.tmp`, JSON.stringify(snapshot()));
+    renameSync(`${out}.tmp`, out);
+  });
 }
