@@ -23,7 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -234,8 +234,11 @@ export async function run(args: string[]): Promise<void> {
     // Both servers are started; from here this thread (the upload client) and the curl processes
     // it spawns (children inherit the niceness) run `clientNice` below them: the clients stand for
     // other machines, and on 2 shared cores their CPU would otherwise be taken from the servers.
+    // Every thread of this process: on Linux a nice value is a thread's, and setPriority(0) would
+    // lower only this one, leaving this process's V8 workers (its garbage collections) at the
+    // servers' priority.
     const serverNice = getPriority();
-    setPriority(Math.min(19, serverNice + clientNice));
+    for (const tid of readdirSync('/proc/self/task')) setPriority(Number(tid), Math.min(19, serverNice + clientNice));
 
     // 1. uploads
     const ourIds: string[] = [];

@@ -15,7 +15,7 @@
  * slot, whatever the number of algorithms; memory is fixed (slots × slotBytes) whatever the
  * stream's size, and `slot()` waits when a lane lags (backpressure) — no allocation per chunk.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, getPriority } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { alignedStart, PAGE_BYTES } from './direct-io.js';
 
@@ -68,11 +68,13 @@ parentPort.on('message', (msg) => {
 `;
 
 /**
- * The hashing threads' nice value. Hashing is bulk work that can wait a moment; the event loop
- * answers every client. On a machine whose cores are all busy hashing (a hundred uploads at once)
- * the loop would otherwise get a third of a core and stall for hundreds of ms (issue 20 item 6);
- * at nice 10 the scheduler gives it the CPU whenever it has work (weight 1024 against 110), and
- * hashing takes all the rest.
+ * How far below the event loop the hashing threads run (nice, relative to the thread that makes
+ * the pool). Hashing is bulk work that can wait a moment; the event loop answers every client. On a
+ * machine whose cores are all busy hashing (a hundred uploads at once) the loop would otherwise get
+ * a third of a core and stall for hundreds of ms (issue 20 item 6); 10 below, the scheduler gives
+ * it the CPU whenever it has work (weight 1024 against 110), and hashing takes all the rest.
+ * Relative, like Node's own V8 threads under `imago serve` (bin/imago.js): a server started at
+ * another nice keeps the same order — loop first, then hashing and V8's background work alike.
  */
 const HASH_NICE = 10;
 
@@ -114,7 +116,7 @@ class HashPool {
   private worker(i: number): PoolWorker {
     const existing = this.workers[i];
     if (existing && !existing.dead) return existing;
-    const thread = new Worker(WORKER_SOURCE, { eval: true, workerData: { nice: HASH_NICE } });
+    const thread = new Worker(WORKER_SOURCE, { eval: true, workerData: { nice: Math.min(19, getPriority() + HASH_NICE) } });
     const w: PoolWorker = { thread, lanes: new Map(), dead: false };
     thread.on('message', (m: { id: number; done?: number; digest?: Record<string, string> }) => {
       const lane = w.lanes.get(m.id);
