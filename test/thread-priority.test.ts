@@ -37,31 +37,35 @@ async function upload(s: SpawnedServer, bytes: number): Promise<void> {
   assert.ok(put.ok, `PUT answered ${put.status}: ${await put.text()}`);
 }
 
-test('hashing workers run 10 below the event loop that made them, whatever nice the server runs at', { skip: process.platform !== 'linux' && 'Linux only' }, async () => {
-  const base = getPriority();
-  // a nice the test can set (raising it needs no privilege) and from which +10 is still below 19
-  const serverNice = Math.min(base + 5, 9);
-  const dataDir = mkdtempSync(join(tmpdir(), 'imago-prio-'));
-  const s = await spawnServer(dataDir);
-  try {
-    const pid = s.proc.pid!;
-    // Linux: this is the main thread's nice; the threads it makes from now on start with it
-    setPriority(pid, serverNice);
-    const before = threads(pid);
-    assert.ok(!before.has(pid) || before.get(pid) === serverNice, `main thread at ${before.get(pid)}`);
-    await upload(s, 4 << 20);
-    const after = threads(pid);
-    assert.equal(after.get(pid), serverNice, 'the event loop keeps its nice');
-    const added = [...after].filter(([tid]) => !before.has(tid));
-    const hashing = added.filter(([, nice]) => nice === serverNice + 10);
-    // sha256 and sha512 on two pool workers (one per core, at least two)
-    assert.ok(hashing.length >= 2, `two hashing workers at ${serverNice + 10}, 10 below the loop: new threads ${JSON.stringify(added)}`);
-    assert.ok(
-      added.every(([, nice]) => nice === serverNice + 10 || nice === serverNice),
-      `a new thread is either a hashing worker (10 below) or at the loop's nice: ${JSON.stringify(added)}`,
-    );
-  } finally {
-    await s.stop();
-    rmSync(dataDir, { recursive: true, force: true });
-  }
-});
+test(
+  'hashing workers run 10 below the event loop that made them, whatever nice the server runs at',
+  { skip: process.platform !== 'linux' && 'Linux only' },
+  async () => {
+    const base = getPriority();
+    // a nice the test can set (raising it needs no privilege) and from which +10 is still below 19
+    const serverNice = Math.min(base + 5, 9);
+    const dataDir = mkdtempSync(join(tmpdir(), 'imago-prio-'));
+    const s = await spawnServer(dataDir);
+    try {
+      const pid = s.proc.pid!;
+      // Linux: this is the main thread's nice; the threads it makes from now on start with it
+      setPriority(pid, serverNice);
+      const before = threads(pid);
+      assert.ok(!before.has(pid) || before.get(pid) === serverNice, `main thread at ${before.get(pid)}`);
+      await upload(s, 4 << 20);
+      const after = threads(pid);
+      assert.equal(after.get(pid), serverNice, 'the event loop keeps its nice');
+      const added = [...after].filter(([tid]) => !before.has(tid));
+      const hashing = added.filter(([, nice]) => nice === serverNice + 10);
+      // sha256 and sha512 on two pool workers (one per core, at least two)
+      assert.ok(hashing.length >= 2, `two hashing workers at ${serverNice + 10}, 10 below the loop: new threads ${JSON.stringify(added)}`);
+      assert.ok(
+        added.every(([, nice]) => nice === serverNice + 10 || nice === serverNice),
+        `a new thread is either a hashing worker (10 below) or at the loop's nice: ${JSON.stringify(added)}`,
+      );
+    } finally {
+      await s.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  },
+);
