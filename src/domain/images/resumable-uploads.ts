@@ -131,7 +131,13 @@ export class ResumableUploads {
     // looked up again after each wait: the ingest may end meanwhile (its end is recorded before
     // its row and file go)
     const upload = this.endedStatus(id) ?? (ID_RE.test(id) ? await this.repo.resumable(id) : undefined);
-    if (!upload) throw notFound(id);
+    if (!upload) {
+      // the ingest may have ended while the row was read (its end is remembered before the row is
+      // deleted): a creation-with-upload on PostgreSQL was answered 404 by its own finish hook so
+      const ended = this.endedStatus(id);
+      if (ended) return ended;
+      throw notFound(id);
+    }
     if ('image' in upload) return upload;
     const live = this.live.get(id);
     const offset = live ? (await live).file.length : await GrowingFile.lengthOf(this.path(id));
