@@ -51,7 +51,7 @@ test(
       // Linux: this is the main thread's nice; the threads it makes from now on start with it
       setPriority(pid, serverNice);
       const before = threads(pid);
-      assert.ok(!before.has(pid) || before.get(pid) === serverNice, `main thread at ${before.get(pid)}`);
+      assert.equal(before.get(pid), serverNice, 'the main thread took the nice it was given');
       await upload(s, 4 << 20);
       const after = threads(pid);
       assert.equal(after.get(pid), serverNice, 'the event loop keeps its nice');
