@@ -258,16 +258,22 @@ export class ParallelHasher {
 
   /** A free slot to fill (the caller holds it until `release`); waits while every slot is in use. */
   async slot(): Promise<Buffer> {
+    for (;;) {
+      const slot = this.trySlot();
+      if (slot) return slot;
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  /** A free slot to fill now, or undefined when every slot is in use (`slot()` waits for one). */
+  trySlot(): Buffer | undefined {
     this.usable();
     if (this.free.length === 0 && this.grown < this.shape.slots && extraInUse + this.slotBytes <= EXTRA_SLOT_BUDGET_BYTES) {
       extraInUse += this.slotBytes;
       this.free.push(this.grown++);
     }
-    while (this.free.length === 0) {
-      await new Promise<void>((r) => this.waiters.push(r));
-      this.usable();
-    }
-    const i = this.free.pop()!;
+    const i = this.free.pop();
+    if (i === undefined) return undefined;
     this.holds[i] = 1;
     return Buffer.from(this.shared, this.base + i * this.slotBytes, this.slotBytes);
   }

@@ -4,6 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import type { UploadOptions } from '../../store/blob-store.js';
 import { FsBlobStore } from '../../store/fs-blob-store.js';
 import { stageBlob } from './stage-blob.js';
 
@@ -117,4 +120,66 @@ test('stageBlob: a failing source is thrown (or handed to keep) and nothing is k
     await assert.rejects(thrown, /too big/);
     assert.equal(await staging(store), 0);
     for await (const _ of store.list()) assert.fail('nothing is stored');
+  }));
+
+test('stageBlob keeps no source chunk while it waits for a slot: the rest waits in its own memory, and the bytes stage whole', () =>
+  withStore(async (store) => {
+    // A chunk held across a long wait outlives two scavenges and is promoted; under a hundred
+    // concurrent uploads those dead chunks filled the old generation's budget (issue 20 item 6).
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    // staging writes wait at the gate, so slots are not given back and stageBlob must wait for one
+    const gated = new Proxy(store, {
+      get(target, p) {
+        if (p !== 'startUpload') return Reflect.get(target, p, target) as unknown;
+        return async (o?: UploadOptions) => {
+          const session = await target.startUpload(o);
+          return new Proxy(session, {
+            get(s, q) {
+              if (q === 'write') return async (c: Uint8Array) => (await gate, s.write(c));
+              const v = Reflect.get(s, q, s) as unknown;
+              return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(s) : v;
+            },
+          });
+        };
+      },
+    });
+    const CHUNK = 48 * 1024; // slot boundaries (256 KiB, 1 MiB) fall inside chunks
+    const whole = createHash('sha256');
+    const handed: WeakRef<Buffer>[] = [];
+    let total = 0;
+    // an iterator that keeps nothing it handed out (an async generator's frame would)
+    const source: AsyncIterableIterator<Uint8Array> = {
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      next: async () => {
+        if (total >= 16 * 1024 * 1024) return { done: true, value: undefined };
+        const chunk = randomBytes(CHUNK);
+        whole.update(chunk);
+        total += chunk.length;
+        handed.push(new WeakRef(chunk));
+        return { done: false, value: chunk };
+      },
+    };
+    const staged = stageBlob(gated, source, { md5: false });
+    // stageBlob stops asking for chunks once every slot it may take is full
+    let asked = -1;
+    while (asked !== handed.length) {
+      asked = handed.length;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(handed.length < (16 * 1024 * 1024) / CHUNK, `stageBlob waits for a slot (it took ${handed.length} chunks)`);
+    const last = handed.length - 1;
+    assert.ok((last * CHUNK) % (256 * 1024) !== 0, 'the last chunk taken straddles a slot boundary: part of it is still to be staged');
+    gc();
+    await new Promise((r) => setImmediate(r));
+    gc();
+    assert.equal(handed[last]!.deref(), undefined, 'the chunk whose rest waits for a slot is not held');
+    open();
+    const r = await staged;
+    assert.equal(r.blob.sizeBytes, total);
+    assert.equal(r.blob.digest, `sha256:${whole.digest('hex')}`, 'the spilled rest was staged in order');
   }));
