@@ -9,7 +9,9 @@
  *
  * The session does not hash the bytes again (`callerHashes`): the digests come from the very
  * bytes written. Each byte is copied once, into a slot that the hashers, the staging write and
- * `onChunk` all read; a slot is filled again once they are all done with it.
+ * `onChunk` all read; a slot is filled again once they are all done with it. The exception: when
+ * every slot is busy, the rest of the chunk at hand (≤ 64 KiB) waits in the stream's own memory
+ * and is copied from there, so that the source's chunk is not held through the wait.
  */
 import { ParallelHasher, type HashAlgorithm } from '../../io/parallel-hasher.js';
 import type { BlobInfo, BlobStore, Digest } from '../../store/blob-store.js';
