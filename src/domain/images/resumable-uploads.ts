@@ -72,6 +72,12 @@ interface Live {
 
 const ID_RE = /^[0-9a-f-]{36}$/;
 
+/**
+ * How an upload ended, remembered: its image, or the error later requests get — with, when its
+ * ingest failed, that failure (`cause`) for the request that sent the last byte.
+ */
+type Ended = { error: unknown; cause?: unknown } | { upload: ResumableUpload; image: Image };
+
 export class ResumableUploads {
   private readonly live = new Map<string, Promise<Live>>();
   /** the Live each entry of `live` resolved to (one per upload: a suspended one is replaced) */
@@ -81,7 +87,7 @@ export class ResumableUploads {
    * such; a finished upload still answers HEAD (offset = length) and a repeated last PATCH with its
    * image, so a client whose connection dropped while it waited for the verdict sees it completed.
    */
-  private readonly ended = new Map<string, { error: unknown } | { upload: ResumableUpload; image: Image }>();
+  private readonly ended = new Map<string, Ended>();
 
   constructor(
     private readonly repo: ResumableUploadRepository,
@@ -195,8 +201,24 @@ export class ResumableUploads {
     }
   }
 
-  /** Once every byte is there: the ingest's outcome — the ready image, or its refusal (UNSAFE_IMAGE ...). */
+  /**
+   * Once every byte is there: the ingest's outcome — the ready image, or its refusal (UNSAFE_IMAGE
+   * ...). Asked by the request that sent the last byte, so an ingest that already failed (and whose
+   * upload is gone, "not found" to any later request) is answered with its own error: on PostgreSQL
+   * a hostile image's refusal could land between the last append and this look, and the PATCH was
+   * answered 404 instead of 422.
+   */
   async finished(id: string): Promise<Image> {
+    try {
+      return await this.outcome(id);
+    } catch (e) {
+      const ended = this.ended.get(id);
+      if (ended && 'cause' in ended) throw ended.cause;
+      throw e;
+    }
+  }
+
+  private async outcome(id: string): Promise<Image> {
     const { upload, offset, image } = await this.status(id);
     if (image) return image;
     // (no wait between this look and ensureLive: an ingest that just ended is not started again)
@@ -321,7 +343,7 @@ export class ResumableUploads {
           return file.close().catch(() => undefined);
         }
         // later requests: not found, saying why (the request that was running got the error itself)
-        this.remember(u.id, { error: notFound(u.id, `it ended: ${e instanceof Error ? e.message : String(e)}`) });
+        this.remember(u.id, { error: notFound(u.id, `it ended: ${e instanceof Error ? e.message : String(e)}`), cause: e });
         return this.drop(u.id, live);
       },
     );
@@ -330,7 +352,7 @@ export class ResumableUploads {
   }
 
   /** the last 1,000 ends, in memory (after a restart an ended upload is simply not found) */
-  private remember(id: string, why: { error: unknown } | { upload: ResumableUpload; image: Image }): void {
+  private remember(id: string, why: Ended): void {
     this.ended.set(id, why);
     if (this.ended.size > 1000) this.ended.delete(this.ended.keys().next().value!);
   }
