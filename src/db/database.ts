@@ -160,8 +160,6 @@ function walSyncer(file: string): { sync(): Promise<void>; close(): Promise<void
 // Plain JS so it runs the same from dist/ and under tsx (as the hashing workers').
 const CHECKPOINT_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { readlinkSync } = require('node:fs');
-try { require('node:os').setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 10); } catch {}
 const Database = require(workerData.driver);
 const db = new Database(workerData.path, { fileMustExist: true });
 db.pragma('busy_timeout = 5000');
@@ -199,6 +197,11 @@ parentPort.on('message', () => {
  * frames) off the loop; a WAL is restarted only once a checkpoint has copied every frame into the
  * database file and synced it — on this thread, whose connection keeps synchronous=NORMAL; and at
  * close, once this thread is gone, the serving connection syncs again (NORMAL) for its last checkpoint.
+ *
+ * The thread runs at the event loop's priority, not below it: its connection takes the same
+ * SQLite locks (the WAL index, the pager's) as the serving one, so a niced checkpointer preempted
+ * while holding one stopped the loop until it got a CPU again — 26 ms in one statement under 100
+ * uploads (perf sched, issue 20 item 6). Its own work is a few ms a second, mostly waiting for the disk.
  */
 function checkpointThread(sqlite: SqliteDatabase.Database, path: string, intervalMs = 1000): { close(): Promise<void> } {
   const byItself = () => {
