@@ -14,6 +14,7 @@
  * and is copied from there, so that the source's chunk is not held through the wait.
  */
 import { ParallelHasher, type HashAlgorithm } from '../../io/parallel-hasher.js';
+import { ingestTurns } from '../../io/turn-budget.js';
 import type { BlobInfo, BlobStore, Digest } from '../../store/blob-store.js';
 import { DomainError } from '../errors.js';
 
@@ -98,7 +99,9 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
       let used = 0;
       const it = source[Symbol.asyncIterator]();
       try {
-        for (let input = await nextChunk(it); input !== undefined; input = await nextChunk(it)) {
+        let input = await nextChunk(it);
+        while (input !== undefined) {
+          const bytes = input.length;
           for (let off = 0; off < input.length;) {
             const n = Math.min(slot.length - used, input.length - off);
             slot.set(input.subarray(off, off + n), used);
@@ -126,6 +129,11 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
               slot = await hasher.slot();
             }
           }
+          // the loop's share: past this turn's budget, the next chunk waits for a later turn (and is not held meanwhile)
+          input = undefined;
+          const turn = ingestTurns.spend(bytes);
+          if (turn) await turn;
+          input = await nextChunk(it);
         }
       } catch (e) {
         // as for await … of does: the source is told it will not be read further (its error, if any, is not the one that counts)
