@@ -14,6 +14,11 @@
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
     },
     {
+      "target_name": "wake_pipe",
+      "sources": ["wake-pipe.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]
+    },
+    {
       "target_name": "copy_range",
       "sources": ["copy-range.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter"]

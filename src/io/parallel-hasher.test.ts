@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
-import { EXTRA_SLOT_BUDGET_BYTES, LARGE, ParallelHasher, SMALL } from './parallel-hasher.js';
+import { EXTRA_SLOT_BUDGET_BYTES, LARGE, ParallelHasher, slotArenaBytes, SMALL } from './parallel-hasher.js';
 
 test('digests equal node:crypto for every algorithm, across odd chunk sizes', async () => {
   const data = randomBytes(3 * 1024 * 1024 + 17);
@@ -117,4 +117,31 @@ test('ended streams give their slot memory back: 100 streams one after another d
   }
   // each stream touched 4 MiB of slots: kept, they would be 400 MiB
   assert.ok(peak - before < 128 * 1024 * 1024, `rss grew ${(peak - before) >> 20} MiB over 100 streams`);
+});
+
+test('100 streams at once borrow their slots from one arena, and the arena shrinks back once they end', async () => {
+  const MiB = 1024 * 1024;
+  const data = randomBytes(3 * MiB + 5);
+  const hashers = Array.from({ length: 100 }, () => new ParallelHasher([['sha256'], ['sha512']]));
+  await Promise.all(hashers.map((h) => h.update(data)));
+  const during = slotArenaBytes();
+  const held = hashers.reduce((sum, h) => sum + h.slotsUsed * h.slotBytes, 0);
+  // a buffer per stream would be 100 × (its shape's whole size); the arena holds what the streams
+  // borrowed, rounded up to whole 8 MiB segments (at most one partly used or idle per slot size)
+  assert.ok(held <= 100 * SMALL.slotBytes + 4 * LARGE.slots * LARGE.slotBytes + EXTRA_SLOT_BUDGET_BYTES, `streams hold ${held / MiB} MiB`);
+  assert.ok(during >= held, `arena ${during / MiB} MiB < ${held / MiB} MiB borrowed`);
+  assert.ok(during <= held + 4 * (8 * MiB + 4096), `arena ${during / MiB} MiB for ${held / MiB} MiB borrowed`);
+  const want = { sha256: createHash('sha256').update(data).digest('hex'), sha512: createHash('sha512').update(data).digest('hex') };
+  const digests = await Promise.all(hashers.map((h, i) => (i % 3 ? h.digest() : h.close().then(() => want))));
+  assert.ok(digests.every((d) => d.sha256 === want.sha256 && d.sha512 === want.sha512));
+  assert.ok(slotArenaBytes() <= 2 * (8 * MiB + 4096), `arena kept ${slotArenaBytes() / MiB} MiB after every stream ended`);
+  // the segments given back were dropped by the workers too: new streams hash correctly on new ones
+  const again = await Promise.all(
+    Array.from({ length: 40 }, async () => {
+      const h = new ParallelHasher([['sha256'], ['sha512']]);
+      await h.update(data);
+      return h.digest();
+    }),
+  );
+  assert.ok(again.every((d) => d.sha256 === want.sha256 && d.sha512 === want.sha512));
 });
