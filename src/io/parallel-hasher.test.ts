@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
-import { EXTRA_SLOT_BUDGET_BYTES, LARGE, ParallelHasher, slotArenaBytes, SMALL } from './parallel-hasher.js';
+import { EXTRA_SLOT_BUDGET_BYTES, LARGE, ParallelHasher, slotArenaBytes, SMALL, wakesByPipe } from './parallel-hasher.js';
 
 test('digests equal node:crypto for every algorithm, across odd chunk sizes', async () => {
   const data = randomBytes(3 * 1024 * 1024 + 17);
@@ -144,4 +144,13 @@ test('100 streams at once borrow their slots from one arena, and the arena shrin
     }),
   );
   assert.ok(again.every((d) => d.sha256 === want.sha256 && d.sha512 === want.sha512));
+});
+
+test('the hashing threads wake the event loop through the wake pipe (native/wake-pipe.c is built), and every slot comes back', async () => {
+  assert.equal(wakesByPipe, true, 'the native addon wake_pipe did not build: npm install (node-gyp) and native/wake-pipe.c');
+  // many small slots one after another: each is hashed and handed back through the ring before the next is filled
+  const h = new ParallelHasher([['sha256'], ['sha512']], { slots: 1, slotBytes: 4096 });
+  const data = randomBytes(4096 * 500 + 3);
+  await h.update(data);
+  assert.equal((await h.digest()).sha512, createHash('sha512').update(data).digest('hex'));
 });

@@ -23,6 +23,9 @@ import { loadNativeAddon } from './native-addon.js';
 
 const wakePipe = loadNativeAddon<{ pipe(): [number, number] }>('wake_pipe');
 
+/** Whether the hashing threads wake the loop through the wake pipe (the native addon is built), not by message. */
+export const wakesByPipe = wakePipe !== undefined;
+
 export type HashAlgorithm = 'sha256' | 'sha512' | 'md5' | 'sha1';
 
 // Plain JS so it runs the same from dist/ and under tsx. One worker serves many lanes, by id, over
