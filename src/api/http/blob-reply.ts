@@ -17,7 +17,7 @@ import type { BlobBody, FileRange } from '../../domain/images/variant-service.js
 import { SendfileError, type SendfileEngine } from '../../io/sendfile.js';
 import type { ByteRange } from '../../store/blob-store.js';
 import { header } from './request-header.js';
-import { requestTurns } from './turn-budget.js';
+import { requestTurns } from '../../io/turn-budget.js';
 
 export interface StoredBytes {
   /** `sha256:<hex>`; absent while the bytes have no digest yet */

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { problemOnSocket } from './client-error.js';
-import { requestTurns } from './turn-budget.js';
+import { requestTurns } from '../../io/turn-budget.js';
 
 /** How a door answers an error (its own error table and body shape). */
 export type ErrorReply = (req: FastifyRequest, reply: FastifyReply, err: unknown) => FastifyReply;

@@ -101,7 +101,6 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
       try {
         let input = await nextChunk(it);
         while (input !== undefined) {
-          const bytes = input.length;
           for (let off = 0; off < input.length;) {
             const n = Math.min(slot.length - used, input.length - off);
             slot.set(input.subarray(off, off + n), used);
@@ -131,7 +130,7 @@ export async function stageBlob(store: BlobStore, source: AsyncIterable<Uint8Arr
           }
           // the loop's share: past this turn's budget, the next chunk waits for a later turn (and is not held meanwhile)
           input = undefined;
-          const turn = ingestTurns.spend(bytes);
+          const turn = ingestTurns.enter();
           if (turn) await turn;
           input = await nextChunk(it);
         }
