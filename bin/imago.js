@@ -123,12 +123,6 @@ async function warmUpCodeCache(runs) {
 }
 
 if (require.main === module) {
-  // `imago serve`: eight libuv pool threads instead of Node's four, unless UV_THREADPOOL_SIZE says
-  // otherwise (libuv reads it when the pool first starts, after this). Every staging write of an
-  // upload is a pool job; with four threads, a hundred uploads at once kept the event loop waiting
-  // in pthread_cond_signal for a pool thread woken earlier, and its maximum delay was 30.9–50.1 ms
-  // (median 41.8) against 25.3–46.3 (median 28.9) with eight (issue 20 item 6; docs/BENCHMARKS.md).
-  if (process.argv[2] === 'serve' && process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '8';
   loadMain()
     .then(async ({ main, done }) => {
       try {

@@ -69,21 +69,3 @@ test(
     }
   },
 );
-
-test('imago serve runs eight libuv pool threads, four more than Node, unless UV_THREADPOOL_SIZE is set', async () => {
-  const count = async (env: Record<string, string>) => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'imago-pool-'));
-    const s = await spawnServer(dataDir, { env });
-    try {
-      // a staging write is a pool job: after an upload the pool has started, all its threads at once
-      await upload(s, 64 * 1024);
-      return threads(s.proc.pid!).size;
-    } finally {
-      await s.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    }
-  };
-  const ours = await count({});
-  const nodes = await count({ UV_THREADPOOL_SIZE: '4' });
-  assert.equal(ours - nodes, 4, `threads: ${ours} by default, ${nodes} with UV_THREADPOOL_SIZE=4`);
-});
