@@ -12,12 +12,19 @@
  * level-triggered EPOLLOUT says when to go on. The file fd stays the caller's; it must stay open
  * until the transfer is reported.
  *
- *   init(onDone)                                     once per environment
+ *   init() → readFd                                  once per environment: the read end of the wake pipe
  *   start(socketFd, fileFd, offset, length, idleMs) → id
  *   cancel(id)                                       no-op when it already ended
- *   onDone(id, errno, bytesSent)                     on the JS thread; errno 0 = all sent,
- *       ENODATA = the file ended before the range did, ETIMEDOUT = no progress for idleMs,
- *       ECANCELED = cancelled, else sendfile's own (EPIPE, ECONNRESET, ...)
+ *   drain() → [id, errno, bytesSent, id, ...]        the transfers that ended since the last drain;
+ *       errno 0 = all sent, ENODATA = the file ended before the range did, ETIMEDOUT = no progress
+ *       for idleMs, ECANCELED = cancelled, else sendfile's own (EPIPE, ECONNRESET, ...)
+ *
+ * Ended transfers wait in a list until the JS thread drains it; the engine writes one byte to a
+ * pipe (non-blocking, the JS thread reads it as a stream) when the list goes from empty to not
+ * empty, after letting go of the lock. Not an N-API thread-safe function: its call wakes the loop
+ * while holding the function's lock, so the loop — woken, and of higher priority than the niced
+ * engine — could wait on that lock until the engine thread got a CPU again (the same hand-over as
+ * Node's MessagePort; see native/wake-pipe.c).
  *
  * A file that is not in the page cache makes sendfile wait for the disk on the engine thread;
  * that delays other transfers, never the event loop.
@@ -62,14 +69,15 @@ typedef struct {
   pthread_mutex_t lock;
   pthread_t thread;
   int epfd, wake;
+  int done_fds[2];        /* the wake pipe: [0] read by the JS thread, [1] written by the engine */
   int stopping;           /* under lock */
   transfer *incoming;     /* under lock: started, not yet seen by the engine thread */
   double *cancels;        /* under lock */
   size_t ncancels, capcancels;
+  transfer *done;         /* under lock: ended, not yet drained by the JS thread */
   transfer *active;       /* engine thread only */
-  napi_threadsafe_function tsfn;
+  transfer *ended;        /* engine thread only: ended in this round, handed over by report() */
   double next_id;         /* JS thread only */
-  int64_t live;           /* JS thread only: started and not yet reported */
 } engine;
 
 static int64_t now_ms(void) {
@@ -91,13 +99,34 @@ static void unlink_active(engine *e, transfer *t) {
   t->prev = t->next = NULL;
 }
 
-/* The transfer leaves the engine: its socket dup is closed and it is handed to the JS thread. */
+/* The transfer leaves the engine: its socket dup is closed; report() hands it to the JS thread. */
 static void finish(engine *e, transfer *t, int err) {
   epoll_ctl(e->epfd, EPOLL_CTL_DEL, t->sock, NULL);
   close(t->sock);
   unlink_active(e, t);
   t->err = err;
-  if (napi_call_threadsafe_function(e->tsfn, t, napi_tsfn_nonblocking) != napi_ok) free(t);
+  t->next = e->ended;
+  e->ended = t;
+}
+
+/* Hands this round's ended transfers to the JS thread: into the done list under the lock, then —
+ * the lock let go — one byte into the pipe if the list was empty (else a byte is already on its
+ * way and the JS thread has not drained yet). A full pipe already wakes the loop. */
+static void report(engine *e) {
+  if (e->ended == NULL) return;
+  transfer *last = e->ended;
+  while (last->next) last = last->next;
+  pthread_mutex_lock(&e->lock);
+  int was_empty = e->done == NULL;
+  last->next = e->done;
+  e->done = e->ended;
+  pthread_mutex_unlock(&e->lock);
+  e->ended = NULL;
+  if (was_empty) {
+    char one = 1;
+    while (write(e->done_fds[1], &one, 1) < 0 && errno == EINTR) {
+    }
+  }
 }
 
 /* Sends until the socket buffer is full (EAGAIN), the range is sent, or an error ends it. */
@@ -168,6 +197,11 @@ static void *run(void *arg) {
       }
       free(cancels);
       if (stopping) {
+        while (e->ended) {
+          transfer *t = e->ended;
+          e->ended = t->next;
+          free(t);
+        }
         while (e->active) {
           transfer *t = e->active;
           unlink_active(e, t);
@@ -185,23 +219,8 @@ static void *run(void *arg) {
         if (t->idle_ms > 0 && now - t->last_progress_ms > t->idle_ms) finish(e, t, ETIMEDOUT);
       }
     }
+    report(e);
   }
-}
-
-/* On the JS thread: report one ended transfer. */
-static void call_js(napi_env env, napi_value on_done, void *context, void *data) {
-  engine *e = context;
-  transfer *t = data;
-  if (env != NULL) {
-    if (--e->live == 0) napi_unref_threadsafe_function(env, e->tsfn);
-    napi_value argv[3], undefined;
-    napi_create_double(env, t->id, &argv[0]);
-    napi_create_int32(env, t->err, &argv[1]);
-    napi_create_double(env, (double)t->sent, &argv[2]);
-    napi_get_undefined(env, &undefined);
-    napi_call_function(env, undefined, on_done, 3, argv, NULL);
-  }
-  free(t);
 }
 
 static void stop(void *arg) {
@@ -213,11 +232,18 @@ static void stop(void *arg) {
   pthread_join(e->thread, NULL);
   close(e->epfd);
   close(e->wake);
+  /* the read end is the JS thread's stream's, closed with it */
+  close(e->done_fds[1]);
   free(e->cancels);
   while (e->incoming) {
     transfer *t = e->incoming;
     e->incoming = t->next;
     close(t->sock);
+    free(t);
+  }
+  while (e->done) {
+    transfer *t = e->done;
+    e->done = t->next;
     free(t);
   }
   pthread_mutex_destroy(&e->lock);
@@ -227,23 +253,42 @@ static void stop(void *arg) {
 static engine *engine_of(napi_env env) {
   engine *e = NULL;
   napi_get_instance_data(env, (void **)&e);
-  if (e == NULL) napi_throw_error(env, NULL, "the sendfile engine is not initialised: call init(onDone) first");
+  if (e == NULL) napi_throw_error(env, NULL, "the sendfile engine is not initialised: call init() first");
   return e;
 }
 
+/* On the JS thread: every transfer ended since the last drain, as [id, errno, bytesSent, ...]. */
+static napi_value drain(napi_env env, napi_callback_info info) {
+  engine *e = engine_of(env);
+  if (e == NULL) return NULL;
+  pthread_mutex_lock(&e->lock);
+  transfer *t = e->done;
+  e->done = NULL;
+  pthread_mutex_unlock(&e->lock);
+  size_t n = 0;
+  for (transfer *c = t; c; c = c->next) n++;
+  napi_value out, v;
+  napi_create_array_with_length(env, n * 3, &out);
+  uint32_t i = 0;
+  while (t) {
+    transfer *next = t->next;
+    napi_create_double(env, t->id, &v);
+    napi_set_element(env, out, i++, v);
+    napi_create_int32(env, t->err, &v);
+    napi_set_element(env, out, i++, v);
+    napi_create_double(env, (double)t->sent, &v);
+    napi_set_element(env, out, i++, v);
+    free(t);
+    t = next;
+  }
+  return out;
+}
+
 static napi_value init(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], name;
-  napi_valuetype type;
   engine *e = NULL;
   napi_get_instance_data(env, (void **)&e);
   if (e != NULL) {
     napi_throw_error(env, NULL, "the sendfile engine is already initialised");
-    return NULL;
-  }
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_typeof(env, argv[0], &type) != napi_ok ||
-      type != napi_function) {
-    napi_throw_type_error(env, NULL, "expected init(onDone)");
     return NULL;
   }
   e = calloc(1, sizeof *e);
@@ -252,32 +297,27 @@ static napi_value init(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_init(&e->lock, NULL);
+  e->done_fds[0] = e->done_fds[1] = -1;
   e->epfd = epoll_create1(EPOLL_CLOEXEC);
   e->wake = eventfd(0, EFD_CLOEXEC);
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  napi_create_string_utf8(env, "imago sendfile engine", NAPI_AUTO_LENGTH, &name);
-  if (e->epfd < 0 || e->wake < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wake, &ev) < 0 ||
-      napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, e, call_js, &e->tsfn) != napi_ok) {
+  if (e->epfd < 0 || e->wake < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wake, &ev) < 0 || pipe2(e->done_fds, O_NONBLOCK | O_CLOEXEC) < 0 ||
+      (errno = pthread_create(&e->thread, NULL, run, e)) != 0) {
     int err = errno;
     if (e->epfd >= 0) close(e->epfd);
     if (e->wake >= 0) close(e->wake);
+    if (e->done_fds[0] >= 0) close(e->done_fds[0]);
+    if (e->done_fds[1] >= 0) close(e->done_fds[1]);
+    pthread_mutex_destroy(&e->lock);
     free(e);
     napi_throw_error(env, NULL, strerror(err));
     return NULL;
   }
-  /* idle, the engine keeps no process alive; start() refs it while transfers run */
-  napi_unref_threadsafe_function(env, e->tsfn);
-  if (pthread_create(&e->thread, NULL, run, e) != 0) {
-    napi_release_threadsafe_function(e->tsfn, napi_tsfn_abort);
-    close(e->epfd);
-    close(e->wake);
-    free(e);
-    napi_throw_error(env, NULL, "could not start the sendfile engine thread");
-    return NULL;
-  }
   napi_set_instance_data(env, e, NULL, NULL);
   napi_add_env_cleanup_hook(env, stop, e);
-  return NULL;
+  napi_value out;
+  napi_create_int32(env, e->done_fds[0], &out);
+  return out;
 }
 
 static napi_value start(napi_env env, napi_callback_info info) {
@@ -312,7 +352,6 @@ static napi_value start(napi_env env, napi_callback_info info) {
   t->left = (int64_t)length;
   t->idle_ms = (int64_t)idle;
   t->last_progress_ms = now_ms();
-  if (e->live++ == 0) napi_ref_threadsafe_function(env, e->tsfn);
   pthread_mutex_lock(&e->lock);
   t->next = e->incoming;
   e->incoming = t;
@@ -358,5 +397,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "start", fn);
   napi_create_function(env, "cancel", NAPI_AUTO_LENGTH, cancel, NULL, &fn);
   napi_set_named_property(env, exports, "cancel", fn);
+  napi_create_function(env, "drain", NAPI_AUTO_LENGTH, drain, NULL, &fn);
+  napi_set_named_property(env, exports, "drain", fn);
   return exports;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -98,6 +99,63 @@ test('cancel ends a transfer the client does not read with ECANCELED; the socket
     await file.close();
     close();
   }
+});
+
+test('many transfers ending together are each reported once, with their own result', async () => {
+  const pairs = await Promise.all(Array.from({ length: 40 }, () => pair()));
+  const file = await open(path, 'r');
+  try {
+    const results = await Promise.allSettled(
+      pairs.map(
+        ({ server }, i) =>
+          // every fourth range runs past the end of the file: ENODATA with what was sent
+          engine().send(fdOf(server), file.fd, i % 4 === 3 ? bytes.length - 1000 * (i + 1) : 1000 * i, 2000 * (i + 1), 10_000).done,
+      ),
+    );
+    results.forEach((r, i) => {
+      if (i % 4 === 3) {
+        assert.equal(r.status, 'rejected', `transfer ${i}`);
+        const e = (r as PromiseRejectedResult).reason as SendfileError;
+        assert.equal(e.code, 'ENODATA');
+        assert.equal(e.bytesSent, 1000 * (i + 1));
+      } else {
+        assert.deepEqual(r, { status: 'fulfilled', value: 2000 * (i + 1) }, `transfer ${i}`);
+      }
+    });
+  } finally {
+    await file.close();
+    for (const p of pairs) p.close();
+  }
+});
+
+test('the engine keeps the process alive while a transfer runs, and not once all have ended', () => {
+  // a child whose only handle is a socket pair's fd written by the engine: it must wait for the
+  // result (the pipe's stream holds the loop), then exit by itself (the stream let go)
+  const child = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `import { sendfileEngine } from ${JSON.stringify(new URL('./sendfile.ts', import.meta.url).href)};
+       import { openSync } from 'node:fs';
+       import { createServer, connect } from 'node:net';
+       const srv = createServer((server) => {
+         srv.close();
+         const t = sendfileEngine().send(server._handle.fd, openSync(${JSON.stringify(path)}, 'r'), 0, 3_000_000, 10_000);
+         server.unref();
+         client.unref();
+         t.done.then((n) => console.log('sent', n), (e) => console.log('failed', e.code));
+       });
+       await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+       const client = connect(srv.address().port, '127.0.0.1');
+       client.on('data', () => {});`,
+    ],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  assert.equal(child.signal, null, `the child did not exit by itself: ${child.stderr}`);
+  assert.equal(child.stdout.trim(), 'sent 3000000', child.stderr);
 });
 
 test('bad arguments are a TypeError, not a crash', () => {

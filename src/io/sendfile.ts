@@ -5,12 +5,16 @@
  * when it did not build, `sendfileEngine()` is undefined and callers stream the bytes instead.
  */
 import { loadNativeAddon } from './native-addon.js';
+import { Socket } from 'node:net';
 import { constants } from 'node:os';
 
 interface SendfileAddon {
-  init(onDone: (id: number, errno: number, bytesSent: number) => void): void;
+  /** starts the engine thread; returns the read end of its wake pipe */
+  init(): number;
   start(socketFd: number, fileFd: number, offset: number, length: number, idleMs: number): number;
   cancel(id: number): void;
+  /** the transfers ended since the last drain: [id, errno, bytesSent, id, ...] */
+  drain(): number[];
 }
 
 /** One transfer: `done` resolves with the bytes sent once all are, and rejects with a SendfileError otherwise. */
@@ -51,16 +55,28 @@ export function loadSendfileEngine(name = 'sendfile_engine'): SendfileEngine | u
   const addon = loadNativeAddon<SendfileAddon>(name);
   if (!addon) return undefined;
   const pending = new Map<number, { resolve: (sent: number) => void; reject: (e: SendfileError) => void }>();
-  addon.init((id, errno, sent) => {
-    const p = pending.get(id);
-    pending.delete(id);
-    if (errno === 0) p?.resolve(sent);
-    else p?.reject(new SendfileError(ERRNO_NAMES.get(errno) ?? `errno ${errno}`, sent));
+  // A byte in the wake pipe means: transfers ended (the engine writes one when its done list stops
+  // being empty; see native/sendfile-engine.c). The stream keeps the process alive only while transfers run.
+  const wakes = new Socket({ fd: addon.init(), readable: true, writable: false });
+  wakes.unref();
+  wakes.on('data', () => {
+    const ended = addon.drain();
+    for (let i = 0; i < ended.length; i += 3) {
+      const id = ended[i]!;
+      const errno = ended[i + 1]!;
+      const sent = ended[i + 2]!;
+      const p = pending.get(id);
+      pending.delete(id);
+      if (errno === 0) p?.resolve(sent);
+      else p?.reject(new SendfileError(ERRNO_NAMES.get(errno) ?? `errno ${errno}`, sent));
+    }
+    if (pending.size === 0) wakes.unref();
   });
   return {
     send(socketFd, fileFd, offset, length, idleMs) {
       const id = addon.start(socketFd, fileFd, offset, length, idleMs);
       const done = new Promise<number>((resolve, reject) => pending.set(id, { resolve, reject }));
+      if (pending.size === 1) wakes.ref();
       return { done, cancel: () => addon.cancel(id) };
     },
   };
