@@ -42,6 +42,10 @@ interface Loop {
   samples: number;
   maxMs: number;
   p99Ms: number;
+  /** the longest gap between two ticks of the probe's second timer, and how much of it the main thread was on a CPU / runnable waiting for one */
+  worst?: { gapMs: number; runMs: number; waitMs: number };
+  /** the largest delay once the main thread's wait for a CPU (other threads and processes running) is taken out */
+  maxOwnMs?: number;
 }
 
 interface Phase {
@@ -325,16 +329,43 @@ export async function run(args: string[]): Promise<void> {
     process.stdout.write(`Glance requests retried after a 500 (sqlite "database is locked"): uploads ${retries.uploads.n}, creates ${retries.creates.n}\n`);
     process.stdout.write(`upload client CPU (this process): ${f((cpu.user + cpu.system) / 1e6)} s over ${f(upOurs.wall)} s wall\n\n`);
 
-    process.stdout.write('imago serve during each phase (peak RSS: VmHWM reset before the phase; event-loop delay beyond the 10 ms sampling interval)\n');
+    process.stdout.write(
+      'imago serve during each phase (peak RSS: VmHWM reset before the phase; event-loop delay beyond the 10 ms sampling interval; ' +
+        "the worst gap split by the main thread's schedstat into time on a CPU and time runnable, waiting for one; " +
+        'the largest delay without that wait: the loop running, or asleep in a lock or system call)\n',
+    );
+    // the worst tick-to-tick interval in full (the delay plus the 10 ms interval): on a CPU + waiting for one + asleep
+    const split = (l: Loop) =>
+      l.worst
+        ? `${f(l.worst.gapMs + 10, 1)}: ${f(l.worst.runMs, 1)} on CPU, ${f(l.worst.waitMs, 1)} waiting, ${f(Math.max(0, l.worst.gapMs + 10 - l.worst.runMs - l.worst.waitMs), 1)} asleep`
+        : '-';
     printTable([
-      ['phase', 'peak RSS MiB', 'ratio / 200 MiB budget', 'loop delay max ms', 'loop delay p99 ms', 'ratio max / 50 ms budget'],
+      [
+        'phase',
+        'peak RSS MiB',
+        'ratio / 200 MiB budget',
+        'loop delay max ms',
+        'loop delay p99 ms',
+        'ratio max / 50 ms budget',
+        'worst interval ms (delay + 10)',
+        'max without CPU wait ms',
+      ],
       ...(
         [
           ['uploads', upServer],
           ['downloads', dlServer],
           ['creates', crServer],
         ] as const
-      ).map(([label, x]) => [label, f(x.rssMiB, 0), f(x.rssMiB / 200), f(x.loop.maxMs, 1), f(x.loop.p99Ms, 1), f(x.loop.maxMs / 50)]),
+      ).map(([label, x]) => [
+        label,
+        f(x.rssMiB, 0),
+        f(x.rssMiB / 200),
+        f(x.loop.maxMs, 1),
+        f(x.loop.p99Ms, 1),
+        f(x.loop.maxMs / 50),
+        split(x.loop),
+        x.loop.maxOwnMs === undefined ? '-' : f(x.loop.maxOwnMs, 1),
+      ]),
     ]);
   } finally {
     agent.destroy();
