@@ -21,15 +21,15 @@
  *
  *   npm run bench -- concurrency [--uploads 100] [--mib 64] [--downloads 1000] [--creates 2000] [--clients 16] [--client-nice 10] [--quick]
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { getPriority, setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { startGlance, type GlancePeer } from './support/glance-peer.js';
-import { createImage, dataFile, numberOption, peakRss, percentile, printTable, serve, type Served } from './support/harness.js';
+import { GLANCE_IMAGES_DIR, startGlance, type GlancePeer } from './support/glance-peer.js';
+import { createImage, dataFile, evictPageCache, numberOption, warmPageCache, peakRss, percentile, printTable, serve, type Served } from './support/harness.js';
 
 /** curl refuses --parallel-max above 300 */
 const PER_CURL = 250;
@@ -219,6 +219,7 @@ export async function run(args: string[]): Promise<void> {
   const creates = numberOption(args, '--creates', 2000, 50);
   const clients = numberOption(args, '--clients', 16, 16);
   const clientNice = numberOption(args, '--client-nice', 10, 10);
+  const cold = args.includes('--cold');
   const file = dataFile(mib);
   const bytes = mib * 2 ** 20;
   readFileSync(file); // into the page cache
@@ -269,7 +270,15 @@ export async function run(args: string[]): Promise<void> {
 
     // 2. downloads, round robin over the stored images
     const ourUrls = Array.from({ length: downloads }, (_, i) => `${imago.url}/api/v1/images/${ourIds[i % ourIds.length]}/file`);
+    // both stores' files in the page cache (imago writes its blobs past it, O_DIRECT; Glance through
+    // it), or with --cold out of it: the same start for both
+    const cache = (dir: string) => {
+      execFileSync('sync');
+      (cold ? evictPageCache : warmPageCache)(dir);
+    };
+    cache(join(imago.dataDir, 'blobs'));
     const [dlOurs, dlServer] = await framed(imago, probeFile, () => curlDownloads(ourUrls, [`authorization: Bearer ${imago.token}`], bytes));
+    cache(GLANCE_IMAGES_DIR);
     const dlTheirs = await curlDownloads(
       Array.from({ length: downloads }, (_, i) => `${glance.url}/v2/images/${stored[i % stored.length]}/file`),
       [],
@@ -311,7 +320,7 @@ export async function run(args: string[]): Promise<void> {
       ]);
     process.stdout.write(
       `concurrency on 127.0.0.1, same run, imago first then Glance in each phase; uploads from node:http in this process, ` +
-        `downloads by ${Math.ceil(downloads / PER_CURL)} curl --parallel process(es); clients at nice +${clientNice} relative to both servers\n`,
+        `downloads ${cold ? "from the disk (both stores' files dropped from the page cache before)" : "from the page cache (both stores' files read into it before)"} by ${Math.ceil(downloads / PER_CURL)} curl --parallel process(es); clients at nice +${clientNice} relative to both servers\n`,
     );
     printTable(rows);
     const failed = [

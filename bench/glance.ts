@@ -14,18 +14,9 @@
  *   npm run bench -- glance [--mib 1024] [--runs 3] [--creates 1000] [--clients 8] [--lists 20] [--quick]
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { GLANCE_IMAGES_DIR, startGlance } from './support/glance-peer.js';
-import { dataFile, median, numberOption, percentile, printTable, serve, timeCommand, type Served } from './support/harness.js';
-
-/** Drops every file under `dir` from the page cache (GNU dd: `iflag=nocache count=0` = the whole file). */
-function evictPageCache(dir: string): void {
-  for (const entry of readdirSync(dir, { recursive: true })) {
-    const path = join(dir, String(entry));
-    if (statSync(path).isFile()) execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
-  }
-}
+import { dataFile, evictPageCache, median, numberOption, percentile, printTable, serve, timeCommand, type Served } from './support/harness.js';
 
 /** One Image API v2 endpoint (`base` ends before `/v2`), with the header that authenticates. */
 interface ImageApi {

@@ -1,7 +1,7 @@
 /** Shared pieces for the service benchmarks: a real `imago serve` process, test files, timing. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, writeSync, closeSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, writeSync, closeSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 // one way to start a real server and find a port, for the benches and the tests alike
@@ -163,4 +163,21 @@ export function peakRss(pid: number): number {
 export function printTable(rows: string[][]): void {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   for (const r of rows) process.stdout.write(`| ${r.map((c, i) => (c ?? '').padEnd(w[i]!)).join(' | ')} |\n`);
+}
+
+/** The regular files under `dir`, at any depth. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { recursive: true })
+    .map((entry) => join(dir, String(entry)))
+    .filter((path) => statSync(path).isFile());
+}
+
+/** Drops every file under `dir` from the page cache (GNU dd: `iflag=nocache count=0` = the whole file); dirty pages stay: `sync` first. */
+export function evictPageCache(dir: string): void {
+  for (const path of filesUnder(dir)) execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+}
+
+/** Reads every file under `dir` into the page cache. */
+export function warmPageCache(dir: string): void {
+  for (const path of filesUnder(dir)) execFileSync('dd', [`if=${path}`, 'of=/dev/null', 'bs=4M', 'status=none']);
 }

@@ -28,6 +28,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import process from 'node:process';
+import { setInterval } from 'node:timers';
 import { isMainThread } from 'node:worker_threads';
 
 const RESOLUTION_MS = 10;
