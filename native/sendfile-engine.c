@@ -4,9 +4,8 @@
  * work per chunk. Node has no binding for sendfile (libuv's uv_fs_sendfile is blocking and runs on
  * the thread pool, four threads for the whole process).
  *
- * THREADS engine threads per Node environment, each with its own epoll instance, a transfer on
- * one of them for its whole life (several, so that one waiting for the disk does not stop the
- * rest); libuv's loop and its fd registrations are never touched. Each transfer works on a dup() of the socket fd, so Node
+ * One engine thread per Node environment with its own epoll instance; libuv's loop and its fd
+ * registrations are never touched. Each transfer works on a dup() of the socket fd, so Node
  * closing the connection (and the kernel reusing its fd number for another one) can never make the
  * engine write into someone else's connection. The dup shares O_NONBLOCK with Node's fd, which
  * Node already set: sendfile then writes what the socket buffer takes and returns EAGAIN, and
@@ -27,8 +26,8 @@
  * engine — could wait on that lock until the engine thread got a CPU again (the same hand-over as
  * Node's MessagePort; see native/wake-pipe.c).
  *
- * A file that is not in the page cache makes sendfile wait for the disk on its engine thread;
- * that delays the other transfers of that thread, never the event loop.
+ * A file that is not in the page cache makes sendfile wait for the disk on the engine thread;
+ * that delays other transfers, never the event loop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,12 +52,6 @@
  * against 110) and the engine takes all the rest. Best effort: a process already niced above it
  * cannot lower its value without privileges, and then keeps its own. */
 #define ENGINE_NICE 10
-/* Engine threads. sendfile() of a page that is not in the page cache reads the disk on the calling
- * thread, and every other transfer of that thread waits meanwhile: with one thread, a thousand
- * downloads of blobs not cached (imago writes them past the cache, O_DIRECT) read the disk one
- * piece at a time — 300–770 MB/s against Glance's 1.0–1.4 GB/s from the same disk. Several threads
- * keep several reads in flight; waiting for the disk costs them no CPU. */
-#define THREADS 4
 /* how often idle transfers are looked for */
 #define SCAN_MS 100
 
@@ -72,34 +65,20 @@ typedef struct transfer {
   int err;
 } transfer;
 
-/* The ended transfers of every engine thread, drained by the JS thread. */
-typedef struct {
-  pthread_mutex_t lock;
-  transfer *done;         /* under lock: ended, not yet drained */
-  int fds[2];             /* the wake pipe: [0] read by the JS thread, [1] written by the engine threads */
-} outbox;
-
-/* One engine thread and what it works on. */
 typedef struct {
   pthread_mutex_t lock;
   pthread_t thread;
   int epfd, wake;
+  int done_fds[2];        /* the wake pipe: [0] read by the JS thread, [1] written by the engine */
   int stopping;           /* under lock */
   transfer *incoming;     /* under lock: started, not yet seen by the engine thread */
   double *cancels;        /* under lock */
   size_t ncancels, capcancels;
+  transfer *done;         /* under lock: ended, not yet drained by the JS thread */
   transfer *active;       /* engine thread only */
   transfer *ended;        /* engine thread only: ended in this round, handed over by report() */
-  outbox *out;
-} engine;
-
-/* The engine threads of one Node environment; a transfer stays on the thread `id % THREADS`. */
-typedef struct {
-  engine *threads[THREADS];
-  int started;
-  outbox out;
   double next_id;         /* JS thread only */
-} engines;
+} engine;
 
 static int64_t now_ms(void) {
   struct timespec ts;
@@ -137,16 +116,15 @@ static void report(engine *e) {
   if (e->ended == NULL) return;
   transfer *last = e->ended;
   while (last->next) last = last->next;
-  outbox *out = e->out;
-  pthread_mutex_lock(&out->lock);
-  int was_empty = out->done == NULL;
-  last->next = out->done;
-  out->done = e->ended;
-  pthread_mutex_unlock(&out->lock);
+  pthread_mutex_lock(&e->lock);
+  int was_empty = e->done == NULL;
+  last->next = e->done;
+  e->done = e->ended;
+  pthread_mutex_unlock(&e->lock);
   e->ended = NULL;
   if (was_empty) {
     char one = 1;
-    while (write(out->fds[1], &one, 1) < 0 && errno == EINTR) {
+    while (write(e->done_fds[1], &one, 1) < 0 && errno == EINTR) {
     }
   }
 }
@@ -245,8 +223,8 @@ static void *run(void *arg) {
   }
 }
 
-/* Stops one engine thread and frees what it held. */
-static void stop_thread(engine *e) {
+static void stop(void *arg) {
+  engine *e = arg;
   pthread_mutex_lock(&e->lock);
   e->stopping = 1;
   pthread_mutex_unlock(&e->lock);
@@ -254,6 +232,8 @@ static void stop_thread(engine *e) {
   pthread_join(e->thread, NULL);
   close(e->epfd);
   close(e->wake);
+  /* the read end is the JS thread's stream's, closed with it */
+  close(e->done_fds[1]);
   free(e->cancels);
   while (e->incoming) {
     transfer *t = e->incoming;
@@ -261,39 +241,30 @@ static void stop_thread(engine *e) {
     close(t->sock);
     free(t);
   }
+  while (e->done) {
+    transfer *t = e->done;
+    e->done = t->next;
+    free(t);
+  }
   pthread_mutex_destroy(&e->lock);
   free(e);
 }
 
-static void stop(void *arg) {
-  engines *all = arg;
-  for (int i = 0; i < all->started; i++) stop_thread(all->threads[i]);
-  /* the read end is the JS thread's stream's, closed with it */
-  if (all->out.fds[1] >= 0) close(all->out.fds[1]);
-  while (all->out.done) {
-    transfer *t = all->out.done;
-    all->out.done = t->next;
-    free(t);
-  }
-  pthread_mutex_destroy(&all->out.lock);
-  free(all);
-}
-
-static engines *engines_of(napi_env env) {
-  engines *all = NULL;
-  napi_get_instance_data(env, (void **)&all);
-  if (all == NULL) napi_throw_error(env, NULL, "the sendfile engine is not initialised: call init() first");
-  return all;
+static engine *engine_of(napi_env env) {
+  engine *e = NULL;
+  napi_get_instance_data(env, (void **)&e);
+  if (e == NULL) napi_throw_error(env, NULL, "the sendfile engine is not initialised: call init() first");
+  return e;
 }
 
 /* On the JS thread: every transfer ended since the last drain, as [id, errno, bytesSent, ...]. */
 static napi_value drain(napi_env env, napi_callback_info info) {
-  engines *all = engines_of(env);
-  if (all == NULL) return NULL;
-  pthread_mutex_lock(&all->out.lock);
-  transfer *t = all->out.done;
-  all->out.done = NULL;
-  pthread_mutex_unlock(&all->out.lock);
+  engine *e = engine_of(env);
+  if (e == NULL) return NULL;
+  pthread_mutex_lock(&e->lock);
+  transfer *t = e->done;
+  e->done = NULL;
+  pthread_mutex_unlock(&e->lock);
   size_t n = 0;
   for (transfer *c = t; c; c = c->next) n++;
   napi_value out, v;
@@ -313,69 +284,45 @@ static napi_value drain(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* One engine thread with its epoll instance and wake-up eventfd; errno set and NULL when it cannot start. */
-static engine *start_thread(outbox *out) {
-  engine *e = calloc(1, sizeof *e);
-  if (e == NULL) return NULL;
-  pthread_mutex_init(&e->lock, NULL);
-  e->out = out;
-  e->epfd = epoll_create1(EPOLL_CLOEXEC);
-  e->wake = eventfd(0, EFD_CLOEXEC);
-  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  if (e->epfd < 0 || e->wake < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wake, &ev) < 0 || (errno = pthread_create(&e->thread, NULL, run, e)) != 0) {
-    int err = errno;
-    if (e->epfd >= 0) close(e->epfd);
-    if (e->wake >= 0) close(e->wake);
-    pthread_mutex_destroy(&e->lock);
-    free(e);
-    errno = err;
-    return NULL;
-  }
-  return e;
-}
-
 static napi_value init(napi_env env, napi_callback_info info) {
-  engines *all = NULL;
-  napi_get_instance_data(env, (void **)&all);
-  if (all != NULL) {
+  engine *e = NULL;
+  napi_get_instance_data(env, (void **)&e);
+  if (e != NULL) {
     napi_throw_error(env, NULL, "the sendfile engine is already initialised");
     return NULL;
   }
-  all = calloc(1, sizeof *all);
-  if (all == NULL) {
+  e = calloc(1, sizeof *e);
+  if (e == NULL) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  pthread_mutex_init(&all->out.lock, NULL);
-  all->out.fds[0] = all->out.fds[1] = -1;
-  int err = 0;
-  if (pipe2(all->out.fds, O_NONBLOCK | O_CLOEXEC) < 0) err = errno;
-  while (err == 0 && all->started < THREADS) {
-    engine *e = start_thread(&all->out);
-    if (e == NULL) err = errno;
-    else all->threads[all->started++] = e;
-  }
-  if (err != 0) {
-    if (all->out.fds[0] >= 0) close(all->out.fds[0]);
-    stop(all);
+  pthread_mutex_init(&e->lock, NULL);
+  e->done_fds[0] = e->done_fds[1] = -1;
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  e->wake = eventfd(0, EFD_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  if (e->epfd < 0 || e->wake < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wake, &ev) < 0 || pipe2(e->done_fds, O_NONBLOCK | O_CLOEXEC) < 0 ||
+      (errno = pthread_create(&e->thread, NULL, run, e)) != 0) {
+    int err = errno;
+    if (e->epfd >= 0) close(e->epfd);
+    if (e->wake >= 0) close(e->wake);
+    if (e->done_fds[0] >= 0) close(e->done_fds[0]);
+    if (e->done_fds[1] >= 0) close(e->done_fds[1]);
+    pthread_mutex_destroy(&e->lock);
+    free(e);
     napi_throw_error(env, NULL, strerror(err));
     return NULL;
   }
-  napi_set_instance_data(env, all, NULL, NULL);
-  napi_add_env_cleanup_hook(env, stop, all);
+  napi_set_instance_data(env, e, NULL, NULL);
+  napi_add_env_cleanup_hook(env, stop, e);
   napi_value out;
-  napi_create_int32(env, all->out.fds[0], &out);
+  napi_create_int32(env, e->done_fds[0], &out);
   return out;
 }
 
-/* The thread a transfer id runs on. */
-static engine *thread_of(engines *all, double id) {
-  return all->threads[(uint64_t)id % THREADS];
-}
-
 static napi_value start(napi_env env, napi_callback_info info) {
-  engines *all = engines_of(env);
-  if (all == NULL) return NULL;
+  engine *e = engine_of(env);
+  if (e == NULL) return NULL;
   size_t argc = 5;
   napi_value argv[5], out;
   int32_t sock, file;
@@ -399,8 +346,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, strerror(err));
     return NULL;
   }
-  t->id = ++all->next_id;
-  engine *e = thread_of(all, t->id);
+  t->id = ++e->next_id;
   t->file = file;
   t->offset = (off_t)offset;
   t->left = (int64_t)length;
@@ -416,8 +362,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
 }
 
 static napi_value cancel(napi_env env, napi_callback_info info) {
-  engines *all = engines_of(env);
-  if (all == NULL) return NULL;
+  engine *e = engine_of(env);
+  if (e == NULL) return NULL;
   size_t argc = 1;
   napi_value argv[1];
   double id;
@@ -425,9 +371,6 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "expected cancel(id)");
     return NULL;
   }
-  /* not an id start() gave out: nothing to cancel */
-  if (!(id >= 1 && id <= all->next_id)) return NULL;
-  engine *e = thread_of(all, id);
   pthread_mutex_lock(&e->lock);
   if (e->ncancels == e->capcancels) {
     size_t cap = e->capcancels ? e->capcancels * 2 : 16;
