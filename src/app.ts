@@ -45,7 +45,7 @@ import { RegistryQuota } from './domain/registry/registry-quota.js';
 import { VmImagePushes } from './domain/registry/vm-image-pushes.js';
 import { VmImageServing } from './domain/registry/vm-image-serving.js';
 import { UrlPolicy } from './io/url-policy.js';
-import type { BlobStore } from './store/blob-store.js';
+import type { BlobStore, Digest } from './store/blob-store.js';
 import { blobStoreFromUrl } from './store/blob-store-from-url.js';
 
 export interface App {
@@ -223,7 +223,9 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
     gcPlan,
     consoleDir: config.consoleDir ?? CONSOLE_DIR,
   });
-  const gcJob = new GcJob(queue, jobs, { store, referenced, graceMs: config.gcGraceMs, log: api.log });
+  // a deleted disk's generated containerDisk layers are forgotten with it
+  const forget = (deleted: Digest[]) => registryRepo.forgetGeneratedLayers(deleted);
+  const gcJob = new GcJob(queue, jobs, { store, referenced, forget, graceMs: config.gcGraceMs, log: api.log });
   let cron: Cron | undefined;
   // resumable uploads past their lifetime end every minute (and at GC), on every node
   const expiry = setInterval(() => {
@@ -266,7 +268,7 @@ export async function createApp(config: Config, opts: { logger?: boolean } = {})
       const plan = await gcPlan();
       const inFlight = await resumable.inFlightBytes();
       if (dryRun) return { plan, resumable: inFlight };
-      const deleted = await runGc(plan, store, { recheck: referenced });
+      const deleted = await runGc(plan, store, { recheck: referenced, forget });
       return { plan, deleted, resumable: inFlight };
     },
     async close() {

@@ -282,6 +282,16 @@ export class KyselyRegistryRepository implements RegistryRepository {
       .execute();
   }
 
+  async forgetGeneratedLayers(diskDigests: Digest[]): Promise<void> {
+    // in slices: a statement's bound parameters are limited (SQLite 32766, PostgreSQL 65535)
+    for (let i = 0; i < diskDigests.length; i += 500) {
+      await this.db
+        .deleteFrom('oci_generated_layers')
+        .where('disk_digest', 'in', diskDigests.slice(i, i + 500))
+        .execute();
+    }
+  }
+
   projectBytes(project: string): Promise<number> {
     return ociProjectBytes(this.db, project);
   }

@@ -33,10 +33,27 @@ test('GC collects old unreferenced blobs only; young ones (grace) and referenced
     assert.equal(plan.reclaimableBytes, 10000);
     assert.deepEqual(plan.candidates.map((c) => c.digest).sort(), [old, reborn].sort());
     // between plan and run an image starts referencing `reborn`: it must survive
-    const r = await runGc(plan, store, { recheck: async () => new Set([used, reborn]) });
+    const told: Digest[][] = [];
+    const r = await runGc(plan, store, { recheck: async () => new Set([used, reborn]), forget: async (d) => void told.push(d) });
     assert.deepEqual(r, { count: 1, bytes: 2000 });
+    // what was derived from the deleted blob is forgotten with it, once, and nothing else
+    assert.deepEqual(told, [[old]]);
     assert.equal(await store.stat(old), undefined);
     for (const d of [used, young, reborn]) assert.ok(await store.stat(d), d);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('GC tells nothing to forget when it deleted nothing', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'imago-gc-'));
+  try {
+    const store = new FsBlobStore(dir);
+    const used = await blob(store, dir, 1000, 7200_000);
+    const plan = await planGc({ store, referenced: new Set([used]), now: new Date(), graceMs: 3600_000 });
+    let told = 0;
+    assert.deepEqual(await runGc(plan, store, { recheck: async () => new Set([used]), forget: async () => void told++ }), { count: 0, bytes: 0 });
+    assert.equal(told, 0);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -40,16 +40,25 @@ export async function planGc(opts: { store: BlobStore; referenced: Set<Digest>; 
   return plan;
 }
 
-export async function runGc(plan: GcPlan, store: BlobStore, opts: { recheck: () => Promise<Set<Digest>> }): Promise<{ count: number; bytes: number }> {
+export async function runGc(
+  plan: GcPlan,
+  store: BlobStore,
+  opts: {
+    recheck: () => Promise<Set<Digest>>;
+    /** told the digests deleted, once they are, so that what was derived from them goes too (the registry's generated layers) */
+    forget?: (deleted: Digest[]) => Promise<void>;
+  },
+): Promise<{ count: number; bytes: number }> {
   const referenced = await opts.recheck();
-  let count = 0;
+  const deleted: Digest[] = [];
   let bytes = 0;
   for (const b of plan.candidates) {
     if (referenced.has(b.digest)) continue;
     if (await store.delete(b.digest)) {
-      count++;
+      deleted.push(b.digest);
       bytes += b.sizeBytes;
     }
   }
-  return { count, bytes };
+  if (deleted.length > 0) await opts.forget?.(deleted);
+  return { count: deleted.length, bytes };
 }

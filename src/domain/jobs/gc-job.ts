@@ -15,6 +15,8 @@ export interface GcJobSettings {
   store: BlobStore;
   /** every digest an image or variant references now */
   referenced(): Promise<Set<Digest>>;
+  /** told the digests a collection deleted (see runGc) */
+  forget?: (deleted: Digest[]) => Promise<void>;
   graceMs: number;
   /** told what a scheduled collection freed, or why it failed */
   log?: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
@@ -36,9 +38,9 @@ export class GcJob {
       onShutdown: 'resume',
       parse: () => ({}),
       step: async () => {
-        const { store, referenced, graceMs } = this.settings;
+        const { store, referenced, forget, graceMs } = this.settings;
         const plan = await planGc({ store, referenced: await referenced(), now: new Date(), graceMs });
-        const deleted = await runGc(plan, store, { recheck: referenced });
+        const deleted = await runGc(plan, store, { recheck: referenced, forget });
         this.settings.log?.info({ deleted }, 'scheduled gc');
         return { done: true };
       },

@@ -108,6 +108,8 @@ export interface RegistryRepository {
   /** The cached digest of the containerDisk layer generated around `diskDigest` as `fileName`. */
   generatedLayer(diskDigest: Digest, fileName: string): Promise<Digest | undefined>;
   recordGeneratedLayer(diskDigest: Digest, fileName: string, layerDigest: Digest): Promise<void>;
+  /** Forgets the generated layers of disks that are no longer stored (garbage collection deleted them). */
+  forgetGeneratedLayers(diskDigests: Digest[]): Promise<void>;
   /** Bytes the project's repositories hold: distinct linked blobs and manifests no image of the project holds, and what open uploads received. */
   projectBytes(project: string): Promise<number>;
 }
