@@ -4,11 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freshPgDatabase } from '../../test/support/server.js';
+import { freshDatabase } from '../../test/support/server.js';
 import { openDatabase, type Database } from './database.js';
 import { migrateToLatest } from './migrations.js';
 import type { Image } from '../domain/images/image.js';
@@ -44,15 +41,9 @@ for (const dialect of ['sqlite', 'postgres'] as const) {
     let repo: KyselyImageRepository;
     let cleanup: () => Promise<void>;
     before(async () => {
-      if (dialect === 'sqlite') {
-        const dir = mkdtempSync(join(tmpdir(), 'imago-repo-'));
-        db = await openDatabase(`sqlite:${join(dir, 'c.db')}`);
-        cleanup = async () => rmSync(dir, { recursive: true, force: true });
-      } else {
-        const pg = await freshPgDatabase();
-        db = await openDatabase(pg.url);
-        cleanup = pg.drop;
-      }
+      const fresh = await freshDatabase(dialect);
+      cleanup = fresh.drop;
+      db = await openDatabase(fresh.url);
       await migrateToLatest(db);
       await migrateToLatest(db); // twice: a no-op
       repo = new KyselyImageRepository(db);

@@ -46,6 +46,13 @@ export const adminFetch: typeof fetch = (input, init = {}) => {
   return fetch(input, { ...init, headers });
 };
 
+/** A fresh, empty database of `dialect` (SQLite: a file in a new temporary directory); its URL and a drop function. */
+export async function freshDatabase(dialect: 'sqlite' | 'postgres'): Promise<{ url: string; drop(): Promise<void> }> {
+  if (dialect === 'postgres') return freshPgDatabase();
+  const dir = mkdtempSync(join(tmpdir(), 'imago-db-'));
+  return { url: `sqlite:${join(dir, 'test.db')}`, drop: async () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 /** A fresh PostgreSQL database; returns its URL and a drop function. */
 export async function freshPgDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `imago_t_${randomBytes(6).toString('hex')}`;
