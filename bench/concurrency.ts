@@ -19,7 +19,7 @@
  * the servers, started before: they stand for other machines. Loop delay is the server's event loop
  * waiting; on 2 cores shared with equal-priority clients it measured the scheduler, not the server.
  *
- *   npm run bench -- concurrency [--uploads 100] [--mib 64] [--downloads 1000] [--creates 2000] [--clients 16] [--client-nice 10] [--quick]
+ *   npm run bench -- concurrency [--uploads 100] [--mib 64] [--downloads 1000] [--creates 2000] [--clients 16] [--client-nice 10] [--cold] [--quick]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
